@@ -1,0 +1,405 @@
+//! Control groups: one cgroup per container, on cgroup v1 (a hierarchy per controller) or
+//! cgroup v2 (unified), chosen at run time from what is mounted.
+//!
+//! All kernel access goes through paths below the mount points found in
+//! `/proc/self/mountinfo`, so the logic runs against fixture directories in unit tests.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::ctid::Ctid;
+
+#[derive(Debug, Error)]
+pub enum CgroupError {
+    #[error("no cgroup file system is mounted (looked in /proc/self/mountinfo); mount cgroup v2 on /sys/fs/cgroup or the v1 hierarchies")]
+    NoCgroupFs,
+    #[error("cgroup operation on {path} failed")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cgroup {path} still has processes after {waited:?}")]
+    Busy { path: PathBuf, waited: Duration },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
+    move |source| CgroupError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One mounted hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hierarchy {
+    /// Where it is mounted.
+    pub mount: PathBuf,
+    /// Its controllers (v1), e.g. `["cpu", "cpuacct"]`, or `["name=systemd"]`; empty for v2.
+    pub controllers: Vec<String>,
+    pub v2: bool,
+}
+
+/// Which cgroup version drives the resource controllers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Version {
+    V1,
+    V2,
+}
+
+/// The host's cgroup layout and the parent under which containers live.
+#[derive(Debug, Clone)]
+pub struct Cgroups {
+    /// Every hierarchy a container joins; the first one is read for the process list.
+    hierarchies: Vec<Hierarchy>,
+    version: Version,
+    parent: String,
+}
+
+impl Cgroups {
+    /// Finds the mounted hierarchies of this process's mount namespace.
+    pub fn detect(parent: &str) -> Result<Self, CgroupError> {
+        let info = fs::read_to_string("/proc/self/mountinfo")
+            .map_err(io_err(Path::new("/proc/self/mountinfo")))?;
+        Self::from_mountinfo(&info, parent)
+    }
+
+    /// Builds the layout from mountinfo text (unit-testable with fixture roots).
+    pub fn from_mountinfo(info: &str, parent: &str) -> Result<Self, CgroupError> {
+        let mut v1 = Vec::new();
+        let mut v2 = Vec::new();
+        for line in info.lines() {
+            let Some((pre, post)) = line.split_once(" - ") else {
+                continue;
+            };
+            let pre: Vec<&str> = pre.split(' ').collect();
+            let post: Vec<&str> = post.split(' ').collect();
+            if pre.len() < 5 || post.len() < 3 {
+                continue;
+            }
+            // Only hierarchies mounted at their root: a bind of a sub-cgroup is not a place to
+            // create containers' cgroups in.
+            if pre[3] != "/" {
+                continue;
+            }
+            let mount = PathBuf::from(crate::fsutil::unescape_mountinfo(pre[4]));
+            match post[0] {
+                "cgroup" => {
+                    let controllers: Vec<String> = post[2]
+                        .split(',')
+                        .filter(|o| {
+                            !matches!(
+                                *o,
+                                "rw" | "ro"
+                                    | "relatime"
+                                    | "noatime"
+                                    | "nosuid"
+                                    | "nodev"
+                                    | "noexec"
+                                    | "clone_children"
+                                    | "xattr"
+                            ) && !o.starts_with("release_agent")
+                        })
+                        .map(str::to_string)
+                        .collect();
+                    if !controllers.is_empty()
+                        && !v1.iter().any(|h: &Hierarchy| h.controllers == controllers)
+                    {
+                        v1.push(Hierarchy {
+                            mount,
+                            controllers,
+                            v2: false,
+                        });
+                    }
+                }
+                "cgroup2" if v2.is_empty() => v2.push(Hierarchy {
+                    mount,
+                    controllers: vec![],
+                    v2: true,
+                }),
+                _ => {}
+            }
+        }
+        let (mut hierarchies, version) = if v1
+            .iter()
+            .any(|h| !h.controllers.iter().all(|c| c.starts_with("name=")))
+        {
+            // Hybrid or pure v1: the v1 controllers rule; the unified mount (if any) is joined
+            // too, for its freezer and so that the process's membership is complete.
+            let mut h = v1;
+            h.extend(v2);
+            (h, Version::V1)
+        } else if !v2.is_empty() {
+            (v2, Version::V2)
+        } else {
+            return Err(CgroupError::NoCgroupFs);
+        };
+        // Read the process list from a hierarchy every process is in: pids, freezer or v2.
+        if let Some(i) = hierarchies
+            .iter()
+            .position(|h| h.v2 || h.controllers.iter().any(|c| c == "pids"))
+        {
+            let h = hierarchies.remove(i);
+            hierarchies.insert(0, h);
+        }
+        Ok(Self {
+            hierarchies,
+            version,
+            parent: parent.to_string(),
+        })
+    }
+
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    pub fn hierarchies(&self) -> &[Hierarchy] {
+        &self.hierarchies
+    }
+
+    /// The container's cgroup directory in one hierarchy.
+    pub fn dir(&self, h: &Hierarchy, ctid: Ctid) -> PathBuf {
+        h.mount.join(&self.parent).join(ctid.to_string())
+    }
+
+    /// The container's directories in every hierarchy.
+    pub fn dirs(&self, ctid: Ctid) -> Vec<PathBuf> {
+        self.hierarchies.iter().map(|h| self.dir(h, ctid)).collect()
+    }
+
+    /// The container's directory in the v1 hierarchy that has `controller`, or the v2 one.
+    pub fn controller_dir(&self, controller: &str, ctid: Ctid) -> Option<PathBuf> {
+        self.hierarchies
+            .iter()
+            .find(|h| {
+                if self.version == Version::V2 {
+                    h.v2
+                } else {
+                    h.controllers.iter().any(|c| c == controller)
+                }
+            })
+            .map(|h| self.dir(h, ctid))
+    }
+
+    /// Creates the container's cgroup in every hierarchy (and the parent), idempotently.
+    pub fn create(&self, ctid: Ctid) -> Result<(), CgroupError> {
+        for h in &self.hierarchies {
+            let parent = h.mount.join(&self.parent);
+            let dir = self.dir(h, ctid);
+            for d in [&parent, &dir] {
+                match fs::create_dir(d) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io_err(d)(e)),
+                }
+                if h.controllers.iter().any(|c| c == "cpuset") {
+                    // A v1 cpuset cgroup takes no process until it has cpus and mems.
+                    for f in ["cpuset.cpus", "cpuset.mems"] {
+                        let cur = fs::read_to_string(d.join(f)).unwrap_or_default();
+                        if cur.trim().is_empty() {
+                            let from = d.parent().unwrap().join(f);
+                            let v = fs::read_to_string(&from).map_err(io_err(&from))?;
+                            fs::write(d.join(f), v.trim()).map_err(io_err(&d.join(f)))?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the `cgroup.procs` file of every hierarchy, for a process to move itself in later
+    /// (by writing "0") after it has left the host's mount namespace.
+    pub fn open_procs(&self, ctid: Ctid) -> Result<Vec<fs::File>, CgroupError> {
+        self.dirs(ctid)
+            .into_iter()
+            .map(|d| {
+                let p = d.join("cgroup.procs");
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&p)
+                    .map_err(io_err(&p))
+            })
+            .collect()
+    }
+
+    /// Moves a process (host pid) into the container's cgroup.
+    pub fn join(&self, ctid: Ctid, pid: i32) -> Result<(), CgroupError> {
+        for d in self.dirs(ctid) {
+            let p = d.join("cgroup.procs");
+            fs::write(&p, pid.to_string()).map_err(io_err(&p))?;
+        }
+        Ok(())
+    }
+
+    /// Host pids of the container's processes; empty when the cgroup does not exist.
+    pub fn pids(&self, ctid: Ctid) -> Result<Vec<i32>, CgroupError> {
+        let Some(h) = self.hierarchies.first() else {
+            return Ok(vec![]);
+        };
+        let p = self.dir(h, ctid).join("cgroup.procs");
+        match fs::read_to_string(&p) {
+            Ok(s) => Ok(s.lines().filter_map(|l| l.trim().parse().ok()).collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(vec![]),
+            Err(e) => Err(io_err(&p)(e)),
+        }
+    }
+
+    /// Sends SIGKILL to every process of the container until none is left, or `timeout`.
+    pub fn kill_all(&self, ctid: Ctid, timeout: Duration) -> Result<(), CgroupError> {
+        let start = Instant::now();
+        loop {
+            let pids = self.pids(ctid)?;
+            if pids.is_empty() {
+                return Ok(());
+            }
+            for pid in pids {
+                // SAFETY: kill(2) with a pid read from the container's cgroup; no memory involved.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            if start.elapsed() > timeout {
+                return Err(CgroupError::Busy {
+                    path: self.dir(&self.hierarchies[0], ctid),
+                    waited: timeout,
+                });
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Removes the container's cgroup everywhere. Processes that are exiting keep a cgroup busy
+    /// for a moment, so removal is retried until `timeout`.
+    pub fn remove(&self, ctid: Ctid, timeout: Duration) -> Result<(), CgroupError> {
+        let start = Instant::now();
+        for d in self.dirs(ctid) {
+            loop {
+                match fs::remove_dir(&d) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EBUSY) && start.elapsed() < timeout =>
+                    {
+                        sleep(Duration::from_millis(20))
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        return Err(CgroupError::Busy {
+                            path: d,
+                            waited: timeout,
+                        })
+                    }
+                    Err(e) => return Err(io_err(&d)(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Does the container's cgroup exist in the first hierarchy?
+    pub fn exists(&self, ctid: Ctid) -> bool {
+        self.hierarchies
+            .first()
+            .is_some_and(|h| self.dir(h, ctid).is_dir())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+25 1 0:23 / /sys/fs/cgroup rw,nosuid - tmpfs tmpfs rw,mode=755
+26 25 0:24 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+27 25 0:25 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset
+28 25 0:26 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+29 25 0:27 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+30 25 0:28 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+31 25 0:26 /sub /mnt/bound rw,relatime - cgroup cgroup rw,pids
+";
+
+    #[test]
+    fn hybrid_is_v1_with_pids_first_and_unified_joined() {
+        let c = Cgroups::from_mountinfo(HYBRID, "ferry").unwrap();
+        assert_eq!(c.version(), Version::V1);
+        let mounts: Vec<_> = c
+            .hierarchies()
+            .iter()
+            .map(|h| h.mount.to_str().unwrap().to_string())
+            .collect();
+        assert_eq!(mounts[0], "/sys/fs/cgroup/pids");
+        assert_eq!(mounts.len(), 5, "{mounts:?}");
+        assert!(mounts.contains(&"/sys/fs/cgroup/unified".to_string()));
+        let id = Ctid::new(101).unwrap();
+        assert_eq!(
+            c.controller_dir("cpu", id).unwrap(),
+            PathBuf::from("/sys/fs/cgroup/cpu/ferry/101")
+        );
+        assert_eq!(c.controller_dir("memory", id), None);
+    }
+
+    #[test]
+    fn pure_v2() {
+        let info = "30 25 0:28 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw,nsdelegate\n";
+        let c = Cgroups::from_mountinfo(info, "ferry-hostA").unwrap();
+        assert_eq!(c.version(), Version::V2);
+        let id = Ctid::new(7).unwrap();
+        assert_eq!(
+            c.dirs(id),
+            vec![PathBuf::from("/sys/fs/cgroup/ferry-hostA/7")]
+        );
+        assert_eq!(
+            c.controller_dir("memory", id).unwrap(),
+            PathBuf::from("/sys/fs/cgroup/ferry-hostA/7")
+        );
+    }
+
+    #[test]
+    fn nothing_mounted() {
+        assert!(matches!(
+            Cgroups::from_mountinfo("1 0 8:1 / / rw - ext4 /dev/vda rw\n", "ferry"),
+            Err(CgroupError::NoCgroupFs)
+        ));
+    }
+
+    #[test]
+    fn create_list_remove_against_a_fixture_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let m = d.path().to_str().unwrap();
+        fs::create_dir_all(d.path().join("cpuset")).unwrap();
+        fs::write(d.path().join("cpuset/cpuset.cpus"), "0-1\n").unwrap();
+        fs::write(d.path().join("cpuset/cpuset.mems"), "0\n").unwrap();
+        fs::create_dir_all(d.path().join("pids")).unwrap();
+        let info = format!("1 0 0:1 / {m}/cpuset rw - cgroup cgroup rw,cpuset\n2 0 0:2 / {m}/pids rw - cgroup cgroup rw,pids\n");
+        let c = Cgroups::from_mountinfo(&info, "ferry").unwrap();
+        let id = Ctid::new(101).unwrap();
+        c.create(id).unwrap();
+        c.create(id).unwrap();
+        assert_eq!(
+            fs::read_to_string(d.path().join("cpuset/ferry/101/cpuset.cpus")).unwrap(),
+            "0-1"
+        );
+        assert_eq!(
+            fs::read_to_string(d.path().join("cpuset/ferry/cpuset.mems")).unwrap(),
+            "0"
+        );
+        assert!(c.exists(id));
+        fs::write(d.path().join("pids/ferry/101/cgroup.procs"), "12\n34\n").unwrap();
+        assert_eq!(c.pids(id).unwrap(), vec![12, 34]);
+        // A fixture directory holds files, so rmdir fails with ENOTEMPTY, which is reported.
+        assert!(matches!(
+            c.remove(id, Duration::from_millis(10)),
+            Err(CgroupError::Io { .. })
+        ));
+        fs::remove_file(d.path().join("pids/ferry/101/cgroup.procs")).unwrap();
+        fs::remove_file(d.path().join("cpuset/ferry/101/cpuset.cpus")).unwrap();
+        fs::remove_file(d.path().join("cpuset/ferry/101/cpuset.mems")).unwrap();
+        c.remove(id, Duration::from_millis(10)).unwrap();
+        assert!(!c.exists(id));
+        assert_eq!(c.pids(id).unwrap(), Vec::<i32>::new());
+    }
+}

@@ -1,0 +1,241 @@
+//! `vzctl`: create, start, stop and manage containers (OpenVZ's command, same names).
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use super::{parse, report, require_root, CliError, Global, Progress};
+use crate::ctid::{CtRef, Ctid};
+use crate::host::Host;
+use crate::runtime::{CreateOptions, Runtime};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vzctl",
+    version,
+    about = "Create, start, stop and manage ferry containers",
+    after_help = "Exit codes: see docs/exit-codes.md"
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Create a container from an OS template cache
+    Create {
+        ctid: CtidArg,
+        /// OS template (default: DEF_OSTEMPLATE in vz.conf, else busybox)
+        #[arg(long)]
+        ostemplate: Option<String>,
+        /// Sample configuration etc/vz/conf/ve-SAMPLE.conf-sample (default: CONFIGFILE in vz.conf)
+        #[arg(long = "config")]
+        config: Option<String>,
+        /// IP address (repeatable)
+        #[arg(long)]
+        ipadd: Vec<String>,
+        #[arg(long)]
+        hostname: Option<String>,
+        /// A name usable wherever the CTID is
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Start a container
+    Start { ctid: CtRef },
+    /// Stop a container: a clean shutdown through its init, then kill after the timeout
+    Stop {
+        ctid: CtRef,
+        /// Kill at once, without a clean shutdown
+        #[arg(long)]
+        fast: bool,
+        /// Seconds to wait for a clean shutdown (default: STOP_TIMEOUT in vz.conf, else 60)
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// Stop and start a container
+    Restart {
+        ctid: CtRef,
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// Show whether a container exists, is mounted, is running
+    Status {
+        ctid: CtRef,
+        /// JSON output
+        #[arg(short = 'j', long)]
+        json: bool,
+    },
+    /// Mount a container's private area on its root directory
+    Mount { ctid: CtRef },
+    /// Unmount a stopped container's root directory
+    Umount { ctid: CtRef },
+    /// Run a command (through /bin/sh -c) inside a running container; exits with its code
+    Exec {
+        ctid: CtRef,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Like exec (OpenVZ's exit-code-returning variant; in ferry both return the command's code)
+    Exec2 {
+        ctid: CtRef,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Open an interactive shell inside a running container
+    Enter {
+        ctid: CtRef,
+        /// The shell to run (default /bin/sh -l)
+        #[arg(long)]
+        exec: Option<String>,
+    },
+    /// Remove a stopped container's private area and configuration
+    #[command(alias = "delete")]
+    Destroy { ctid: CtRef },
+}
+
+/// A CTID as `create` takes it: a number (names come with `--name`).
+#[derive(Debug, Clone, Copy)]
+pub struct CtidArg(pub Ctid);
+
+impl std::str::FromStr for CtidArg {
+    type Err = crate::ctid::IdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(CtidArg)
+    }
+}
+
+pub fn main() -> ! {
+    let args: Args = parse();
+    super::init_logging(args.global.verbose);
+    let code = match run(args) {
+        Ok(code) => code,
+        Err(e) => report("vzctl", &e),
+    };
+    std::process::exit(code)
+}
+
+fn say(quiet: bool, msg: impl AsRef<str>) {
+    if !quiet {
+        println!("{}", msg.as_ref());
+    }
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    let quiet = args.global.quiet;
+    let host = Host::open(args.global.layout())?;
+    let rt = Runtime::new(host);
+    let resolve = |r: &CtRef| -> Result<Ctid> { Ok(rt.host.resolve(r)?) };
+    match &args.cmd {
+        Cmd::Status { .. } => {}
+        _ => require_root("vzctl")?,
+    }
+    match args.cmd {
+        Cmd::Create {
+            ctid: CtidArg(ctid),
+            ostemplate,
+            config,
+            ipadd,
+            hostname,
+            name,
+        } => {
+            let opts = CreateOptions {
+                ostemplate,
+                config_sample: config,
+                ipadd,
+                hostname,
+                name,
+            };
+            let mut p = Progress::new(quiet);
+            let ct = rt.create(ctid, &opts, &mut |m| p.line(m))?;
+            p.finish();
+            say(
+                quiet,
+                format!(
+                    "Container {ctid} created; private area {}",
+                    ct.private.display()
+                ),
+            );
+        }
+        Cmd::Start { ctid } => {
+            let id = resolve(&ctid)?;
+            say(quiet, format!("Starting container {id} ..."));
+            let st = rt.start(id)?;
+            say(
+                quiet,
+                format!(
+                    "Container {id} started (init pid {} on the host)",
+                    st.init_pid
+                ),
+            );
+        }
+        Cmd::Stop {
+            ctid,
+            fast,
+            timeout,
+        } => {
+            let id = resolve(&ctid)?;
+            say(quiet, format!("Stopping container {id} ..."));
+            rt.stop(id, fast, timeout.map(Duration::from_secs))?;
+            say(quiet, format!("Container {id} was stopped"));
+        }
+        Cmd::Restart { ctid, timeout } => {
+            let id = resolve(&ctid)?;
+            say(quiet, format!("Restarting container {id} ..."));
+            rt.restart(id, timeout.map(Duration::from_secs))?;
+            say(quiet, format!("Container {id} started"));
+        }
+        Cmd::Status { ctid, json } => {
+            let id = match rt.host.resolve(&ctid) {
+                Ok(id) => id,
+                Err(crate::host::HostError::NoSuchName(n)) if !json => {
+                    return Err(crate::host::HostError::NoSuchName(n).into())
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let st = rt.status(id)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                println!("{}", st.line());
+            }
+        }
+        Cmd::Mount { ctid } => {
+            let id = resolve(&ctid)?;
+            rt.mount(id)?;
+            say(quiet, format!("Container {id} is mounted"));
+        }
+        Cmd::Umount { ctid } => {
+            let id = resolve(&ctid)?;
+            rt.umount(id)?;
+            say(quiet, format!("Container {id} is unmounted"));
+        }
+        Cmd::Exec { ctid, command } | Cmd::Exec2 { ctid, command } => {
+            let id = resolve(&ctid)?;
+            let argv = vec!["/bin/sh".to_string(), "-c".to_string(), command.join(" ")];
+            return Ok(rt.exec(id, &argv, false)?);
+        }
+        Cmd::Enter { ctid, exec } => {
+            let id = resolve(&ctid)?;
+            let argv = match exec {
+                Some(cmd) => vec!["/bin/sh".to_string(), "-c".to_string(), cmd],
+                None => vec!["/bin/sh".to_string(), "-l".to_string()],
+            };
+            say(quiet, format!("entered into container {id}"));
+            let code = rt.exec(id, &argv, true)?;
+            say(quiet, format!("exited from container {id}"));
+            return Ok(code);
+        }
+        Cmd::Destroy { ctid } => {
+            let id = resolve(&ctid)?;
+            say(quiet, format!("Destroying container {id} ..."));
+            rt.destroy(id)?;
+            say(quiet, format!("Container {id} was destroyed"));
+        }
+    }
+    let _ = CliError::BadOption(String::new());
+    Ok(0)
+}

@@ -1,0 +1,145 @@
+//! `vzlist`: list containers, OpenVZ's columns or JSON.
+
+use anyhow::Result;
+use clap::Parser;
+
+use super::{parse, report, Global};
+use crate::ctid::CtRef;
+use crate::host::Host;
+use crate::list::{self, Row};
+use crate::runtime::Runtime;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vzlist",
+    version,
+    about = "List ferry containers",
+    after_help = "Fields: ctid nproc status ip hostname name ostemplate private root layout onboot"
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub global: Global,
+    /// All containers (default: running ones)
+    #[arg(short = 'a', long = "all")]
+    pub all: bool,
+    /// Only stopped containers
+    #[arg(short = 'S', long = "stopped")]
+    pub stopped: bool,
+    /// No header line
+    #[arg(short = 'H', long = "no-header")]
+    pub no_header: bool,
+    /// Comma-separated fields to show
+    #[arg(short = 'o', long = "output", value_name = "FIELD,...")]
+    pub output: Option<String>,
+    /// Sort by a field; -FIELD (or --sort=-FIELD) sorts descending
+    #[arg(
+        short = 's',
+        long = "sort",
+        value_name = "[-]FIELD",
+        allow_hyphen_values = true
+    )]
+    pub sort: Option<String>,
+    /// JSON output
+    #[arg(short = 'j', long = "json")]
+    pub json: bool,
+    /// Only these containers (CTIDs or names)
+    pub ctids: Vec<CtRef>,
+}
+
+pub fn main() -> ! {
+    let args: Args = parse();
+    super::init_logging(args.global.verbose);
+    let code = match run(args) {
+        Ok(()) => 0,
+        Err(e) => report("vzlist", &e),
+    };
+    std::process::exit(code)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    // Validate the field list and sort key before reading anything.
+    let fields = match &args.output {
+        Some(spec) => list::parse_fields(spec)?,
+        None if args.json => list::FIELDS
+            .iter()
+            .copied()
+            .filter(|f| f.name != "veid")
+            .collect(),
+        None => list::parse_fields(&list::DEFAULT_FIELDS.join(","))?,
+    };
+    let sort = match &args.sort {
+        Some(s) => {
+            let (rev, name) = match s.strip_prefix('-') {
+                Some(n) => (true, n),
+                None => (false, s.as_str()),
+            };
+            Some((list::field(name)?, rev))
+        }
+        None => None,
+    };
+    let host = Host::open(args.global.layout())?;
+    let rt = Runtime::new(host);
+    let ids = if args.ctids.is_empty() {
+        rt.host.ctids()?
+    } else {
+        args.ctids
+            .iter()
+            .map(|r| rt.host.resolve(r).map_err(anyhow::Error::from))
+            .collect::<Result<Vec<_>>>()?
+    };
+    let mut rows = Vec::new();
+    for id in ids {
+        let ct = rt.host.container(id)?;
+        let st = rt.status(id)?;
+        let status = if st.running {
+            "running"
+        } else if st.mounted {
+            "mounted"
+        } else {
+            "stopped"
+        };
+        let explicit = !args.ctids.is_empty();
+        let wanted = if args.stopped {
+            !st.running
+        } else {
+            explicit || args.all || st.running
+        };
+        if !wanted {
+            continue;
+        }
+        rows.push(Row {
+            ctid: id,
+            nproc: rt.nproc(id)?,
+            status: status.to_string(),
+            ip: ct.ip_addresses(),
+            hostname: ct.hostname().map(str::to_string),
+            name: ct.name().map(str::to_string),
+            ostemplate: ct.get("OSTEMPLATE").map(str::to_string),
+            private: ct
+                .get("VE_PRIVATE")
+                .map(|v| crate::config::expand_veid(v, id))
+                .unwrap_or_else(|| ct.private.display().to_string()),
+            root: ct
+                .get("VE_ROOT")
+                .map(|v| crate::config::expand_veid(v, id))
+                .unwrap_or_else(|| ct.root.display().to_string()),
+            layout: ct.get("VE_LAYOUT").map(str::to_string),
+            onboot: ct.get("ONBOOT").map(str::to_string),
+        });
+    }
+    if let Some((f, rev)) = sort {
+        list::sort(&mut rows, &f, rev);
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list::json(&rows, &fields))?
+        );
+    } else {
+        if rows.is_empty() && !args.no_header && !args.global.quiet {
+            eprintln!("Container(s) not found");
+        }
+        print!("{}", list::table(&rows, &fields, !args.no_header));
+    }
+    Ok(())
+}

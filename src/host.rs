@@ -1,0 +1,305 @@
+//! A host: its layout, its global configuration (`vz.conf`) and its containers' configuration
+//! files. Resolves what the user typed (a CTID or a name) to a container.
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::config::{expand_veid, Config, ConfigError};
+use crate::ctid::{CtRef, Ctid};
+use crate::exitcode::ExitCode;
+use crate::layout::HostLayout;
+
+#[derive(Debug, Error)]
+pub enum HostError {
+    #[error("container {0} does not exist (no {1})")]
+    NoSuchContainer(Ctid, PathBuf),
+    #[error("no container is named {0:?}")]
+    NoSuchName(String),
+    #[error("the name {name:?} is used by both container {a} and container {b}; fix the NAME lines of their configuration files")]
+    AmbiguousName { name: String, a: Ctid, b: Ctid },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot prepare the host directory {path}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl HostError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            HostError::NoSuchContainer(..) | HostError::NoSuchName(_) => ExitCode::NoConfig,
+            HostError::AmbiguousName { .. } => ExitCode::BadValue,
+            HostError::Config(ConfigError::Malformed { .. } | ConfigError::Read { .. }) => {
+                ExitCode::NoConfig
+            }
+            HostError::Config(_) => ExitCode::ConfigWrite,
+            HostError::Dir { .. } => ExitCode::SystemError,
+        }
+    }
+}
+
+/// The global configuration a new host starts with. Paths are OpenVZ's, below the host root.
+pub const DEFAULT_VZ_CONF: &str = r#"## ferry global configuration (OpenVZ vz.conf keys where OpenVZ had them)
+VIRTUOZZO=yes
+LOCKDIR=/vz/lock
+DUMPDIR=/vz/dump
+
+## Template and container areas ($VEID is the container's id)
+TEMPLATE=/vz/template
+VE_ROOT=/vz/root/$VEID
+VE_PRIVATE=/vz/private/$VEID
+
+## Defaults for vzctl create
+CONFIGFILE="basic"
+DEF_OSTEMPLATE="busybox"
+VE_LAYOUT="simfs"
+
+## cgroup directory under which this host's containers live (unique per host on one machine)
+CGROUP_PARENT="ferry"
+
+## Seconds that vzctl stop waits for a clean shutdown before killing the container
+STOP_TIMEOUT="60"
+"#;
+
+/// The sample configuration that `vzctl create` starts from unless `--config` names another.
+pub const DEFAULT_SAMPLE: &str = r#"# ferry sample configuration "basic": no resource limits set.
+ONBOOT="no"
+"#;
+
+/// One host.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub layout: HostLayout,
+    pub global: Config,
+}
+
+impl Host {
+    /// Opens a host for reading: a missing `vz.conf` means the defaults.
+    pub fn open(layout: HostLayout) -> Result<Self, HostError> {
+        let path = layout.vz_conf();
+        let global = match fs::read_to_string(&path) {
+            Ok(text) => Config::parse(&text, &path)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Config::parse(DEFAULT_VZ_CONF, &path)?,
+            Err(source) => return Err(ConfigError::Read { path, source }.into()),
+        };
+        Ok(Self { layout, global })
+    }
+
+    /// Creates the host's directories, `vz.conf` and the default sample if they are missing.
+    pub fn initialize(&self) -> Result<(), HostError> {
+        for d in self.layout.dirs() {
+            fs::create_dir_all(&d).map_err(|source| HostError::Dir {
+                path: d.clone(),
+                source,
+            })?;
+        }
+        for (path, text) in [
+            (self.layout.vz_conf(), DEFAULT_VZ_CONF),
+            (self.layout.sample_conf("basic"), DEFAULT_SAMPLE),
+        ] {
+            if !path.exists() {
+                crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644)
+                    .map_err(|source| ConfigError::Write { path, source })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A global setting, with a default.
+    pub fn setting(&self, key: &str, default: &str) -> String {
+        self.global.get(key).unwrap_or(default).to_string()
+    }
+
+    pub fn cgroup_parent(&self) -> String {
+        self.setting("CGROUP_PARENT", "ferry")
+    }
+
+    /// Every container with a configuration file, in CTID order. Files whose names are not
+    /// `CTID.conf` (samples, editor backups) are ignored.
+    pub fn ctids(&self) -> Result<Vec<Ctid>, HostError> {
+        let dir = self.layout.conf_dir();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(source) => return Err(HostError::Dir { path: dir, source }),
+        };
+        let mut ids: Vec<Ctid> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".conf")?.parse().ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Resolves a CTID or a name. A CTID resolves even when the container does not exist
+    /// (`create` needs that); a name must belong to an existing container.
+    pub fn resolve(&self, r: &CtRef) -> Result<Ctid, HostError> {
+        match r {
+            CtRef::Id(id) => Ok(*id),
+            CtRef::Name(name) => {
+                let mut found: Option<Ctid> = None;
+                for id in self.ctids()? {
+                    let Ok(c) = Config::load(&self.layout.ct_conf(id)) else {
+                        continue;
+                    };
+                    if c.get("NAME") == Some(name.as_str()) {
+                        if let Some(a) = found {
+                            return Err(HostError::AmbiguousName {
+                                name: name.clone(),
+                                a,
+                                b: id,
+                            });
+                        }
+                        found = Some(id);
+                    }
+                }
+                found.ok_or_else(|| HostError::NoSuchName(name.clone()))
+            }
+        }
+    }
+
+    /// Which container, if any, has this name.
+    pub fn name_owner(&self, name: &str) -> Result<Option<Ctid>, HostError> {
+        match self.resolve(&CtRef::Name(name.to_string())) {
+            Ok(id) => Ok(Some(id)),
+            Err(HostError::NoSuchName(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Loads an existing container's configuration.
+    pub fn container(&self, ctid: Ctid) -> Result<Container, HostError> {
+        let conf_path = self.layout.ct_conf(ctid);
+        if !conf_path.exists() {
+            return Err(HostError::NoSuchContainer(ctid, conf_path));
+        }
+        let config = Config::load(&conf_path)?;
+        Ok(self.container_from(ctid, config))
+    }
+
+    /// A container record for a configuration (possibly not yet written).
+    pub fn container_from(&self, ctid: Ctid, config: Config) -> Container {
+        let pick = |key: &str, def: &str| {
+            let v = config
+                .get(key)
+                .map(str::to_string)
+                .unwrap_or_else(|| self.setting(key, def));
+            expand_veid(&v, ctid)
+        };
+        let private_conf = pick("VE_PRIVATE", "/vz/private/$VEID");
+        let root_conf = pick("VE_ROOT", "/vz/root/$VEID");
+        Container {
+            ctid,
+            conf_path: self.layout.ct_conf(ctid),
+            private: self.layout.resolve(&private_conf),
+            root: self.layout.resolve(&root_conf),
+            config,
+        }
+    }
+}
+
+/// A container as its configuration describes it.
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub ctid: Ctid,
+    pub conf_path: PathBuf,
+    pub config: Config,
+    /// The private area (the container's files) on this host.
+    pub private: PathBuf,
+    /// Where the private area is mounted while the container is mounted or running.
+    pub root: PathBuf,
+}
+
+impl Container {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.config.get(key).filter(|v| !v.is_empty())
+    }
+    pub fn hostname(&self) -> Option<&str> {
+        self.get("HOSTNAME")
+    }
+    pub fn name(&self) -> Option<&str> {
+        self.get("NAME")
+    }
+    /// IP_ADDRESS holds the addresses separated by spaces.
+    pub fn ip_addresses(&self) -> Vec<String> {
+        self.get("IP_ADDRESS")
+            .map(|v| v.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> (tempfile::TempDir, Host) {
+        let d = tempfile::tempdir().unwrap();
+        let h = Host::open(HostLayout::new(d.path())).unwrap();
+        h.initialize().unwrap();
+        (d, h)
+    }
+
+    #[test]
+    fn initialize_writes_defaults_once() {
+        let (_d, h) = host();
+        assert!(h.layout.vz_conf().exists());
+        fs::write(h.layout.vz_conf(), "CGROUP_PARENT=\"ferry-x\"\n").unwrap();
+        h.initialize().unwrap();
+        let h2 = Host::open(h.layout.clone()).unwrap();
+        assert_eq!(h2.cgroup_parent(), "ferry-x");
+    }
+
+    #[test]
+    fn names_resolve_and_collide() {
+        let (_d, h) = host();
+        let write = |id: u32, name: &str| {
+            fs::write(
+                h.layout.ct_conf(Ctid::new(id).unwrap()),
+                format!("NAME=\"{name}\"\n"),
+            )
+            .unwrap()
+        };
+        write(101, "web");
+        write(102, "db");
+        fs::write(
+            h.layout.conf_dir().join("ve-basic.conf-sample"),
+            "NAME=\"web\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            h.ctids().unwrap(),
+            vec![Ctid::new(101).unwrap(), Ctid::new(102).unwrap()]
+        );
+        assert_eq!(h.resolve(&"web".parse().unwrap()).unwrap().get(), 101);
+        assert_eq!(h.resolve(&"102".parse().unwrap()).unwrap().get(), 102);
+        assert!(matches!(
+            h.resolve(&"nope".parse().unwrap()),
+            Err(HostError::NoSuchName(_))
+        ));
+        write(103, "web");
+        assert!(matches!(
+            h.resolve(&"web".parse().unwrap()),
+            Err(HostError::AmbiguousName { .. })
+        ));
+    }
+
+    #[test]
+    fn container_paths_follow_config_then_global() {
+        let (d, h) = host();
+        let id = Ctid::new(101).unwrap();
+        fs::write(h.layout.ct_conf(id), "VE_PRIVATE=\"/data/ct/$VEID\"\n").unwrap();
+        let c = h.container(id).unwrap();
+        assert_eq!(c.private, d.path().join("data/ct/101"));
+        assert_eq!(c.root, d.path().join("vz/root/101"));
+        assert!(matches!(
+            h.container(Ctid::new(5).unwrap()),
+            Err(HostError::NoSuchContainer(..))
+        ));
+    }
+}

@@ -1,0 +1,17 @@
+//! ferry: system containers with checkpoint and live migration, in the manner of OpenVZ.
+//!
+//! See docs/ARCHITECTURE.md for the bird's-eye view and the codemap.
+
+pub mod cgroup;
+pub mod cli;
+pub mod config;
+pub mod ctid;
+pub mod exitcode;
+pub mod fsutil;
+pub mod host;
+pub mod layout;
+pub mod list;
+pub mod lock;
+pub mod net;
+pub mod runtime;
+pub mod template;

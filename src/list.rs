@@ -1,0 +1,320 @@
+//! `vzlist`: rows of container facts, formatted as OpenVZ's columns or as JSON.
+
+use std::cmp::Ordering;
+
+use serde_json::{json, Value};
+
+use crate::ctid::Ctid;
+
+/// What vzlist knows about one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub ctid: Ctid,
+    pub nproc: Option<usize>,
+    /// running, stopped or mounted (OpenVZ's values).
+    pub status: String,
+    pub ip: Vec<String>,
+    pub hostname: Option<String>,
+    pub name: Option<String>,
+    pub ostemplate: Option<String>,
+    pub private: String,
+    pub root: String,
+    pub layout: Option<String>,
+    pub onboot: Option<String>,
+}
+
+/// A column: its name for `-o`/`-s`, its header, and whether it is right-aligned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    pub name: &'static str,
+    pub header: &'static str,
+    width: usize,
+    right: bool,
+}
+
+pub const FIELDS: &[Field] = &[
+    Field {
+        name: "ctid",
+        header: "CTID",
+        width: 10,
+        right: true,
+    },
+    Field {
+        name: "veid",
+        header: "CTID",
+        width: 10,
+        right: true,
+    },
+    Field {
+        name: "nproc",
+        header: "NPROC",
+        width: 10,
+        right: true,
+    },
+    Field {
+        name: "status",
+        header: "STATUS",
+        width: 9,
+        right: false,
+    },
+    Field {
+        name: "ip",
+        header: "IP_ADDR",
+        width: 15,
+        right: false,
+    },
+    Field {
+        name: "hostname",
+        header: "HOSTNAME",
+        width: 20,
+        right: false,
+    },
+    Field {
+        name: "name",
+        header: "NAME",
+        width: 12,
+        right: false,
+    },
+    Field {
+        name: "ostemplate",
+        header: "OSTEMPLATE",
+        width: 16,
+        right: false,
+    },
+    Field {
+        name: "private",
+        header: "PRIVATE",
+        width: 24,
+        right: false,
+    },
+    Field {
+        name: "root",
+        header: "ROOT",
+        width: 24,
+        right: false,
+    },
+    Field {
+        name: "layout",
+        header: "LAYOUT",
+        width: 6,
+        right: false,
+    },
+    Field {
+        name: "onboot",
+        header: "ONBOOT",
+        width: 6,
+        right: false,
+    },
+];
+
+/// OpenVZ's default columns.
+pub const DEFAULT_FIELDS: &[&str] = &["ctid", "nproc", "status", "ip", "hostname"];
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown field {0:?}; known fields: {known}", known = FIELDS.iter().map(|f| f.name).collect::<Vec<_>>().join(", "))]
+pub struct UnknownField(pub String);
+
+pub fn field(name: &str) -> Result<Field, UnknownField> {
+    FIELDS
+        .iter()
+        .copied()
+        .find(|f| f.name == name)
+        .ok_or_else(|| UnknownField(name.to_string()))
+}
+
+/// Parses `-o ctid,name,...`.
+pub fn parse_fields(spec: &str) -> Result<Vec<Field>, UnknownField> {
+    spec.split(',').map(|s| field(s.trim())).collect()
+}
+
+fn text(row: &Row, f: &Field) -> String {
+    let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+    match f.name {
+        "ctid" | "veid" => row.ctid.to_string(),
+        "nproc" => row
+            .nproc
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "-".into()),
+        "status" => row.status.clone(),
+        "ip" => {
+            if row.ip.is_empty() {
+                "-".into()
+            } else {
+                row.ip.join(" ")
+            }
+        }
+        "hostname" => opt(&row.hostname),
+        "name" => opt(&row.name),
+        "ostemplate" => opt(&row.ostemplate),
+        "private" => row.private.clone(),
+        "root" => row.root.clone(),
+        "layout" => opt(&row.layout),
+        "onboot" => opt(&row.onboot),
+        _ => "-".into(),
+    }
+}
+
+fn value(row: &Row, f: &Field) -> Value {
+    match f.name {
+        "ctid" | "veid" => json!(row.ctid.get()),
+        "nproc" => json!(row.nproc),
+        "ip" => json!(row.ip),
+        "hostname" => json!(row.hostname),
+        "name" => json!(row.name),
+        "ostemplate" => json!(row.ostemplate),
+        "layout" => json!(row.layout),
+        "onboot" => json!(row.onboot),
+        _ => json!(text(row, f)),
+    }
+}
+
+/// Sorts rows by a field; `reverse` for descending. Numbers sort as numbers.
+pub fn sort(rows: &mut [Row], f: &Field, reverse: bool) {
+    rows.sort_by(|a, b| {
+        let o = match f.name {
+            "ctid" | "veid" => a.ctid.cmp(&b.ctid),
+            "nproc" => a.nproc.cmp(&b.nproc),
+            _ => text(a, f).cmp(&text(b, f)),
+        }
+        .then(a.ctid.cmp(&b.ctid));
+        if reverse {
+            o.reverse()
+        } else {
+            o
+        }
+    });
+    let _ = Ordering::Equal;
+}
+
+/// The table, as OpenVZ prints it: fixed-width columns, the last one unpadded.
+pub fn table(rows: &[Row], fields: &[Field], header: bool) -> String {
+    let mut out = String::new();
+    let mut line = |cells: Vec<String>| {
+        let mut l = String::new();
+        for (i, (f, c)) in fields.iter().zip(cells).enumerate() {
+            let last = i + 1 == fields.len();
+            if i > 0 {
+                l.push(' ');
+            }
+            if f.right {
+                l.push_str(&format!("{c:>w$}", w = f.width));
+            } else if last {
+                l.push_str(&c);
+            } else {
+                l.push_str(&format!("{c:<w$}", w = f.width));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    if header {
+        line(fields.iter().map(|f| f.header.to_string()).collect());
+    }
+    for r in rows {
+        line(fields.iter().map(|f| text(r, f)).collect());
+    }
+    out
+}
+
+/// A JSON array of objects keyed by field name.
+pub fn json(rows: &[Row], fields: &[Field]) -> Value {
+    Value::Array(
+        rows.iter()
+            .map(|r| {
+                Value::Object(
+                    fields
+                        .iter()
+                        .map(|f| (f.name.to_string(), value(r, f)))
+                        .collect(),
+                )
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: u32, nproc: Option<usize>, status: &str, host: Option<&str>) -> Row {
+        Row {
+            ctid: Ctid::new(id).unwrap(),
+            nproc,
+            status: status.into(),
+            ip: if id == 101 {
+                vec!["198.18.0.10".into(), "2001:db8::1".into()]
+            } else {
+                vec![]
+            },
+            hostname: host.map(str::to_string),
+            name: (id == 101).then(|| "web".to_string()),
+            ostemplate: Some("busybox".into()),
+            private: format!("/vz/private/{id}"),
+            root: format!("/vz/root/{id}"),
+            layout: Some("simfs".into()),
+            onboot: None,
+        }
+    }
+
+    #[test]
+    fn default_table_matches_openvz_layout() {
+        let rows = vec![
+            row(101, Some(3), "running", Some("ct101")),
+            row(20000, None, "stopped", None),
+        ];
+        let fields = parse_fields(&DEFAULT_FIELDS.join(",")).unwrap();
+        let t = table(&rows, &fields, true);
+        let expected = concat!(
+            "      CTID      NPROC STATUS    IP_ADDR         HOSTNAME\n",
+            "       101          3 running   198.18.0.10 2001:db8::1 ct101\n",
+            "     20000          - stopped   -               -\n",
+        );
+        assert_eq!(t, expected);
+        let no_header = table(&rows, &fields, false);
+        assert_eq!(no_header.lines().count(), 2);
+    }
+
+    #[test]
+    fn fields_and_sorting() {
+        assert!(matches!(parse_fields("ctid,bogus"), Err(UnknownField(f)) if f == "bogus"));
+        let mut rows = vec![
+            row(102, Some(1), "running", Some("b")),
+            row(101, Some(9), "running", Some("a")),
+            row(103, None, "stopped", Some("c")),
+        ];
+        sort(&mut rows, &field("nproc").unwrap(), true);
+        assert_eq!(
+            rows.iter().map(|r| r.ctid.get()).collect::<Vec<_>>(),
+            vec![101, 102, 103]
+        );
+        sort(&mut rows, &field("hostname").unwrap(), false);
+        assert_eq!(rows[0].ctid.get(), 101);
+        let t = table(
+            &rows[..1],
+            &parse_fields("ctid,name,ostemplate,private,root").unwrap(),
+            false,
+        );
+        assert_eq!(
+            t,
+            "       101 web          busybox          /vz/private/101          /vz/root/101\n"
+        );
+    }
+
+    #[test]
+    fn json_form() {
+        let rows = vec![
+            row(101, Some(3), "running", Some("ct101")),
+            row(102, None, "stopped", None),
+        ];
+        let v = json(
+            &rows,
+            &parse_fields("ctid,nproc,status,ip,hostname").unwrap(),
+        );
+        assert_eq!(v[0]["ctid"], json!(101));
+        assert_eq!(v[0]["nproc"], json!(3));
+        assert_eq!(v[0]["ip"], json!(["198.18.0.10", "2001:db8::1"]));
+        assert_eq!(v[1]["nproc"], Value::Null);
+        assert_eq!(v[1]["hostname"], Value::Null);
+        assert_eq!(v[1]["status"], json!("stopped"));
+    }
+}

@@ -1,0 +1,908 @@
+//! The container lifecycle: create, mount, start, stop, exec, enter, destroy, status.
+//!
+//! No daemon is involved: every operation is a short-lived command that takes the container's
+//! lock, does its work and leaves the container in a state that the next command can read back
+//! from the host (configuration, mount table, `vz/run/CTID.json`, the cgroup).
+
+pub mod caps;
+pub mod console;
+pub mod proc;
+mod pty;
+pub mod spawn;
+pub mod state;
+mod sys;
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::cgroup::{CgroupError, Cgroups};
+use crate::config::Config;
+use crate::ctid::Ctid;
+use crate::exitcode::ExitCode;
+use crate::host::{Container, Host, HostError};
+use crate::lock::{CtLock, LockError};
+use crate::template::{self, TemplateError};
+use spawn::SpawnError;
+use state::RunState;
+
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("container {0}: cgroup")]
+    Cgroup(Ctid, #[source] CgroupError),
+    #[error("container {0} failed to start")]
+    Start(Ctid, #[source] SpawnError),
+    #[error("container {0}")]
+    Exec(Ctid, #[source] SpawnError),
+    #[error("container {0} already exists ({1}); choose another CTID or destroy it first")]
+    Exists(Ctid, PathBuf),
+    #[error("container {0} is not running")]
+    NotRunning(Ctid),
+    #[error("container {0} is running; stop it first")]
+    Running(Ctid),
+    #[error("container {0} is mounted; unmount it first")]
+    Mounted(Ctid),
+    #[error("container {0} is not mounted")]
+    NotMounted(Ctid),
+    #[error("container {0} has no private area at {1}")]
+    NoPrivate(Ctid, PathBuf),
+    #[error("container {0} cannot start: {1} not found in its root file system")]
+    BadContainer(Ctid, String),
+    #[error("container {ctid}: {what}")]
+    BadValue { ctid: Ctid, what: String },
+    #[error("container {ctid}: the address {addr} is already used by container {other}")]
+    AddressInUse {
+        ctid: Ctid,
+        addr: String,
+        other: Ctid,
+    },
+    #[error("container {0} did not stop within {1:?}")]
+    StopFailed(Ctid, Duration),
+    #[error("container {ctid}: {what}")]
+    Io {
+        ctid: Ctid,
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("container {ctid}: mounting {what} failed")]
+    Mount {
+        ctid: Ctid,
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("container {ctid}: unmounting {what} failed")]
+    Umount {
+        ctid: Ctid,
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("container {ctid}: destroying it failed; what is left is in {path}")]
+    Destroy {
+        ctid: Ctid,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl RuntimeError {
+    pub fn exit_code(&self) -> ExitCode {
+        use RuntimeError::*;
+        match self {
+            Host(e) => e.exit_code(),
+            Lock(LockError::Locked { .. }) => ExitCode::Locked,
+            Lock(_) => ExitCode::SystemError,
+            Template(e) => e.exit_code(),
+            Cgroup(..) => ExitCode::SystemError,
+            Start(..) => ExitCode::StartFailed,
+            Exec(..) => ExitCode::SystemError,
+            Exists(..) => ExitCode::Exists,
+            NotRunning(_) => ExitCode::NotRunning,
+            Running(_) => ExitCode::Running,
+            Mounted(_) => ExitCode::Mounted,
+            NotMounted(_) => ExitCode::NotMounted,
+            NoPrivate(..) => ExitCode::NoPrivate,
+            BadContainer(..) => ExitCode::BadContainer,
+            BadValue { .. } => ExitCode::BadValue,
+            AddressInUse { .. } => ExitCode::AddressInUse,
+            StopFailed(..) => ExitCode::StopFailed,
+            Io { .. } => ExitCode::SystemError,
+            Mount { .. } => ExitCode::MountFailed,
+            Umount { .. } => ExitCode::UmountFailed,
+            Destroy { .. } => ExitCode::DestroyFailed,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, RuntimeError>;
+
+fn io_err(ctid: Ctid, what: impl Into<String>) -> impl FnOnce(io::Error) -> RuntimeError {
+    let what = what.into();
+    move |source| RuntimeError::Io { ctid, what, source }
+}
+
+/// A container's state as `vzctl status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Status {
+    pub ctid: Ctid,
+    /// Its configuration file exists.
+    pub exist: bool,
+    pub mounted: bool,
+    pub running: bool,
+    /// The container's init as the host sees it, while running.
+    pub init_pid: Option<i32>,
+}
+
+impl Status {
+    /// OpenVZ's one-line form: `CTID 101 exist mounted running`.
+    pub fn line(&self) -> String {
+        format!(
+            "CTID {} {} {} {}",
+            self.ctid,
+            if self.exist { "exist" } else { "deleted" },
+            if self.mounted { "mounted" } else { "unmounted" },
+            if self.running { "running" } else { "down" }
+        )
+    }
+}
+
+/// What `vzctl create` takes.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub ostemplate: Option<String>,
+    pub config_sample: Option<String>,
+    pub ipadd: Vec<String>,
+    pub hostname: Option<String>,
+    pub name: Option<String>,
+}
+
+/// Operations on the containers of one host.
+pub struct Runtime {
+    pub host: Host,
+    cgroups: std::cell::OnceCell<Cgroups>,
+}
+
+impl Runtime {
+    pub fn new(host: Host) -> Self {
+        Self {
+            host,
+            cgroups: std::cell::OnceCell::new(),
+        }
+    }
+
+    pub fn cgroups(&self, ctid: Ctid) -> Result<&Cgroups> {
+        if let Some(c) = self.cgroups.get() {
+            return Ok(c);
+        }
+        let c = Cgroups::detect(&self.host.cgroup_parent())
+            .map_err(|e| RuntimeError::Cgroup(ctid, e))?;
+        Ok(self.cgroups.get_or_init(|| c))
+    }
+
+    fn lock(&self, ctid: Ctid) -> Result<CtLock> {
+        Ok(CtLock::acquire(&self.host.layout.lock_dir(), ctid)?)
+    }
+
+    /// The running state, if the container's init is alive.
+    pub fn run_state(&self, ctid: Ctid) -> Result<Option<RunState>> {
+        let path = self.host.layout.state_file(ctid);
+        let st =
+            RunState::load(&path).map_err(io_err(ctid, format!("reading {}", path.display())))?;
+        Ok(st.filter(|s| s.init_alive()))
+    }
+
+    pub fn status(&self, ctid: Ctid) -> Result<Status> {
+        let exist = self.host.layout.ct_conf(ctid).exists();
+        let (mounted, running, init_pid) = if exist {
+            let ct = self.host.container(ctid)?;
+            let st = self.run_state(ctid)?;
+            let mounted = crate::fsutil::is_mountpoint(&ct.root)
+                .map_err(io_err(ctid, "reading the mount table"))?;
+            (mounted, st.is_some(), st.map(|s| s.init_pid))
+        } else {
+            (false, false, None)
+        };
+        Ok(Status {
+            ctid,
+            exist,
+            mounted,
+            running,
+            init_pid,
+        })
+    }
+
+    /// Number of processes in the container (None when it is not running).
+    pub fn nproc(&self, ctid: Ctid) -> Result<Option<usize>> {
+        if self.run_state(ctid)?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(
+            self.cgroups(ctid)?
+                .pids(ctid)
+                .map_err(|e| RuntimeError::Cgroup(ctid, e))?
+                .len(),
+        ))
+    }
+
+    // ---- create / destroy -------------------------------------------------------------------
+
+    pub fn create(
+        &self,
+        ctid: Ctid,
+        opts: &CreateOptions,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Container> {
+        self.host.initialize()?;
+        let _lock = self.lock(ctid)?;
+        let conf_path = self.host.layout.ct_conf(ctid);
+        if conf_path.exists() {
+            return Err(RuntimeError::Exists(ctid, conf_path));
+        }
+        let bad = |what: String| RuntimeError::BadValue { ctid, what };
+        if let Some(n) = &opts.name {
+            crate::ctid::validate_name(n).map_err(|e| bad(e.to_string()))?;
+            if let Some(other) = self.host.name_owner(n)? {
+                return Err(bad(format!(
+                    "the name {n:?} is already used by container {other}"
+                )));
+            }
+        }
+        if let Some(h) = &opts.hostname {
+            crate::net::validate_hostname(h).map_err(|e| bad(e.to_string()))?;
+        }
+        let mut addrs = Vec::new();
+        for a in &opts.ipadd {
+            let ip = crate::net::parse_ip(a).map_err(|e| bad(e.to_string()))?;
+            if let Some(other) = self.address_owner(&ip.addr.to_string())? {
+                return Err(RuntimeError::AddressInUse {
+                    ctid,
+                    addr: ip.addr.to_string(),
+                    other,
+                });
+            }
+            if !addrs.contains(&ip.to_string()) {
+                addrs.push(ip.to_string());
+            }
+        }
+        let ostemplate = opts
+            .ostemplate
+            .clone()
+            .unwrap_or_else(|| self.host.setting("DEF_OSTEMPLATE", template::BUSYBOX));
+        template::validate_name(&ostemplate)?;
+        let sample_name = opts
+            .config_sample
+            .clone()
+            .unwrap_or_else(|| self.host.setting("CONFIGFILE", "basic"));
+        if sample_name.is_empty() || sample_name.contains('/') {
+            return Err(bad(format!(
+                "invalid sample configuration name {sample_name:?}"
+            )));
+        }
+        let sample_path = self.host.layout.sample_conf(&sample_name);
+        if !sample_path.is_file() {
+            return Err(bad(format!(
+                "sample configuration {sample_name:?} not found ({})",
+                sample_path.display()
+            )));
+        }
+        let mut config = Config::load(&sample_path).map_err(HostError::from)?;
+        let set = |c: &mut Config, k: &str, v: &str| c.set(k, v).map_err(HostError::from);
+        set(&mut config, "OSTEMPLATE", &ostemplate)?;
+        set(
+            &mut config,
+            "VE_ROOT",
+            &self.host.setting("VE_ROOT", "/vz/root/$VEID"),
+        )?;
+        set(
+            &mut config,
+            "VE_PRIVATE",
+            &self.host.setting("VE_PRIVATE", "/vz/private/$VEID"),
+        )?;
+        set(&mut config, "VE_LAYOUT", "simfs")?;
+        set(&mut config, "ORIGIN_SAMPLE", &sample_name)?;
+        if let Some(h) = &opts.hostname {
+            set(&mut config, "HOSTNAME", h)?;
+        }
+        if !addrs.is_empty() {
+            set(&mut config, "IP_ADDRESS", &addrs.join(" "))?;
+        }
+        if let Some(n) = &opts.name {
+            set(&mut config, "NAME", n)?;
+        }
+        let ct = self.host.container_from(ctid, config);
+        if ct.private.exists() {
+            return Err(RuntimeError::Exists(ctid, ct.private.clone()));
+        }
+        let (cache, comp) = template::cache_for(&self.host.layout, &ostemplate)?;
+        progress(&format!(
+            "Creating container {ctid} from {}",
+            cache.display()
+        ));
+        let parent = ct
+            .private
+            .parent()
+            .ok_or_else(|| bad("VE_PRIVATE has no parent directory".into()))?;
+        fs::create_dir_all(parent).map_err(io_err(ctid, format!("mkdir {}", parent.display())))?;
+        let tmp = parent.join(format!(".{ctid}.creating-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir(&tmp).map_err(io_err(ctid, format!("mkdir {}", tmp.display())))?;
+        let result = template::unpack(&cache, comp, &tmp)
+            .map_err(RuntimeError::from)
+            .and_then(|_| {
+                fs::rename(&tmp, &ct.private).map_err(io_err(
+                    ctid,
+                    format!("renaming {} to {}", tmp.display(), ct.private.display()),
+                ))
+            })
+            .and_then(|_| {
+                ct.config
+                    .save(&ct.conf_path)
+                    .map_err(|e| RuntimeError::Host(e.into()))
+            });
+        if let Err(e) = result {
+            let _ = fs::remove_dir_all(&tmp);
+            if !ct.conf_path.exists() {
+                let _ = fs::remove_dir_all(&ct.private);
+            }
+            return Err(e);
+        }
+        progress(&format!("Container {ctid} created"));
+        Ok(ct)
+    }
+
+    /// The container on this host that has an address, if any.
+    pub fn address_owner(&self, addr: &str) -> Result<Option<Ctid>> {
+        for id in self.host.ctids()? {
+            let Ok(c) = self.host.container(id) else {
+                continue;
+            };
+            if c.ip_addresses()
+                .iter()
+                .any(|a| a.split('/').next() == Some(addr))
+            {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn destroy(&self, ctid: Ctid) -> Result<()> {
+        let _lock = self.lock(ctid)?;
+        let ct = self.host.container(ctid)?;
+        if self.run_state(ctid)?.is_some() {
+            return Err(RuntimeError::Running(ctid));
+        }
+        self.cleanup_stale(ctid)?;
+        if crate::fsutil::is_mountpoint(&ct.root)
+            .map_err(io_err(ctid, "reading the mount table"))?
+        {
+            self.umount_root(&ct)?;
+        }
+        // Refuse if anything is still mounted inside the private area: removing it would
+        // follow into that mount.
+        let info = fs::read_to_string("/proc/self/mountinfo")
+            .map_err(io_err(ctid, "reading the mount table"))?;
+        for l in info.lines() {
+            if let Some(mp) = l.split(' ').nth(4).map(crate::fsutil::unescape_mountinfo) {
+                if Path::new(&mp).starts_with(&ct.private) || Path::new(&mp).starts_with(&ct.root) {
+                    return Err(RuntimeError::Destroy {
+                        ctid,
+                        path: ct.private.clone(),
+                        source: io::Error::other(format!("{mp} is still mounted")),
+                    });
+                }
+            }
+        }
+        // Move everything out of the way first, so a failure halfway leaves no half-container.
+        let parent = ct.private.parent().unwrap_or(Path::new("/"));
+        let doomed = parent.join(format!(".{ctid}.destroyed-{}", std::process::id()));
+        if ct.private.exists() {
+            fs::rename(&ct.private, &doomed).map_err(|source| RuntimeError::Destroy {
+                ctid,
+                path: ct.private.clone(),
+                source,
+            })?;
+        }
+        let mut destroyed_conf = ct.conf_path.clone().into_os_string();
+        destroyed_conf.push(".destroyed");
+        fs::rename(&ct.conf_path, &destroyed_conf).map_err(|source| RuntimeError::Destroy {
+            ctid,
+            path: ct.conf_path.clone(),
+            source,
+        })?;
+        if doomed.exists() {
+            fs::remove_dir_all(&doomed).map_err(|source| RuntimeError::Destroy {
+                ctid,
+                path: doomed.clone(),
+                source,
+            })?;
+        }
+        let _ = fs::remove_dir(&ct.root);
+        let _ = fs::remove_file(self.host.layout.state_file(ctid));
+        Ok(())
+    }
+
+    // ---- mount ------------------------------------------------------------------------------
+
+    fn existing(&self, ctid: Ctid) -> Result<Container> {
+        let ct = self.host.container(ctid)?;
+        if !ct.private.is_dir() {
+            return Err(RuntimeError::NoPrivate(ctid, ct.private.clone()));
+        }
+        Ok(ct)
+    }
+
+    fn mount_root(&self, ct: &Container) -> Result<()> {
+        fs::create_dir_all(&ct.root)
+            .map_err(io_err(ct.ctid, format!("mkdir {}", ct.root.display())))?;
+        sys::bind(&ct.private, &ct.root).map_err(|source| RuntimeError::Mount {
+            ctid: ct.ctid,
+            what: format!("{} on {}", ct.private.display(), ct.root.display()),
+            source,
+        })?;
+        // Nothing mounted later inside the container's root propagates back to the host.
+        sys::mount(None, &ct.root, None, libc::MS_PRIVATE, None).map_err(|source| {
+            RuntimeError::Mount {
+                ctid: ct.ctid,
+                what: format!("{} (making it private)", ct.root.display()),
+                source,
+            }
+        })
+    }
+
+    fn umount_root(&self, ct: &Container) -> Result<()> {
+        let c = sys::cstr(&ct.root);
+        // SAFETY: umount2 with a valid path.
+        if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                tracing::warn!(ctid = %ct.ctid, "{} is busy; detaching it lazily", ct.root.display());
+                sys::umount_detach(&ct.root).map_err(|source| RuntimeError::Umount {
+                    ctid: ct.ctid,
+                    what: ct.root.display().to_string(),
+                    source,
+                })?;
+            } else {
+                return Err(RuntimeError::Umount {
+                    ctid: ct.ctid,
+                    what: ct.root.display().to_string(),
+                    source: e,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn mount(&self, ctid: Ctid) -> Result<()> {
+        let _lock = self.lock(ctid)?;
+        let ct = self.existing(ctid)?;
+        if crate::fsutil::is_mountpoint(&ct.root)
+            .map_err(io_err(ctid, "reading the mount table"))?
+        {
+            return Err(RuntimeError::Mounted(ctid));
+        }
+        self.mount_root(&ct)
+    }
+
+    pub fn umount(&self, ctid: Ctid) -> Result<()> {
+        let _lock = self.lock(ctid)?;
+        let ct = self.host.container(ctid)?;
+        if self.run_state(ctid)?.is_some() {
+            return Err(RuntimeError::Running(ctid));
+        }
+        if !crate::fsutil::is_mountpoint(&ct.root)
+            .map_err(io_err(ctid, "reading the mount table"))?
+        {
+            return Err(RuntimeError::NotMounted(ctid));
+        }
+        self.umount_root(&ct)
+    }
+
+    // ---- start / stop -----------------------------------------------------------------------
+
+    /// Removes what a container that died on its own left behind: state file and cgroup.
+    fn cleanup_stale(&self, ctid: Ctid) -> Result<()> {
+        let path = self.host.layout.state_file(ctid);
+        let st =
+            RunState::load(&path).map_err(io_err(ctid, format!("reading {}", path.display())))?;
+        if st.as_ref().is_some_and(|s| s.init_alive()) {
+            return Ok(());
+        }
+        let cg = self.cgroups(ctid)?;
+        if cg.exists(ctid) {
+            cg.kill_all(ctid, Duration::from_secs(10))
+                .map_err(|e| RuntimeError::Cgroup(ctid, e))?;
+            cg.remove(ctid, Duration::from_secs(10))
+                .map_err(|e| RuntimeError::Cgroup(ctid, e))?;
+        }
+        if st.is_some() {
+            let _ = fs::remove_file(&path);
+        }
+        Ok(())
+    }
+
+    pub fn start(&self, ctid: Ctid) -> Result<RunState> {
+        let _lock = self.lock(ctid)?;
+        self.start_locked(ctid)
+    }
+
+    fn start_locked(&self, ctid: Ctid) -> Result<RunState> {
+        self.host.initialize()?;
+        let ct = self.existing(ctid)?;
+        if self.run_state(ctid)?.is_some() {
+            return Err(RuntimeError::Running(ctid));
+        }
+        self.cleanup_stale(ctid)?;
+        let init = ct.get("INIT").unwrap_or("/sbin/init").to_string();
+        for needed in [init.as_str(), "/bin/sh"] {
+            if resolve_in_root(&ct.private, needed).is_none_or(|p| !p.is_file()) {
+                return Err(RuntimeError::BadContainer(ctid, needed.to_string()));
+            }
+        }
+        let was_mounted = crate::fsutil::is_mountpoint(&ct.root)
+            .map_err(io_err(ctid, "reading the mount table"))?;
+        if !was_mounted {
+            self.mount_root(&ct)?;
+        }
+        let cg = self.cgroups(ctid)?;
+        let undo = |e: RuntimeError| -> RuntimeError {
+            let _ = cg.kill_all(ctid, Duration::from_secs(5));
+            let _ = cg.remove(ctid, Duration::from_secs(5));
+            if !was_mounted {
+                let _ = self.umount_root(&ct);
+            }
+            e
+        };
+        cg.create(ctid)
+            .map_err(|e| undo(RuntimeError::Cgroup(ctid, e)))?;
+        let env: Vec<CString> = [
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "TERM=linux",
+            "HOME=/root",
+            "container=ferry",
+        ]
+        .iter()
+        .map(|s| sys::c(s))
+        .collect();
+        let console_log = self.host.layout.console_log(ctid);
+        let spec = spawn::InitSpec {
+            ctid,
+            root: &ct.root,
+            hostname: ct.hostname(),
+            argv: vec![sys::c(&init)],
+            env,
+            cgroups: cg,
+            console_log: &console_log,
+        };
+        let started = spawn::start(&spec).map_err(|e| undo(RuntimeError::Start(ctid, e)))?;
+        let init_start = proc::start_time(started.init_pid).ok_or_else(|| {
+            undo(RuntimeError::Start(
+                ctid,
+                SpawnError::Setup("init exited right after it started; see the console log".into()),
+            ))
+        })?;
+        let st = RunState {
+            init_pid: started.init_pid,
+            init_start,
+            console_pid: None,
+            started_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        st.save(&self.host.layout.state_file(ctid)).map_err(|e| {
+            // SAFETY: killing the init we just started.
+            unsafe { libc::kill(started.init_pid, libc::SIGKILL) };
+            undo(io_err(ctid, "writing the runtime state")(e))
+        })?;
+        Ok(st)
+    }
+
+    /// Stops a container: the signal its init expects for a clean shutdown, `timeout` to
+    /// finish, then SIGKILL; with `fast`, SIGKILL at once. The root is unmounted afterwards.
+    pub fn stop(&self, ctid: Ctid, fast: bool, timeout: Option<Duration>) -> Result<()> {
+        let _lock = self.lock(ctid)?;
+        self.stop_locked(ctid, fast, timeout)
+    }
+
+    fn stop_locked(&self, ctid: Ctid, fast: bool, timeout: Option<Duration>) -> Result<()> {
+        let ct = self.host.container(ctid)?;
+        let Some(st) = self.run_state(ctid)? else {
+            return Err(RuntimeError::NotRunning(ctid));
+        };
+        let timeout = timeout.unwrap_or_else(|| {
+            Duration::from_secs(
+                self.host
+                    .setting("STOP_TIMEOUT", "60")
+                    .parse()
+                    .unwrap_or(60),
+            )
+        });
+        let pidfd = sys::pidfd_open(st.init_pid)
+            .map_err(io_err(ctid, "pidfd_open of the container's init"))?;
+        if !st.init_alive() {
+            // The pid was reused between the check and pidfd_open: the container is gone.
+            return self.finish_stop(&ct);
+        }
+        let mut gone = false;
+        if !fast {
+            let sig = stop_signal(&ct);
+            tracing::info!(ctid = %ctid, sig, "asking init to shut down");
+            // SAFETY: pidfd_send_signal on a pidfd we own.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+                    sig,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+            gone = wait_pidfd(&pidfd, timeout);
+            if !gone {
+                tracing::warn!(ctid = %ctid, "init did not stop within {timeout:?}; killing the container");
+            }
+        }
+        if !gone {
+            // SAFETY: as above. SIGKILL to a pid namespace's init kills the whole namespace.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+            if !wait_pidfd(&pidfd, Duration::from_secs(10)) {
+                return Err(RuntimeError::StopFailed(
+                    ctid,
+                    timeout + Duration::from_secs(10),
+                ));
+            }
+        }
+        self.finish_stop(&ct)
+    }
+
+    fn finish_stop(&self, ct: &Container) -> Result<()> {
+        let ctid = ct.ctid;
+        let cg = self.cgroups(ctid)?;
+        cg.kill_all(ctid, Duration::from_secs(10))
+            .map_err(|e| RuntimeError::Cgroup(ctid, e))?;
+        cg.remove(ctid, Duration::from_secs(10))
+            .map_err(|e| RuntimeError::Cgroup(ctid, e))?;
+        let _ = fs::remove_file(self.host.layout.state_file(ctid));
+        if crate::fsutil::is_mountpoint(&ct.root)
+            .map_err(io_err(ctid, "reading the mount table"))?
+        {
+            self.umount_root(ct)?;
+        }
+        Ok(())
+    }
+
+    pub fn restart(&self, ctid: Ctid, timeout: Option<Duration>) -> Result<RunState> {
+        let _lock = self.lock(ctid)?;
+        if self.run_state(ctid)?.is_some() {
+            self.stop_locked(ctid, false, timeout)?;
+        }
+        self.start_locked(ctid)
+    }
+
+    // ---- exec / enter -----------------------------------------------------------------------
+
+    /// Runs a command inside the running container and returns its exit code.
+    pub fn exec(&self, ctid: Ctid, argv: &[String], tty: bool) -> Result<i32> {
+        self.host.container(ctid)?;
+        let st = self
+            .run_state(ctid)?
+            .ok_or(RuntimeError::NotRunning(ctid))?;
+        let cg = self.cgroups(ctid)?;
+        let term = std::env::var("TERM").unwrap_or_else(|_| "dumb".into());
+        let env: Vec<CString> = [
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            "HOME=/root".to_string(),
+            format!("TERM={term}"),
+            "container=ferry".to_string(),
+        ]
+        .iter()
+        .map(|s| sys::c(s))
+        .collect();
+        let argv: Vec<CString> = argv.iter().map(|s| sys::c(s)).collect();
+        let stdio = if tty {
+            let (parent, child) = sys::socketpair().map_err(io_err(ctid, "socketpair"))?;
+            spawn::Stdio::Pty { child, parent }
+        } else {
+            spawn::Stdio::Inherit
+        };
+        spawn::exec_in(ctid, st.init_pid, st.init_start, cg, &argv, &env, stdio)
+            .map_err(|e| RuntimeError::Exec(ctid, e))
+    }
+}
+
+/// The signal a container's init expects for a clean shutdown: STOP_SIGNAL from the
+/// configuration, else by the kind of init (busybox: SIGUSR2, systemd: SIGRTMIN+4, sysvinit
+/// and others: SIGINT, the ctrl-alt-del action).
+pub fn stop_signal(ct: &Container) -> libc::c_int {
+    if let Some(s) = ct.get("STOP_SIGNAL").and_then(parse_signal) {
+        return s;
+    }
+    let init = ct.get("INIT").unwrap_or("/sbin/init");
+    let target = resolve_in_root(&ct.private, init)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if target.contains("busybox") {
+        libc::SIGUSR2
+    } else if target.contains("systemd") {
+        libc::SIGRTMIN() + 4
+    } else {
+        libc::SIGINT
+    }
+}
+
+/// A signal by name (`USR2`, `SIGUSR2`, `RTMIN+4`) or number.
+pub fn parse_signal(s: &str) -> Option<libc::c_int> {
+    let s = s.trim().trim_start_matches("SIG");
+    if let Ok(n) = s.parse::<libc::c_int>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    if let Some(off) = s.strip_prefix("RTMIN+") {
+        return off
+            .parse::<libc::c_int>()
+            .ok()
+            .map(|o| libc::SIGRTMIN() + o)
+            .filter(|n| *n <= libc::SIGRTMAX());
+    }
+    Some(match s {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "TERM" => libc::SIGTERM,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "PWR" => libc::SIGPWR,
+        "KILL" => libc::SIGKILL,
+        _ => return None,
+    })
+}
+
+fn wait_pidfd(pidfd: &std::os::fd::OwnedFd, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut p = [libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(pidfd),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: valid pollfd array.
+        let r = unsafe {
+            libc::poll(
+                p.as_mut_ptr(),
+                1,
+                left.as_millis().min(i32::MAX as u128) as i32,
+            )
+        };
+        if r > 0 {
+            return true;
+        }
+        if left.is_zero() {
+            return false;
+        }
+    }
+}
+
+/// Resolves a path inside a container's root file system as the container would see it:
+/// symlinks are followed (absolute ones relative to the root) and `..` never leaves the root.
+/// Returns the host path of the final file, or None if a component is missing or the links
+/// loop. Used read-only, to inspect a stopped container's files from the host.
+pub fn resolve_in_root(root: &Path, path: &str) -> Option<PathBuf> {
+    let mut todo: Vec<String> = Path::new(path)
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut cur: Vec<String> = Vec::new();
+    let mut links = 0;
+    while let Some(part) = todo.pop() {
+        if part == ".." {
+            cur.pop();
+            continue;
+        }
+        let mut host = root.to_path_buf();
+        host.extend(&cur);
+        host.push(&part);
+        let md = fs::symlink_metadata(&host).ok()?;
+        if md.file_type().is_symlink() {
+            links += 1;
+            if links > 40 {
+                return None;
+            }
+            let target = fs::read_link(&host).ok()?;
+            if target.is_absolute() {
+                cur.clear();
+            }
+            for c in target.components().rev() {
+                match c {
+                    Component::Normal(n) => todo.push(n.to_string_lossy().into_owned()),
+                    Component::ParentDir => todo.push("..".into()),
+                    _ => {}
+                }
+            }
+        } else {
+            cur.push(part);
+        }
+    }
+    let mut host = root.to_path_buf();
+    host.extend(&cur);
+    Some(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn resolve_in_root_stays_inside() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::create_dir_all(r.join("bin")).unwrap();
+        fs::create_dir_all(r.join("sbin")).unwrap();
+        fs::write(r.join("bin/busybox"), b"x").unwrap();
+        symlink("/bin/busybox", r.join("sbin/init")).unwrap();
+        symlink("../../../../etc/passwd", r.join("bin/escape")).unwrap();
+        symlink("loop2", r.join("loop1")).unwrap();
+        symlink("loop1", r.join("loop2")).unwrap();
+        assert_eq!(
+            resolve_in_root(r, "/sbin/init").unwrap(),
+            r.join("bin/busybox")
+        );
+        assert_eq!(
+            resolve_in_root(r, "/sbin/../bin/busybox").unwrap(),
+            r.join("bin/busybox")
+        );
+        // ../ beyond the root stays at the root: /etc/passwd of the container, which is missing.
+        assert_eq!(resolve_in_root(r, "/bin/escape"), None);
+        assert_eq!(resolve_in_root(r, "/loop1"), None);
+        assert_eq!(resolve_in_root(r, "/missing"), None);
+    }
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("USR2"), Some(libc::SIGUSR2));
+        assert_eq!(parse_signal("SIGPWR"), Some(libc::SIGPWR));
+        assert_eq!(parse_signal("15"), Some(15));
+        assert_eq!(parse_signal("RTMIN+4"), Some(libc::SIGRTMIN() + 4));
+        assert_eq!(parse_signal("BOGUS"), None);
+        assert_eq!(parse_signal("0"), None);
+    }
+
+    #[test]
+    fn status_line() {
+        let s = Status {
+            ctid: Ctid::new(101).unwrap(),
+            exist: true,
+            mounted: false,
+            running: false,
+            init_pid: None,
+        };
+        assert_eq!(s.line(), "CTID 101 exist unmounted down");
+    }
+}

@@ -1,0 +1,493 @@
+//! Creating a container's processes: its init at start, and commands run inside it by `exec`
+//! and `enter`. Everything here forks, so it must run in a single-threaded process (checked).
+//!
+//! Start, as processes:
+//! ```text
+//! vzctl ──fork──> logger (detached, holds the console master; see console.rs)
+//!   └───fork──> A: joins the cgroup, unshares mnt/uts/ipc/net/cgroup/pid
+//!                └──fork──> B = pid 1 of the new pid namespace: mounts /proc, /sys (ro),
+//!                           /dev, /run, the console; pivot_root; waits for "go"; setsid;
+//!                           drops capabilities; exec init
+//! ```
+//! A exits at once, so init is reparented to the host's init and outlives vzctl. B reports
+//! any failure before exec through a close-on-exec pipe: end-of-file without a message means
+//! init is running.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use super::{caps, console, sys};
+use crate::cgroup::Cgroups;
+use crate::ctid::Ctid;
+
+#[derive(Debug, Error)]
+pub enum SpawnError {
+    #[error("{what}")]
+    Sys {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("container setup failed: {0}")]
+    Setup(String),
+}
+
+fn sys_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> SpawnError {
+    let what = what.into();
+    move |source| SpawnError::Sys { what, source }
+}
+
+/// What a container's init needs.
+pub struct InitSpec<'a> {
+    pub ctid: Ctid,
+    /// The mounted root file system on the host.
+    pub root: &'a Path,
+    pub hostname: Option<&'a str>,
+    pub argv: Vec<CString>,
+    pub env: Vec<CString>,
+    pub cgroups: &'a Cgroups,
+    pub console_log: &'a Path,
+}
+
+/// A freshly started container.
+#[derive(Debug, Clone, Copy)]
+pub struct Started {
+    pub init_pid: i32,
+}
+
+/// Starts a container's init. On error nothing of the container is left running; the caller
+/// removes the cgroup and unmounts the root.
+pub fn start(spec: &InitSpec<'_>) -> Result<Started, SpawnError> {
+    sys::ensure_single_threaded().map_err(sys_err("cannot start the container"))?;
+    let (parent_sock, logger_sock) =
+        sys::socketpair().map_err(sys_err("socketpair for the console logger"))?;
+    console::spawn_logger(logger_sock, spec.console_log).map_err(sys_err(format!(
+        "starting the console logger ({})",
+        spec.console_log.display()
+    )))?;
+
+    let (report_r, report_w) = sys::pipe().map_err(sys_err("pipe"))?;
+    let (go_r, go_w) = sys::pipe().map_err(sys_err("pipe"))?;
+    let (err_r, err_w) = sys::pipe().map_err(sys_err("pipe"))?;
+
+    let a = sys::fork().map_err(sys_err("fork"))?;
+    if a == 0 {
+        drop(report_r);
+        drop(go_w);
+        drop(err_r);
+        let fail = |msg: String| -> ! {
+            let _ = sys::write_all(err_w.as_raw_fd(), msg.as_bytes());
+            sys::exit_child(1)
+        };
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        if let Err(e) = spec.cgroups.join(spec.ctid, me) {
+            fail(format!(
+                "joining the container's cgroup: {e}: {}",
+                std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            ));
+        }
+        let flags = libc::CLONE_NEWNS
+            | libc::CLONE_NEWUTS
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWNET
+            | libc::CLONE_NEWCGROUP
+            | libc::CLONE_NEWPID;
+        // SAFETY: unshare with namespace flags.
+        if unsafe { libc::unshare(flags) } != 0 {
+            fail(format!("unshare: {}", io::Error::last_os_error()));
+        }
+        match sys::fork() {
+            Err(e) => fail(format!("fork of the container's init: {e}")),
+            Ok(0) => {
+                drop(report_w);
+                let msg = match init_child(spec, &parent_sock, go_r) {
+                    Err(m) => m,
+                    Ok(never) => match never {},
+                };
+                let _ = sys::write_all(err_w.as_raw_fd(), msg.as_bytes());
+                sys::exit_child(1)
+            }
+            Ok(b) => {
+                let _ = sys::write_all(report_w.as_raw_fd(), &b.to_ne_bytes());
+                sys::exit_child(0)
+            }
+        }
+    }
+    drop(report_w);
+    drop(go_r);
+    drop(err_w);
+    let a_status =
+        sys::wait_exit_code(a).map_err(sys_err("waiting for the namespace setup process"))?;
+    let report =
+        sys::read_to_end(report_r.as_raw_fd(), 4).map_err(sys_err("reading the init's pid"))?;
+    if a_status != 0 || report.len() != 4 {
+        drop(go_w);
+        let msg = sys::read_to_end(err_r.as_raw_fd(), 4096).unwrap_or_default();
+        return Err(SpawnError::Setup(
+            String::from_utf8_lossy(&msg).into_owned(),
+        ));
+    }
+    let init_pid = i32::from_ne_bytes(report[..4].try_into().unwrap());
+    let kill_init = || {
+        // SAFETY: killing the init we just created.
+        unsafe { libc::kill(init_pid, libc::SIGKILL) };
+    };
+    match sys::pidfd_open(init_pid) {
+        Ok(pidfd) => {
+            let _ = sys::send_fd(
+                parent_sock.as_raw_fd(),
+                console::TAG_PIDFD,
+                pidfd.as_raw_fd(),
+            );
+        }
+        Err(e) => {
+            kill_init();
+            return Err(sys_err("pidfd_open of the container's init")(e));
+        }
+    }
+    drop(parent_sock);
+    // Here the network (another module) would be attached before init runs.
+    if let Err(e) = sys::write_all(go_w.as_raw_fd(), b"g") {
+        kill_init();
+        return Err(sys_err("releasing the container's init")(e));
+    }
+    drop(go_w);
+    let msg = sys::read_to_end(err_r.as_raw_fd(), 4096)
+        .map_err(sys_err("waiting for the container's init to start"))?;
+    if !msg.is_empty() {
+        kill_init();
+        return Err(SpawnError::Setup(
+            String::from_utf8_lossy(&msg).into_owned(),
+        ));
+    }
+    Ok(Started { init_pid })
+}
+
+/// Device nodes of a container's /dev: name, major, minor.
+const DEVICES: &[(&str, u32, u32)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// /proc paths made read-only, and paths hidden behind /dev/null (as runc does).
+const PROC_READONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus"];
+const PROC_MASKED: &[&str] = &["kcore", "keys", "timer_list"];
+
+/// The container's init, between fork and exec. Returns only on failure, with a message.
+fn init_child(
+    spec: &InitSpec<'_>,
+    parent_sock: &OwnedFd,
+    go_r: OwnedFd,
+) -> Result<std::convert::Infallible, String> {
+    let step = |what: &str| {
+        let what = what.to_string();
+        move |e: io::Error| format!("{what}: {e}")
+    };
+    let root = spec.root;
+    sys::mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+    .map_err(step("making mounts private"))?;
+    if let Some(h) = spec.hostname {
+        // SAFETY: valid buffer and length.
+        sys::check(unsafe { libc::sethostname(h.as_ptr() as *const libc::c_char, h.len()) })
+            .map_err(step("sethostname"))?;
+    }
+    // The root must be a mount point for pivot_root; binding it over itself makes sure.
+    sys::mount(
+        Some(&root.to_string_lossy()),
+        root,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .map_err(step("binding the root"))?;
+
+    let p = |rel: &str| -> PathBuf { root.join(rel) };
+    let mkdir = |rel: &str, mode: u32| -> Result<(), String> {
+        use std::os::unix::fs::DirBuilderExt;
+        match std::fs::DirBuilder::new().mode(mode).create(p(rel)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(format!("mkdir /{rel}: {e}")),
+        }
+    };
+    let nosx = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    mkdir("proc", 0o555)?;
+    sys::mount(Some("proc"), &p("proc"), Some("proc"), nosx, None)
+        .map_err(step("mounting /proc"))?;
+    mkdir("sys", 0o555)?;
+    sys::mount(
+        Some("sysfs"),
+        &p("sys"),
+        Some("sysfs"),
+        nosx | libc::MS_RDONLY,
+        None,
+    )
+    .map_err(step("mounting /sys"))?;
+    mkdir("dev", 0o755)?;
+    sys::mount(
+        Some("tmpfs"),
+        &p("dev"),
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("mode=755,size=65536k"),
+    )
+    .map_err(step("mounting /dev"))?;
+    for (name, major, minor) in DEVICES {
+        sys::mknod(&p(&format!("dev/{name}")), 0o666, *major, *minor)
+            .map_err(step(&format!("mknod /dev/{name}")))?;
+    }
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, p(&format!("dev/{link}")))
+            .map_err(step(&format!("symlink /dev/{link}")))?;
+    }
+    mkdir("dev/pts", 0o755)?;
+    sys::mount(
+        Some("devpts"),
+        &p("dev/pts"),
+        Some("devpts"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )
+    .map_err(step("mounting /dev/pts"))?;
+    mkdir("dev/shm", 0o1777)?;
+    sys::mount(
+        Some("shm"),
+        &p("dev/shm"),
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=1777,size=65536k"),
+    )
+    .map_err(step("mounting /dev/shm"))?;
+    mkdir("dev/mqueue", 0o755)?;
+    sys::mount(Some("mqueue"), &p("dev/mqueue"), Some("mqueue"), nosx, None)
+        .map_err(step("mounting /dev/mqueue"))?;
+    mkdir("run", 0o755)?;
+    sys::mount(
+        Some("tmpfs"),
+        &p("run"),
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=755,size=65536k"),
+    )
+    .map_err(step("mounting /run"))?;
+
+    // The console: a pty of the container's own devpts; the master goes to the logger.
+    let (master, n) =
+        sys::open_pty_master(&p("dev/pts/ptmx")).map_err(step("opening the console pty"))?;
+    std::fs::File::create(p("dev/console")).map_err(step("creating /dev/console"))?;
+    sys::bind(&p(&format!("dev/pts/{n}")), &p("dev/console"))
+        .map_err(step("binding /dev/console"))?;
+    let console = sys::open_rw_noctty(&p("dev/console")).map_err(step("opening /dev/console"))?;
+    sys::send_fd(
+        parent_sock.as_raw_fd(),
+        console::TAG_MASTER,
+        master.as_raw_fd(),
+    )
+    .map_err(step("handing the console to its logger"))?;
+    drop(master);
+
+    for rel in PROC_READONLY {
+        let path = p(&format!("proc/{rel}"));
+        if path.exists() {
+            sys::bind_readonly(&path).map_err(step(&format!("making /proc/{rel} read-only")))?;
+        }
+    }
+    for rel in PROC_MASKED {
+        let path = p(&format!("proc/{rel}"));
+        if path.exists() {
+            sys::bind(&p("dev/null"), &path).map_err(step(&format!("masking /proc/{rel}")))?;
+        }
+    }
+
+    std::env::set_current_dir(root).map_err(step("chdir to the root"))?;
+    sys::pivot_root_here().map_err(step("pivot_root"))?;
+    // Inside the new root, paths resolve as the container sees them: a symlink planted in the
+    // container cannot redirect this write to the host.
+    if let Some(h) = spec.hostname {
+        if Path::new("/etc").is_dir() {
+            std::fs::write("/etc/hostname", format!("{h}\n"))
+                .map_err(step("writing /etc/hostname"))?;
+        }
+    }
+
+    // Wait until the starting command says go (it may attach the network first).
+    let go = sys::read_to_end(go_r.as_raw_fd(), 1).map_err(step("waiting for go"))?;
+    if go.is_empty() {
+        return Err("the starting command went away before the container was released".into());
+    }
+    drop(go_r);
+    sys::take_tty(console.as_raw_fd())
+        .map_err(step("making /dev/console the controlling terminal"))?;
+    drop(console);
+    sys::cloexec_from(3).map_err(step("closing host descriptors"))?;
+    caps::drop_container_caps().map_err(step("dropping capabilities"))?;
+    sys::reset_signals();
+    let e = sys::execve(&spec.argv, &spec.env);
+    Err(format!("exec {}: {e}", sys::cstr_to_string(&spec.argv[0])))
+}
+
+/// How a command run inside a container gets its terminal.
+pub enum Stdio {
+    /// The caller's standard descriptors.
+    Inherit,
+    /// A new pty of the container's devpts: the command sends its master over `child`, the
+    /// caller receives it on `parent` and relays the caller's terminal to it.
+    Pty { child: OwnedFd, parent: OwnedFd },
+}
+
+/// Namespaces a command joins, in the order they are joined (mnt last: after it, host paths are
+/// gone).
+const JOIN_NS: &[(&str, libc::c_int)] = &[
+    ("cgroup", libc::CLONE_NEWCGROUP),
+    ("ipc", libc::CLONE_NEWIPC),
+    ("uts", libc::CLONE_NEWUTS),
+    ("net", libc::CLONE_NEWNET),
+    ("mnt", libc::CLONE_NEWNS),
+];
+
+/// Runs `argv` inside a running container: in all its namespaces and its cgroup, as a session
+/// leader, with the container's reduced capabilities. Returns the command's exit code (128+N
+/// when killed by signal N). The pid is forked twice: once to enter the pid namespace (which
+/// takes effect for children), once more for the command itself.
+pub fn exec_in(
+    ctid: Ctid,
+    init_pid: i32,
+    init_start: u64,
+    cgroups: &Cgroups,
+    argv: &[CString],
+    env: &[CString],
+    stdio: Stdio,
+) -> Result<i32, SpawnError> {
+    sys::ensure_single_threaded().map_err(sys_err("cannot enter the container"))?;
+    let open_ns = |name: &str| -> Result<OwnedFd, SpawnError> {
+        let path = format!("/proc/{init_pid}/ns/{name}");
+        std::fs::File::open(&path)
+            .map(OwnedFd::from)
+            .map_err(sys_err(format!("opening {path}")))
+    };
+    let pid_ns = open_ns("pid")?;
+    let others: Vec<(OwnedFd, libc::c_int)> = JOIN_NS
+        .iter()
+        .map(|(n, t)| Ok((open_ns(n)?, *t)))
+        .collect::<Result<_, SpawnError>>()?;
+    // The namespaces were opened by pid: make sure that pid was still the container's init.
+    if !super::proc::is_alive(init_pid, init_start) {
+        return Err(SpawnError::Setup(format!(
+            "container {ctid} stopped while the command was starting"
+        )));
+    }
+    let procs = cgroups
+        .open_procs(ctid)
+        .map_err(|e| SpawnError::Setup(format!("{e}")))?;
+    let (err_r, err_w) = sys::pipe().map_err(sys_err("pipe"))?;
+
+    let c = sys::fork().map_err(sys_err("fork"))?;
+    if c == 0 {
+        drop(err_r);
+        if let Err(e) = sys::setns(&pid_ns, libc::CLONE_NEWPID) {
+            let _ = sys::write_all(
+                err_w.as_raw_fd(),
+                format!("joining the pid namespace: {e}").as_bytes(),
+            );
+            sys::exit_child(1);
+        }
+        match sys::fork() {
+            Err(_) => sys::exit_child(1),
+            Ok(0) => {
+                let msg = match command_child(&procs, &others, argv, env, &stdio) {
+                    Err(m) => m,
+                    Ok(never) => match never {},
+                };
+                let _ = sys::write_all(err_w.as_raw_fd(), msg.as_bytes());
+                sys::exit_child(127)
+            }
+            Ok(d) => {
+                drop(err_w);
+                drop(stdio);
+                // SAFETY: ignore terminal signals meant for the command, not for its waiter.
+                unsafe {
+                    libc::signal(libc::SIGINT, libc::SIG_IGN);
+                    libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+                }
+                let code = sys::wait_exit_code(d).unwrap_or(255);
+                sys::exit_child(code)
+            }
+        }
+    }
+    drop(err_w);
+    drop(procs);
+    if let Stdio::Pty { child, parent } = stdio {
+        drop(child);
+        super::pty::relay(parent).map_err(sys_err("relaying the terminal"))?;
+    }
+    let code = sys::wait_exit_code(c).map_err(sys_err("waiting for the command"))?;
+    let msg = sys::read_to_end(err_r.as_raw_fd(), 4096).unwrap_or_default();
+    if !msg.is_empty() {
+        return Err(SpawnError::Setup(
+            String::from_utf8_lossy(&msg).into_owned(),
+        ));
+    }
+    Ok(code)
+}
+
+fn command_child(
+    procs: &[std::fs::File],
+    ns: &[(OwnedFd, libc::c_int)],
+    argv: &[CString],
+    env: &[CString],
+    stdio: &Stdio,
+) -> Result<std::convert::Infallible, String> {
+    use std::io::Write;
+    for mut f in procs {
+        f.write_all(b"0")
+            .map_err(|e| format!("joining the container's cgroup: {e}"))?;
+    }
+    for (fd, t) in ns {
+        sys::setns(fd, *t).map_err(|e| format!("setns: {e}"))?;
+    }
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    match stdio {
+        Stdio::Inherit => {
+            // SAFETY: setsid in a fresh child.
+            sys::check(unsafe { libc::setsid() }).map_err(|e| format!("setsid: {e}"))?;
+        }
+        Stdio::Pty { child: sock, .. } => {
+            let (master, n) = sys::open_pty_master(Path::new("/dev/ptmx"))
+                .map_err(|e| format!("opening a pty in the container: {e}"))?;
+            let slave = sys::open_rw_noctty(Path::new(&format!("/dev/pts/{n}")))
+                .map_err(|e| format!("opening /dev/pts/{n}: {e}"))?;
+            sys::send_fd(sock.as_raw_fd(), b'M', master.as_raw_fd())
+                .map_err(|e| format!("passing the pty: {e}"))?;
+            drop(master);
+            sys::take_tty(slave.as_raw_fd()).map_err(|e| format!("taking the pty: {e}"))?;
+        }
+    }
+    sys::cloexec_from(3).map_err(|e| format!("closing host descriptors: {e}"))?;
+    caps::drop_container_caps().map_err(|e| format!("dropping capabilities: {e}"))?;
+    sys::reset_signals();
+    let e = sys::execve(argv, env);
+    Err(format!("exec {}: {e}", sys::cstr_to_string(&argv[0])))
+}
