@@ -297,9 +297,10 @@ fn init_child(
     // The console: a pty of the container's own devpts; the master goes to the logger.
     let (master, n) =
         sys::open_pty_master(&p("dev/pts/ptmx")).map_err(step("opening the console pty"))?;
-    std::fs::File::create(p("dev/console")).map_err(step("creating /dev/console"))?;
-    sys::bind(&p(&format!("dev/pts/{n}")), &p("dev/console"))
-        .map_err(step("binding /dev/console"))?;
+    // A symlink rather than a bind mount of the pts: CRIU cannot dump a devpts bind mount whose
+    // master is held outside the container, while a descriptor it can treat as external.
+    std::os::unix::fs::symlink(format!("pts/{n}"), p("dev/console"))
+        .map_err(step("creating /dev/console"))?;
     let console = sys::open_rw_noctty(&p("dev/console")).map_err(step("opening /dev/console"))?;
     sys::send_fd(
         parent_sock.as_raw_fd(),
