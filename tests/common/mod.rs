@@ -1,0 +1,295 @@
+//! Helpers for the root-only integration tests: each test gets its own ferry host (a host
+//! root in a temporary directory and its own cgroup parent), torn down even when the test
+//! fails. A missing prerequisite (not root, no CRIU, no busybox) fails the test with a message
+//! that says what to install; nothing is skipped silently.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "these tests need root (namespaces, cgroups, mounts, CRIU): run scripts/test.sh as root"
+    );
+}
+
+/// CRIU >= 4.2, as scripts/setup.sh installs it.
+pub fn criu() -> PathBuf {
+    let candidates = [
+        std::env::var("FERRY_CRIU").ok(),
+        Some("/opt/ferry/criu/criu".into()),
+    ];
+    for c in candidates.into_iter().flatten() {
+        let p = PathBuf::from(c);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("CRIU not found (FERRY_CRIU or /opt/ferry/criu/criu): run scripts/setup.sh");
+}
+
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "command failed: {self:?}");
+        self
+    }
+}
+
+/// Runs a command with a deadline; a command that hangs fails the test instead of CI.
+pub fn run(mut cmd: Command, timeout: Duration) -> Out {
+    let desc = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {desc}: {e}"));
+    let out_pipe = child.stdout.take().unwrap();
+    let err_pipe = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || std::io::read_to_string(out_pipe).unwrap_or_default());
+    let t_err = std::thread::spawn(move || std::io::read_to_string(err_pipe).unwrap_or_default());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            panic!("{desc} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    Out {
+        code,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
+}
+
+/// One ferry host for one test.
+pub struct TestHost {
+    pub dir: tempfile::TempDir,
+    pub cgroup_parent: String,
+}
+
+impl TestHost {
+    pub fn new(tag: &str) -> Self {
+        require_root();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("ferry-{tag}-"))
+            .tempdir()
+            .unwrap();
+        let cgroup_parent = format!("ferry-test-{tag}-{}", std::process::id());
+        let conf = dir.path().join("etc/vz/vz.conf");
+        std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
+        let mut text = ferry::host::DEFAULT_VZ_CONF.to_string();
+        text.push_str(&format!(
+            "CGROUP_PARENT=\"{cgroup_parent}\"\nSTOP_TIMEOUT=\"20\"\n"
+        ));
+        std::fs::write(&conf, text).unwrap();
+        Self { dir, cgroup_parent }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn cmd(&self, bin: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(bin);
+        c.arg("--root-dir")
+            .arg(self.root())
+            .args(args)
+            .env_remove("FERRY_ROOT");
+        c
+    }
+
+    pub fn vzctl(&self, args: &[&str]) -> Out {
+        run(
+            self.cmd(env!("CARGO_BIN_EXE_vzctl"), args),
+            Duration::from_secs(120),
+        )
+    }
+    pub fn vzlist(&self, args: &[&str]) -> Out {
+        run(
+            self.cmd(env!("CARGO_BIN_EXE_vzlist"), args),
+            Duration::from_secs(60),
+        )
+    }
+    pub fn vzpkg(&self, args: &[&str], timeout: Duration) -> Out {
+        run(self.cmd(env!("CARGO_BIN_EXE_vzpkg"), args), timeout)
+    }
+
+    /// `vzctl exec` that must succeed; returns its stdout.
+    pub fn exec(&self, ctid: &str, script: &str) -> String {
+        let o = self.vzctl(&["exec", ctid, script]);
+        assert_eq!(o.code, 0, "exec {script:?} in {ctid}: {o:?}");
+        o.stdout
+    }
+
+    pub fn state(&self, ctid: &str) -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(self.root().join(format!("vz/run/{ctid}.json"))).unwrap(),
+        )
+        .unwrap()
+    }
+
+    pub fn init_pid(&self, ctid: &str) -> i32 {
+        self.state(ctid)["init_pid"].as_i64().unwrap() as i32
+    }
+
+    pub fn conf(&self, ctid: &str) -> PathBuf {
+        self.root().join(format!("etc/vz/conf/{ctid}.conf"))
+    }
+
+    pub fn private(&self, ctid: &str) -> PathBuf {
+        self.root().join(format!("vz/private/{ctid}"))
+    }
+
+    /// Every mount point below this host's root, in the host's mount namespace.
+    pub fn mounts_below(&self) -> Vec<String> {
+        let root = self.root().canonicalize().unwrap();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .filter(|m| Path::new(m).starts_with(&root))
+            .collect()
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        // Stop whatever a failed test left running, then make sure nothing is mounted below the
+        // temporary directory before it is removed.
+        if let Ok(rd) = std::fs::read_dir(self.root().join("etc/vz/conf")) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(id) = name.strip_suffix(".conf") {
+                    let _ = self.vzctl(&["stop", "--fast", id, "-q"]);
+                }
+            }
+        }
+        let mut mounts = self.mounts_below();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let c = std::ffi::CString::new(m).unwrap();
+            // SAFETY: lazy unmount of a path below our own temporary directory.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        for h in [
+            "pids", "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "systemd",
+            "unified",
+        ] {
+            let d = Path::new("/sys/fs/cgroup")
+                .join(h)
+                .join(&self.cgroup_parent);
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                for e in rd.flatten() {
+                    if e.path().is_dir() {
+                        let _ = std::fs::remove_dir(e.path());
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
+}
+
+/// A tmux session for driving interactive commands, killed on drop.
+pub struct Tmux {
+    pub name: String,
+}
+
+impl Tmux {
+    pub fn start(name: &str, command: &str) -> Self {
+        let s = Self {
+            name: format!("{name}-{}", std::process::id()),
+        };
+        let o = run(
+            {
+                let mut c = Command::new("tmux");
+                c.args([
+                    "new-session",
+                    "-d",
+                    "-s",
+                    &s.name,
+                    "-x",
+                    "120",
+                    "-y",
+                    "40",
+                    command,
+                ]);
+                c
+            },
+            Duration::from_secs(10),
+        );
+        assert_eq!(
+            o.code, 0,
+            "tmux new-session (install tmux: scripts/setup.sh): {o:?}"
+        );
+        s
+    }
+
+    pub fn send(&self, keys: &str) {
+        let mut c = Command::new("tmux");
+        c.args(["send-keys", "-t", &self.name, keys, "Enter"]);
+        run(c, Duration::from_secs(10)).ok();
+    }
+
+    pub fn screen(&self) -> String {
+        let mut c = Command::new("tmux");
+        c.args(["capture-pane", "-p", "-t", &self.name]);
+        run(c, Duration::from_secs(10)).stdout
+    }
+
+    /// Waits until the screen contains `text`.
+    pub fn wait_for(&self, text: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if s.contains(text) {
+                return s;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "{text:?} did not appear on the screen within {timeout:?}:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let mut c = Command::new("tmux");
+        c.args(["kill-session", "-t", &self.name]);
+        let _ = c.output();
+    }
+}
+
+/// Waits until `f` holds.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,503 @@
+//! Root-only: the container lifecycle end to end with busybox containers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn create_start_exec_stop_restart_destroy() {
+    let h = TestHost::new("life");
+    let o = h.vzctl(&[
+        "create",
+        "101",
+        "--hostname",
+        "ct101",
+        "--name",
+        "web",
+        "--ipadd",
+        "198.18.0.10",
+    ]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(h.private("101").join("bin/busybox").is_file());
+    let conf = std::fs::read_to_string(h.conf("101")).unwrap();
+    for line in [
+        "OSTEMPLATE=\"busybox\"",
+        "HOSTNAME=\"ct101\"",
+        "NAME=\"web\"",
+        "IP_ADDRESS=\"198.18.0.10\"",
+        "VE_PRIVATE=\"/vz/private/$VEID\"",
+    ] {
+        assert!(conf.contains(line), "{line} missing from:\n{conf}");
+    }
+    assert_eq!(
+        h.vzctl(&["status", "101"]).stdout.trim(),
+        "CTID 101 exist unmounted down"
+    );
+
+    // The name works wherever the CTID does.
+    h.vzctl(&["start", "web"]).ok();
+    assert_eq!(
+        h.vzctl(&["status", "101"]).stdout.trim(),
+        "CTID 101 exist mounted running"
+    );
+    let st: serde_json::Value =
+        serde_json::from_str(&h.vzctl(&["status", "web", "--json"]).stdout).unwrap();
+    assert_eq!(st["running"], true);
+    assert_eq!(st["init_pid"].as_i64().unwrap() as i32, h.init_pid("101"));
+
+    // pid 1 is the template's init, and it is a session leader with the console as its tty.
+    assert_eq!(h.exec("101", "cat /proc/1/comm").trim(), "init");
+    let stat = h.exec("101", "cat /proc/1/stat");
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    assert_eq!(fields[3], "1", "init is not its own session leader: {stat}");
+    assert_eq!(h.exec("101", "hostname").trim(), "ct101");
+    assert_eq!(h.exec("101", "cat /etc/hostname").trim(), "ct101");
+    // The command itself runs as a session leader inside the container.
+    let me = h.exec("101", "cut -d' ' -f1,6 /proc/self/stat");
+    let (pid, sid) = me.trim().split_once(' ').unwrap();
+    assert_eq!(pid, sid, "exec'd command is not a session leader");
+
+    // The container outlived the vzctl that started it and is visible in vzlist.
+    let l = h.vzlist(&["-H", "-o", "ctid,status,hostname,name,ip"]);
+    assert_eq!(
+        l.stdout.split_whitespace().collect::<Vec<_>>(),
+        vec!["101", "running", "ct101", "web", "198.18.0.10"]
+    );
+
+    // exec and exec2 return the command's exit code.
+    assert_eq!(h.vzctl(&["exec", "101", "exit 3"]).code, 3);
+    assert_eq!(h.vzctl(&["exec2", "101", "exit 5"]).code, 5);
+    assert_eq!(
+        h.vzctl(&["exec", "101", "echo", "two", "words"]).stdout,
+        "two words\n"
+    );
+
+    // The console is logged on the host.
+    let console = h.root().join("vz/log/101.console.log");
+    wait_until(
+        "the boot message on the console",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(&console)
+                .unwrap_or_default()
+                .contains("ct101 is up")
+        },
+    );
+
+    // restart: a new init, still running.
+    let first = h.init_pid("101");
+    h.vzctl(&["restart", "101"]).ok();
+    assert_ne!(h.init_pid("101"), first);
+    assert_eq!(
+        h.vzctl(&["status", "101"]).stdout.trim(),
+        "CTID 101 exist mounted running"
+    );
+
+    // A clean stop goes through init's shutdown (rcK writes to the console).
+    h.vzctl(&["stop", "101"]).ok();
+    assert!(
+        std::fs::read_to_string(&console)
+            .unwrap()
+            .contains("ct101 is stopping"),
+        "no clean shutdown"
+    );
+    assert_eq!(
+        h.vzctl(&["status", "101"]).stdout.trim(),
+        "CTID 101 exist unmounted down"
+    );
+    assert!(
+        h.mounts_below().is_empty(),
+        "mounts left: {:?}",
+        h.mounts_below()
+    );
+    assert!(
+        !std::path::Path::new(&format!("/sys/fs/cgroup/pids/{}/101", h.cgroup_parent)).exists(),
+        "cgroup left behind"
+    );
+
+    // --fast kills at once.
+    h.vzctl(&["start", "101"]).ok();
+    h.vzctl(&["stop", "101", "--fast"]).ok();
+    assert_eq!(
+        h.vzctl(&["status", "101"]).stdout.trim(),
+        "CTID 101 exist unmounted down"
+    );
+
+    // mount / umount of a stopped container.
+    h.vzctl(&["mount", "101"]).ok();
+    assert_eq!(
+        h.vzctl(&["status", "101"]).stdout.trim(),
+        "CTID 101 exist mounted down"
+    );
+    assert_eq!(
+        h.vzlist(&["-a", "-H", "-o", "status"]).stdout.trim(),
+        "mounted"
+    );
+    h.vzctl(&["umount", "101"]).ok();
+
+    h.vzctl(&["destroy", "web"]).ok();
+    assert_eq!(
+        h.vzctl(&["status", "101"]).stdout.trim(),
+        "CTID 101 deleted unmounted down"
+    );
+    assert!(!h.private("101").exists());
+    assert!(!h.conf("101").exists());
+}
+
+#[test]
+fn container_is_isolated_from_the_host() {
+    let h = TestHost::new("iso");
+    h.vzctl(&["create", "110", "--hostname", "iso"]).ok();
+    // A mount made on the host before start must not be visible inside.
+    let marker = h.root().join("host-only-mount");
+    std::fs::create_dir_all(&marker).unwrap();
+    let c = std::ffi::CString::new(marker.to_str().unwrap()).unwrap();
+    let tmpfs = std::ffi::CString::new("tmpfs").unwrap();
+    // SAFETY: mounting a tmpfs on a directory of our own temporary host.
+    assert_eq!(
+        unsafe {
+            libc::mount(
+                tmpfs.as_ptr(),
+                c.as_ptr(),
+                tmpfs.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        },
+        0
+    );
+    h.vzctl(&["start", "110"]).ok();
+    let mounts = h.exec("110", "cat /proc/self/mountinfo");
+    assert!(
+        !mounts.contains("host-only-mount"),
+        "host mount visible:\n{mounts}"
+    );
+    // Every mount point is a path of the container's own tree (field 5; field 4 of the root
+    // mount names the bind source, which is how the kernel reports any bind mount).
+    for l in mounts.lines() {
+        let mp = l.split(' ').nth(4).unwrap();
+        assert!(
+            !mp.contains(h.root().to_str().unwrap())
+                && !mp.starts_with("/tmp/")
+                && !mp.starts_with("/work"),
+            "host mount point visible: {l}"
+        );
+    }
+    for masked in [
+        "/proc/sysrq-trigger",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/sys",
+    ] {
+        let covered = mounts.lines().any(|l| l.split(' ').nth(4) == Some(masked));
+        // Some kernels lack some of these files; what a kernel lacks needs no cover.
+        assert!(
+            covered || !std::path::Path::new(masked).exists(),
+            "{masked} is not covered:\n{mounts}"
+        );
+    }
+    // SAFETY: undoing the mount above.
+    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+
+    // Host processes are invisible: only the container's own pids exist in its /proc.
+    let pids = h.exec(
+        "110",
+        "ls /proc | grep -E '^[0-9]+$' | sort -n | tr '\\n' ' '",
+    );
+    let pids: Vec<u32> = pids
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids[0], 1);
+    assert!(pids.len() < 10, "too many processes visible: {pids:?}");
+    let comms = h.exec("110", "cat /proc/[0-9]*/comm");
+    assert!(
+        !comms.contains("lifecycle") && !comms.contains("process_api") && !comms.contains("cargo"),
+        "host processes visible:\n{comms}"
+    );
+
+    // /sys and /proc/sys are read-only; the host's clock, modules, devices and mounts are out
+    // of reach.
+    for (what, script) in [
+        ("write /sys", "echo 1 > /sys/kernel/uevent_helper"),
+        ("remount /sys rw", "mount -o remount,rw /sys"),
+        ("write /proc/sys", "echo 1 > /proc/sys/kernel/sysrq"),
+        ("sysrq-trigger", "echo h > /proc/sysrq-trigger"),
+        ("mount", "mount -t tmpfs none /mnt"),
+        // busybox date exits 0 even when settimeofday fails: look at the clock instead.
+        (
+            "set the clock",
+            "date -s 2001-01-01 >/dev/null 2>&1; [ \"$(date +%Y)\" = 2001 ]",
+        ),
+        ("mknod a disk", "mknod /tmp/disk b 8 0"),
+        (
+            "load a module",
+            "insmod /nonexistent.ko || [ $? -ne 1 ] && false",
+        ),
+    ] {
+        let o = h.vzctl(&["exec", "110", &format!("{script} 2>/dev/null")]);
+        assert_ne!(o.code, 0, "container root could {what}");
+    }
+    let status = h.exec("110", "cat /proc/self/status");
+    let bnd = ferry::runtime::caps::bounding_set(&status).unwrap();
+    for (cap, why) in ferry::runtime::caps::DROPPED {
+        assert_eq!(
+            bnd & (1u64 << cap),
+            0,
+            "{why} still in the bounding set ({bnd:x})"
+        );
+    }
+    // What the container may do: its own network configuration and its own files.
+    h.exec("110", "ip link set lo up && touch /root/ok && rm /root/ok");
+    h.vzctl(&["stop", "110", "--fast"]).ok();
+}
+
+#[test]
+fn enter_gives_an_interactive_shell() {
+    let h = TestHost::new("enter");
+    h.vzctl(&["create", "120", "--hostname", "entered"]).ok();
+    h.vzctl(&["start", "120"]).ok();
+    let cmd = format!(
+        "{} --root-dir {} enter 120; echo ENTER-EXIT=$?; sleep 60",
+        env!("CARGO_BIN_EXE_vzctl"),
+        h.root().display()
+    );
+    let t = Tmux::start("ferry-enter", &cmd);
+    t.wait_for("entered into container 120", Duration::from_secs(10));
+    t.send("echo host=$(hostname) pid1=$(cat /proc/1/comm); tty; stty size");
+    let screen = t.wait_for("host=entered pid1=init", Duration::from_secs(10));
+    assert!(screen.contains("/dev/pts/"), "no pty: {screen}");
+    assert!(
+        screen.contains("40 120"),
+        "window size not passed on: {screen}"
+    );
+    t.send("exit 7");
+    t.wait_for("ENTER-EXIT=7", Duration::from_secs(10));
+    h.vzctl(&["stop", "120", "--fast"]).ok();
+}
+
+#[test]
+fn a_fresh_container_is_dumped_and_restored_by_criu() {
+    let h = TestHost::new("criu");
+    let criu = criu();
+    h.vzctl(&["create", "130", "--hostname", "dumped"]).ok();
+    h.vzctl(&["start", "130"]).ok();
+    // A service started the clean way (no host descriptors), with a counter in a file.
+    h.exec("130", "(i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done) </dev/null >/dev/null 2>&1 &");
+    let before = h.exec(
+        "130",
+        "ps -o pid,args | grep 'while true' | grep -v grep | awk '{print $1}'",
+    );
+    let init = h.init_pid("130");
+    let imgs = h.root().join("img");
+    std::fs::create_dir_all(&imgs).unwrap();
+    // The console is the one descriptor that refers outside: CRIU is told it is external.
+    let md = std::fs::metadata(format!("/proc/{init}/fd/0")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let ext = format!("tty[{:x}:{:x}]", md.rdev(), md.dev());
+    let dump = run(
+        {
+            let mut c = std::process::Command::new(&criu);
+            c.args(["dump", "-t", &init.to_string(), "-D"])
+                .arg(&imgs)
+                .args([
+                    "-o",
+                    "dump.log",
+                    "-v4",
+                    "--manage-cgroups",
+                    "--tcp-established",
+                    "--file-locks",
+                    "--external",
+                    &ext,
+                ]);
+            c
+        },
+        Duration::from_secs(60),
+    );
+    let log = std::fs::read_to_string(imgs.join("dump.log")).unwrap_or_default();
+    assert_eq!(
+        dump.code,
+        0,
+        "criu dump failed: {dump:?}\n{}",
+        log.lines()
+            .filter(|l| l.contains("Error"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        !ferry::runtime::proc::start_time(init).is_some(),
+        "the dumped container is still running"
+    );
+
+    // Restore with a new pty slave in place of the console.
+    // SAFETY: opening a pty pair on the host for the restored console.
+    let (master, slave) = unsafe {
+        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(m >= 0);
+        assert_eq!(libc::grantpt(m), 0);
+        assert_eq!(libc::unlockpt(m), 0);
+        let name = std::ffi::CStr::from_ptr(libc::ptsname(m)).to_owned();
+        let s = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY);
+        assert!(s >= 0);
+        (m, s)
+    };
+    let root = h.root().join("vz/root/130");
+    let pidfile = imgs.join("pid");
+    let mut c = std::process::Command::new(&criu);
+    c.args(["restore", "-D"]).arg(&imgs).args([
+        "-o",
+        "restore.log",
+        "-v4",
+        "--manage-cgroups",
+        "--tcp-established",
+        "--file-locks",
+        "--restore-detached",
+        "--root",
+    ]);
+    c.arg(&root)
+        .arg("--pidfile")
+        .arg(&pidfile)
+        .args(["--inherit-fd", &format!("fd[{slave}]:{ext}")]);
+    // SAFETY: clearing close-on-exec on the slave in the child only.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        c.pre_exec(move || {
+            let flags = libc::fcntl(slave, libc::F_GETFD);
+            libc::fcntl(slave, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            Ok(())
+        });
+    }
+    let restore = run(c, Duration::from_secs(60));
+    let log = std::fs::read_to_string(imgs.join("restore.log")).unwrap_or_default();
+    assert_eq!(
+        restore.code,
+        0,
+        "criu restore failed: {restore:?}\n{}",
+        log.lines()
+            .filter(|l| l.contains("Error"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let new_init: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The restored tree: same pid namespace layout, the counter process under the same pid,
+    // and the counter moving on from where it was.
+    let status = std::fs::read_to_string(format!("/proc/{new_init}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("NSpid:") && l.ends_with("\t1")),
+        "restored init is not pid 1 of its namespace:\n{status}"
+    );
+    let count_path = root.join("tmp/count");
+    let c1: u64 = std::fs::read_to_string(&count_path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_until(
+        "the restored counter to advance",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(&count_path)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .is_some_and(|c| c > c1)
+        },
+    );
+    let children = std::fs::read_to_string(format!("/proc/{new_init}/task/{new_init}/children"))
+        .unwrap_or_default();
+    let ns_pids: Vec<String> = children
+        .split_whitespace()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find(|l| l.starts_with("NSpid:"))
+                .map(|l| l.rsplit('\t').next().unwrap().to_string())
+        })
+        .collect();
+    assert!(
+        ns_pids.contains(&before.trim().to_string()),
+        "counter pid {} not among restored pids {ns_pids:?}",
+        before.trim()
+    );
+    // SAFETY: killing the restored container (its init takes the namespace with it) and
+    // closing our pty ends.
+    unsafe {
+        libc::kill(new_init, libc::SIGKILL);
+        libc::close(master);
+        libc::close(slave);
+    }
+    wait_until(
+        "the restored container to exit",
+        Duration::from_secs(10),
+        || ferry::runtime::proc::start_time(new_init).is_none(),
+    );
+    h.vzctl(&["destroy", "130"]).ok();
+}
+
+#[test]
+fn vzlist_columns_sorting_and_json() {
+    let h = TestHost::new("list");
+    h.vzctl(&[
+        "create",
+        "201",
+        "--hostname",
+        "bbb",
+        "--ipadd",
+        "198.18.1.1",
+    ])
+    .ok();
+    h.vzctl(&["create", "202", "--hostname", "aaa", "--name", "db"])
+        .ok();
+    h.vzctl(&["create", "203"]).ok();
+    h.vzctl(&["start", "201"]).ok();
+    h.vzctl(&["start", "202"]).ok();
+    let out = h.vzlist(&[]).stdout;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        vec!["CTID", "NPROC", "STATUS", "IP_ADDR", "HOSTNAME"]
+    );
+    assert_eq!(lines.len(), 3, "only running containers by default:\n{out}");
+    assert!(
+        lines[1].trim_start().starts_with("201")
+            && lines[1].contains("running")
+            && lines[1].contains("198.18.1.1")
+    );
+    let nproc: usize = lines[1].split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(nproc >= 1);
+    assert_eq!(h.vzlist(&["-S", "-H", "-o", "ctid"]).stdout.trim(), "203");
+    assert_eq!(
+        h.vzlist(&["-a", "-H", "-o", "ctid", "-s", "hostname"])
+            .stdout
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        vec!["203", "202", "201"]
+    );
+    assert_eq!(
+        h.vzlist(&["-a", "-H", "-o", "ctid", "-s", "-ctid"])
+            .stdout
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        vec!["203", "202", "201"]
+    );
+    assert_eq!(h.vzlist(&["-H", "-o", "name", "db"]).stdout.trim(), "db");
+    let j: serde_json::Value = serde_json::from_str(&h.vzlist(&["-a", "-j"]).stdout).unwrap();
+    let arr = j.as_array().unwrap();
+    assert_eq!(arr.len(), 3);
+    assert_eq!(arr[0]["ctid"], 201);
+    assert_eq!(arr[0]["ip"], serde_json::json!(["198.18.1.1"]));
+    assert_eq!(arr[2]["status"], "stopped");
+    assert_eq!(arr[2]["nproc"], serde_json::Value::Null);
+    assert_eq!(arr[1]["ostemplate"], "busybox");
+    assert_eq!(arr[1]["private"], "/vz/private/202");
+    let o = h.vzlist(&["-o", "ctid,bogus"]);
+    assert_eq!(o.code, 21, "{o:?}");
+    assert!(o.stderr.contains("unknown field \"bogus\""));
+}
