@@ -11,4 +11,13 @@ cd "$here"
 bash scripts/setup.sh --no-build
 export FERRY_CRIU=${FERRY_CRIU:-/opt/ferry/criu/criu}
 echo "test: cargo test --workspace $*"
-cargo test --workspace "$@"
+log=$(mktemp /tmp/ferry-test.XXXXXX)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run (cargo prints one per test binary, the last often empty).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "total: %d passed, %d failed\n", p, f }' "$log"
+exit "$rc"

@@ -10,12 +10,17 @@ use common::*;
 /// A snapshot of everything a host keeps, to prove a failed command changed nothing.
 fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
     fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd.flatten() {
             let p = e.path();
             let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
             // Lock files are rewritten by every command that takes them; the console log grows.
-            if rel.starts_with("vz/lock") || rel.starts_with("vz/log") || rel.starts_with("vz/root/") {
+            if rel.starts_with("vz/lock")
+                || rel.starts_with("vz/log")
+                || rel.starts_with("vz/root/")
+            {
                 continue;
             }
             let md = std::fs::symlink_metadata(&p).unwrap();
@@ -39,22 +44,44 @@ fn refused(h: &TestHost, args: &[&str], code: i32, msg: &str) {
     let before = snapshot(h.root());
     let o = h.vzctl(args);
     assert_eq!(o.code, code, "vzctl {args:?}: {o:?}");
-    assert!(o.stderr.contains(msg), "vzctl {args:?}: expected {msg:?} in stderr: {:?}", o.stderr);
+    assert!(
+        o.stderr.contains(msg),
+        "vzctl {args:?}: expected {msg:?} in stderr: {:?}",
+        o.stderr
+    );
     // Errors found while parsing arguments come in clap's format ("error: ..."), the rest in ours.
-    assert!(o.stderr.starts_with("vzctl: error: ") || o.stderr.starts_with("error: "), "unexpected error format: {:?}", o.stderr);
+    assert!(
+        o.stderr.starts_with("vzctl: error: ") || o.stderr.starts_with("error: "),
+        "unexpected error format: {:?}",
+        o.stderr
+    );
     let after = snapshot(h.root());
-    assert!(before == after, "vzctl {args:?} changed the host: {:?}", before.keys().chain(after.keys()).filter(|k| before.get(*k) != after.get(*k)).collect::<Vec<_>>());
+    assert!(
+        before == after,
+        "vzctl {args:?} changed the host: {:?}",
+        before
+            .keys()
+            .chain(after.keys())
+            .filter(|k| before.get(*k) != after.get(*k))
+            .collect::<Vec<_>>()
+    );
 }
 
 #[test]
 fn bad_input_is_refused_and_changes_nothing() {
     let h = TestHost::new("bad");
-    h.vzctl(&["create", "101", "--name", "web", "--ipadd", "198.18.0.10"]).ok();
+    h.vzctl(&["create", "101", "--name", "web", "--ipadd", "198.18.0.10"])
+        .ok();
     h.vzctl(&["create", "102"]).ok();
 
     // Unknown and malformed CTIDs.
     refused(&h, &["start", "999"], 14, "container 999 does not exist");
-    refused(&h, &["start", "nosuchname"], 14, "no container is named \"nosuchname\"");
+    refused(
+        &h,
+        &["start", "nosuchname"],
+        14,
+        "no container is named \"nosuchname\"",
+    );
     refused(&h, &["start", "0"], 21, "invalid CTID \"0\"");
     refused(&h, &["start", "12x!"], 21, "invalid CTID");
     refused(&h, &["create", "abc"], 21, "invalid CTID \"abc\"");
@@ -62,14 +89,54 @@ fn bad_input_is_refused_and_changes_nothing() {
 
     // create: existing CTID, unknown template, bad address, hostname, name, sample.
     refused(&h, &["create", "101"], 44, "container 101 already exists");
-    refused(&h, &["create", "103", "--ostemplate", "centos-9"], 91, "OS template centos-9 not found");
-    refused(&h, &["create", "103", "--ostemplate", "../etc"], 21, "invalid template name");
-    refused(&h, &["create", "103", "--ipadd", "198.18.0.300"], 21, "invalid IP address \"198.18.0.300\"");
-    refused(&h, &["create", "103", "--ipadd", "198.18.0.10"], 78, "address 198.18.0.10 is already used by container 101");
-    refused(&h, &["create", "103", "--hostname", "bad_host!"], 21, "invalid hostname");
-    refused(&h, &["create", "103", "--name", "web"], 21, "the name \"web\" is already used by container 101");
-    refused(&h, &["create", "103", "--name", "12345"], 21, "invalid container name");
-    refused(&h, &["create", "103", "--config", "nosuch"], 21, "sample configuration \"nosuch\" not found");
+    refused(
+        &h,
+        &["create", "103", "--ostemplate", "centos-9"],
+        91,
+        "OS template centos-9 not found",
+    );
+    refused(
+        &h,
+        &["create", "103", "--ostemplate", "../etc"],
+        21,
+        "invalid template name",
+    );
+    refused(
+        &h,
+        &["create", "103", "--ipadd", "198.18.0.300"],
+        21,
+        "invalid IP address \"198.18.0.300\"",
+    );
+    refused(
+        &h,
+        &["create", "103", "--ipadd", "198.18.0.10"],
+        78,
+        "address 198.18.0.10 is already used by container 101",
+    );
+    refused(
+        &h,
+        &["create", "103", "--hostname", "bad_host!"],
+        21,
+        "invalid hostname",
+    );
+    refused(
+        &h,
+        &["create", "103", "--name", "web"],
+        21,
+        "the name \"web\" is already used by container 101",
+    );
+    refused(
+        &h,
+        &["create", "103", "--name", "12345"],
+        21,
+        "invalid container name",
+    );
+    refused(
+        &h,
+        &["create", "103", "--config", "nosuch"],
+        21,
+        "sample configuration \"nosuch\" not found",
+    );
 
     // Options a command does not take, missing arguments, unknown commands.
     refused(&h, &["start", "101", "--fast"], 20, "--fast");
@@ -78,7 +145,12 @@ fn bad_input_is_refused_and_changes_nothing() {
 
     // Wrong state.
     refused(&h, &["stop", "101"], 31, "container 101 is not running");
-    refused(&h, &["exec", "101", "true"], 31, "container 101 is not running");
+    refused(
+        &h,
+        &["exec", "101", "true"],
+        31,
+        "container 101 is not running",
+    );
     refused(&h, &["umount", "101"], 40, "container 101 is not mounted");
     h.vzctl(&["start", "101"]).ok();
     refused(&h, &["start", "web"], 32, "container 101 is running");
@@ -97,14 +169,29 @@ fn bad_input_is_refused_and_changes_nothing() {
     text.push_str("THIS LINE IS BROKEN\n");
     std::fs::write(&conf, &text).unwrap();
     let line = text.lines().count();
-    refused(&h, &["start", "102"], 14, &format!("102.conf:{line}: no '=' on this line"));
+    refused(
+        &h,
+        &["start", "102"],
+        14,
+        &format!("102.conf:{line}: no '=' on this line"),
+    );
 
     // A container locked by another command.
-    let lock = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(h.root().join("vz/lock/101.lck")).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(h.root().join("vz/lock/101.lck"))
+        .unwrap();
     use std::os::fd::AsRawFd;
     // SAFETY: flock on our own descriptor, as another vzctl would hold it.
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-    refused(&h, &["start", "101"], 9, "container 101 is locked by another command");
+    refused(
+        &h,
+        &["start", "101"],
+        9,
+        "container 101 is locked by another command",
+    );
     drop(lock);
     h.vzctl(&["start", "101"]).ok();
     h.vzctl(&["stop", "101", "--fast"]).ok();
