@@ -1,0 +1,437 @@
+//! Every message two agents exchange during a migration.
+//!
+//! Each message kind has a fixed numeric code (`Kind`), stable across releases: new kinds get
+//! new codes, and a receiver refuses codes it does not know. Payloads are postcard-encoded
+//! structs; postcard's format is stable (varints, length-prefixed sequences).
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::*;
+use crate::path::RelPath;
+use crate::DecodeError;
+
+/// A migration's identity, chosen by the source.
+pub type MigrationId = [u8; 16];
+/// A content hash (the engine uses BLAKE3; the protocol only carries the bytes).
+pub type Hash = [u8; 32];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// The kernel tracks dirty memory (soft-dirty): CRIU pre-dump can be used.
+    pub mem_dirty_tracking: bool,
+    /// Compression algorithms understood, e.g. "zstd".
+    pub compression: Vec<String>,
+    pub criu_version: String,
+    pub kernel: String,
+    /// CRIU's `cpuinfo dump` image, compared by the destination with `cpuinfo check`.
+    pub cpu_description: Vec<u8>,
+    pub free_ram: u64,
+    pub free_disk: u64,
+}
+
+/// Source to destination: the first message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub migration_id: MigrationId,
+    /// Protocol versions the source speaks, inclusive.
+    pub version_min: u32,
+    pub version_max: u32,
+    pub host: String,
+    pub caps: Capabilities,
+}
+
+/// Destination to source: the version chosen and the destination's capabilities.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloAck {
+    pub version: u32,
+    pub host: String,
+    pub caps: Capabilities,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Layout {
+    Simfs,
+    Image,
+}
+
+/// Source to destination: what is moved, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub ctid: u32,
+    /// The container's configuration file, as text.
+    pub config: String,
+    pub layout: Layout,
+    pub private_bytes: u64,
+    pub private_inodes: u64,
+    pub ram_bytes: u64,
+    pub online: bool,
+    pub keep_dst: bool,
+    /// Bytes per second, 0 for none.
+    pub bwlimit: u64,
+    /// Frozen-time budget in milliseconds.
+    pub max_downtime_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileKind {
+    Regular,
+    Dir,
+    Symlink,
+    CharDev,
+    BlockDev,
+    Fifo,
+    Socket,
+}
+
+/// One file of the container's private area with every attribute the sync carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsEntry {
+    pub path: RelPath,
+    pub kind: FileKind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_sec: i64,
+    pub mtime_nsec: u32,
+    pub size: u64,
+    /// Symlink target (any text: it is stored, never followed by the receiver).
+    pub link_target: Option<String>,
+    /// Device numbers of character and block devices.
+    pub rdev_major: u32,
+    pub rdev_minor: u32,
+    /// Files with the same group are one inode (hard links); the first entry of a group
+    /// carries the data, the others are linked to it.
+    pub hardlink_group: Option<u64>,
+    pub xattrs: Vec<(String, Vec<u8>)>,
+    /// The file has holes (sent as ranges of data; the rest stays a hole).
+    pub sparse: bool,
+}
+
+/// Destination to source: rsync-style block signature of a file the destination already has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsSignature {
+    pub path: RelPath,
+    pub block_size: u32,
+    pub signature: Vec<u8>,
+}
+
+/// Source to destination: a delta against the destination's copy, and the hash of the result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsDelta {
+    pub path: RelPath,
+    pub delta: Vec<u8>,
+    pub result_size: u64,
+    pub result_hash: Hash,
+}
+
+/// Source to destination: a range of a file's data, possibly compressed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsData {
+    pub path: RelPath,
+    pub offset: u64,
+    pub compressed: bool,
+    pub data: Vec<u8>,
+}
+
+/// A page of a process's memory: its content hash, and its data unless the destination
+/// already holds a page with that hash (protocol version 2 and later).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    pub pid: u32,
+    pub vaddr: u64,
+    pub hash: Hash,
+    pub data: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageBatch {
+    pub round: u32,
+    pub pages: Vec<Page>,
+}
+
+/// Source to destination: a chunk of a CRIU image file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageChunk {
+    pub name: RelPath,
+    pub offset: u64,
+    pub compressed: bool,
+    pub data: Vec<u8>,
+}
+
+/// Why a migration stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AbortReason {
+    VersionMismatch { ours_min: u32, ours_max: u32 },
+    PlanRefused(String),
+    NoSpace(String),
+    DumpFailed(String),
+    RestoreFailed(String),
+    NotConverging(String),
+    Timeout(String),
+    Cancelled(String),
+    Protocol(String),
+    Local(String),
+}
+
+/// Statistics the source reports when a migration ends.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub total_ms: u64,
+    pub frozen_ms: u64,
+    pub rounds: Vec<RoundReport>,
+    pub fs_bytes: u64,
+    pub mem_bytes: u64,
+    pub final_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundReport {
+    pub round: u32,
+    pub sent_bytes: u64,
+    pub dirty_bytes: u64,
+    pub duration_ms: u64,
+}
+
+/// Every message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Hello(Hello),
+    HelloAck(HelloAck),
+    Plan(Plan),
+    PlanAccepted,
+    FsEntries {
+        pass: u32,
+        entries: Vec<FsEntry>,
+    },
+    FsSignature(FsSignature),
+    FsDelta(FsDelta),
+    FsData(FsData),
+    FsDelete {
+        pass: u32,
+        paths: Vec<RelPath>,
+    },
+    FsPassDone {
+        pass: u32,
+        last: bool,
+    },
+    Pages(PageBatch),
+    MemRoundDone(RoundReport),
+    /// The source froze the container; the final transfer follows.
+    Frozen,
+    Image(ImageChunk),
+    FinalDone {
+        images: u32,
+        bytes: u64,
+    },
+    /// The destination restored (or, offline, started) the container, not yet running.
+    Restored,
+    /// The source hands the container over; the destination commits and runs it.
+    Commit,
+    CommitAck,
+    Abort(AbortReason),
+    Progress {
+        phase: String,
+        done: u64,
+        total: u64,
+    },
+    Done(Stats),
+    /// After a broken connection: the source asks how the destination decided.
+    Resolve {
+        migration_id: MigrationId,
+    },
+    Resolved {
+        migration_id: MigrationId,
+        committed: bool,
+    },
+}
+
+/// The wire code of each message kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Kind {
+    Hello = 1,
+    HelloAck = 2,
+    Plan = 3,
+    PlanAccepted = 4,
+    FsEntries = 10,
+    FsSignature = 11,
+    FsDelta = 12,
+    FsData = 13,
+    FsDelete = 14,
+    FsPassDone = 15,
+    Pages = 20,
+    MemRoundDone = 21,
+    Frozen = 30,
+    Image = 31,
+    FinalDone = 32,
+    Restored = 40,
+    Commit = 41,
+    CommitAck = 42,
+    Abort = 50,
+    Progress = 51,
+    Done = 52,
+    Resolve = 60,
+    Resolved = 61,
+}
+
+impl Kind {
+    pub fn from_code(code: u16) -> Option<Kind> {
+        use Kind::*;
+        Some(match code {
+            1 => Hello,
+            2 => HelloAck,
+            3 => Plan,
+            4 => PlanAccepted,
+            10 => FsEntries,
+            11 => FsSignature,
+            12 => FsDelta,
+            13 => FsData,
+            14 => FsDelete,
+            15 => FsPassDone,
+            20 => Pages,
+            21 => MemRoundDone,
+            30 => Frozen,
+            31 => Image,
+            32 => FinalDone,
+            40 => Restored,
+            41 => Commit,
+            42 => CommitAck,
+            50 => Abort,
+            51 => Progress,
+            52 => Done,
+            60 => Resolve,
+            61 => Resolved,
+            _ => return None,
+        })
+    }
+}
+
+fn too_long(what: &'static str, len: usize, max: usize) -> Result<(), DecodeError> {
+    if len > max {
+        Err(DecodeError::Limit { what, len, max })
+    } else {
+        Ok(())
+    }
+}
+
+fn caps_ok(c: &Capabilities) -> Result<(), DecodeError> {
+    too_long("compression list", c.compression.len(), MAX_LIST)?;
+    for n in &c.compression {
+        too_long("compression name", n.len(), 64)?;
+    }
+    too_long("CRIU version", c.criu_version.len(), MAX_STRING)?;
+    too_long("kernel version", c.kernel.len(), MAX_STRING)?;
+    too_long("CPU description", c.cpu_description.len(), MAX_CPU_DESC)
+}
+
+fn reason_ok(r: &AbortReason) -> Result<(), DecodeError> {
+    use AbortReason::*;
+    match r {
+        VersionMismatch { .. } => Ok(()),
+        PlanRefused(s) | NoSpace(s) | DumpFailed(s) | RestoreFailed(s) | NotConverging(s)
+        | Timeout(s) | Cancelled(s) | Protocol(s) | Local(s) => {
+            too_long("reason", s.len(), MAX_STRING)
+        }
+    }
+}
+
+impl Message {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Message::Hello(_) => Kind::Hello,
+            Message::HelloAck(_) => Kind::HelloAck,
+            Message::Plan(_) => Kind::Plan,
+            Message::PlanAccepted => Kind::PlanAccepted,
+            Message::FsEntries { .. } => Kind::FsEntries,
+            Message::FsSignature(_) => Kind::FsSignature,
+            Message::FsDelta(_) => Kind::FsDelta,
+            Message::FsData(_) => Kind::FsData,
+            Message::FsDelete { .. } => Kind::FsDelete,
+            Message::FsPassDone { .. } => Kind::FsPassDone,
+            Message::Pages(_) => Kind::Pages,
+            Message::MemRoundDone(_) => Kind::MemRoundDone,
+            Message::Frozen => Kind::Frozen,
+            Message::Image(_) => Kind::Image,
+            Message::FinalDone { .. } => Kind::FinalDone,
+            Message::Restored => Kind::Restored,
+            Message::Commit => Kind::Commit,
+            Message::CommitAck => Kind::CommitAck,
+            Message::Abort(_) => Kind::Abort,
+            Message::Progress { .. } => Kind::Progress,
+            Message::Done(_) => Kind::Done,
+            Message::Resolve { .. } => Kind::Resolve,
+            Message::Resolved { .. } => Kind::Resolved,
+        }
+    }
+
+    /// Checks every count and length against the limits. Paths were checked while decoding.
+    pub fn validate(&self) -> Result<(), DecodeError> {
+        match self {
+            Message::Hello(h) => {
+                too_long("host name", h.host.len(), MAX_STRING)?;
+                caps_ok(&h.caps)
+            }
+            Message::HelloAck(h) => {
+                too_long("host name", h.host.len(), MAX_STRING)?;
+                caps_ok(&h.caps)
+            }
+            Message::Plan(p) => too_long("configuration", p.config.len(), MAX_CONFIG),
+            Message::FsEntries { entries, .. } => {
+                too_long("manifest entries", entries.len(), MAX_ENTRIES)?;
+                for e in entries {
+                    too_long("xattrs", e.xattrs.len(), MAX_XATTRS)?;
+                    for (k, v) in &e.xattrs {
+                        too_long("xattr name", k.len(), MAX_NAME)?;
+                        too_long("xattr value", v.len(), MAX_XATTR_VALUE)?;
+                    }
+                    if let Some(t) = &e.link_target {
+                        too_long("symlink target", t.len(), MAX_PATH)?;
+                        if t.contains('\0') {
+                            return Err(DecodeError::BadPath {
+                                why: "symlink target contains NUL",
+                            });
+                        }
+                    }
+                    if (e.kind == FileKind::Symlink) != e.link_target.is_some() {
+                        return Err(DecodeError::Invalid(
+                            "a symlink needs a target, and only a symlink has one",
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            Message::FsSignature(s) => too_long("signature", s.signature.len(), MAX_BLOB),
+            Message::FsDelta(d) => too_long("delta", d.delta.len(), MAX_BLOB),
+            Message::FsData(d) => too_long("file data", d.data.len(), MAX_CHUNK),
+            Message::FsDelete { paths, .. } => too_long("deletions", paths.len(), MAX_ENTRIES),
+            Message::Pages(b) => {
+                too_long("pages", b.pages.len(), MAX_PAGES)?;
+                for p in &b.pages {
+                    if p.vaddr % PAGE_SIZE as u64 != 0 {
+                        return Err(DecodeError::Invalid("page address not page-aligned"));
+                    }
+                    if let Some(d) = &p.data {
+                        if d.len() != PAGE_SIZE {
+                            return Err(DecodeError::Invalid("page data is not one page"));
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Message::Image(c) => too_long("image data", c.data.len(), MAX_CHUNK),
+            Message::Abort(r) => reason_ok(r),
+            Message::Progress { phase, .. } => too_long("phase", phase.len(), MAX_STRING),
+            Message::Done(s) => too_long("rounds", s.rounds.len(), 10_000),
+            Message::PlanAccepted
+            | Message::FsPassDone { .. }
+            | Message::MemRoundDone(_)
+            | Message::Frozen
+            | Message::FinalDone { .. }
+            | Message::Restored
+            | Message::Commit
+            | Message::CommitAck
+            | Message::Resolve { .. }
+            | Message::Resolved { .. } => Ok(()),
+        }
+    }
+}

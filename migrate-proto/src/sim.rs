@@ -1,0 +1,702 @@
+//! A simulated migration: a source and a destination machine, a fake engine for each, and an
+//! ordered link on a virtual clock. Every message goes through the real encoder and
+//! [`FrameReader`], so the simulation exercises the wire format too.
+//!
+//! The link delivers frames in order (QUIC streams are ordered) after latency plus
+//! serialization time at its bandwidth; "loss" delays a frame by a retransmission timeout
+//! without reordering. A cut drops what is in flight and everything sent until the
+//! connection is re-established; each side notices after `detect_cut`. Faults (a local failure
+//! or a cut) fire when a chosen side first enters a chosen phase.
+//!
+//! At every step the simulation checks the custody invariant: never do both sides hold the
+//! container, and never do both copies run.
+
+use core::time::Duration;
+use std::collections::VecDeque;
+
+use crate::frame::{encode, FrameReader};
+use crate::machine::{
+    Action, Custody, DestConfig, Destination, Event, Outcome, Phase, Source, SourceConfig,
+};
+use crate::msg::{
+    AbortReason, Capabilities, FileKind, FsData, FsEntry, ImageChunk, Layout, Message, Page,
+    PageBatch, Plan,
+};
+use crate::path::RelPath;
+use crate::policy::RoundStats;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Destination,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// A local failure on `side` when it first enters `phase`.
+    Fail(Side, Phase),
+    /// The connection is cut when `side` first enters `phase`.
+    Cut(Side, Phase),
+    /// The destination's restore fails.
+    RestoreFails,
+    /// The destination refuses the plan.
+    PlanRefused,
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    pub latency: Duration,
+    /// Bytes per second; 0 for unlimited.
+    pub bandwidth: u64,
+    /// Every Nth frame waits one retransmission timeout (0: never).
+    pub loss_every: u32,
+    pub rto: Duration,
+    /// How long a side takes to notice a cut connection.
+    pub detect_cut: Duration,
+    /// How long after a cut the source reconnects (to resolve an in-doubt commit).
+    pub reconnect_after: Duration,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            latency: Duration::from_millis(1),
+            bandwidth: 125_000_000,
+            loss_every: 7,
+            rto: Duration::from_millis(20),
+            detect_cut: Duration::from_secs(1),
+            reconnect_after: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the fake engines pretend the container is like.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub ram_bytes: u64,
+    /// Bytes of memory dirtied per second while the container runs.
+    pub dirty_rate: u64,
+    pub private_bytes: u64,
+    pub restore_time: Duration,
+    pub dump_fixed: Duration,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Self {
+            ram_bytes: 256 << 20,
+            dirty_rate: 4 << 20,
+            private_bytes: 64 << 20,
+            restore_time: Duration::from_millis(300),
+            dump_fixed: Duration::from_millis(200),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Copy {
+    None,
+    Running,
+    /// Frozen or stopped: exists, does not run.
+    Halted,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub link: LinkConfig,
+    pub workload: Workload,
+    pub online: bool,
+    pub max_downtime: Duration,
+    pub source_versions: Option<(u32, u32)>,
+    pub dest_versions: Option<(u32, u32)>,
+    pub faults: Vec<Fault>,
+    /// Give up the simulation after this much virtual time.
+    pub horizon: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            link: LinkConfig::default(),
+            workload: Workload::default(),
+            online: true,
+            max_downtime: Duration::from_millis(1000),
+            source_versions: None,
+            dest_versions: None,
+            faults: Vec::new(),
+            horizon: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// How a simulation ended.
+#[derive(Debug, Clone)]
+pub struct SimResult {
+    pub now: Duration,
+    pub source_outcome: Option<Outcome>,
+    pub dest_outcome: Option<Outcome>,
+    pub source_custody: Custody,
+    pub dest_custody: Custody,
+    pub source_copy: Copy,
+    pub dest_copy: Copy,
+    pub source_phase: Phase,
+    pub dest_phase: Phase,
+    pub version: Option<u32>,
+    pub page_refs_seen: bool,
+    pub frames: u64,
+    pub bytes: u64,
+    pub rounds: usize,
+    pub phases_seen: Vec<(Side, Phase)>,
+    pub faults_fired: usize,
+}
+
+impl SimResult {
+    /// Exactly one side owns the container, and that side's copy is running.
+    pub fn exactly_one_owner(&self) -> bool {
+        match (self.source_custody, self.dest_custody) {
+            (Custody::Holds, Custody::Released) => {
+                self.source_copy == Copy::Running && self.dest_copy == Copy::None
+            }
+            (Custody::Released, Custody::Holds) => {
+                self.dest_copy == Copy::Running && self.source_copy == Copy::None
+            }
+            _ => false,
+        }
+    }
+}
+
+struct Link {
+    up: bool,
+    epoch: u32,
+    to_dst: VecDeque<(Duration, Vec<u8>)>,
+    to_src: VecDeque<(Duration, Vec<u8>)>,
+    busy_until: [Duration; 2],
+    sent: u32,
+}
+
+pub struct Sim {
+    cfg: SimConfig,
+    now: Duration,
+    pub src: Source,
+    pub dst: Destination,
+    link: Link,
+    src_reader: FrameReader,
+    dst_reader: FrameReader,
+    events: Vec<(Duration, Side, Event, u32)>,
+    src_copy: Copy,
+    dst_copy: Copy,
+    src_outcome: Option<Outcome>,
+    dst_outcome: Option<Outcome>,
+    dirty_pending: u64,
+    frames: u64,
+    bytes: u64,
+    page_refs_seen: bool,
+    phases_seen: Vec<(Side, Phase)>,
+    faults_fired: Vec<bool>,
+    reconnect_at: Option<Duration>,
+}
+
+pub fn caps() -> Capabilities {
+    Capabilities {
+        mem_dirty_tracking: false,
+        compression: vec!["zstd".into()],
+        criu_version: "4.2.1".into(),
+        kernel: "6.18".into(),
+        cpu_description: vec![1, 2, 3],
+        free_ram: 8 << 30,
+        free_disk: 100 << 30,
+    }
+}
+
+pub fn plan(online: bool, max_downtime: Duration, w: &Workload) -> Plan {
+    Plan {
+        ctid: 101,
+        config: "HOSTNAME=\"ct101\"\nIP_ADDRESS=\"198.18.0.10\"\n".into(),
+        layout: Layout::Simfs,
+        private_bytes: w.private_bytes,
+        private_inodes: 1000,
+        ram_bytes: w.ram_bytes,
+        online,
+        keep_dst: false,
+        bwlimit: 0,
+        max_downtime_ms: max_downtime.as_millis() as u64,
+    }
+}
+
+fn entry(name: &str) -> FsEntry {
+    FsEntry {
+        path: RelPath::new(name).unwrap(),
+        kind: FileKind::Regular,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime_sec: 1_700_000_000,
+        mtime_nsec: 0,
+        size: 5,
+        link_target: None,
+        rdev_major: 0,
+        rdev_minor: 0,
+        hardlink_group: None,
+        xattrs: vec![("user.k".into(), b"v".to_vec())],
+        sparse: false,
+    }
+}
+
+impl Sim {
+    pub fn new(cfg: SimConfig) -> Self {
+        let mut sc = SourceConfig::new(
+            *b"sim-migration-01",
+            "hostA".into(),
+            caps(),
+            plan(cfg.online, cfg.max_downtime, &cfg.workload),
+        );
+        sc.policy.fixed_cost = cfg.workload.dump_fixed + cfg.workload.restore_time;
+        if let Some(v) = cfg.source_versions {
+            sc.versions = v;
+        }
+        let mut dc = DestConfig::new("hostB".into(), caps());
+        if let Some(v) = cfg.dest_versions {
+            dc.versions = v;
+        }
+        let n = cfg.faults.len();
+        Self {
+            src: Source::new(sc),
+            dst: Destination::new(dc),
+            cfg,
+            now: Duration::ZERO,
+            link: Link {
+                up: true,
+                epoch: 0,
+                to_dst: VecDeque::new(),
+                to_src: VecDeque::new(),
+                busy_until: [Duration::ZERO; 2],
+                sent: 0,
+            },
+            src_reader: FrameReader::new(),
+            dst_reader: FrameReader::new(),
+            events: Vec::new(),
+            src_copy: Copy::Running,
+            dst_copy: Copy::None,
+            src_outcome: None,
+            dst_outcome: None,
+            dirty_pending: 0,
+            frames: 0,
+            bytes: 0,
+            page_refs_seen: false,
+            phases_seen: Vec::new(),
+            faults_fired: vec![false; n],
+            reconnect_at: None,
+        }
+    }
+
+    fn transfer_time(&self, bytes: u64) -> Duration {
+        if self.cfg.link.bandwidth == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(bytes as f64 / self.cfg.link.bandwidth as f64)
+        }
+    }
+
+    fn send(&mut self, from: Side, msg: &Message, nominal_extra: u64) {
+        let bytes = encode(msg).expect("the machines only emit encodable messages");
+        if !self.link.up {
+            return;
+        }
+        self.frames += 1;
+        self.bytes += bytes.len() as u64 + nominal_extra;
+        self.link.sent += 1;
+        let dir = if from == Side::Source { 0 } else { 1 };
+        let start = self.now.max(self.link.busy_until[dir]);
+        let done = start + self.transfer_time(bytes.len() as u64 + nominal_extra);
+        self.link.busy_until[dir] = done;
+        // A long transfer is a stream of frames in reality; the receiver hears from the sender
+        // all along. Progress frames every second stand in for that stream.
+        let mut t = start + Duration::from_secs(1);
+        while t < done {
+            let p = encode(&Message::Progress {
+                phase: "transfer".into(),
+                done: 0,
+                total: nominal_extra,
+            })
+            .unwrap();
+            let q = if from == Side::Source {
+                &mut self.link.to_dst
+            } else {
+                &mut self.link.to_src
+            };
+            let at = q.back().map_or(t, |(b, _)| t.max(*b));
+            q.push_back((at + self.cfg.link.latency, p));
+            t += Duration::from_secs(1);
+        }
+        let mut at = done + self.cfg.link.latency;
+        if self.cfg.link.loss_every > 0 && self.link.sent % self.cfg.link.loss_every == 0 {
+            at += self.cfg.link.rto;
+        }
+        let q = if from == Side::Source {
+            &mut self.link.to_dst
+        } else {
+            &mut self.link.to_src
+        };
+        // Ordered delivery: never before the frame ahead of it.
+        let at = q.back().map_or(at, |(t, _)| at.max(*t));
+        q.push_back((at, bytes));
+    }
+
+    fn later(&mut self, after: Duration, side: Side, ev: Event) {
+        self.events
+            .push((self.now + after, side, ev, self.link.epoch));
+    }
+
+    fn perform(&mut self, side: Side, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Send(m) => self.send(side, &m, 0),
+                Action::Journal(_) => {}
+                Action::Finished(o) => match side {
+                    Side::Source => self.src_outcome = Some(o),
+                    Side::Destination => self.dst_outcome = Some(o),
+                },
+                // Source engine.
+                Action::StopContainer => {
+                    self.src_copy = Copy::Halted;
+                    self.later(
+                        Duration::from_millis(100),
+                        Side::Source,
+                        Event::ContainerStopped,
+                    );
+                }
+                Action::StartFsPass { pass, last } => {
+                    let bytes = if pass == 1 {
+                        self.cfg.workload.private_bytes
+                    } else {
+                        self.cfg.workload.private_bytes / 100
+                    };
+                    self.send(
+                        side,
+                        &Message::FsEntries {
+                            pass,
+                            entries: vec![entry("etc/hostname"), entry("var/log/messages")],
+                        },
+                        0,
+                    );
+                    self.send(
+                        side,
+                        &Message::FsData(FsData {
+                            path: RelPath::new("etc/hostname").unwrap(),
+                            offset: 0,
+                            compressed: false,
+                            data: b"ct101".to_vec(),
+                        }),
+                        bytes,
+                    );
+                    let t = self.transfer_time(bytes);
+                    let _ = last;
+                    self.later(t, Side::Source, Event::FsPassSent { pass, bytes });
+                }
+                Action::StartMemRound { round, page_refs } => {
+                    let w = &self.cfg.workload;
+                    let sent = if round == 1 {
+                        w.ram_bytes
+                    } else {
+                        self.dirty_pending
+                    };
+                    let t = self.transfer_time(sent).max(Duration::from_millis(1));
+                    let dirty = ((w.dirty_rate as f64) * t.as_secs_f64()) as u64;
+                    let dirty = dirty.min(w.ram_bytes);
+                    self.dirty_pending = dirty;
+                    let pages = (0..4u64)
+                        .map(|i| Page {
+                            pid: 1,
+                            vaddr: 0x7f00_0000_0000 + i * 4096,
+                            hash: [i as u8; 32],
+                            data: if page_refs && round > 1 && i % 2 == 0 {
+                                None
+                            } else {
+                                Some(vec![i as u8; 4096])
+                            },
+                        })
+                        .collect();
+                    if page_refs && round > 1 {
+                        self.page_refs_seen = true;
+                    }
+                    self.send(side, &Message::Pages(PageBatch { round, pages }), sent);
+                    self.later(
+                        t,
+                        Side::Source,
+                        Event::MemRoundSent(RoundStats {
+                            round,
+                            sent_bytes: sent,
+                            dirty_bytes: dirty,
+                            duration: t,
+                        }),
+                    );
+                }
+                Action::Freeze => {
+                    self.src_copy = Copy::Halted;
+                    self.later(Duration::from_millis(5), Side::Source, Event::Frozen);
+                }
+                Action::FinalSync { page_refs } => {
+                    let final_bytes = self.dirty_pending + (4 << 20);
+                    self.send(
+                        side,
+                        &Message::Image(ImageChunk {
+                            name: RelPath::new("core-1.img").unwrap(),
+                            offset: 0,
+                            compressed: true,
+                            data: vec![7; 512],
+                        }),
+                        4 << 20,
+                    );
+                    let pages = vec![Page {
+                        pid: 1,
+                        vaddr: 0x1000,
+                        hash: [9; 32],
+                        data: if page_refs { None } else { Some(vec![9; 4096]) },
+                    }];
+                    self.page_refs_seen |= page_refs;
+                    self.send(
+                        side,
+                        &Message::Pages(PageBatch { round: 0, pages }),
+                        self.dirty_pending,
+                    );
+                    self.send(
+                        side,
+                        &Message::FsEntries {
+                            pass: 99,
+                            entries: vec![entry("var/log/messages")],
+                        },
+                        0,
+                    );
+                    let t = self.cfg.workload.dump_fixed + self.transfer_time(final_bytes);
+                    self.later(
+                        t,
+                        Side::Source,
+                        Event::FinalSent {
+                            images: 1,
+                            bytes: final_bytes,
+                        },
+                    );
+                }
+                Action::DestroySource => self.src_copy = Copy::None,
+                Action::ResumeSource => self.src_copy = Copy::Running,
+                // Destination engine.
+                Action::CheckPlan(_) => {
+                    let r = if self.cfg.faults.contains(&Fault::PlanRefused) {
+                        Err("CTID 101 exists here".to_string())
+                    } else {
+                        Ok(())
+                    };
+                    self.later(
+                        Duration::from_millis(2),
+                        Side::Destination,
+                        Event::PlanChecked(r),
+                    );
+                }
+                Action::Apply(_) => {}
+                Action::Restore => {
+                    let ev = if self.cfg.faults.contains(&Fault::RestoreFails) {
+                        Event::Failed(AbortReason::RestoreFailed(
+                            "criu restore: injected failure".into(),
+                        ))
+                    } else {
+                        self.dst_copy = Copy::Halted;
+                        Event::RestoreSucceeded
+                    };
+                    let t = self.cfg.workload.restore_time;
+                    self.later(t, Side::Destination, ev);
+                }
+                Action::RunRestored => self.dst_copy = Copy::Running,
+                Action::Cleanup { .. } => self.dst_copy = Copy::None,
+            }
+        }
+    }
+
+    fn check_invariants(&mut self) {
+        assert!(
+            !(self.src.custody() == Custody::Holds && self.dst.custody() == Custody::Holds),
+            "both sides hold the container at {:?}: source {:?}, destination {:?}",
+            self.now,
+            self.src.phase(),
+            self.dst.phase()
+        );
+        assert!(
+            !(self.src_copy == Copy::Running && self.dst_copy == Copy::Running),
+            "two running copies at {:?}",
+            self.now
+        );
+        for (side, phase) in [
+            (Side::Source, self.src.phase()),
+            (Side::Destination, self.dst.phase()),
+        ] {
+            if !self.phases_seen.contains(&(side, phase)) {
+                self.phases_seen.push((side, phase));
+            }
+        }
+    }
+
+    fn fire_faults(&mut self) {
+        for i in 0..self.cfg.faults.len() {
+            if self.faults_fired[i] {
+                continue;
+            }
+            let f = self.cfg.faults[i].clone();
+            let (side, phase, cut) = match f {
+                Fault::Fail(s, p) => (s, p, false),
+                Fault::Cut(s, p) => (s, p, true),
+                _ => continue,
+            };
+            let current = if side == Side::Source {
+                self.src.phase()
+            } else {
+                self.dst.phase()
+            };
+            if current != phase {
+                continue;
+            }
+            self.faults_fired[i] = true;
+            if cut {
+                self.cut();
+            } else {
+                let ev =
+                    Event::Failed(AbortReason::Local(format!("injected failure in {phase:?}")));
+                let now = self.now;
+                let acts = match side {
+                    Side::Source => self.src.handle_event(now, ev),
+                    Side::Destination => self.dst.handle_event(now, ev),
+                };
+                self.perform(side, acts);
+            }
+        }
+    }
+
+    fn cut(&mut self) {
+        if !self.link.up {
+            return;
+        }
+        self.link.up = false;
+        self.link.epoch += 1;
+        self.link.to_dst.clear();
+        self.link.to_src.clear();
+        self.src_reader = FrameReader::new();
+        self.dst_reader = FrameReader::new();
+        let d = self.cfg.link.detect_cut;
+        self.events
+            .push((self.now + d, Side::Source, Event::LinkLost, self.link.epoch));
+        self.events.push((
+            self.now + d,
+            Side::Destination,
+            Event::LinkLost,
+            self.link.epoch,
+        ));
+        self.reconnect_at = Some(self.now + self.cfg.link.reconnect_after);
+    }
+
+    fn done(&self) -> bool {
+        let src_done = self.src.is_finished()
+            || (self.src.phase() == Phase::InDoubt && self.reconnect_at.is_none());
+        src_done
+            && self.dst.is_finished()
+            && self.link.to_dst.is_empty()
+            && self.link.to_src.is_empty()
+            && self.events.iter().all(|e| matches!(e.2, Event::LinkLost))
+    }
+
+    /// Runs until both sides are finished (or the horizon), checking invariants at each step.
+    pub fn run(&mut self) -> SimResult {
+        self.check_invariants();
+        self.fire_faults();
+        let acts = self.src.start(self.now);
+        self.perform(Side::Source, acts);
+        self.check_invariants();
+        self.fire_faults();
+        while !self.done() && self.now < self.cfg.horizon {
+            let mut next = self.cfg.horizon;
+            for t in [
+                self.link.to_dst.front().map(|f| f.0),
+                self.link.to_src.front().map(|f| f.0),
+                self.src.poll_timeout(),
+                self.dst.poll_timeout(),
+                self.reconnect_at,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                next = next.min(t);
+            }
+            for e in &self.events {
+                next = next.min(e.0);
+            }
+            self.now = next.max(self.now);
+            let now = self.now;
+            if self.link.to_dst.front().is_some_and(|f| f.0 <= now) {
+                let (_, bytes) = self.link.to_dst.pop_front().unwrap();
+                self.dst_reader.push(&bytes);
+                while let Some(m) = self
+                    .dst_reader
+                    .next()
+                    .expect("frames from the source decode")
+                {
+                    let acts = self.dst.handle_message(now, m);
+                    self.perform(Side::Destination, acts);
+                }
+            } else if self.link.to_src.front().is_some_and(|f| f.0 <= now) {
+                let (_, bytes) = self.link.to_src.pop_front().unwrap();
+                self.src_reader.push(&bytes);
+                while let Some(m) = self
+                    .src_reader
+                    .next()
+                    .expect("frames from the destination decode")
+                {
+                    let acts = self.src.handle_message(now, m);
+                    self.perform(Side::Source, acts);
+                }
+            } else if let Some(i) = self.events.iter().position(|e| e.0 <= now) {
+                let (_, side, ev, epoch) = self.events.remove(i);
+                // Engine completions of an older connection still count; only link-loss
+                // notices are per connection.
+                if matches!(ev, Event::LinkLost) && epoch != self.link.epoch {
+                    continue;
+                }
+                let acts = match side {
+                    Side::Source => self.src.handle_event(now, ev),
+                    Side::Destination => self.dst.handle_event(now, ev),
+                };
+                self.perform(side, acts);
+            } else if self.reconnect_at.is_some_and(|t| t <= now) {
+                self.reconnect_at = None;
+                self.link.up = true;
+                self.link.busy_until = [now; 2];
+                if self.src.phase() == Phase::InDoubt {
+                    let acts = self.src.handle_event(now, Event::Reconnected);
+                    self.perform(Side::Source, acts);
+                }
+            } else {
+                let a = self.src.handle_timeout(now);
+                self.perform(Side::Source, a);
+                let b = self.dst.handle_timeout(now);
+                self.perform(Side::Destination, b);
+            }
+            self.check_invariants();
+            self.fire_faults();
+            self.check_invariants();
+        }
+        SimResult {
+            now: self.now,
+            source_outcome: self.src_outcome.clone(),
+            dest_outcome: self.dst_outcome.clone(),
+            source_custody: self.src.custody(),
+            dest_custody: self.dst.custody(),
+            source_copy: self.src_copy,
+            dest_copy: self.dst_copy,
+            source_phase: self.src.phase(),
+            dest_phase: self.dst.phase(),
+            version: self.src.version(),
+            page_refs_seen: self.page_refs_seen,
+            frames: self.frames,
+            bytes: self.bytes,
+            rounds: self.src.policy().rounds().len(),
+            phases_seen: self.phases_seen.clone(),
+            faults_fired: self.faults_fired.iter().filter(|f| **f).count(),
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The simulated pair: normal migrations, and every way one can fail, each ending with exactly
+//! one side owning a running container.
+
+use core::time::Duration;
+
+use migrate_proto::machine::{Custody, Outcome, Phase};
+use migrate_proto::msg::AbortReason;
+use migrate_proto::sim::{Copy, Fault, LinkConfig, Side, Sim, SimConfig, SimResult, Workload};
+
+fn run(cfg: SimConfig) -> SimResult {
+    Sim::new(cfg).run()
+}
+
+const SOURCE_PHASES: &[Phase] = &[
+    Phase::Handshake,
+    Phase::Plan,
+    Phase::FsSync,
+    Phase::MemPrecopy,
+    Phase::Freeze,
+    Phase::FinalSync,
+    Phase::Restore,
+    Phase::Commit,
+];
+const DEST_PHASES: &[Phase] = &[
+    Phase::Handshake,
+    Phase::Plan,
+    Phase::FsSync,
+    Phase::MemPrecopy,
+    Phase::FinalSync,
+    Phase::Restore,
+    Phase::Commit,
+];
+
+fn committed(r: &SimResult) {
+    assert_eq!(r.source_outcome, Some(Outcome::Committed), "{r:#?}");
+    assert_eq!(r.dest_outcome, Some(Outcome::Committed), "{r:#?}");
+    assert_eq!(
+        (r.source_custody, r.dest_custody),
+        (Custody::Released, Custody::Holds)
+    );
+    assert_eq!((r.source_copy, r.dest_copy), (Copy::None, Copy::Running));
+    assert!(r.exactly_one_owner());
+}
+
+fn rolled_back(r: &SimResult) {
+    assert!(
+        matches!(r.source_outcome, Some(Outcome::Aborted(_))),
+        "{r:#?}"
+    );
+    assert_eq!(
+        (r.source_custody, r.dest_custody),
+        (Custody::Holds, Custody::Released),
+        "{r:#?}"
+    );
+    assert_eq!(
+        (r.source_copy, r.dest_copy),
+        (Copy::Running, Copy::None),
+        "{r:#?}"
+    );
+    assert!(r.exactly_one_owner());
+}
+
+#[test]
+fn normal_online_migration() {
+    let r = run(SimConfig::default());
+    committed(&r);
+    assert_eq!(r.version, Some(2));
+    assert!(r.page_refs_seen, "version 2 should use page references");
+    assert!(r.rounds >= 1);
+    for p in SOURCE_PHASES {
+        assert!(
+            r.phases_seen.contains(&(Side::Source, *p)),
+            "source never in {p:?}"
+        );
+    }
+}
+
+#[test]
+fn normal_offline_migration() {
+    let r = run(SimConfig {
+        online: false,
+        ..SimConfig::default()
+    });
+    committed(&r);
+    assert_eq!(r.rounds, 0, "offline migrations copy no memory");
+    assert!(!r.phases_seen.contains(&(Side::Source, Phase::MemPrecopy)));
+}
+
+#[test]
+fn migration_over_a_slow_lossy_link() {
+    let link = LinkConfig {
+        latency: Duration::from_millis(40),
+        bandwidth: 12_500_000,
+        loss_every: 2,
+        rto: Duration::from_millis(200),
+        ..LinkConfig::default()
+    };
+    let r = run(SimConfig {
+        link,
+        max_downtime: Duration::from_secs(3),
+        ..SimConfig::default()
+    });
+    committed(&r);
+}
+
+#[test]
+fn a_failure_at_every_phase_from_either_side_leaves_one_owner() {
+    for (side, phases) in [
+        (Side::Source, SOURCE_PHASES),
+        (Side::Destination, DEST_PHASES),
+    ] {
+        for phase in phases {
+            let r = run(SimConfig {
+                faults: vec![Fault::Fail(side, *phase)],
+                ..SimConfig::default()
+            });
+            assert_eq!(r.faults_fired, 1, "{side:?} never reached {phase:?}");
+            assert!(
+                r.exactly_one_owner(),
+                "failure of {side:?} in {phase:?}: {r:#?}"
+            );
+            if side == Side::Source && *phase == Phase::Commit {
+                // Commit was already sent: a local failure cannot take it back.
+                committed(&r);
+            } else {
+                rolled_back(&r);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_cut_at_every_phase_leaves_one_owner() {
+    for (side, phases) in [
+        (Side::Source, SOURCE_PHASES),
+        (Side::Destination, DEST_PHASES),
+    ] {
+        for phase in phases {
+            let r = run(SimConfig {
+                faults: vec![Fault::Cut(side, *phase)],
+                ..SimConfig::default()
+            });
+            assert_eq!(r.faults_fired, 1, "{side:?} never reached {phase:?}");
+            assert!(
+                r.exactly_one_owner(),
+                "cut when {side:?} entered {phase:?}: {r:#?}"
+            );
+            assert!(
+                r.source_outcome.is_some(),
+                "source never resolved after a cut in {phase:?}: {r:#?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_cut_after_commit_is_resolved_by_asking() {
+    // The destination got Commit (it runs the container) but the acknowledgement is lost.
+    let r = run(SimConfig {
+        faults: vec![Fault::Cut(Side::Destination, Phase::Done)],
+        ..SimConfig::default()
+    });
+    committed(&r);
+    assert!(
+        r.phases_seen.contains(&(Side::Source, Phase::InDoubt)),
+        "the source should have been in doubt: {r:#?}"
+    );
+}
+
+#[test]
+fn an_older_destination_speaks_version_1_without_page_references() {
+    let r = run(SimConfig {
+        dest_versions: Some((1, 1)),
+        ..SimConfig::default()
+    });
+    committed(&r);
+    assert_eq!(r.version, Some(1));
+    assert!(!r.page_refs_seen);
+}
+
+#[test]
+fn a_newer_destination_meets_us_at_our_version() {
+    let r = run(SimConfig {
+        dest_versions: Some((2, 3)),
+        ..SimConfig::default()
+    });
+    committed(&r);
+    assert_eq!(r.version, Some(2));
+}
+
+#[test]
+fn incompatible_versions_abort_and_the_source_keeps_the_container() {
+    let r = run(SimConfig {
+        dest_versions: Some((3, 4)),
+        ..SimConfig::default()
+    });
+    rolled_back(&r);
+    assert!(
+        matches!(
+            r.source_outcome,
+            Some(Outcome::Aborted(AbortReason::VersionMismatch {
+                ours_min: 3,
+                ours_max: 4
+            }))
+        ),
+        "{r:#?}"
+    );
+}
+
+#[test]
+fn refused_plan_and_failed_restore_roll_back() {
+    let r = run(SimConfig {
+        faults: vec![Fault::PlanRefused],
+        ..SimConfig::default()
+    });
+    rolled_back(&r);
+    assert!(matches!(
+        r.source_outcome,
+        Some(Outcome::Aborted(AbortReason::PlanRefused(_)))
+    ));
+    let r = run(SimConfig {
+        faults: vec![Fault::RestoreFails],
+        ..SimConfig::default()
+    });
+    rolled_back(&r);
+    assert!(matches!(
+        r.source_outcome,
+        Some(Outcome::Aborted(AbortReason::RestoreFailed(_)))
+    ));
+}
+
+#[test]
+fn a_container_dirtying_faster_than_the_link_is_not_moved() {
+    let workload = Workload {
+        dirty_rate: 400 << 20,
+        ram_bytes: 1 << 30,
+        ..Workload::default()
+    };
+    let link = LinkConfig {
+        bandwidth: 12_500_000,
+        ..LinkConfig::default()
+    };
+    let r = run(SimConfig {
+        workload,
+        link,
+        max_downtime: Duration::from_millis(100),
+        ..SimConfig::default()
+    });
+    rolled_back(&r);
+    assert!(
+        matches!(
+            r.source_outcome,
+            Some(Outcome::Aborted(AbortReason::NotConverging(_)))
+        ),
+        "{r:#?}"
+    );
+}
