@@ -101,9 +101,13 @@ WRAP
     log "CRIU installed: $CRIU_PREFIX/criu ($("$CRIU_PREFIX/criu" --version | sed -n 's/^Version: *//p'))"
 fi
 
-# ---- Rust toolchain and build -----------------------------------------------------------------
+# ---- Rust toolchain, cargo-fuzz and build -------------------------------------------------------
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain (rustup) first"
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    log "installing cargo-fuzz (the protocol's fuzz targets)"
+    cargo install cargo-fuzz --locked --quiet
+fi
 if [ "$build" = 1 ]; then
-    command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain (rustup) first"
     log "building release binaries"
     (cd "$here" && cargo build --release --bins --quiet)
     log "binaries in $here/target/release: vzctl vzlist vzpkg"

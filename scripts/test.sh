@@ -17,6 +17,15 @@ set +e
 cargo test --workspace "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
+# The protocol's decoders and destination state machine, fuzzed for a bounded time.
+if [ "$rc" = 0 ] && [ $# = 0 ]; then
+    if bash scripts/fuzz.sh; then
+        echo "test result: ok. 1 passed; 0 failed (fuzz targets)" >> "$log"
+    else
+        echo "test result: FAILED. 0 passed; 1 failed (fuzz targets)" >> "$log"
+        rc=1
+    fi
+fi
 # One closing line for the whole run (cargo prints one per test binary, the last often empty).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "total: %d passed, %d failed\n", p, f }' "$log"

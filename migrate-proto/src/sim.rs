@@ -194,6 +194,16 @@ pub struct Sim {
     phases_seen: Vec<(Side, Phase)>,
     faults_fired: Vec<bool>,
     reconnect_at: Option<Duration>,
+    /// What the destination received, in order: frames and local events (see [`DestInput`]).
+    pub dest_trace: Vec<DestInput>,
+}
+
+/// One input of the destination, as recorded by the simulation (fuzzing seeds).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DestInput {
+    Frame(Vec<u8>),
+    Event(Event),
+    Timeout,
 }
 
 pub fn caps() -> Capabilities {
@@ -286,6 +296,7 @@ impl Sim {
             phases_seen: Vec::new(),
             faults_fired: vec![false; n],
             reconnect_at: None,
+            dest_trace: Vec::new(),
         }
     }
 
@@ -630,6 +641,7 @@ impl Sim {
             let now = self.now;
             if self.link.to_dst.front().is_some_and(|f| f.0 <= now) {
                 let (_, bytes) = self.link.to_dst.pop_front().unwrap();
+                self.dest_trace.push(DestInput::Frame(bytes.clone()));
                 self.dst_reader.push(&bytes);
                 while let Some(m) = self
                     .dst_reader
@@ -656,6 +668,9 @@ impl Sim {
                 // notices are per connection.
                 if matches!(ev, Event::LinkLost) && epoch != self.link.epoch {
                     continue;
+                }
+                if side == Side::Destination {
+                    self.dest_trace.push(DestInput::Event(ev.clone()));
                 }
                 let acts = match side {
                     Side::Source => self.src.handle_event(now, ev),
