@@ -32,7 +32,9 @@ pub enum ConfigError {
         #[source]
         source: io::Error,
     },
-    #[error("value for {key} contains a double quote, a backslash or a line break, which a configuration file cannot hold")]
+    #[error(
+        "value for {key} contains a double quote, a backslash or a line break, which a configuration file cannot hold"
+    )]
     BadValue { key: String },
     #[error("{key} is not a valid configuration key (letters, digits and '_', not starting with a digit)")]
     BadKey { key: String },
@@ -43,11 +45,7 @@ enum Line {
     /// A comment, a blank line: kept as written.
     Other(String),
     /// `KEY="value"`; `raw` is the line as read, rewritten only when the value changes.
-    Var {
-        key: String,
-        value: String,
-        raw: String,
-    },
+    Var { key: String, value: String, raw: String },
 }
 
 /// A parsed configuration file.
@@ -85,27 +83,21 @@ impl Config {
                 lines.push(Line::Other(raw.to_string()));
                 continue;
             }
-            let (key, rest) = t
-                .split_once('=')
-                .ok_or_else(|| bad("no '=' on this line"))?;
+            let (key, rest) = t.split_once('=').ok_or_else(|| bad("no '=' on this line"))?;
             let key = key.trim();
             if !valid_key(key) {
                 return Err(bad("invalid key"));
             }
             let rest = rest.trim();
             let value = if let Some(r) = rest.strip_prefix('"') {
-                let end = r
-                    .find('"')
-                    .ok_or_else(|| bad("unterminated double quote"))?;
+                let end = r.find('"').ok_or_else(|| bad("unterminated double quote"))?;
                 let after = r[end + 1..].trim();
                 if !(after.is_empty() || after.starts_with('#')) {
                     return Err(bad("text after the closing quote"));
                 }
                 r[..end].to_string()
             } else if let Some(r) = rest.strip_prefix('\'') {
-                let end = r
-                    .find('\'')
-                    .ok_or_else(|| bad("unterminated single quote"))?;
+                let end = r.find('\'').ok_or_else(|| bad("unterminated single quote"))?;
                 let after = r[end + 1..].trim();
                 if !(after.is_empty() || after.starts_with('#')) {
                     return Err(bad("text after the closing quote"));
@@ -161,14 +153,10 @@ impl Config {
     /// Sets a key: the last line that assigns it is rewritten in place, or a line is appended.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
         if !valid_key(key) {
-            return Err(ConfigError::BadKey {
-                key: key.to_string(),
-            });
+            return Err(ConfigError::BadKey { key: key.to_string() });
         }
         if !valid_value(value) {
-            return Err(ConfigError::BadValue {
-                key: key.to_string(),
-            });
+            return Err(ConfigError::BadValue { key: key.to_string() });
         }
         let rendered = format!("{key}=\"{value}\"");
         let pos = self
@@ -215,11 +203,9 @@ impl Config {
     }
 
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        write_atomic(path, self.to_string().as_bytes(), 0o644).map_err(|source| {
-            ConfigError::Write {
-                path: path.to_path_buf(),
-                source,
-            }
+        write_atomic(path, self.to_string().as_bytes(), 0o644).map_err(|source| ConfigError::Write {
+            path: path.to_path_buf(),
+            source,
         })
     }
 }
@@ -316,10 +302,7 @@ mod tests {
             match Config::parse(text, Path::new("/etc/vz/conf/101.conf")) {
                 Err(e @ ConfigError::Malformed { .. }) => {
                     let msg = e.to_string();
-                    assert!(
-                        msg.starts_with(&format!("/etc/vz/conf/101.conf:{line}:")),
-                        "{msg}"
-                    );
+                    assert!(msg.starts_with(&format!("/etc/vz/conf/101.conf:{line}:")), "{msg}");
                 }
                 other => panic!("{text:?} gave {other:?}"),
             }
@@ -329,14 +312,8 @@ mod tests {
     #[test]
     fn refuses_unstorable_values_and_keys() {
         let mut c = Config::new();
-        assert!(matches!(
-            c.set("A", "x\"y"),
-            Err(ConfigError::BadValue { .. })
-        ));
-        assert!(matches!(
-            c.set("A", "x\ny"),
-            Err(ConfigError::BadValue { .. })
-        ));
+        assert!(matches!(c.set("A", "x\"y"), Err(ConfigError::BadValue { .. })));
+        assert!(matches!(c.set("A", "x\ny"), Err(ConfigError::BadValue { .. })));
         assert!(matches!(c.set("a b", "x"), Err(ConfigError::BadKey { .. })));
         assert_eq!(c.to_string(), "");
     }

@@ -6,9 +6,7 @@ use std::str::FromStr;
 use thiserror::Error;
 
 /// A container id: a positive number. 0 is the host in OpenVZ and is refused.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct Ctid(u32);
 
@@ -109,17 +107,7 @@ mod tests {
     fn ctid_parsing() {
         assert_eq!("101".parse::<Ctid>().unwrap().get(), 101);
         assert_eq!("2147483647".parse::<Ctid>().unwrap().get(), MAX_CTID);
-        for bad in [
-            "0",
-            "",
-            "-1",
-            "+5",
-            "2147483648",
-            "99999999999",
-            "1a",
-            " 101",
-            "1.5",
-        ] {
+        for bad in ["0", "", "-1", "+5", "2147483648", "99999999999", "1a", " 101", "1.5"] {
             assert!(bad.parse::<Ctid>().is_err(), "{bad:?} accepted");
         }
         assert!(Ctid::new(0).is_err());
@@ -137,10 +125,7 @@ mod tests {
 
     #[test]
     fn ctref() {
-        assert_eq!(
-            "101".parse::<CtRef>().unwrap(),
-            CtRef::Id(Ctid::new(101).unwrap())
-        );
+        assert_eq!("101".parse::<CtRef>().unwrap(), CtRef::Id(Ctid::new(101).unwrap()));
         assert_eq!("web".parse::<CtRef>().unwrap(), CtRef::Name("web".into()));
         assert!("0".parse::<CtRef>().is_err());
         assert!("a/b".parse::<CtRef>().is_err());

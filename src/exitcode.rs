@@ -32,6 +32,8 @@ pub enum ExitCode {
     Running = 32,
     /// The container did not stop.
     StopFailed = 33,
+    /// Setting up the container's network (addresses, interfaces) failed.
+    NetFailed = 34,
     /// The container is not mounted.
     NotMounted = 40,
     /// The container is mounted but the command needs it unmounted.

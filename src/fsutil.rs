@@ -14,11 +14,7 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -46,10 +42,9 @@ pub fn is_mountpoint(path: &Path) -> io::Result<bool> {
         Err(e) => return Err(e),
     };
     let info = fs::read_to_string("/proc/self/mountinfo")?;
-    Ok(info.lines().any(|l| {
-        l.split(' ').nth(4).map(unescape_mountinfo).as_deref()
-            == Some(target.to_string_lossy().as_ref())
-    }))
+    Ok(info
+        .lines()
+        .any(|l| l.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(target.to_string_lossy().as_ref())))
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space, ...).
@@ -58,10 +53,7 @@ pub fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -84,11 +76,7 @@ mod tests {
         write_atomic(&p, b"one", 0o644).unwrap();
         write_atomic(&p, b"two", 0o644).unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), "two");
-        assert_eq!(
-            fs::read_dir(d.path()).unwrap().count(),
-            1,
-            "temporary file left behind"
-        );
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1, "temporary file left behind");
     }
 
     #[test]

@@ -35,9 +35,7 @@ impl HostError {
         match self {
             HostError::NoSuchContainer(..) | HostError::NoSuchName(_) => ExitCode::NoConfig,
             HostError::AmbiguousName { .. } => ExitCode::BadValue,
-            HostError::Config(ConfigError::Malformed { .. } | ConfigError::Read { .. }) => {
-                ExitCode::NoConfig
-            }
+            HostError::Config(ConfigError::Malformed { .. } | ConfigError::Read { .. }) => ExitCode::NoConfig,
             HostError::Config(_) => ExitCode::ConfigWrite,
             HostError::Dir { .. } => ExitCode::SystemError,
         }
@@ -259,19 +257,11 @@ mod tests {
     fn names_resolve_and_collide() {
         let (_d, h) = host();
         let write = |id: u32, name: &str| {
-            fs::write(
-                h.layout.ct_conf(Ctid::new(id).unwrap()),
-                format!("NAME=\"{name}\"\n"),
-            )
-            .unwrap()
+            fs::write(h.layout.ct_conf(Ctid::new(id).unwrap()), format!("NAME=\"{name}\"\n")).unwrap()
         };
         write(101, "web");
         write(102, "db");
-        fs::write(
-            h.layout.conf_dir().join("ve-basic.conf-sample"),
-            "NAME=\"web\"\n",
-        )
-        .unwrap();
+        fs::write(h.layout.conf_dir().join("ve-basic.conf-sample"), "NAME=\"web\"\n").unwrap();
         assert_eq!(
             h.ctids().unwrap(),
             vec![Ctid::new(101).unwrap(), Ctid::new(102).unwrap()]

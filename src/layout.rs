@@ -116,18 +116,12 @@ mod tests {
     #[test]
     fn resolves_below_root_and_drops_dotdot() {
         let h = HostLayout::new("/srv/hostA");
-        assert_eq!(
-            h.resolve("/vz/private/101"),
-            PathBuf::from("/srv/hostA/vz/private/101")
-        );
+        assert_eq!(h.resolve("/vz/private/101"), PathBuf::from("/srv/hostA/vz/private/101"));
         assert_eq!(
             h.resolve("/vz/../../etc/passwd"),
             PathBuf::from("/srv/hostA/vz/etc/passwd")
         );
-        assert_eq!(
-            h.resolve("relative/x"),
-            PathBuf::from("/srv/hostA/relative/x")
-        );
+        assert_eq!(h.resolve("relative/x"), PathBuf::from("/srv/hostA/relative/x"));
         let root = HostLayout::new("/");
         assert_eq!(root.vz_conf(), PathBuf::from("/etc/vz/vz.conf"));
         assert_eq!(

@@ -131,10 +131,7 @@ fn text(row: &Row, f: &Field) -> String {
     let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
     match f.name {
         "ctid" | "veid" => row.ctid.to_string(),
-        "nproc" => row
-            .nproc
-            .map(|n| n.to_string())
-            .unwrap_or_else(|| "-".into()),
+        "nproc" => row.nproc.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
         "status" => row.status.clone(),
         "ip" => {
             if row.ip.is_empty() {
@@ -220,14 +217,7 @@ pub fn table(rows: &[Row], fields: &[Field], header: bool) -> String {
 pub fn json(rows: &[Row], fields: &[Field]) -> Value {
     Value::Array(
         rows.iter()
-            .map(|r| {
-                Value::Object(
-                    fields
-                        .iter()
-                        .map(|f| (f.name.to_string(), value(r, f)))
-                        .collect(),
-                )
-            })
+            .map(|r| Value::Object(fields.iter().map(|f| (f.name.to_string(), value(r, f))).collect()))
             .collect(),
     )
 }
@@ -306,10 +296,7 @@ mod tests {
             row(101, Some(3), "running", Some("ct101")),
             row(102, None, "stopped", None),
         ];
-        let v = json(
-            &rows,
-            &parse_fields("ctid,nproc,status,ip,hostname").unwrap(),
-        );
+        let v = json(&rows, &parse_fields("ctid,nproc,status,ip,hostname").unwrap());
         assert_eq!(v[0]["ctid"], json!(101));
         assert_eq!(v[0]["nproc"], json!(3));
         assert_eq!(v[0]["ip"], json!(["198.18.0.10", "2001:db8::1"]));

@@ -61,22 +61,14 @@ impl CtLock {
                 let holder = s.trim().to_string();
                 return Err(LockError::Locked {
                     ctid,
-                    holder: if holder.is_empty() {
-                        "unknown".into()
-                    } else {
-                        holder
-                    },
+                    holder: if holder.is_empty() { "unknown".into() } else { holder },
                 });
             }
             return Err(io(err));
         }
         let mut s = String::new();
         file.read_to_string(&mut s).map_err(io)?;
-        let stale_holder = s
-            .trim()
-            .parse::<i32>()
-            .ok()
-            .filter(|p| *p != std::process::id() as i32);
+        let stale_holder = s.trim().parse::<i32>().ok().filter(|p| *p != std::process::id() as i32);
         if let Some(pid) = stale_holder {
             tracing::warn!(ctid = %ctid, pid, "taking over a stale lock left by a process that is gone");
         }

@@ -17,10 +17,7 @@ fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
             let p = e.path();
             let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
             // Lock files are rewritten by every command that takes them; the console log grows.
-            if rel.starts_with("vz/lock")
-                || rel.starts_with("vz/log")
-                || rel.starts_with("vz/root/")
-            {
+            if rel.starts_with("vz/lock") || rel.starts_with("vz/log") || rel.starts_with("vz/root/") {
                 continue;
             }
             let md = std::fs::symlink_metadata(&p).unwrap();
@@ -76,12 +73,7 @@ fn bad_input_is_refused_and_changes_nothing() {
 
     // Unknown and malformed CTIDs.
     refused(&h, &["start", "999"], 14, "container 999 does not exist");
-    refused(
-        &h,
-        &["start", "nosuchname"],
-        14,
-        "no container is named \"nosuchname\"",
-    );
+    refused(&h, &["start", "nosuchname"], 14, "no container is named \"nosuchname\"");
     refused(&h, &["start", "0"], 21, "invalid CTID \"0\"");
     refused(&h, &["start", "12x!"], 21, "invalid CTID");
     refused(&h, &["create", "abc"], 21, "invalid CTID \"abc\"");
@@ -125,12 +117,7 @@ fn bad_input_is_refused_and_changes_nothing() {
         21,
         "the name \"web\" is already used by container 101",
     );
-    refused(
-        &h,
-        &["create", "103", "--name", "12345"],
-        21,
-        "invalid container name",
-    );
+    refused(&h, &["create", "103", "--name", "12345"], 21, "invalid container name");
     refused(
         &h,
         &["create", "103", "--config", "nosuch"],
@@ -145,12 +132,7 @@ fn bad_input_is_refused_and_changes_nothing() {
 
     // Wrong state.
     refused(&h, &["stop", "101"], 31, "container 101 is not running");
-    refused(
-        &h,
-        &["exec", "101", "true"],
-        31,
-        "container 101 is not running",
-    );
+    refused(&h, &["exec", "101", "true"], 31, "container 101 is not running");
     refused(&h, &["umount", "101"], 40, "container 101 is not mounted");
     h.vzctl(&["start", "101"]).ok();
     refused(&h, &["start", "web"], 32, "container 101 is running");
@@ -186,12 +168,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     use std::os::fd::AsRawFd;
     // SAFETY: flock on our own descriptor, as another vzctl would hold it.
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-    refused(
-        &h,
-        &["start", "101"],
-        9,
-        "container 101 is locked by another command",
-    );
+    refused(&h, &["start", "101"], 9, "container 101 is locked by another command");
     drop(lock);
     h.vzctl(&["start", "101"]).ok();
     h.vzctl(&["stop", "101", "--fast"]).ok();

@@ -15,14 +15,9 @@ fn debian_cache_builds_and_boots() {
         o.code, 0,
         "vzpkg create-cache debian-12 failed (debootstrap needs Debian's archive): {o:?}"
     );
-    assert!(h
-        .root()
-        .join("vz/template/cache/debian-12.tar.zst")
-        .is_file());
+    assert!(h.root().join("vz/template/cache/debian-12.tar.zst").is_file());
     assert!(
-        h.root()
-            .join("vz/template/debian-12/template.conf")
-            .is_file(),
+        h.root().join("vz/template/debian-12/template.conf").is_file(),
         "recipe not written"
     );
     let list = h.vzpkg(&["list", "--json"], Duration::from_secs(30));
@@ -38,28 +33,16 @@ fn debian_cache_builds_and_boots() {
         "suspiciously small cache: {entry}"
     );
 
-    h.vzctl(&[
-        "create",
-        "301",
-        "--ostemplate",
-        "debian-12",
-        "--hostname",
-        "deb",
-    ])
-    .ok();
+    h.vzctl(&["create", "301", "--ostemplate", "debian-12", "--hostname", "deb"])
+        .ok();
     h.vzctl(&["start", "301"]).ok();
-    assert!(h
-        .exec("301", "cat /etc/debian_version")
-        .trim()
-        .starts_with("12"));
+    assert!(h.exec("301", "cat /etc/debian_version").trim().starts_with("12"));
     assert_eq!(h.exec("301", "hostname").trim(), "deb");
     // sysvinit is pid 1 and has run its boot scripts (runlevel 2).
     assert_eq!(h.exec("301", "cat /proc/1/comm").trim(), "init");
-    wait_until(
-        "sysvinit to reach runlevel 2",
-        Duration::from_secs(60),
-        || h.vzctl(&["exec", "301", "runlevel"]).stdout.contains(" 2"),
-    );
+    wait_until("sysvinit to reach runlevel 2", Duration::from_secs(60), || {
+        h.vzctl(&["exec", "301", "runlevel"]).stdout.contains(" 2")
+    });
     // Packages of the recipe are there.
     h.exec("301", "ps -e >/dev/null && ip -o link show lo >/dev/null");
     // A clean stop through sysvinit's ctrl-alt-del action (shutdown -r: the pid namespace ends).

@@ -42,8 +42,7 @@ fn create_start_exec_stop_restart_destroy() {
         h.vzctl(&["status", "101"]).stdout.trim(),
         "CTID 101 exist mounted running"
     );
-    let st: serde_json::Value =
-        serde_json::from_str(&h.vzctl(&["status", "web", "--json"]).stdout).unwrap();
+    let st: serde_json::Value = serde_json::from_str(&h.vzctl(&["status", "web", "--json"]).stdout).unwrap();
     assert_eq!(st["running"], true);
     assert_eq!(st["init_pid"].as_i64().unwrap() as i32, h.init_pid("101"));
 
@@ -69,22 +68,15 @@ fn create_start_exec_stop_restart_destroy() {
     // exec and exec2 return the command's exit code.
     assert_eq!(h.vzctl(&["exec", "101", "exit 3"]).code, 3);
     assert_eq!(h.vzctl(&["exec2", "101", "exit 5"]).code, 5);
-    assert_eq!(
-        h.vzctl(&["exec", "101", "echo", "two", "words"]).stdout,
-        "two words\n"
-    );
+    assert_eq!(h.vzctl(&["exec", "101", "echo", "two", "words"]).stdout, "two words\n");
 
     // The console is logged on the host.
     let console = h.root().join("vz/log/101.console.log");
-    wait_until(
-        "the boot message on the console",
-        Duration::from_secs(10),
-        || {
-            std::fs::read_to_string(&console)
-                .unwrap_or_default()
-                .contains("ct101 is up")
-        },
-    );
+    wait_until("the boot message on the console", Duration::from_secs(10), || {
+        std::fs::read_to_string(&console)
+            .unwrap_or_default()
+            .contains("ct101 is up")
+    });
 
     // restart: a new init, still running.
     let first = h.init_pid("101");
@@ -98,20 +90,14 @@ fn create_start_exec_stop_restart_destroy() {
     // A clean stop goes through init's shutdown (rcK writes to the console).
     h.vzctl(&["stop", "101"]).ok();
     assert!(
-        std::fs::read_to_string(&console)
-            .unwrap()
-            .contains("ct101 is stopping"),
+        std::fs::read_to_string(&console).unwrap().contains("ct101 is stopping"),
         "no clean shutdown"
     );
     assert_eq!(
         h.vzctl(&["status", "101"]).stdout.trim(),
         "CTID 101 exist unmounted down"
     );
-    assert!(
-        h.mounts_below().is_empty(),
-        "mounts left: {:?}",
-        h.mounts_below()
-    );
+    assert!(h.mounts_below().is_empty(), "mounts left: {:?}", h.mounts_below());
     assert!(
         !std::path::Path::new(&format!("/sys/fs/cgroup/pids/{}/101", h.cgroup_parent)).exists(),
         "cgroup left behind"
@@ -127,14 +113,8 @@ fn create_start_exec_stop_restart_destroy() {
 
     // mount / umount of a stopped container.
     h.vzctl(&["mount", "101"]).ok();
-    assert_eq!(
-        h.vzctl(&["status", "101"]).stdout.trim(),
-        "CTID 101 exist mounted down"
-    );
-    assert_eq!(
-        h.vzlist(&["-a", "-H", "-o", "status"]).stdout.trim(),
-        "mounted"
-    );
+    assert_eq!(h.vzctl(&["status", "101"]).stdout.trim(), "CTID 101 exist mounted down");
+    assert_eq!(h.vzlist(&["-a", "-H", "-o", "status"]).stdout.trim(), "mounted");
     h.vzctl(&["umount", "101"]).ok();
 
     h.vzctl(&["destroy", "web"]).ok();
@@ -157,40 +137,22 @@ fn container_is_isolated_from_the_host() {
     let tmpfs = std::ffi::CString::new("tmpfs").unwrap();
     // SAFETY: mounting a tmpfs on a directory of our own temporary host.
     assert_eq!(
-        unsafe {
-            libc::mount(
-                tmpfs.as_ptr(),
-                c.as_ptr(),
-                tmpfs.as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        },
+        unsafe { libc::mount(tmpfs.as_ptr(), c.as_ptr(), tmpfs.as_ptr(), 0, std::ptr::null(),) },
         0
     );
     h.vzctl(&["start", "110"]).ok();
     let mounts = h.exec("110", "cat /proc/self/mountinfo");
-    assert!(
-        !mounts.contains("host-only-mount"),
-        "host mount visible:\n{mounts}"
-    );
+    assert!(!mounts.contains("host-only-mount"), "host mount visible:\n{mounts}");
     // Every mount point is a path of the container's own tree (field 5; field 4 of the root
     // mount names the bind source, which is how the kernel reports any bind mount).
     for l in mounts.lines() {
         let mp = l.split(' ').nth(4).unwrap();
         assert!(
-            !mp.contains(h.root().to_str().unwrap())
-                && !mp.starts_with("/tmp/")
-                && !mp.starts_with("/work"),
+            !mp.contains(h.root().to_str().unwrap()) && !mp.starts_with("/tmp/") && !mp.starts_with("/work"),
             "host mount point visible: {l}"
         );
     }
-    for masked in [
-        "/proc/sysrq-trigger",
-        "/proc/kcore",
-        "/proc/keys",
-        "/proc/sys",
-    ] {
+    for masked in ["/proc/sysrq-trigger", "/proc/kcore", "/proc/keys", "/proc/sys"] {
         let covered = mounts.lines().any(|l| l.split(' ').nth(4) == Some(masked));
         // Some kernels lack some of these files; what a kernel lacks needs no cover.
         assert!(
@@ -202,14 +164,8 @@ fn container_is_isolated_from_the_host() {
     unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
 
     // Host processes are invisible: only the container's own pids exist in its /proc.
-    let pids = h.exec(
-        "110",
-        "ls /proc | grep -E '^[0-9]+$' | sort -n | tr '\\n' ' '",
-    );
-    let pids: Vec<u32> = pids
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
+    let pids = h.exec("110", "ls /proc | grep -E '^[0-9]+$' | sort -n | tr '\\n' ' '");
+    let pids: Vec<u32> = pids.split_whitespace().map(|p| p.parse().unwrap()).collect();
     assert_eq!(pids[0], 1);
     assert!(pids.len() < 10, "too many processes visible: {pids:?}");
     let comms = h.exec("110", "cat /proc/[0-9]*/comm");
@@ -232,10 +188,7 @@ fn container_is_isolated_from_the_host() {
             "date -s 2001-01-01 >/dev/null 2>&1; [ \"$(date +%Y)\" = 2001 ]",
         ),
         ("mknod a disk", "mknod /tmp/disk b 8 0"),
-        (
-            "load a module",
-            "insmod /nonexistent.ko || [ $? -ne 1 ] && false",
-        ),
+        ("load a module", "insmod /nonexistent.ko || [ $? -ne 1 ] && false"),
     ] {
         let o = h.vzctl(&["exec", "110", &format!("{script} 2>/dev/null")]);
         assert_ne!(o.code, 0, "container root could {what}");
@@ -243,11 +196,7 @@ fn container_is_isolated_from_the_host() {
     let status = h.exec("110", "cat /proc/self/status");
     let bnd = ferry::runtime::caps::bounding_set(&status).unwrap();
     for (cap, why) in ferry::runtime::caps::DROPPED {
-        assert_eq!(
-            bnd & (1u64 << cap),
-            0,
-            "{why} still in the bounding set ({bnd:x})"
-        );
+        assert_eq!(bnd & (1u64 << cap), 0, "{why} still in the bounding set ({bnd:x})");
     }
     // What the container may do: its own network configuration and its own files.
     h.exec("110", "ip link set lo up && touch /root/ok && rm /root/ok");
@@ -269,10 +218,7 @@ fn enter_gives_an_interactive_shell() {
     t.send("echo host=$(hostname) pid1=$(cat /proc/1/comm); tty; stty size");
     let screen = t.wait_for("host=entered pid1=init", Duration::from_secs(10));
     assert!(screen.contains("/dev/pts/"), "no pty: {screen}");
-    assert!(
-        screen.contains("40 120"),
-        "window size not passed on: {screen}"
-    );
+    assert!(screen.contains("40 120"), "window size not passed on: {screen}");
     t.send("exit 7");
     t.wait_for("ENTER-EXIT=7", Duration::from_secs(10));
     h.vzctl(&["stop", "120", "--fast"]).ok();
@@ -285,7 +231,10 @@ fn a_fresh_container_is_dumped_and_restored_by_criu() {
     h.vzctl(&["create", "130", "--hostname", "dumped"]).ok();
     h.vzctl(&["start", "130"]).ok();
     // A service started the clean way (no host descriptors), with a counter in a file.
-    h.exec("130", "(i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done) </dev/null >/dev/null 2>&1 &");
+    h.exec(
+        "130",
+        "(i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done) </dev/null >/dev/null 2>&1 &",
+    );
     let before = h.exec(
         "130",
         "ps -o pid,args | grep 'while true' | grep -v grep | awk '{print $1}'",
@@ -300,18 +249,16 @@ fn a_fresh_container_is_dumped_and_restored_by_criu() {
     let dump = run(
         {
             let mut c = std::process::Command::new(&criu);
-            c.args(["dump", "-t", &init.to_string(), "-D"])
-                .arg(&imgs)
-                .args([
-                    "-o",
-                    "dump.log",
-                    "-v4",
-                    "--manage-cgroups",
-                    "--tcp-established",
-                    "--file-locks",
-                    "--external",
-                    &ext,
-                ]);
+            c.args(["dump", "-t", &init.to_string(), "-D"]).arg(&imgs).args([
+                "-o",
+                "dump.log",
+                "-v4",
+                "--manage-cgroups",
+                "--tcp-established",
+                "--file-locks",
+                "--external",
+                &ext,
+            ]);
             c
         },
         Duration::from_secs(60),
@@ -380,38 +327,23 @@ fn a_fresh_container_is_dumped_and_restored_by_criu() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let new_init: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let new_init: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     // The restored tree: same pid namespace layout, the counter process under the same pid,
     // and the counter moving on from where it was.
     let status = std::fs::read_to_string(format!("/proc/{new_init}/status")).unwrap();
     assert!(
-        status
-            .lines()
-            .any(|l| l.starts_with("NSpid:") && l.ends_with("\t1")),
+        status.lines().any(|l| l.starts_with("NSpid:") && l.ends_with("\t1")),
         "restored init is not pid 1 of its namespace:\n{status}"
     );
     let count_path = root.join("tmp/count");
-    let c1: u64 = std::fs::read_to_string(&count_path)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    wait_until(
-        "the restored counter to advance",
-        Duration::from_secs(10),
-        || {
-            std::fs::read_to_string(&count_path)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .is_some_and(|c| c > c1)
-        },
-    );
-    let children = std::fs::read_to_string(format!("/proc/{new_init}/task/{new_init}/children"))
-        .unwrap_or_default();
+    let c1: u64 = std::fs::read_to_string(&count_path).unwrap().trim().parse().unwrap();
+    wait_until("the restored counter to advance", Duration::from_secs(10), || {
+        std::fs::read_to_string(&count_path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .is_some_and(|c| c > c1)
+    });
+    let children = std::fs::read_to_string(format!("/proc/{new_init}/task/{new_init}/children")).unwrap_or_default();
     let ns_pids: Vec<String> = children
         .split_whitespace()
         .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
@@ -433,28 +365,18 @@ fn a_fresh_container_is_dumped_and_restored_by_criu() {
         libc::close(master);
         libc::close(slave);
     }
-    wait_until(
-        "the restored container to exit",
-        Duration::from_secs(10),
-        || ferry::runtime::proc::start_time(new_init).is_none(),
-    );
+    wait_until("the restored container to exit", Duration::from_secs(10), || {
+        ferry::runtime::proc::start_time(new_init).is_none()
+    });
     h.vzctl(&["destroy", "130"]).ok();
 }
 
 #[test]
 fn vzlist_columns_sorting_and_json() {
     let h = TestHost::new("list");
-    h.vzctl(&[
-        "create",
-        "201",
-        "--hostname",
-        "bbb",
-        "--ipadd",
-        "198.18.1.1",
-    ])
-    .ok();
-    h.vzctl(&["create", "202", "--hostname", "aaa", "--name", "db"])
+    h.vzctl(&["create", "201", "--hostname", "bbb", "--ipadd", "198.18.1.1"])
         .ok();
+    h.vzctl(&["create", "202", "--hostname", "aaa", "--name", "db"]).ok();
     h.vzctl(&["create", "203"]).ok();
     h.vzctl(&["start", "201"]).ok();
     h.vzctl(&["start", "202"]).ok();
@@ -466,9 +388,7 @@ fn vzlist_columns_sorting_and_json() {
     );
     assert_eq!(lines.len(), 3, "only running containers by default:\n{out}");
     assert!(
-        lines[1].trim_start().starts_with("201")
-            && lines[1].contains("running")
-            && lines[1].contains("198.18.1.1")
+        lines[1].trim_start().starts_with("201") && lines[1].contains("running") && lines[1].contains("198.18.1.1")
     );
     let nproc: usize = lines[1].split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(nproc >= 1);

@@ -20,8 +20,7 @@ fn a_cache_unpacks_with_owners_modes_links_devices_and_xattrs() {
     // A template made by hand from the busybox one, plus files with every kind of attribute.
     let src = h.root().join("src");
     std::fs::create_dir_all(h.root().join("vz/template/cache")).unwrap();
-    h.vzpkg(&["create-cache", "busybox"], Duration::from_secs(60))
-        .ok();
+    h.vzpkg(&["create-cache", "busybox"], Duration::from_secs(60)).ok();
     std::fs::create_dir_all(&src).unwrap();
     let cache = h.root().join("vz/template/cache");
     sh(&format!(
@@ -42,20 +41,13 @@ fn a_cache_unpacks_with_owners_modes_links_devices_and_xattrs() {
     let hard = std::fs::symlink_metadata(p.join("srv/hardlink")).unwrap();
     assert_eq!(hard.ino(), owned.ino(), "hard link became a copy");
     let dev = std::fs::symlink_metadata(p.join("srv/null")).unwrap();
-    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
-        &dev.file_type()
-    ));
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(&dev.file_type()));
     assert_eq!(dev.rdev(), libc::makedev(1, 3));
     assert!(std::os::unix::fs::FileTypeExt::is_fifo(
-        &std::fs::symlink_metadata(p.join("srv/fifo"))
-            .unwrap()
-            .file_type()
+        &std::fs::symlink_metadata(p.join("srv/fifo")).unwrap().file_type()
     ));
     assert_eq!(
-        std::fs::read_link(p.join("srv/link"))
-            .unwrap()
-            .to_str()
-            .unwrap(),
+        std::fs::read_link(p.join("srv/link")).unwrap().to_str().unwrap(),
         "/bin/busybox"
     );
     let mut c = Command::new("python3");
@@ -66,11 +58,7 @@ fn a_cache_unpacks_with_owners_modes_links_devices_and_xattrs() {
             p.join("srv/owned").display()
         ),
     ]);
-    assert_eq!(
-        run(c, Duration::from_secs(10)).ok().stdout.trim(),
-        "kept",
-        "xattr lost"
-    );
+    assert_eq!(run(c, Duration::from_secs(10)).ok().stdout.trim(), "kept", "xattr lost");
 }
 
 #[test]
@@ -86,10 +74,7 @@ fn stop_kills_after_the_timeout_when_init_ignores_the_signal() {
     let init = h.init_pid("160");
     let o = h.vzctl(&["stop", "160", "--timeout", "1", "-v"]);
     assert_eq!(o.code, 0, "{o:?}");
-    assert!(
-        o.stderr.contains("did not stop within"),
-        "no timeout reported: {o:?}"
-    );
+    assert!(o.stderr.contains("did not stop within"), "no timeout reported: {o:?}");
     assert!(ferry::runtime::proc::start_time(init).is_none());
     assert_eq!(
         h.vzctl(&["status", "160"]).stdout.trim(),

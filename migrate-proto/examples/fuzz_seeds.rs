@@ -64,10 +64,6 @@ fn main() {
         }
         let path = format!("{dir}/seed-{name}");
         std::fs::write(&path, &out).expect("writing a seed");
-        println!(
-            "{path}: {} bytes, {} inputs",
-            out.len(),
-            sim.dest_trace.len()
-        );
+        println!("{path}: {} bytes, {} inputs", out.len(), sim.dest_trace.len());
     }
 }

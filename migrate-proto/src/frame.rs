@@ -41,11 +41,9 @@ fn payload(msg: &Message) -> Result<Vec<u8>, postcard::Error> {
             migration_id,
             committed,
         } => enc(&(migration_id, committed)),
-        Message::PlanAccepted
-        | Message::Frozen
-        | Message::Restored
-        | Message::Commit
-        | Message::CommitAck => Ok(Vec::new()),
+        Message::PlanAccepted | Message::Frozen | Message::Restored | Message::Commit | Message::CommitAck => {
+            Ok(Vec::new())
+        }
     }
 }
 
@@ -116,9 +114,7 @@ fn decode_payload(kind: Kind, p: &[u8]) -> Result<Message, postcard::Error> {
             Message::Progress { phase, done, total }
         }
         Kind::Done => Message::Done(dec(p)?),
-        Kind::Resolve => Message::Resolve {
-            migration_id: dec(p)?,
-        },
+        Kind::Resolve => Message::Resolve { migration_id: dec(p)? },
         Kind::Resolved => {
             let (migration_id, committed) = dec(p)?;
             Message::Resolved {

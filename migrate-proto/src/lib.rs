@@ -24,11 +24,7 @@ pub enum DecodeError {
     #[error("unknown message kind {0}")]
     UnknownKind(u16),
     #[error("{what} of {len} exceeds the limit of {max}")]
-    Limit {
-        what: &'static str,
-        len: usize,
-        max: usize,
-    },
+    Limit { what: &'static str, len: usize, max: usize },
     #[error("frame checksum mismatch")]
     Checksum,
     #[error("malformed payload of message kind {kind}: {why}")]

@@ -328,10 +328,8 @@ fn reason_ok(r: &AbortReason) -> Result<(), DecodeError> {
     use AbortReason::*;
     match r {
         VersionMismatch { .. } => Ok(()),
-        PlanRefused(s) | NoSpace(s) | DumpFailed(s) | RestoreFailed(s) | NotConverging(s)
-        | Timeout(s) | Cancelled(s) | Protocol(s) | Local(s) => {
-            too_long("reason", s.len(), MAX_STRING)
-        }
+        PlanRefused(s) | NoSpace(s) | DumpFailed(s) | RestoreFailed(s) | NotConverging(s) | Timeout(s)
+        | Cancelled(s) | Protocol(s) | Local(s) => too_long("reason", s.len(), MAX_STRING),
     }
 }
 

@@ -54,10 +54,7 @@ pub enum Decision {
     /// Run another round.
     Continue,
     /// Freeze now; `meets_budget` says whether the prediction fits `max_downtime`.
-    Freeze {
-        predicted: Duration,
-        meets_budget: bool,
-    },
+    Freeze { predicted: Duration, meets_budget: bool },
     /// The dirty rate outruns the link: stop the migration, the container stays.
     GiveUp { predicted: Duration },
 }
@@ -114,9 +111,7 @@ impl Convergence {
     /// Records a round and decides what comes next.
     pub fn record(&mut self, r: RoundStats) -> Decision {
         let shrank = match self.rounds.last() {
-            Some(prev) => {
-                (r.dirty_bytes as f64) <= prev.dirty_bytes as f64 * (1.0 - self.cfg.min_shrink)
-            }
+            Some(prev) => (r.dirty_bytes as f64) <= prev.dirty_bytes as f64 * (1.0 - self.cfg.min_shrink),
             None => true,
         };
         self.rounds.push(r);
@@ -193,14 +188,8 @@ mod tests {
     fn shrinking_dirty_set_converges_within_budget() {
         let mut c = Convergence::new(cfg(450));
         // 100 MiB/s link; dirty set shrinks each round. After round 2: 0.2 + 0.3 s > 0.45 s.
-        assert_eq!(
-            c.record(round(1, 400 * MIB, 100 * MIB, 4000)),
-            Decision::Continue
-        );
-        assert_eq!(
-            c.record(round(2, 100 * MIB, 30 * MIB, 1000)),
-            Decision::Continue
-        );
+        assert_eq!(c.record(round(1, 400 * MIB, 100 * MIB, 4000)), Decision::Continue);
+        assert_eq!(c.record(round(2, 100 * MIB, 30 * MIB, 1000)), Decision::Continue);
         match c.record(round(3, 30 * MIB, 10 * MIB, 300)) {
             Decision::Freeze {
                 predicted,
@@ -217,14 +206,8 @@ mod tests {
     fn stalled_rounds_freeze_over_budget_and_say_so() {
         let mut c = Convergence::new(cfg(300));
         // 100 MiB/s; the container dirties 50 MiB per round no matter what: 0.7 s predicted.
-        assert_eq!(
-            c.record(round(1, 100 * MIB, 50 * MIB, 1000)),
-            Decision::Continue
-        );
-        assert_eq!(
-            c.record(round(2, 50 * MIB, 50 * MIB, 500)),
-            Decision::Continue
-        );
+        assert_eq!(c.record(round(1, 100 * MIB, 50 * MIB, 1000)), Decision::Continue);
+        assert_eq!(c.record(round(2, 50 * MIB, 50 * MIB, 500)), Decision::Continue);
         match c.record(round(3, 50 * MIB, 50 * MIB, 500)) {
             Decision::Freeze {
                 predicted,
@@ -238,14 +221,8 @@ mod tests {
     fn dirtying_faster_than_the_link_gives_up() {
         let mut c = Convergence::new(cfg(100));
         // 10 MiB/s link, 200 MiB dirty per round: 20 s predicted, far above 10 x 100 ms.
-        assert_eq!(
-            c.record(round(1, 10 * MIB, 200 * MIB, 1000)),
-            Decision::Continue
-        );
-        assert_eq!(
-            c.record(round(2, 10 * MIB, 200 * MIB, 1000)),
-            Decision::Continue
-        );
+        assert_eq!(c.record(round(1, 10 * MIB, 200 * MIB, 1000)), Decision::Continue);
+        assert_eq!(c.record(round(2, 10 * MIB, 200 * MIB, 1000)), Decision::Continue);
         assert!(matches!(
             c.record(round(3, 10 * MIB, 200 * MIB, 1000)),
             Decision::GiveUp { .. }
@@ -259,10 +236,7 @@ mod tests {
             stall_rounds: 100,
             ..cfg(100)
         });
-        assert_eq!(
-            c.record(round(1, 100 * MIB, 90 * MIB, 1000)),
-            Decision::Continue
-        );
+        assert_eq!(c.record(round(1, 100 * MIB, 90 * MIB, 1000)), Decision::Continue);
         // Still shrinking, but out of rounds: 0.2 + 0.5 s = 0.7 s <= 10 x 0.1 s, so freeze.
         assert!(matches!(
             c.record(round(2, 100 * MIB, 50 * MIB, 1000)),

@@ -15,12 +15,9 @@ use core::time::Duration;
 use std::collections::VecDeque;
 
 use crate::frame::{encode, FrameReader};
-use crate::machine::{
-    Action, Custody, DestConfig, Destination, Event, Outcome, Phase, Source, SourceConfig,
-};
+use crate::machine::{Action, Custody, DestConfig, Destination, Event, Outcome, Phase, Source, SourceConfig};
 use crate::msg::{
-    AbortReason, Capabilities, FileKind, FsData, FsEntry, ImageChunk, Layout, Message, Page,
-    PageBatch, Plan,
+    AbortReason, Capabilities, FileKind, FsData, FsEntry, ImageChunk, Layout, Message, Page, PageBatch, Plan,
 };
 use crate::path::RelPath;
 use crate::policy::RoundStats;
@@ -154,12 +151,8 @@ impl SimResult {
     /// Exactly one side owns the container, and that side's copy is running.
     pub fn exactly_one_owner(&self) -> bool {
         match (self.source_custody, self.dest_custody) {
-            (Custody::Holds, Custody::Released) => {
-                self.source_copy == Copy::Running && self.dest_copy == Copy::None
-            }
-            (Custody::Released, Custody::Holds) => {
-                self.dest_copy == Copy::Running && self.source_copy == Copy::None
-            }
+            (Custody::Holds, Custody::Released) => self.source_copy == Copy::Running && self.dest_copy == Copy::None,
+            (Custody::Released, Custody::Holds) => self.dest_copy == Copy::Running && self.source_copy == Copy::None,
             _ => false,
         }
     }
@@ -354,8 +347,7 @@ impl Sim {
     }
 
     fn later(&mut self, after: Duration, side: Side, ev: Event) {
-        self.events
-            .push((self.now + after, side, ev, self.link.epoch));
+        self.events.push((self.now + after, side, ev, self.link.epoch));
     }
 
     fn perform(&mut self, side: Side, actions: Vec<Action>) {
@@ -370,11 +362,7 @@ impl Sim {
                 // Source engine.
                 Action::StopContainer => {
                     self.src_copy = Copy::Halted;
-                    self.later(
-                        Duration::from_millis(100),
-                        Side::Source,
-                        Event::ContainerStopped,
-                    );
+                    self.later(Duration::from_millis(100), Side::Source, Event::ContainerStopped);
                 }
                 Action::StartFsPass { pass, last } => {
                     let bytes = if pass == 1 {
@@ -406,11 +394,7 @@ impl Sim {
                 }
                 Action::StartMemRound { round, page_refs } => {
                     let w = &self.cfg.workload;
-                    let sent = if round == 1 {
-                        w.ram_bytes
-                    } else {
-                        self.dirty_pending
-                    };
+                    let sent = if round == 1 { w.ram_bytes } else { self.dirty_pending };
                     let t = self.transfer_time(sent).max(Duration::from_millis(1));
                     let dirty = ((w.dirty_rate as f64) * t.as_secs_f64()) as u64;
                     let dirty = dirty.min(w.ram_bytes);
@@ -465,11 +449,7 @@ impl Sim {
                         data: if page_refs { None } else { Some(vec![9; 4096]) },
                     }];
                     self.page_refs_seen |= page_refs;
-                    self.send(
-                        side,
-                        &Message::Pages(PageBatch { round: 0, pages }),
-                        self.dirty_pending,
-                    );
+                    self.send(side, &Message::Pages(PageBatch { round: 0, pages }), self.dirty_pending);
                     self.send(
                         side,
                         &Message::FsEntries {
@@ -497,18 +477,12 @@ impl Sim {
                     } else {
                         Ok(())
                     };
-                    self.later(
-                        Duration::from_millis(2),
-                        Side::Destination,
-                        Event::PlanChecked(r),
-                    );
+                    self.later(Duration::from_millis(2), Side::Destination, Event::PlanChecked(r));
                 }
                 Action::Apply(_) => {}
                 Action::Restore => {
                     let ev = if self.cfg.faults.contains(&Fault::RestoreFails) {
-                        Event::Failed(AbortReason::RestoreFailed(
-                            "criu restore: injected failure".into(),
-                        ))
+                        Event::Failed(AbortReason::RestoreFailed("criu restore: injected failure".into()))
                     } else {
                         self.dst_copy = Copy::Halted;
                         Event::RestoreSucceeded
@@ -535,10 +509,7 @@ impl Sim {
             "two running copies at {:?}",
             self.now
         );
-        for (side, phase) in [
-            (Side::Source, self.src.phase()),
-            (Side::Destination, self.dst.phase()),
-        ] {
+        for (side, phase) in [(Side::Source, self.src.phase()), (Side::Destination, self.dst.phase())] {
             if !self.phases_seen.contains(&(side, phase)) {
                 self.phases_seen.push((side, phase));
             }
@@ -568,8 +539,7 @@ impl Sim {
             if cut {
                 self.cut();
             } else {
-                let ev =
-                    Event::Failed(AbortReason::Local(format!("injected failure in {phase:?}")));
+                let ev = Event::Failed(AbortReason::Local(format!("injected failure in {phase:?}")));
                 let now = self.now;
                 let acts = match side {
                     Side::Source => self.src.handle_event(now, ev),
@@ -593,18 +563,13 @@ impl Sim {
         let d = self.cfg.link.detect_cut;
         self.events
             .push((self.now + d, Side::Source, Event::LinkLost, self.link.epoch));
-        self.events.push((
-            self.now + d,
-            Side::Destination,
-            Event::LinkLost,
-            self.link.epoch,
-        ));
+        self.events
+            .push((self.now + d, Side::Destination, Event::LinkLost, self.link.epoch));
         self.reconnect_at = Some(self.now + self.cfg.link.reconnect_after);
     }
 
     fn done(&self) -> bool {
-        let src_done = self.src.is_finished()
-            || (self.src.phase() == Phase::InDoubt && self.reconnect_at.is_none());
+        let src_done = self.src.is_finished() || (self.src.phase() == Phase::InDoubt && self.reconnect_at.is_none());
         src_done
             && self.dst.is_finished()
             && self.link.to_dst.is_empty()
@@ -643,22 +608,14 @@ impl Sim {
                 let (_, bytes) = self.link.to_dst.pop_front().unwrap();
                 self.dest_trace.push(DestInput::Frame(bytes.clone()));
                 self.dst_reader.push(&bytes);
-                while let Some(m) = self
-                    .dst_reader
-                    .next()
-                    .expect("frames from the source decode")
-                {
+                while let Some(m) = self.dst_reader.next().expect("frames from the source decode") {
                     let acts = self.dst.handle_message(now, m);
                     self.perform(Side::Destination, acts);
                 }
             } else if self.link.to_src.front().is_some_and(|f| f.0 <= now) {
                 let (_, bytes) = self.link.to_src.pop_front().unwrap();
                 self.src_reader.push(&bytes);
-                while let Some(m) = self
-                    .src_reader
-                    .next()
-                    .expect("frames from the destination decode")
-                {
+                while let Some(m) = self.src_reader.next().expect("frames from the destination decode") {
                     let acts = self.src.handle_message(now, m);
                     self.perform(Side::Source, acts);
                 }

@@ -78,20 +78,9 @@ fn entry() -> impl Strategy<Value = FsEntry> {
         prop::collection::vec(("[a-z.]{1,20}", bytes(32)), 0..3),
     )
         .prop_map(
-            |(
+            |(path, target, kind, (mode, uid, gid, ms, mn, size), (maj, min, hl, sparse), xattrs)| FsEntry {
                 path,
-                target,
-                kind,
-                (mode, uid, gid, ms, mn, size),
-                (maj, min, hl, sparse),
-                xattrs,
-            )| FsEntry {
-                path,
-                kind: if target.is_some() {
-                    FileKind::Symlink
-                } else {
-                    kind
-                },
+                kind: if target.is_some() { FileKind::Symlink } else { kind },
                 mode,
                 uid,
                 gid,
@@ -155,14 +144,8 @@ fn round_report() -> impl Strategy<Value = RoundReport> {
 
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
-        (
-            any::<[u8; 16]>(),
-            any::<u32>(),
-            any::<u32>(),
-            text(),
-            caps()
-        )
-            .prop_map(|(migration_id, version_min, version_max, host, caps)| {
+        (any::<[u8; 16]>(), any::<u32>(), any::<u32>(), text(), caps()).prop_map(
+            |(migration_id, version_min, version_max, host, caps)| {
                 Message::Hello(Hello {
                     migration_id,
                     version_min,
@@ -170,14 +153,13 @@ fn message() -> impl Strategy<Value = Message> {
                     host,
                     caps,
                 })
-            }),
-        (any::<u32>(), text(), caps()).prop_map(|(version, host, caps)| Message::HelloAck(
-            HelloAck {
-                version,
-                host,
-                caps
             }
-        )),
+        ),
+        (any::<u32>(), text(), caps()).prop_map(|(version, host, caps)| Message::HelloAck(HelloAck {
+            version,
+            host,
+            caps
+        })),
         (
             any::<u32>(),
             text(),
@@ -219,14 +201,14 @@ fn message() -> impl Strategy<Value = Message> {
                 result_hash
             })
         ),
-        (rel_path(), any::<u64>(), any::<bool>(), bytes(100)).prop_map(
-            |(path, offset, compressed, data)| Message::FsData(FsData {
+        (rel_path(), any::<u64>(), any::<bool>(), bytes(100)).prop_map(|(path, offset, compressed, data)| {
+            Message::FsData(FsData {
                 path,
                 offset,
                 compressed,
-                data
+                data,
             })
-        ),
+        }),
         (any::<u32>(), prop::collection::vec(rel_path(), 0..5))
             .prop_map(|(pass, paths)| Message::FsDelete { pass, paths }),
         (any::<u32>(), any::<bool>()).prop_map(|(pass, last)| Message::FsPassDone { pass, last }),
@@ -234,25 +216,20 @@ fn message() -> impl Strategy<Value = Message> {
             .prop_map(|(round, pages)| Message::Pages(PageBatch { round, pages })),
         round_report().prop_map(Message::MemRoundDone),
         Just(Message::Frozen),
-        (rel_path(), any::<u64>(), any::<bool>(), bytes(100)).prop_map(
-            |(name, offset, compressed, data)| Message::Image(ImageChunk {
+        (rel_path(), any::<u64>(), any::<bool>(), bytes(100)).prop_map(|(name, offset, compressed, data)| {
+            Message::Image(ImageChunk {
                 name,
                 offset,
                 compressed,
-                data
+                data,
             })
-        ),
-        (any::<u32>(), any::<u64>())
-            .prop_map(|(images, bytes)| Message::FinalDone { images, bytes }),
+        }),
+        (any::<u32>(), any::<u64>()).prop_map(|(images, bytes)| Message::FinalDone { images, bytes }),
         Just(Message::Restored),
         Just(Message::Commit),
         Just(Message::CommitAck),
         reason().prop_map(Message::Abort),
-        (text(), any::<u64>(), any::<u64>()).prop_map(|(phase, done, total)| Message::Progress {
-            phase,
-            done,
-            total
-        }),
+        (text(), any::<u64>(), any::<u64>()).prop_map(|(phase, done, total)| Message::Progress { phase, done, total }),
         (
             any::<u64>(),
             any::<u64>(),
@@ -346,10 +323,7 @@ fn an_oversized_length_is_refused_from_the_header_alone() {
     let mut header = (Kind::FsData as u16).to_be_bytes().to_vec();
     header.extend_from_slice(&((MAX_FRAME + 1) as u32).to_be_bytes());
     header.extend_from_slice(&[0; 4]);
-    assert!(matches!(
-        decode(&header),
-        Err(DecodeError::Limit { what: "frame", .. })
-    ));
+    assert!(matches!(decode(&header), Err(DecodeError::Limit { what: "frame", .. })));
     let mut r = FrameReader::new();
     r.push(&header);
     assert!(r.next().is_err());
@@ -358,10 +332,7 @@ fn an_oversized_length_is_refused_from_the_header_alone() {
 
 #[test]
 fn unknown_kinds_and_bad_checksums_are_refused() {
-    assert_eq!(
-        decode(&frame_with(999, b"")),
-        Err(DecodeError::UnknownKind(999))
-    );
+    assert_eq!(decode(&frame_with(999, b"")), Err(DecodeError::UnknownKind(999)));
     let mut f = encode(&Message::Commit).unwrap();
     f[9] ^= 1;
     assert_eq!(decode(&f), Err(DecodeError::Checksum));
@@ -374,16 +345,8 @@ fn unknown_kinds_and_bad_checksums_are_refused() {
 
 #[test]
 fn hostile_paths_are_refused_while_decoding() {
-    for bad in [
-        "../../etc/shadow",
-        "/etc/shadow",
-        "a/../../b",
-        "a\0b",
-        "a//b",
-        "",
-    ] {
-        let payload =
-            postcard::to_allocvec(&(bad.to_string(), 0u64, false, vec![1u8, 2, 3])).unwrap();
+    for bad in ["../../etc/shadow", "/etc/shadow", "a/../../b", "a\0b", "a//b", ""] {
+        let payload = postcard::to_allocvec(&(bad.to_string(), 0u64, false, vec![1u8, 2, 3])).unwrap();
         match decode(&frame_with(Kind::FsData as u16, &payload)) {
             Err(DecodeError::Payload { .. }) => {}
             other => panic!("{bad:?}: {other:?}"),
@@ -400,18 +363,12 @@ fn counts_and_sizes_over_the_limits_are_refused() {
     };
     assert!(matches!(
         encode(&too_many),
-        Err(DecodeError::Limit {
-            what: "deletions",
-            ..
-        })
+        Err(DecodeError::Limit { what: "deletions", .. })
     ));
     let payload = postcard::to_allocvec(&(1u32, vec![p.clone(); MAX_ENTRIES + 1])).unwrap();
     assert!(matches!(
         decode(&frame_with(Kind::FsDelete as u16, &payload)),
-        Err(DecodeError::Limit {
-            what: "deletions",
-            ..
-        })
+        Err(DecodeError::Limit { what: "deletions", .. })
     ));
     let big = Message::FsData(FsData {
         path: p.clone(),

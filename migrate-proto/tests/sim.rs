@@ -34,29 +34,19 @@ const DEST_PHASES: &[Phase] = &[
 fn committed(r: &SimResult) {
     assert_eq!(r.source_outcome, Some(Outcome::Committed), "{r:#?}");
     assert_eq!(r.dest_outcome, Some(Outcome::Committed), "{r:#?}");
-    assert_eq!(
-        (r.source_custody, r.dest_custody),
-        (Custody::Released, Custody::Holds)
-    );
+    assert_eq!((r.source_custody, r.dest_custody), (Custody::Released, Custody::Holds));
     assert_eq!((r.source_copy, r.dest_copy), (Copy::None, Copy::Running));
     assert!(r.exactly_one_owner());
 }
 
 fn rolled_back(r: &SimResult) {
-    assert!(
-        matches!(r.source_outcome, Some(Outcome::Aborted(_))),
-        "{r:#?}"
-    );
+    assert!(matches!(r.source_outcome, Some(Outcome::Aborted(_))), "{r:#?}");
     assert_eq!(
         (r.source_custody, r.dest_custody),
         (Custody::Holds, Custody::Released),
         "{r:#?}"
     );
-    assert_eq!(
-        (r.source_copy, r.dest_copy),
-        (Copy::Running, Copy::None),
-        "{r:#?}"
-    );
+    assert_eq!((r.source_copy, r.dest_copy), (Copy::Running, Copy::None), "{r:#?}");
     assert!(r.exactly_one_owner());
 }
 
@@ -68,10 +58,7 @@ fn normal_online_migration() {
     assert!(r.page_refs_seen, "version 2 should use page references");
     assert!(r.rounds >= 1);
     for p in SOURCE_PHASES {
-        assert!(
-            r.phases_seen.contains(&(Side::Source, *p)),
-            "source never in {p:?}"
-        );
+        assert!(r.phases_seen.contains(&(Side::Source, *p)), "source never in {p:?}");
     }
 }
 
@@ -105,20 +92,14 @@ fn migration_over_a_slow_lossy_link() {
 
 #[test]
 fn a_failure_at_every_phase_from_either_side_leaves_one_owner() {
-    for (side, phases) in [
-        (Side::Source, SOURCE_PHASES),
-        (Side::Destination, DEST_PHASES),
-    ] {
+    for (side, phases) in [(Side::Source, SOURCE_PHASES), (Side::Destination, DEST_PHASES)] {
         for phase in phases {
             let r = run(SimConfig {
                 faults: vec![Fault::Fail(side, *phase)],
                 ..SimConfig::default()
             });
             assert_eq!(r.faults_fired, 1, "{side:?} never reached {phase:?}");
-            assert!(
-                r.exactly_one_owner(),
-                "failure of {side:?} in {phase:?}: {r:#?}"
-            );
+            assert!(r.exactly_one_owner(), "failure of {side:?} in {phase:?}: {r:#?}");
             if side == Side::Source && *phase == Phase::Commit {
                 // Commit was already sent: a local failure cannot take it back.
                 committed(&r);
@@ -131,20 +112,14 @@ fn a_failure_at_every_phase_from_either_side_leaves_one_owner() {
 
 #[test]
 fn a_cut_at_every_phase_leaves_one_owner() {
-    for (side, phases) in [
-        (Side::Source, SOURCE_PHASES),
-        (Side::Destination, DEST_PHASES),
-    ] {
+    for (side, phases) in [(Side::Source, SOURCE_PHASES), (Side::Destination, DEST_PHASES)] {
         for phase in phases {
             let r = run(SimConfig {
                 faults: vec![Fault::Cut(side, *phase)],
                 ..SimConfig::default()
             });
             assert_eq!(r.faults_fired, 1, "{side:?} never reached {phase:?}");
-            assert!(
-                r.exactly_one_owner(),
-                "cut when {side:?} entered {phase:?}: {r:#?}"
-            );
+            assert!(r.exactly_one_owner(), "cut when {side:?} entered {phase:?}: {r:#?}");
             assert!(
                 r.source_outcome.is_some(),
                 "source never resolved after a cut in {phase:?}: {r:#?}"
@@ -248,10 +223,7 @@ fn a_container_dirtying_faster_than_the_link_is_not_moved() {
     });
     rolled_back(&r);
     assert!(
-        matches!(
-            r.source_outcome,
-            Some(Outcome::Aborted(AbortReason::NotConverging(_)))
-        ),
+        matches!(r.source_outcome, Some(Outcome::Aborted(AbortReason::NotConverging(_)))),
         "{r:#?}"
     );
 }

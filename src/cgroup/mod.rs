@@ -65,8 +65,7 @@ pub struct Cgroups {
 impl Cgroups {
     /// Finds the mounted hierarchies of this process's mount namespace.
     pub fn detect(parent: &str) -> Result<Self, CgroupError> {
-        let info = fs::read_to_string("/proc/self/mountinfo")
-            .map_err(io_err(Path::new("/proc/self/mountinfo")))?;
+        let info = fs::read_to_string("/proc/self/mountinfo").map_err(io_err(Path::new("/proc/self/mountinfo")))?;
         Self::from_mountinfo(&info, parent)
     }
 
@@ -108,9 +107,7 @@ impl Cgroups {
                         })
                         .map(str::to_string)
                         .collect();
-                    if !controllers.is_empty()
-                        && !v1.iter().any(|h: &Hierarchy| h.controllers == controllers)
-                    {
+                    if !controllers.is_empty() && !v1.iter().any(|h: &Hierarchy| h.controllers == controllers) {
                         v1.push(Hierarchy {
                             mount,
                             controllers,
@@ -126,10 +123,7 @@ impl Cgroups {
                 _ => {}
             }
         }
-        let (mut hierarchies, version) = if v1
-            .iter()
-            .any(|h| !h.controllers.iter().all(|c| c.starts_with("name=")))
-        {
+        let (mut hierarchies, version) = if v1.iter().any(|h| !h.controllers.iter().all(|c| c.starts_with("name="))) {
             // Hybrid or pure v1: the v1 controllers rule; the unified mount (if any) is joined
             // too, for its freezer and so that the process's membership is complete.
             let mut h = v1;
@@ -221,10 +215,7 @@ impl Cgroups {
             .into_iter()
             .map(|d| {
                 let p = d.join("cgroup.procs");
-                fs::OpenOptions::new()
-                    .write(true)
-                    .open(&p)
-                    .map_err(io_err(&p))
+                fs::OpenOptions::new().write(true).open(&p).map_err(io_err(&p))
             })
             .collect()
     }
@@ -282,9 +273,7 @@ impl Cgroups {
                 match fs::remove_dir(&d) {
                     Ok(()) => break,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                    Err(e)
-                        if e.raw_os_error() == Some(libc::EBUSY) && start.elapsed() < timeout =>
-                    {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && start.elapsed() < timeout => {
                         sleep(Duration::from_millis(20))
                     }
                     Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
@@ -302,9 +291,7 @@ impl Cgroups {
 
     /// Does the container's cgroup exist in the first hierarchy?
     pub fn exists(&self, ctid: Ctid) -> bool {
-        self.hierarchies
-            .first()
-            .is_some_and(|h| self.dir(h, ctid).is_dir())
+        self.hierarchies.first().is_some_and(|h| self.dir(h, ctid).is_dir())
     }
 }
 
@@ -348,10 +335,7 @@ mod tests {
         let c = Cgroups::from_mountinfo(info, "ferry-hostA").unwrap();
         assert_eq!(c.version(), Version::V2);
         let id = Ctid::new(7).unwrap();
-        assert_eq!(
-            c.dirs(id),
-            vec![PathBuf::from("/sys/fs/cgroup/ferry-hostA/7")]
-        );
+        assert_eq!(c.dirs(id), vec![PathBuf::from("/sys/fs/cgroup/ferry-hostA/7")]);
         assert_eq!(
             c.controller_dir("memory", id).unwrap(),
             PathBuf::from("/sys/fs/cgroup/ferry-hostA/7")
@@ -374,7 +358,9 @@ mod tests {
         fs::write(d.path().join("cpuset/cpuset.cpus"), "0-1\n").unwrap();
         fs::write(d.path().join("cpuset/cpuset.mems"), "0\n").unwrap();
         fs::create_dir_all(d.path().join("pids")).unwrap();
-        let info = format!("1 0 0:1 / {m}/cpuset rw - cgroup cgroup rw,cpuset\n2 0 0:2 / {m}/pids rw - cgroup cgroup rw,pids\n");
+        let info = format!(
+            "1 0 0:1 / {m}/cpuset rw - cgroup cgroup rw,cpuset\n2 0 0:2 / {m}/pids rw - cgroup cgroup rw,pids\n"
+        );
         let c = Cgroups::from_mountinfo(&info, "ferry").unwrap();
         let id = Ctid::new(101).unwrap();
         c.create(id).unwrap();

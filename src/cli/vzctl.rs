@@ -92,6 +92,37 @@ pub enum Cmd {
         #[arg(long)]
         exec: Option<String>,
     },
+    /// Change a container's settings: applied at once to a running container; with --save
+    /// also written to its configuration (a stopped container needs --save)
+    Set {
+        ctid: CtRef,
+        /// Add a routed (venet) address, IPv4 or IPv6, optionally with /PREFIX (repeatable)
+        #[arg(long)]
+        ipadd: Vec<String>,
+        /// Remove an address, or "all" (repeatable)
+        #[arg(long)]
+        ipdel: Vec<String>,
+        #[arg(long)]
+        hostname: Option<String>,
+        /// DNS server for /etc/resolv.conf (repeatable)
+        #[arg(long)]
+        nameserver: Vec<String>,
+        /// DNS search domain for /etc/resolv.conf (repeatable)
+        #[arg(long)]
+        searchdomain: Vec<String>,
+        /// Add a bridged veth: IFNAME[,MAC,HOST_IFNAME,HOST_MAC,BRIDGE] (repeatable)
+        #[arg(long = "netif_add", alias = "netif-add")]
+        netif_add: Vec<String>,
+        /// Remove a bridged veth by its name inside the container, or "all" (repeatable)
+        #[arg(long = "netif_del", alias = "netif-del")]
+        netif_del: Vec<String>,
+        /// Set the container's name
+        #[arg(long)]
+        name: Option<String>,
+        /// Also write the change to the container's configuration
+        #[arg(long)]
+        save: bool,
+    },
     /// Remove a stopped container's private area and configuration
     #[command(alias = "delete")]
     Destroy { ctid: CtRef },
@@ -154,10 +185,7 @@ pub fn run(args: Args) -> Result<i32> {
             p.finish();
             say(
                 quiet,
-                format!(
-                    "Container {ctid} created; private area {}",
-                    ct.private.display()
-                ),
+                format!("Container {ctid} created; private area {}", ct.private.display()),
             );
         }
         Cmd::Start { ctid } => {
@@ -166,17 +194,10 @@ pub fn run(args: Args) -> Result<i32> {
             let st = rt.start(id)?;
             say(
                 quiet,
-                format!(
-                    "Container {id} started (init pid {} on the host)",
-                    st.init_pid
-                ),
+                format!("Container {id} started (init pid {} on the host)", st.init_pid),
             );
         }
-        Cmd::Stop {
-            ctid,
-            fast,
-            timeout,
-        } => {
+        Cmd::Stop { ctid, fast, timeout } => {
             let id = resolve(&ctid)?;
             say(quiet, format!("Stopping container {id} ..."));
             rt.stop(id, fast, timeout.map(Duration::from_secs))?;
@@ -228,6 +249,43 @@ pub fn run(args: Args) -> Result<i32> {
             let code = rt.exec(id, &argv, true)?;
             say(quiet, format!("exited from container {id}"));
             return Ok(code);
+        }
+        Cmd::Set {
+            ctid,
+            ipadd,
+            ipdel,
+            hostname,
+            nameserver,
+            searchdomain,
+            netif_add,
+            netif_del,
+            name,
+            save,
+        } => {
+            let id = resolve(&ctid)?;
+            let opts = crate::runtime::SetOptions {
+                ipadd,
+                ipdel,
+                hostname,
+                nameserver,
+                searchdomain,
+                netif_add,
+                netif_del,
+                name,
+                save,
+            };
+            let r = rt.set(id, &opts)?;
+            match (r.applied_live, r.saved) {
+                (true, true) => say(quiet, format!("Container {id}: applied and saved")),
+                (true, false) => say(
+                    quiet,
+                    format!("Container {id}: applied until the container stops (not saved; use --save to keep it)"),
+                ),
+                (false, true) => say(quiet, format!("Container {id}: saved; applies at next start")),
+                (false, false) => {
+                    eprintln!("vzctl: container {id} is not running and --save was not given: nothing was applied")
+                }
+            }
         }
         Cmd::Destroy { ctid } => {
             let id = resolve(&ctid)?;

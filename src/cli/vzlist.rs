@@ -32,12 +32,7 @@ pub struct Args {
     #[arg(short = 'o', long = "output", value_name = "FIELD,...")]
     pub output: Option<String>,
     /// Sort by a field; -FIELD (or --sort=-FIELD) sorts descending
-    #[arg(
-        short = 's',
-        long = "sort",
-        value_name = "[-]FIELD",
-        allow_hyphen_values = true
-    )]
+    #[arg(short = 's', long = "sort", value_name = "[-]FIELD", allow_hyphen_values = true)]
     pub sort: Option<String>,
     /// JSON output
     #[arg(short = 'j', long = "json")]
@@ -60,11 +55,7 @@ pub fn run(args: Args) -> Result<()> {
     // Validate the field list and sort key before reading anything.
     let fields = match &args.output {
         Some(spec) => list::parse_fields(spec)?,
-        None if args.json => list::FIELDS
-            .iter()
-            .copied()
-            .filter(|f| f.name != "veid")
-            .collect(),
+        None if args.json => list::FIELDS.iter().copied().filter(|f| f.name != "veid").collect(),
         None => list::parse_fields(&list::DEFAULT_FIELDS.join(","))?,
     };
     let sort = match &args.sort {
@@ -131,10 +122,7 @@ pub fn run(args: Args) -> Result<()> {
         list::sort(&mut rows, &f, rev);
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&list::json(&rows, &fields))?
-        );
+        println!("{}", serde_json::to_string_pretty(&list::json(&rows, &fields))?);
     } else {
         if rows.is_empty() && !args.no_header && !args.global.quiet {
             eprintln!("Container(s) not found");

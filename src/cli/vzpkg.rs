@@ -7,11 +7,7 @@ use super::{parse, report, require_root, Global, Progress};
 use crate::template;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "vzpkg",
-    version,
-    about = "Build and list ferry OS template caches"
-)]
+#[command(name = "vzpkg", version, about = "Build and list ferry OS template caches")]
 pub struct Args {
     #[command(flatten)]
     pub global: Global,

@@ -1,9 +1,290 @@
-//! Container networking. For now: validation of addresses and host names as written in
-//! configuration files and on the command line.
+//! Container networking, in OpenVZ's two modes:
+//!
+//! - venet-style routed addresses (`--ipadd`): a veth pair per container, `venet0` inside with
+//!   the addresses (/32, /128) and a default route through the host side `venetCTID`; on the
+//!   host a route per address to that link, and proxy ARP / proxy NDP entries on the uplink so
+//!   peers on the host's network reach the container directly. Announced with gratuitous ARP
+//!   and unsolicited neighbour advertisements when the container appears; the routes and proxy
+//!   entries are withdrawn when it leaves.
+//! - bridged veth interfaces (`--netif_add`): a veth pair whose host side joins a bridge, with
+//!   MACs kept in the config; addresses inside are the container's own business.
+//!
+//! What a running container has installed is recorded in its run state ([`NetState`]), so
+//! changes applied live without `--save` are still undone at stop.
+
+pub mod announce;
+pub mod ip;
+pub mod netif;
 
 use std::net::IpAddr;
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+pub use netif::{Mac, Netif, NetifError};
+
+#[derive(Debug, Error)]
+pub enum NetError {
+    #[error("{what} failed: {stderr}")]
+    Command { what: String, stderr: String },
+    #[error("{what} failed")]
+    Spawn {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the host has no uplink: set UPLINK in vz.conf (the interface peers reach this host on)")]
+    NoUplink,
+    #[error("bridge {0} does not exist on this host; create it or set BRIDGE in vz.conf")]
+    NoBridge(String),
+    #[error("announcing {addr} on {uplink} failed")]
+    Announce {
+        addr: String,
+        uplink: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The host's side of networking, from vz.conf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostNet {
+    /// Where peers reach this host: proxy ARP/NDP entries and announcements go here.
+    pub uplink: Option<String>,
+    /// Default bridge for `--netif_add`.
+    pub bridge: Option<String>,
+}
+
+impl HostNet {
+    /// UPLINK from vz.conf, else the device of this namespace's default route.
+    pub fn detect(uplink: Option<&str>, bridge: Option<&str>) -> Self {
+        let uplink = uplink.filter(|u| !u.is_empty()).map(str::to_string).or_else(|| {
+            let out = ip::host(&["-o", "route", "show", "default"]).ok()?;
+            let mut w = out.split_whitespace();
+            while let Some(t) = w.next() {
+                if t == "dev" {
+                    return w.next().map(str::to_string);
+                }
+            }
+            None
+        });
+        Self {
+            uplink,
+            bridge: bridge.filter(|b| !b.is_empty()).map(str::to_string),
+        }
+    }
+}
+
+/// What networking a running container has on this host.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetState {
+    /// Addresses routed to the container, as configured (with prefix if given).
+    pub ips: Vec<String>,
+    /// The uplink on which proxy entries were installed.
+    pub uplink: Option<String>,
+    /// Host sides of bridged interfaces.
+    pub netifs: Vec<String>,
+}
+
+/// The host side of a container's venet link.
+pub fn venet_host_ifname(ctid: u32) -> String {
+    format!("venet{ctid}")
+}
+
+fn ensure_venet(ctid: u32, pid: i32) -> Result<String, NetError> {
+    let host_if = venet_host_ifname(ctid);
+    if ip::link_exists(&host_if) {
+        return Ok(host_if);
+    }
+    let netns = format!("/proc/{pid}/ns/net");
+    ip::host(&[
+        "link", "add", &host_if, "type", "veth", "peer", "name", "venet0", "netns", &netns,
+    ])?;
+    ip::sysctl(&format!("net/ipv4/conf/{host_if}/proxy_arp"), "1")?;
+    ip::sysctl(&format!("net/ipv6/conf/{host_if}/accept_dad"), "0")?;
+    ip::host(&["link", "set", &host_if, "up"])?;
+    ip::host(&["-6", "addr", "add", "fe80::1/64", "dev", &host_if, "nodad"])?;
+    ip::inside(pid, &["link", "set", "lo", "up"])?;
+    ip::inside(pid, &["link", "set", "venet0", "up"])?;
+    ip::inside(pid, &["route", "add", "default", "dev", "venet0"])?;
+    ip::inside(
+        pid,
+        &["-6", "route", "add", "default", "via", "fe80::1", "dev", "venet0"],
+    )?;
+    Ok(host_if)
+}
+
+/// Routes addresses to a running container (init `pid`) and announces them.
+pub fn add_ips(
+    ctid: u32,
+    pid: i32,
+    addrs: &[IpWithPrefix],
+    hn: &HostNet,
+    state: &mut NetState,
+) -> Result<(), NetError> {
+    if addrs.is_empty() {
+        return Ok(());
+    }
+    let uplink = hn.uplink.clone().ok_or(NetError::NoUplink)?;
+    let host_if = ensure_venet(ctid, pid)?;
+    ip::sysctl("net/ipv4/ip_forward", "1")?;
+    ip::sysctl("net/ipv6/conf/all/forwarding", "1")?;
+    ip::sysctl(&format!("net/ipv6/conf/{uplink}/proxy_ndp"), "1")?;
+    for a in addrs {
+        let addr = a.addr.to_string();
+        let (fam, host_len) = if a.addr.is_ipv4() { ("-4", 32) } else { ("-6", 128) };
+        let inside_len = a.prefix.unwrap_or(host_len);
+        let inside = format!("{addr}/{inside_len}");
+        if a.addr.is_ipv4() {
+            ip::inside(pid, &["addr", "add", &inside, "dev", "venet0"])?;
+        } else {
+            ip::inside(pid, &["-6", "addr", "add", &inside, "dev", "venet0", "nodad"])?;
+        }
+        ip::host(&[fam, "route", "replace", &format!("{addr}/{host_len}"), "dev", &host_if])?;
+        ip::host(&[fam, "neigh", "replace", "proxy", &addr, "dev", &uplink])?;
+        state.ips.push(a.to_string());
+        state.uplink = Some(uplink.clone());
+    }
+    announce(&uplink, addrs)
+}
+
+/// Removes addresses from a running container and withdraws them from the host.
+pub fn del_ips(pid: i32, addrs: &[IpWithPrefix], state: &mut NetState) -> Result<(), NetError> {
+    for a in addrs {
+        let addr = a.addr.to_string();
+        let host_len = if a.addr.is_ipv4() { 32 } else { 128 };
+        let configured = state
+            .ips
+            .iter()
+            .find(|s| s.split('/').next() == Some(addr.as_str()))
+            .cloned();
+        let inside_len = configured
+            .as_deref()
+            .and_then(|s| s.split_once('/'))
+            .map(|(_, p)| p.to_string())
+            .unwrap_or_else(|| host_len.to_string());
+        let _ = ip::inside(pid, &["addr", "del", &format!("{addr}/{inside_len}"), "dev", "venet0"]);
+        withdraw_one(&addr, host_len, state.uplink.as_deref());
+        state.ips.retain(|s| s.split('/').next() != Some(addr.as_str()));
+    }
+    Ok(())
+}
+
+fn withdraw_one(addr: &str, host_len: u32, uplink: Option<&str>) {
+    let fam = if host_len == 32 { "-4" } else { "-6" };
+    let _ = ip::host(&[fam, "route", "del", &format!("{addr}/{host_len}")]);
+    if let Some(u) = uplink {
+        let _ = ip::host(&[fam, "neigh", "del", "proxy", addr, "dev", u]);
+    }
+}
+
+/// Tells the neighbours these addresses are reached through this host now.
+pub fn announce(uplink: &str, addrs: &[IpWithPrefix]) -> Result<(), NetError> {
+    for a in addrs {
+        let r = match a.addr {
+            IpAddr::V4(v4) => announce::garp(uplink, v4),
+            IpAddr::V6(v6) => announce::unsolicited_na(uplink, v6),
+        };
+        r.map_err(|source| NetError::Announce {
+            addr: a.addr.to_string(),
+            uplink: uplink.to_string(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Creates a bridged veth for a running container (init `pid`).
+pub fn add_netif(pid: i32, n: &Netif, hn: &HostNet, state: &mut NetState) -> Result<(), NetError> {
+    let bridge = if n.bridge.is_empty() {
+        hn.bridge
+            .clone()
+            .ok_or_else(|| NetError::NoBridge("(none: set BRIDGE in vz.conf)".into()))?
+    } else {
+        n.bridge.clone()
+    };
+    if !ip::link_exists(&bridge) {
+        return Err(NetError::NoBridge(bridge));
+    }
+    let netns = format!("/proc/{pid}/ns/net");
+    let (mac, host_mac) = (n.mac.to_string(), n.host_mac.to_string());
+    ip::host(&[
+        "link",
+        "add",
+        &n.host_ifname,
+        "address",
+        &host_mac,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &n.ifname,
+        "address",
+        &mac,
+        "netns",
+        &netns,
+    ])?;
+    state.netifs.push(n.host_ifname.clone());
+    ip::host(&["link", "set", &n.host_ifname, "master", &bridge])?;
+    ip::host(&["link", "set", &n.host_ifname, "up"])?;
+    ip::inside(pid, &["link", "set", "lo", "up"])?;
+    ip::inside(pid, &["link", "set", &n.ifname, "up"])?;
+    Ok(())
+}
+
+pub fn del_netif(n_host_ifname: &str, state: &mut NetState) -> Result<(), NetError> {
+    if ip::link_exists(n_host_ifname) {
+        ip::host(&["link", "del", n_host_ifname])?;
+    }
+    state.netifs.retain(|h| h != n_host_ifname);
+    Ok(())
+}
+
+/// Withdraws everything a container had on this host (its routes and proxy entries; its links
+/// go with its network namespace, or are deleted here if it still exists).
+pub fn withdraw_all(ctid: u32, state: &NetState) {
+    for s in &state.ips {
+        if let Ok(a) = parse_ip(s) {
+            withdraw_one(
+                &a.addr.to_string(),
+                if a.addr.is_ipv4() { 32 } else { 128 },
+                state.uplink.as_deref(),
+            );
+        }
+    }
+    for h in &state.netifs {
+        if ip::link_exists(h) {
+            let _ = ip::host(&["link", "del", h]);
+        }
+    }
+    let v = venet_host_ifname(ctid);
+    if ip::link_exists(&v) {
+        let _ = ip::host(&["link", "del", &v]);
+    }
+}
+
+/// Parses IP_ADDRESS (space-separated).
+pub fn parse_ip_list(value: &str) -> Result<Vec<IpWithPrefix>, AddrError> {
+    value.split_whitespace().map(parse_ip).collect()
+}
+
+/// The resolver configuration for NAMESERVER and SEARCHDOMAIN, or None if neither is set.
+pub fn resolv_conf(nameservers: &str, searchdomains: &str) -> Option<String> {
+    if nameservers.trim().is_empty() && searchdomains.trim().is_empty() {
+        return None;
+    }
+    let mut s = String::from("# written by ferry from NAMESERVER and SEARCHDOMAIN\n");
+    if !searchdomains.trim().is_empty() {
+        s.push_str(&format!(
+            "search {}\n",
+            searchdomains.split_whitespace().collect::<Vec<_>>().join(" ")
+        ));
+    }
+    for n in nameservers.split_whitespace() {
+        s.push_str(&format!("nameserver {n}\n"));
+    }
+    Some(s)
+}
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum AddrError {
@@ -64,9 +345,7 @@ pub fn validate_hostname(h: &str) -> Result<(), AddrError> {
     for label in h.strip_suffix('.').unwrap_or(h).split('.') {
         let ok = !label.is_empty()
             && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !ok {
@@ -84,10 +363,7 @@ mod tests {
     fn ips() {
         assert_eq!(parse_ip("198.18.0.10").unwrap().to_string(), "198.18.0.10");
         assert_eq!(parse_ip("198.18.0.10/24").unwrap().prefix, Some(24));
-        assert_eq!(
-            parse_ip("2001:db8::1/64").unwrap().to_string(),
-            "2001:db8::1/64"
-        );
+        assert_eq!(parse_ip("2001:db8::1/64").unwrap().to_string(), "2001:db8::1/64");
         for bad in [
             "",
             "1.2.3",
@@ -102,6 +378,16 @@ mod tests {
         ] {
             assert!(parse_ip(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn resolver_text() {
+        assert_eq!(resolv_conf("", ""), None);
+        let r = resolv_conf("198.18.0.53 2001:2::53", "example.test lab.test").unwrap();
+        assert!(r.contains("search example.test lab.test\n"));
+        assert!(r.contains("nameserver 198.18.0.53\nnameserver 2001:2::53\n"));
+        assert_eq!(parse_ip_list(" 198.18.0.1  2001:2::1/64 ").unwrap().len(), 2);
+        assert!(parse_ip_list("198.18.0.1 bogus").is_err());
     }
 
     #[test]

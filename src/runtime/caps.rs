@@ -12,11 +12,17 @@ use super::sys::check;
 
 /// Capabilities a container's root does not get, with why.
 pub const DROPPED: &[(u32, &str)] = &[
-    (2, "CAP_DAC_READ_SEARCH: open_by_handle_at reaches files outside the container's root"),
+    (
+        2,
+        "CAP_DAC_READ_SEARCH: open_by_handle_at reaches files outside the container's root",
+    ),
     (16, "CAP_SYS_MODULE: loading kernel modules"),
     (17, "CAP_SYS_RAWIO: raw I/O ports, /dev/mem, /proc/kcore"),
     (20, "CAP_SYS_PACCT: host-wide process accounting"),
-    (21, "CAP_SYS_ADMIN: mounting (remounting /sys or /proc/sys writable, new sysfs or devtmpfs), and much of the host"),
+    (
+        21,
+        "CAP_SYS_ADMIN: mounting (remounting /sys or /proc/sys writable, new sysfs or devtmpfs), and much of the host",
+    ),
     (25, "CAP_SYS_TIME: setting the host's clock"),
     (27, "CAP_MKNOD: device nodes for host disks"),
     (30, "CAP_AUDIT_CONTROL: the host's audit rules"),
@@ -75,13 +81,7 @@ pub fn drop_container_caps() -> io::Result<()> {
     };
     let mut data = [CapData::default(); 2];
     // SAFETY: capget fills two CapData structs for version 3.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_capget,
-            &mut hdr as *mut CapHeader,
-            data.as_mut_ptr(),
-        ) as libc::c_int
-    })?;
+    check(unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut CapHeader, data.as_mut_ptr()) as libc::c_int })?;
     for (cap, _) in DROPPED {
         let (i, bit) = ((*cap / 32) as usize, 1u32 << (cap % 32));
         data[i].effective &= !bit;
@@ -89,10 +89,8 @@ pub fn drop_container_caps() -> io::Result<()> {
         data[i].inheritable &= !bit;
     }
     // SAFETY: capset with the structs capget filled.
-    check(unsafe {
-        libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) as libc::c_int
-    })
-    .map(|_| ())
+    check(unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) as libc::c_int })
+        .map(|_| ())
 }
 
 /// The bounding set of a process as a bit mask, from /proc/PID/status.

@@ -40,11 +40,7 @@ impl Log {
             let mut old = self.path.clone().into_os_string();
             old.push(".1");
             let _ = std::fs::rename(&self.path, &old);
-            if let Ok(f) = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-            {
+            if let Ok(f) = OpenOptions::new().create(true).append(true).open(&self.path) {
                 self.file = f;
                 self.size = 0;
             }
@@ -149,13 +145,7 @@ fn drain(master: &OwnedFd, buf: &mut [u8], log: &mut Log, until_empty: bool) {
             return;
         }
         // SAFETY: reading into a valid buffer.
-        let n = unsafe {
-            libc::read(
-                master.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-            )
-        };
+        let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
         if n <= 0 {
             return;
         }

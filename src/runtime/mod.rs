@@ -42,6 +42,8 @@ pub enum RuntimeError {
     Cgroup(Ctid, #[source] CgroupError),
     #[error("container {0} failed to start")]
     Start(Ctid, #[source] SpawnError),
+    #[error("container {0}: network")]
+    Net(Ctid, #[source] crate::net::NetError),
     #[error("container {0}")]
     Exec(Ctid, #[source] SpawnError),
     #[error("container {0} already exists ({1}); choose another CTID or destroy it first")]
@@ -61,11 +63,7 @@ pub enum RuntimeError {
     #[error("container {ctid}: {what}")]
     BadValue { ctid: Ctid, what: String },
     #[error("container {ctid}: the address {addr} is already used by container {other}")]
-    AddressInUse {
-        ctid: Ctid,
-        addr: String,
-        other: Ctid,
-    },
+    AddressInUse { ctid: Ctid, addr: String, other: Ctid },
     #[error("container {0} did not stop within {1:?}")]
     StopFailed(Ctid, Duration),
     #[error("container {ctid}: {what}")]
@@ -108,6 +106,7 @@ impl RuntimeError {
             Template(e) => e.exit_code(),
             Cgroup(..) => ExitCode::SystemError,
             Start(..) => ExitCode::StartFailed,
+            Net(..) => ExitCode::NetFailed,
             Exec(..) => ExitCode::SystemError,
             Exists(..) => ExitCode::Exists,
             NotRunning(_) => ExitCode::NotRunning,
@@ -187,9 +186,13 @@ impl Runtime {
         if let Some(c) = self.cgroups.get() {
             return Ok(c);
         }
-        let c = Cgroups::detect(&self.host.cgroup_parent())
-            .map_err(|e| RuntimeError::Cgroup(ctid, e))?;
+        let c = Cgroups::detect(&self.host.cgroup_parent()).map_err(|e| RuntimeError::Cgroup(ctid, e))?;
         Ok(self.cgroups.get_or_init(|| c))
+    }
+
+    /// The host's uplink and default bridge (UPLINK, BRIDGE in vz.conf).
+    pub fn host_net(&self) -> crate::net::HostNet {
+        crate::net::HostNet::detect(self.host.global.get("UPLINK"), self.host.global.get("BRIDGE"))
     }
 
     fn lock(&self, ctid: Ctid) -> Result<CtLock> {
@@ -199,8 +202,7 @@ impl Runtime {
     /// The running state, if the container's init is alive.
     pub fn run_state(&self, ctid: Ctid) -> Result<Option<RunState>> {
         let path = self.host.layout.state_file(ctid);
-        let st =
-            RunState::load(&path).map_err(io_err(ctid, format!("reading {}", path.display())))?;
+        let st = RunState::load(&path).map_err(io_err(ctid, format!("reading {}", path.display())))?;
         Ok(st.filter(|s| s.init_alive()))
     }
 
@@ -209,8 +211,7 @@ impl Runtime {
         let (mounted, running, init_pid) = if exist {
             let ct = self.host.container(ctid)?;
             let st = self.run_state(ctid)?;
-            let mounted = crate::fsutil::is_mountpoint(&ct.root)
-                .map_err(io_err(ctid, "reading the mount table"))?;
+            let mounted = crate::fsutil::is_mountpoint(&ct.root).map_err(io_err(ctid, "reading the mount table"))?;
             (mounted, st.is_some(), st.map(|s| s.init_pid))
         } else {
             (false, false, None)
@@ -239,12 +240,7 @@ impl Runtime {
 
     // ---- create / destroy -------------------------------------------------------------------
 
-    pub fn create(
-        &self,
-        ctid: Ctid,
-        opts: &CreateOptions,
-        progress: &mut dyn FnMut(&str),
-    ) -> Result<Container> {
+    pub fn create(&self, ctid: Ctid, opts: &CreateOptions, progress: &mut dyn FnMut(&str)) -> Result<Container> {
         self.host.initialize()?;
         let _lock = self.lock(ctid)?;
         let conf_path = self.host.layout.ct_conf(ctid);
@@ -255,9 +251,7 @@ impl Runtime {
         if let Some(n) = &opts.name {
             crate::ctid::validate_name(n).map_err(|e| bad(e.to_string()))?;
             if let Some(other) = self.host.name_owner(n)? {
-                return Err(bad(format!(
-                    "the name {n:?} is already used by container {other}"
-                )));
+                return Err(bad(format!("the name {n:?} is already used by container {other}")));
             }
         }
         if let Some(h) = &opts.hostname {
@@ -287,9 +281,7 @@ impl Runtime {
             .clone()
             .unwrap_or_else(|| self.host.setting("CONFIGFILE", "basic"));
         if sample_name.is_empty() || sample_name.contains('/') {
-            return Err(bad(format!(
-                "invalid sample configuration name {sample_name:?}"
-            )));
+            return Err(bad(format!("invalid sample configuration name {sample_name:?}")));
         }
         let sample_path = self.host.layout.sample_conf(&sample_name);
         if !sample_path.is_file() {
@@ -301,11 +293,7 @@ impl Runtime {
         let mut config = Config::load(&sample_path).map_err(HostError::from)?;
         let set = |c: &mut Config, k: &str, v: &str| c.set(k, v).map_err(HostError::from);
         set(&mut config, "OSTEMPLATE", &ostemplate)?;
-        set(
-            &mut config,
-            "VE_ROOT",
-            &self.host.setting("VE_ROOT", "/vz/root/$VEID"),
-        )?;
+        set(&mut config, "VE_ROOT", &self.host.setting("VE_ROOT", "/vz/root/$VEID"))?;
         set(
             &mut config,
             "VE_PRIVATE",
@@ -327,10 +315,7 @@ impl Runtime {
             return Err(RuntimeError::Exists(ctid, ct.private.clone()));
         }
         let (cache, comp) = template::cache_for(&self.host.layout, &ostemplate)?;
-        progress(&format!(
-            "Creating container {ctid} from {}",
-            cache.display()
-        ));
+        progress(&format!("Creating container {ctid} from {}", cache.display()));
         let parent = ct
             .private
             .parent()
@@ -347,11 +332,7 @@ impl Runtime {
                     format!("renaming {} to {}", tmp.display(), ct.private.display()),
                 ))
             })
-            .and_then(|_| {
-                ct.config
-                    .save(&ct.conf_path)
-                    .map_err(|e| RuntimeError::Host(e.into()))
-            });
+            .and_then(|_| ct.config.save(&ct.conf_path).map_err(|e| RuntimeError::Host(e.into())));
         if let Err(e) = result {
             let _ = fs::remove_dir_all(&tmp);
             if !ct.conf_path.exists() {
@@ -363,16 +344,16 @@ impl Runtime {
         Ok(ct)
     }
 
-    /// The container on this host that has an address, if any.
+    /// The container on this host that has an address, in its configuration or applied live
+    /// while it runs, if any.
     pub fn address_owner(&self, addr: &str) -> Result<Option<Ctid>> {
         for id in self.host.ctids()? {
             let Ok(c) = self.host.container(id) else {
                 continue;
             };
-            if c.ip_addresses()
-                .iter()
-                .any(|a| a.split('/').next() == Some(addr))
-            {
+            let has = |list: &[String]| list.iter().any(|a| a.split('/').next() == Some(addr));
+            // Addresses applied live without --save count too.
+            if has(&c.ip_addresses()) || self.run_state(id).ok().flatten().is_some_and(|st| has(&st.net.ips)) {
                 return Ok(Some(id));
             }
         }
@@ -386,15 +367,12 @@ impl Runtime {
             return Err(RuntimeError::Running(ctid));
         }
         self.cleanup_stale(ctid)?;
-        if crate::fsutil::is_mountpoint(&ct.root)
-            .map_err(io_err(ctid, "reading the mount table"))?
-        {
+        if crate::fsutil::is_mountpoint(&ct.root).map_err(io_err(ctid, "reading the mount table"))? {
             self.umount_root(&ct)?;
         }
         // Refuse if anything is still mounted inside the private area: removing it would
         // follow into that mount.
-        let info = fs::read_to_string("/proc/self/mountinfo")
-            .map_err(io_err(ctid, "reading the mount table"))?;
+        let info = fs::read_to_string("/proc/self/mountinfo").map_err(io_err(ctid, "reading the mount table"))?;
         for l in info.lines() {
             if let Some(mp) = l.split(' ').nth(4).map(crate::fsutil::unescape_mountinfo) {
                 if Path::new(&mp).starts_with(&ct.private) || Path::new(&mp).starts_with(&ct.root) {
@@ -446,20 +424,17 @@ impl Runtime {
     }
 
     fn mount_root(&self, ct: &Container) -> Result<()> {
-        fs::create_dir_all(&ct.root)
-            .map_err(io_err(ct.ctid, format!("mkdir {}", ct.root.display())))?;
+        fs::create_dir_all(&ct.root).map_err(io_err(ct.ctid, format!("mkdir {}", ct.root.display())))?;
         sys::bind(&ct.private, &ct.root).map_err(|source| RuntimeError::Mount {
             ctid: ct.ctid,
             what: format!("{} on {}", ct.private.display(), ct.root.display()),
             source,
         })?;
         // Nothing mounted later inside the container's root propagates back to the host.
-        sys::mount(None, &ct.root, None, libc::MS_PRIVATE, None).map_err(|source| {
-            RuntimeError::Mount {
-                ctid: ct.ctid,
-                what: format!("{} (making it private)", ct.root.display()),
-                source,
-            }
+        sys::mount(None, &ct.root, None, libc::MS_PRIVATE, None).map_err(|source| RuntimeError::Mount {
+            ctid: ct.ctid,
+            what: format!("{} (making it private)", ct.root.display()),
+            source,
         })
     }
 
@@ -489,9 +464,7 @@ impl Runtime {
     pub fn mount(&self, ctid: Ctid) -> Result<()> {
         let _lock = self.lock(ctid)?;
         let ct = self.existing(ctid)?;
-        if crate::fsutil::is_mountpoint(&ct.root)
-            .map_err(io_err(ctid, "reading the mount table"))?
-        {
+        if crate::fsutil::is_mountpoint(&ct.root).map_err(io_err(ctid, "reading the mount table"))? {
             return Err(RuntimeError::Mounted(ctid));
         }
         self.mount_root(&ct)
@@ -503,9 +476,7 @@ impl Runtime {
         if self.run_state(ctid)?.is_some() {
             return Err(RuntimeError::Running(ctid));
         }
-        if !crate::fsutil::is_mountpoint(&ct.root)
-            .map_err(io_err(ctid, "reading the mount table"))?
-        {
+        if !crate::fsutil::is_mountpoint(&ct.root).map_err(io_err(ctid, "reading the mount table"))? {
             return Err(RuntimeError::NotMounted(ctid));
         }
         self.umount_root(&ct)
@@ -516,10 +487,12 @@ impl Runtime {
     /// Removes what a container that died on its own left behind: state file and cgroup.
     fn cleanup_stale(&self, ctid: Ctid) -> Result<()> {
         let path = self.host.layout.state_file(ctid);
-        let st =
-            RunState::load(&path).map_err(io_err(ctid, format!("reading {}", path.display())))?;
+        let st = RunState::load(&path).map_err(io_err(ctid, format!("reading {}", path.display())))?;
         if st.as_ref().is_some_and(|s| s.init_alive()) {
             return Ok(());
+        }
+        if let Some(s) = &st {
+            crate::net::withdraw_all(ctid.get(), &s.net);
         }
         let cg = self.cgroups(ctid)?;
         if cg.exists(ctid) {
@@ -552,8 +525,7 @@ impl Runtime {
                 return Err(RuntimeError::BadContainer(ctid, needed.to_string()));
             }
         }
-        let was_mounted = crate::fsutil::is_mountpoint(&ct.root)
-            .map_err(io_err(ctid, "reading the mount table"))?;
+        let was_mounted = crate::fsutil::is_mountpoint(&ct.root).map_err(io_err(ctid, "reading the mount table"))?;
         if !was_mounted {
             self.mount_root(&ct)?;
         }
@@ -566,8 +538,7 @@ impl Runtime {
             }
             e
         };
-        cg.create(ctid)
-            .map_err(|e| undo(RuntimeError::Cgroup(ctid, e)))?;
+        cg.create(ctid).map_err(|e| undo(RuntimeError::Cgroup(ctid, e)))?;
         let env: Vec<CString> = [
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "TERM=linux",
@@ -578,6 +549,12 @@ impl Runtime {
         .map(|s| sys::c(s))
         .collect();
         let console_log = self.host.layout.console_log(ctid);
+        let bad = |what: String| RuntimeError::BadValue { ctid, what };
+        let ips =
+            crate::net::parse_ip_list(ct.get("IP_ADDRESS").unwrap_or("")).map_err(|e| undo(bad(e.to_string())))?;
+        let netifs =
+            crate::net::netif::parse_netif(ct.get("NETIF").unwrap_or("")).map_err(|e| undo(bad(e.to_string())))?;
+        let resolv = crate::net::resolv_conf(ct.get("NAMESERVER").unwrap_or(""), ct.get("SEARCHDOMAIN").unwrap_or(""));
         let spec = spawn::InitSpec {
             ctid,
             root: &ct.root,
@@ -586,9 +563,30 @@ impl Runtime {
             env,
             cgroups: cg,
             console_log: &console_log,
+            resolv,
         };
-        let started = spawn::start(&spec).map_err(|e| undo(RuntimeError::Start(ctid, e)))?;
+        let hn = self.host_net();
+        let mut net = crate::net::NetState::default();
+        let mut attach = |pid: i32| -> std::result::Result<(), String> {
+            let r = crate::net::add_ips(ctid.get(), pid, &ips, &hn, &mut net).and_then(|_| {
+                netifs
+                    .iter()
+                    .try_for_each(|n| crate::net::add_netif(pid, n, &hn, &mut net))
+            });
+            r.map_err(|e| {
+                crate::net::withdraw_all(ctid.get(), &net);
+                let mut m = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(c) = src {
+                    m.push_str(&format!(": {c}"));
+                    src = c.source();
+                }
+                format!("network setup: {m}")
+            })
+        };
+        let started = spawn::start(&spec, &mut attach).map_err(|e| undo(RuntimeError::Start(ctid, e)))?;
         let init_start = proc::start_time(started.init_pid).ok_or_else(|| {
+            crate::net::withdraw_all(ctid.get(), &net);
             undo(RuntimeError::Start(
                 ctid,
                 SpawnError::Setup("init exited right after it started; see the console log".into()),
@@ -602,10 +600,12 @@ impl Runtime {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            net,
         };
         st.save(&self.host.layout.state_file(ctid)).map_err(|e| {
             // SAFETY: killing the init we just started.
             unsafe { libc::kill(started.init_pid, libc::SIGKILL) };
+            crate::net::withdraw_all(ctid.get(), &st.net);
             undo(io_err(ctid, "writing the runtime state")(e))
         })?;
         Ok(st)
@@ -623,19 +623,12 @@ impl Runtime {
         let Some(st) = self.run_state(ctid)? else {
             return Err(RuntimeError::NotRunning(ctid));
         };
-        let timeout = timeout.unwrap_or_else(|| {
-            Duration::from_secs(
-                self.host
-                    .setting("STOP_TIMEOUT", "60")
-                    .parse()
-                    .unwrap_or(60),
-            )
-        });
-        let pidfd = sys::pidfd_open(st.init_pid)
-            .map_err(io_err(ctid, "pidfd_open of the container's init"))?;
+        let timeout = timeout
+            .unwrap_or_else(|| Duration::from_secs(self.host.setting("STOP_TIMEOUT", "60").parse().unwrap_or(60)));
+        let pidfd = sys::pidfd_open(st.init_pid).map_err(io_err(ctid, "pidfd_open of the container's init"))?;
         if !st.init_alive() {
             // The pid was reused between the check and pidfd_open: the container is gone.
-            return self.finish_stop(&ct);
+            return self.finish_stop(&ct, &st);
         }
         let mut gone = false;
         if !fast {
@@ -668,26 +661,23 @@ impl Runtime {
                 )
             };
             if !wait_pidfd(&pidfd, Duration::from_secs(10)) {
-                return Err(RuntimeError::StopFailed(
-                    ctid,
-                    timeout + Duration::from_secs(10),
-                ));
+                return Err(RuntimeError::StopFailed(ctid, timeout + Duration::from_secs(10)));
             }
         }
-        self.finish_stop(&ct)
+        self.finish_stop(&ct, &st)
     }
 
-    fn finish_stop(&self, ct: &Container) -> Result<()> {
+    fn finish_stop(&self, ct: &Container, st: &RunState) -> Result<()> {
         let ctid = ct.ctid;
+        // The container left this host: its routes and proxy entries go too.
+        crate::net::withdraw_all(ctid.get(), &st.net);
         let cg = self.cgroups(ctid)?;
         cg.kill_all(ctid, Duration::from_secs(10))
             .map_err(|e| RuntimeError::Cgroup(ctid, e))?;
         cg.remove(ctid, Duration::from_secs(10))
             .map_err(|e| RuntimeError::Cgroup(ctid, e))?;
         let _ = fs::remove_file(self.host.layout.state_file(ctid));
-        if crate::fsutil::is_mountpoint(&ct.root)
-            .map_err(io_err(ctid, "reading the mount table"))?
-        {
+        if crate::fsutil::is_mountpoint(&ct.root).map_err(io_err(ctid, "reading the mount table"))? {
             self.umount_root(ct)?;
         }
         Ok(())
@@ -706,9 +696,7 @@ impl Runtime {
     /// Runs a command inside the running container and returns its exit code.
     pub fn exec(&self, ctid: Ctid, argv: &[String], tty: bool) -> Result<i32> {
         self.host.container(ctid)?;
-        let st = self
-            .run_state(ctid)?
-            .ok_or(RuntimeError::NotRunning(ctid))?;
+        let st = self.run_state(ctid)?.ok_or(RuntimeError::NotRunning(ctid))?;
         let cg = self.cgroups(ctid)?;
         let term = std::env::var("TERM").unwrap_or_else(|_| "dumb".into());
         let env: Vec<CString> = [
@@ -788,13 +776,7 @@ fn wait_pidfd(pidfd: &std::os::fd::OwnedFd, timeout: Duration) -> bool {
             revents: 0,
         }];
         // SAFETY: valid pollfd array.
-        let r = unsafe {
-            libc::poll(
-                p.as_mut_ptr(),
-                1,
-                left.as_millis().min(i32::MAX as u128) as i32,
-            )
-        };
+        let r = unsafe { libc::poll(p.as_mut_ptr(), 1, left.as_millis().min(i32::MAX as u128) as i32) };
         if r > 0 {
             return true;
         }
@@ -870,10 +852,7 @@ mod tests {
         symlink("../../../../etc/passwd", r.join("bin/escape")).unwrap();
         symlink("loop2", r.join("loop1")).unwrap();
         symlink("loop1", r.join("loop2")).unwrap();
-        assert_eq!(
-            resolve_in_root(r, "/sbin/init").unwrap(),
-            r.join("bin/busybox")
-        );
+        assert_eq!(resolve_in_root(r, "/sbin/init").unwrap(), r.join("bin/busybox"));
         assert_eq!(
             resolve_in_root(r, "/sbin/../bin/busybox").unwrap(),
             r.join("bin/busybox")
@@ -904,5 +883,202 @@ mod tests {
             init_pid: None,
         };
         assert_eq!(s.line(), "CTID 101 exist unmounted down");
+    }
+}
+
+/// What `vzctl set` takes (the network part; resource limits come with their issue).
+#[derive(Debug, Clone, Default)]
+pub struct SetOptions {
+    pub ipadd: Vec<String>,
+    /// Addresses, or "all".
+    pub ipdel: Vec<String>,
+    pub hostname: Option<String>,
+    pub nameserver: Vec<String>,
+    pub searchdomain: Vec<String>,
+    pub netif_add: Vec<String>,
+    /// Interface names, or "all".
+    pub netif_del: Vec<String>,
+    pub name: Option<String>,
+    pub save: bool,
+}
+
+/// What `vzctl set` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetReport {
+    pub applied_live: bool,
+    pub saved: bool,
+}
+
+impl Runtime {
+    pub fn set(&self, ctid: Ctid, opts: &SetOptions) -> Result<SetReport> {
+        let _lock = self.lock(ctid)?;
+        let ct = self.host.container(ctid)?;
+        let bad = |what: String| RuntimeError::BadValue { ctid, what };
+        let net = |e: crate::net::NetError| RuntimeError::Net(ctid, e);
+        // 1. Validate everything; nothing changes until all of it is good.
+        let mut addrs: Vec<crate::net::IpWithPrefix> =
+            crate::net::parse_ip_list(ct.get("IP_ADDRESS").unwrap_or("")).map_err(|e| bad(e.to_string()))?;
+        let mut to_del = Vec::new();
+        for d in &opts.ipdel {
+            if d == "all" {
+                to_del.extend(addrs.iter().copied());
+                continue;
+            }
+            let a = crate::net::parse_ip(d).map_err(|e| bad(e.to_string()))?;
+            match addrs.iter().find(|x| x.addr == a.addr) {
+                Some(x) => to_del.push(*x),
+                None => return Err(bad(format!("address {} is not assigned to this container", a.addr))),
+            }
+        }
+        addrs.retain(|x| !to_del.iter().any(|d| d.addr == x.addr));
+        let mut to_add = Vec::new();
+        for a in &opts.ipadd {
+            let ip = crate::net::parse_ip(a).map_err(|e| bad(e.to_string()))?;
+            if let Some(other) = self.address_owner(&ip.addr.to_string())?.filter(|o| *o != ctid) {
+                return Err(RuntimeError::AddressInUse {
+                    ctid,
+                    addr: ip.addr.to_string(),
+                    other,
+                });
+            }
+            if !addrs.iter().any(|x| x.addr == ip.addr) {
+                addrs.push(ip);
+                to_add.push(ip);
+            }
+        }
+        if let Some(h) = &opts.hostname {
+            crate::net::validate_hostname(h).map_err(|e| bad(e.to_string()))?;
+        }
+        for n in &opts.nameserver {
+            n.parse::<std::net::IpAddr>()
+                .map_err(|_| bad(format!("invalid nameserver {n:?}: expected an IP address")))?;
+        }
+        for d in &opts.searchdomain {
+            crate::net::validate_hostname(d).map_err(|_| bad(format!("invalid search domain {d:?}")))?;
+        }
+        let mut netifs =
+            crate::net::netif::parse_netif(ct.get("NETIF").unwrap_or("")).map_err(|e| bad(e.to_string()))?;
+        let mut netif_removed = Vec::new();
+        for d in &opts.netif_del {
+            if d == "all" {
+                netif_removed.append(&mut netifs);
+                continue;
+            }
+            match netifs.iter().position(|n| &n.ifname == d) {
+                Some(i) => netif_removed.push(netifs.remove(i)),
+                None => return Err(bad(format!("the container has no interface {d:?}"))),
+            }
+        }
+        let mut netif_added = Vec::new();
+        for spec in &opts.netif_add {
+            let n = crate::net::Netif::from_spec(spec, ctid.get(), netifs.len()).map_err(|e| bad(e.to_string()))?;
+            if netifs
+                .iter()
+                .any(|x| x.ifname == n.ifname || x.host_ifname == n.host_ifname)
+            {
+                return Err(bad(format!("interface {} already exists in this container", n.ifname)));
+            }
+            if !n.bridge.is_empty() || self.host_net().bridge.is_some() {
+                let b = if n.bridge.is_empty() {
+                    self.host_net().bridge.unwrap_or_default()
+                } else {
+                    n.bridge.clone()
+                };
+                if !crate::net::ip::link_exists(&b) {
+                    return Err(bad(format!("bridge {b} does not exist on this host")));
+                }
+            } else {
+                return Err(bad("no bridge given and BRIDGE is not set in vz.conf".into()));
+            }
+            netifs.push(n.clone());
+            netif_added.push(n);
+        }
+        if let Some(n) = &opts.name {
+            crate::ctid::validate_name(n).map_err(|e| bad(e.to_string()))?;
+            if let Some(other) = self.host.name_owner(n)?.filter(|o| *o != ctid) {
+                return Err(bad(format!("the name {n:?} is already used by container {other}")));
+            }
+        }
+        let mut config = ct.config.clone();
+        let set = |c: &mut Config, k: &str, v: String| c.set(k, &v).map_err(HostError::from);
+        if !opts.ipadd.is_empty() || !opts.ipdel.is_empty() {
+            set(
+                &mut config,
+                "IP_ADDRESS",
+                addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" "),
+            )?;
+        }
+        if let Some(h) = &opts.hostname {
+            set(&mut config, "HOSTNAME", h.clone())?;
+        }
+        if !opts.nameserver.is_empty() {
+            set(&mut config, "NAMESERVER", opts.nameserver.join(" "))?;
+        }
+        if !opts.searchdomain.is_empty() {
+            set(&mut config, "SEARCHDOMAIN", opts.searchdomain.join(" "))?;
+        }
+        if !opts.netif_add.is_empty() || !opts.netif_del.is_empty() {
+            set(&mut config, "NETIF", crate::net::netif::format_netif(&netifs))?;
+        }
+        if let Some(n) = &opts.name {
+            set(&mut config, "NAME", n.clone())?;
+        }
+
+        // 2. Apply to the running container.
+        let mut applied_live = false;
+        if let Some(mut st) = self.run_state(ctid)? {
+            let pid = st.init_pid;
+            let hn = self.host_net();
+            crate::net::del_ips(pid, &to_del, &mut st.net).map_err(net)?;
+            crate::net::add_ips(ctid.get(), pid, &to_add, &hn, &mut st.net).map_err(net)?;
+            for n in &netif_removed {
+                crate::net::del_netif(&n.host_ifname, &mut st.net).map_err(net)?;
+            }
+            for n in &netif_added {
+                crate::net::add_netif(pid, n, &hn, &mut st.net).map_err(net)?;
+            }
+            st.save(&self.host.layout.state_file(ctid))
+                .map_err(io_err(ctid, "writing the runtime state"))?;
+            if let Some(h) = &opts.hostname {
+                let h = h.clone();
+                spawn::in_container(
+                    pid,
+                    st.init_start,
+                    &[("uts", libc::CLONE_NEWUTS), ("mnt", libc::CLONE_NEWNS)],
+                    &|| {
+                        // SAFETY: valid buffer and length.
+                        if unsafe { libc::sethostname(h.as_ptr() as *const libc::c_char, h.len()) } != 0 {
+                            return Err(format!("sethostname: {}", io::Error::last_os_error()));
+                        }
+                        if std::path::Path::new("/etc").is_dir() {
+                            fs::write("/etc/hostname", format!("{h}\n"))
+                                .map_err(|e| format!("writing /etc/hostname: {e}"))?;
+                        }
+                        Ok(())
+                    },
+                )
+                .map_err(|e| RuntimeError::Exec(ctid, e))?;
+            }
+            if !opts.nameserver.is_empty() || !opts.searchdomain.is_empty() {
+                if let Some(r) = crate::net::resolv_conf(
+                    config.get("NAMESERVER").unwrap_or(""),
+                    config.get("SEARCHDOMAIN").unwrap_or(""),
+                ) {
+                    spawn::in_container(pid, st.init_start, &[("mnt", libc::CLONE_NEWNS)], &|| {
+                        fs::write("/etc/resolv.conf", &r).map_err(|e| format!("writing /etc/resolv.conf: {e}"))
+                    })
+                    .map_err(|e| RuntimeError::Exec(ctid, e))?;
+                }
+            }
+            applied_live = true;
+        }
+        // 3. Save.
+        if opts.save {
+            config.save(&ct.conf_path).map_err(HostError::from)?;
+        }
+        Ok(SetReport {
+            applied_live,
+            saved: opts.save,
+        })
     }
 }

@@ -51,6 +51,8 @@ pub struct InitSpec<'a> {
     pub env: Vec<CString>,
     pub cgroups: &'a Cgroups,
     pub console_log: &'a Path,
+    /// /etc/resolv.conf to write inside the container, if the config sets a resolver.
+    pub resolv: Option<String>,
 }
 
 /// A freshly started container.
@@ -61,10 +63,11 @@ pub struct Started {
 
 /// Starts a container's init. On error nothing of the container is left running; the caller
 /// removes the cgroup and unmounts the root.
-pub fn start(spec: &InitSpec<'_>) -> Result<Started, SpawnError> {
+/// `attach` runs with the init's host pid after the namespaces exist and before init runs
+/// (the network is set up there); its error aborts the start.
+pub fn start(spec: &InitSpec<'_>, attach: &mut dyn FnMut(i32) -> Result<(), String>) -> Result<Started, SpawnError> {
     sys::ensure_single_threaded().map_err(sys_err("cannot start the container"))?;
-    let (parent_sock, logger_sock) =
-        sys::socketpair().map_err(sys_err("socketpair for the console logger"))?;
+    let (parent_sock, logger_sock) = sys::socketpair().map_err(sys_err("socketpair for the console logger"))?;
     console::spawn_logger(logger_sock, spec.console_log).map_err(sys_err(format!(
         "starting the console logger ({})",
         spec.console_log.display()
@@ -88,9 +91,7 @@ pub fn start(spec: &InitSpec<'_>) -> Result<Started, SpawnError> {
         if let Err(e) = spec.cgroups.join(spec.ctid, me) {
             fail(format!(
                 "joining the container's cgroup: {e}: {}",
-                std::error::Error::source(&e)
-                    .map(|s| s.to_string())
-                    .unwrap_or_default()
+                std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()
             ));
         }
         let flags = libc::CLONE_NEWNS
@@ -123,16 +124,12 @@ pub fn start(spec: &InitSpec<'_>) -> Result<Started, SpawnError> {
     drop(report_w);
     drop(go_r);
     drop(err_w);
-    let a_status =
-        sys::wait_exit_code(a).map_err(sys_err("waiting for the namespace setup process"))?;
-    let report =
-        sys::read_to_end(report_r.as_raw_fd(), 4).map_err(sys_err("reading the init's pid"))?;
+    let a_status = sys::wait_exit_code(a).map_err(sys_err("waiting for the namespace setup process"))?;
+    let report = sys::read_to_end(report_r.as_raw_fd(), 4).map_err(sys_err("reading the init's pid"))?;
     if a_status != 0 || report.len() != 4 {
         drop(go_w);
         let msg = sys::read_to_end(err_r.as_raw_fd(), 4096).unwrap_or_default();
-        return Err(SpawnError::Setup(
-            String::from_utf8_lossy(&msg).into_owned(),
-        ));
+        return Err(SpawnError::Setup(String::from_utf8_lossy(&msg).into_owned()));
     }
     let init_pid = i32::from_ne_bytes(report[..4].try_into().unwrap());
     let kill_init = || {
@@ -141,11 +138,7 @@ pub fn start(spec: &InitSpec<'_>) -> Result<Started, SpawnError> {
     };
     match sys::pidfd_open(init_pid) {
         Ok(pidfd) => {
-            let _ = sys::send_fd(
-                parent_sock.as_raw_fd(),
-                console::TAG_PIDFD,
-                pidfd.as_raw_fd(),
-            );
+            let _ = sys::send_fd(parent_sock.as_raw_fd(), console::TAG_PIDFD, pidfd.as_raw_fd());
         }
         Err(e) => {
             kill_init();
@@ -153,19 +146,20 @@ pub fn start(spec: &InitSpec<'_>) -> Result<Started, SpawnError> {
         }
     }
     drop(parent_sock);
-    // Here the network (another module) would be attached before init runs.
+    if let Err(e) = attach(init_pid) {
+        kill_init();
+        return Err(SpawnError::Setup(e));
+    }
     if let Err(e) = sys::write_all(go_w.as_raw_fd(), b"g") {
         kill_init();
         return Err(sys_err("releasing the container's init")(e));
     }
     drop(go_w);
-    let msg = sys::read_to_end(err_r.as_raw_fd(), 4096)
-        .map_err(sys_err("waiting for the container's init to start"))?;
+    let msg =
+        sys::read_to_end(err_r.as_raw_fd(), 4096).map_err(sys_err("waiting for the container's init to start"))?;
     if !msg.is_empty() {
         kill_init();
-        return Err(SpawnError::Setup(
-            String::from_utf8_lossy(&msg).into_owned(),
-        ));
+        return Err(SpawnError::Setup(String::from_utf8_lossy(&msg).into_owned()));
     }
     Ok(Started { init_pid })
 }
@@ -185,24 +179,14 @@ const PROC_READONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus"];
 const PROC_MASKED: &[&str] = &["kcore", "keys", "timer_list"];
 
 /// The container's init, between fork and exec. Returns only on failure, with a message.
-fn init_child(
-    spec: &InitSpec<'_>,
-    parent_sock: &OwnedFd,
-    go_r: OwnedFd,
-) -> Result<std::convert::Infallible, String> {
+fn init_child(spec: &InitSpec<'_>, parent_sock: &OwnedFd, go_r: OwnedFd) -> Result<std::convert::Infallible, String> {
     let step = |what: &str| {
         let what = what.to_string();
         move |e: io::Error| format!("{what}: {e}")
     };
     let root = spec.root;
-    sys::mount(
-        None,
-        Path::new("/"),
-        None,
-        libc::MS_REC | libc::MS_PRIVATE,
-        None,
-    )
-    .map_err(step("making mounts private"))?;
+    sys::mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)
+        .map_err(step("making mounts private"))?;
     if let Some(h) = spec.hostname {
         // SAFETY: valid buffer and length.
         sys::check(unsafe { libc::sethostname(h.as_ptr() as *const libc::c_char, h.len()) })
@@ -229,17 +213,9 @@ fn init_child(
     };
     let nosx = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     mkdir("proc", 0o555)?;
-    sys::mount(Some("proc"), &p("proc"), Some("proc"), nosx, None)
-        .map_err(step("mounting /proc"))?;
+    sys::mount(Some("proc"), &p("proc"), Some("proc"), nosx, None).map_err(step("mounting /proc"))?;
     mkdir("sys", 0o555)?;
-    sys::mount(
-        Some("sysfs"),
-        &p("sys"),
-        Some("sysfs"),
-        nosx | libc::MS_RDONLY,
-        None,
-    )
-    .map_err(step("mounting /sys"))?;
+    sys::mount(Some("sysfs"), &p("sys"), Some("sysfs"), nosx | libc::MS_RDONLY, None).map_err(step("mounting /sys"))?;
     mkdir("dev", 0o755)?;
     sys::mount(
         Some("tmpfs"),
@@ -250,8 +226,7 @@ fn init_child(
     )
     .map_err(step("mounting /dev"))?;
     for (name, major, minor) in DEVICES {
-        sys::mknod(&p(&format!("dev/{name}")), 0o666, *major, *minor)
-            .map_err(step(&format!("mknod /dev/{name}")))?;
+        sys::mknod(&p(&format!("dev/{name}")), 0o666, *major, *minor).map_err(step(&format!("mknod /dev/{name}")))?;
     }
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
@@ -260,8 +235,7 @@ fn init_child(
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        std::os::unix::fs::symlink(target, p(&format!("dev/{link}")))
-            .map_err(step(&format!("symlink /dev/{link}")))?;
+        std::os::unix::fs::symlink(target, p(&format!("dev/{link}"))).map_err(step(&format!("symlink /dev/{link}")))?;
     }
     mkdir("dev/pts", 0o755)?;
     sys::mount(
@@ -282,8 +256,7 @@ fn init_child(
     )
     .map_err(step("mounting /dev/shm"))?;
     mkdir("dev/mqueue", 0o755)?;
-    sys::mount(Some("mqueue"), &p("dev/mqueue"), Some("mqueue"), nosx, None)
-        .map_err(step("mounting /dev/mqueue"))?;
+    sys::mount(Some("mqueue"), &p("dev/mqueue"), Some("mqueue"), nosx, None).map_err(step("mounting /dev/mqueue"))?;
     mkdir("run", 0o755)?;
     sys::mount(
         Some("tmpfs"),
@@ -295,19 +268,13 @@ fn init_child(
     .map_err(step("mounting /run"))?;
 
     // The console: a pty of the container's own devpts; the master goes to the logger.
-    let (master, n) =
-        sys::open_pty_master(&p("dev/pts/ptmx")).map_err(step("opening the console pty"))?;
+    let (master, n) = sys::open_pty_master(&p("dev/pts/ptmx")).map_err(step("opening the console pty"))?;
     // A symlink rather than a bind mount of the pts: CRIU cannot dump a devpts bind mount whose
     // master is held outside the container, while a descriptor it can treat as external.
-    std::os::unix::fs::symlink(format!("pts/{n}"), p("dev/console"))
-        .map_err(step("creating /dev/console"))?;
+    std::os::unix::fs::symlink(format!("pts/{n}"), p("dev/console")).map_err(step("creating /dev/console"))?;
     let console = sys::open_rw_noctty(&p("dev/console")).map_err(step("opening /dev/console"))?;
-    sys::send_fd(
-        parent_sock.as_raw_fd(),
-        console::TAG_MASTER,
-        master.as_raw_fd(),
-    )
-    .map_err(step("handing the console to its logger"))?;
+    sys::send_fd(parent_sock.as_raw_fd(), console::TAG_MASTER, master.as_raw_fd())
+        .map_err(step("handing the console to its logger"))?;
     drop(master);
 
     for rel in PROC_READONLY {
@@ -329,8 +296,12 @@ fn init_child(
     // container cannot redirect this write to the host.
     if let Some(h) = spec.hostname {
         if Path::new("/etc").is_dir() {
-            std::fs::write("/etc/hostname", format!("{h}\n"))
-                .map_err(step("writing /etc/hostname"))?;
+            std::fs::write("/etc/hostname", format!("{h}\n")).map_err(step("writing /etc/hostname"))?;
+        }
+    }
+    if let Some(r) = &spec.resolv {
+        if Path::new("/etc").is_dir() {
+            std::fs::write("/etc/resolv.conf", r).map_err(step("writing /etc/resolv.conf"))?;
         }
     }
 
@@ -340,8 +311,7 @@ fn init_child(
         return Err("the starting command went away before the container was released".into());
     }
     drop(go_r);
-    sys::take_tty(console.as_raw_fd())
-        .map_err(step("making /dev/console the controlling terminal"))?;
+    sys::take_tty(console.as_raw_fd()).map_err(step("making /dev/console the controlling terminal"))?;
     drop(console);
     sys::cloexec_from(3).map_err(step("closing host descriptors"))?;
     caps::drop_container_caps().map_err(step("dropping capabilities"))?;
@@ -409,10 +379,7 @@ pub fn exec_in(
     if c == 0 {
         drop(err_r);
         if let Err(e) = sys::setns(&pid_ns, libc::CLONE_NEWPID) {
-            let _ = sys::write_all(
-                err_w.as_raw_fd(),
-                format!("joining the pid namespace: {e}").as_bytes(),
-            );
+            let _ = sys::write_all(err_w.as_raw_fd(), format!("joining the pid namespace: {e}").as_bytes());
             sys::exit_child(1);
         }
         match sys::fork() {
@@ -447,9 +414,7 @@ pub fn exec_in(
     let code = sys::wait_exit_code(c).map_err(sys_err("waiting for the command"))?;
     let msg = sys::read_to_end(err_r.as_raw_fd(), 4096).unwrap_or_default();
     if !msg.is_empty() {
-        return Err(SpawnError::Setup(
-            String::from_utf8_lossy(&msg).into_owned(),
-        ));
+        return Err(SpawnError::Setup(String::from_utf8_lossy(&msg).into_owned()));
     }
     Ok(code)
 }
@@ -480,8 +445,7 @@ fn command_child(
                 .map_err(|e| format!("opening a pty in the container: {e}"))?;
             let slave = sys::open_rw_noctty(Path::new(&format!("/dev/pts/{n}")))
                 .map_err(|e| format!("opening /dev/pts/{n}: {e}"))?;
-            sys::send_fd(sock.as_raw_fd(), b'M', master.as_raw_fd())
-                .map_err(|e| format!("passing the pty: {e}"))?;
+            sys::send_fd(sock.as_raw_fd(), b'M', master.as_raw_fd()).map_err(|e| format!("passing the pty: {e}"))?;
             drop(master);
             sys::take_tty(slave.as_raw_fd()).map_err(|e| format!("taking the pty: {e}"))?;
         }
@@ -491,4 +455,51 @@ fn command_child(
     sys::reset_signals();
     let e = sys::execve(argv, env);
     Err(format!("exec {}: {e}", sys::cstr_to_string(&argv[0])))
+}
+
+/// Runs `f` in a forked child that has joined the given namespaces of a running container
+/// (`("uts", CLONE_NEWUTS)`, `("mnt", CLONE_NEWNS)`, ...). After joining the mount namespace
+/// the child's root is the container's, so paths resolve as the container sees them. Only
+/// ferry's own code runs there, never a program from the container, so it may keep the host's
+/// capabilities (sethostname needs CAP_SYS_ADMIN, which containers do not get).
+pub fn in_container(
+    init_pid: i32,
+    init_start: u64,
+    namespaces: &[(&str, libc::c_int)],
+    f: &dyn Fn() -> Result<(), String>,
+) -> Result<(), SpawnError> {
+    sys::ensure_single_threaded().map_err(sys_err("cannot enter the container"))?;
+    let fds: Vec<(OwnedFd, libc::c_int)> = namespaces
+        .iter()
+        .map(|(n, t)| {
+            let path = format!("/proc/{init_pid}/ns/{n}");
+            std::fs::File::open(&path)
+                .map(|f| (OwnedFd::from(f), *t))
+                .map_err(sys_err(format!("opening {path}")))
+        })
+        .collect::<Result<_, _>>()?;
+    if !super::proc::is_alive(init_pid, init_start) {
+        return Err(SpawnError::Setup("the container stopped meanwhile".into()));
+    }
+    let (err_r, err_w) = sys::pipe().map_err(sys_err("pipe"))?;
+    let pid = sys::fork().map_err(sys_err("fork"))?;
+    if pid == 0 {
+        drop(err_r);
+        let r = fds
+            .iter()
+            .try_for_each(|(fd, t)| sys::setns(fd, *t).map_err(|e| format!("setns: {e}")))
+            .and_then(|_| f());
+        if let Err(m) = r {
+            let _ = sys::write_all(err_w.as_raw_fd(), m.as_bytes());
+            sys::exit_child(1);
+        }
+        sys::exit_child(0);
+    }
+    drop(err_w);
+    let code = sys::wait_exit_code(pid).map_err(sys_err("waiting for the helper"))?;
+    let msg = sys::read_to_end(err_r.as_raw_fd(), 4096).unwrap_or_default();
+    if code != 0 || !msg.is_empty() {
+        return Err(SpawnError::Setup(String::from_utf8_lossy(&msg).into_owned()));
+    }
+    Ok(())
 }

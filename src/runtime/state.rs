@@ -17,6 +17,9 @@ pub struct RunState {
     pub console_pid: Option<i32>,
     /// Unix time at which the container was started.
     pub started_at: u64,
+    /// The networking installed for it on this host.
+    #[serde(default)]
+    pub net: crate::net::NetState,
 }
 
 impl RunState {

@@ -8,8 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 pub fn cstr(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes())
-        .unwrap_or_else(|_| CString::new("/nonexistent-path-with-nul").unwrap())
+    CString::new(p.as_os_str().as_bytes()).unwrap_or_else(|_| CString::new("/nonexistent-path-with-nul").unwrap())
 }
 
 pub fn check(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -75,12 +74,7 @@ pub fn bind_readonly(path: &Path) -> io::Result<()> {
         None,
         path,
         None,
-        libc::MS_BIND
-            | libc::MS_REMOUNT
-            | libc::MS_RDONLY
-            | libc::MS_NOSUID
-            | libc::MS_NODEV
-            | libc::MS_NOEXEC,
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         None,
     )
 }
@@ -94,13 +88,7 @@ pub fn umount_detach(target: &Path) -> io::Result<()> {
 pub fn mknod(path: &Path, mode: libc::mode_t, major: u32, minor: u32) -> io::Result<()> {
     let p = cstr(path);
     // SAFETY: valid path string.
-    check(unsafe {
-        libc::mknod(
-            p.as_ptr(),
-            libc::S_IFCHR | mode,
-            libc::makedev(major, minor),
-        )
-    })?;
+    check(unsafe { libc::mknod(p.as_ptr(), libc::S_IFCHR | mode, libc::makedev(major, minor)) })?;
     // mknod honours the umask; set the mode exactly.
     check(unsafe { libc::chmod(p.as_ptr(), mode) }).map(|_| ())
 }
@@ -108,9 +96,7 @@ pub fn mknod(path: &Path, mode: libc::mode_t, major: u32, minor: u32) -> io::Res
 pub fn pivot_root_here() -> io::Result<()> {
     let dot = CString::new(".").unwrap();
     // SAFETY: pivot_root(".", ".") stacks the old root on top of the new one; it is detached next.
-    check(unsafe {
-        libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) as libc::c_int
-    })?;
+    check(unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) as libc::c_int })?;
     umount_detach(Path::new("."))?;
     std::env::set_current_dir("/")
 }
@@ -238,8 +224,7 @@ pub fn recv_fd(sock: RawFd) -> io::Result<Option<(u8, OwnedFd)>> {
     // SAFETY: the kernel filled msg; we only read a cmsg it says is there.
     unsafe {
         let c = libc::CMSG_FIRSTHDR(&msg);
-        if c.is_null() || (*c).cmsg_level != libc::SOL_SOCKET || (*c).cmsg_type != libc::SCM_RIGHTS
-        {
+        if c.is_null() || (*c).cmsg_level != libc::SOL_SOCKET || (*c).cmsg_type != libc::SCM_RIGHTS {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "message without a descriptor",
@@ -253,24 +238,14 @@ pub fn recv_fd(sock: RawFd) -> io::Result<Option<(u8, OwnedFd)>> {
 /// Marks every descriptor from `from` up close-on-exec.
 pub fn cloexec_from(from: u32) -> io::Result<()> {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes flags.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            from,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        ) as libc::c_int
-    })
-    .map(|_| ())
+    check(unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) as libc::c_int })
+        .map(|_| ())
 }
 
 /// Closes every descriptor from `from` up except `keep`.
 pub fn close_all_except(from: RawFd, keep: &[RawFd]) {
     let mut fds: Vec<RawFd> = std::fs::read_dir("/proc/self/fd")
-        .map(|rd| {
-            rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-                .collect()
-        })
+        .map(|rd| rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
         .unwrap_or_default();
     fds.retain(|fd| *fd >= from && !keep.contains(fd));
     for fd in fds {
@@ -296,19 +271,14 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
 pub fn open_pty_master(ptmx: &Path) -> io::Result<(OwnedFd, u32)> {
     let p = cstr(ptmx);
     // SAFETY: valid path string.
-    let fd =
-        check(unsafe { libc::open(p.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) })?;
+    let fd = check(unsafe { libc::open(p.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) })?;
     // SAFETY: fresh descriptor.
     let master = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut unlock: libc::c_int = 0;
     let mut n: libc::c_uint = 0;
     // SAFETY: ioctls on a pty master with pointers to local integers.
     unsafe {
-        check(libc::ioctl(
-            master.as_raw_fd(),
-            libc::TIOCSPTLCK,
-            &mut unlock,
-        ))?;
+        check(libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &mut unlock))?;
         check(libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut n))?;
     }
     Ok((master, n))

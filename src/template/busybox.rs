@@ -58,8 +58,7 @@ fn host_busybox() -> Result<PathBuf, TemplateError> {
 fn write(root: &Path, rel: &str, text: &str, mode: u32) -> Result<(), TemplateError> {
     let p = root.join(rel);
     fs::write(&p, text).map_err(io_err(format!("writing {}", p.display())))?;
-    fs::set_permissions(&p, fs::Permissions::from_mode(mode))
-        .map_err(io_err(format!("chmod {}", p.display())))
+    fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(io_err(format!("chmod {}", p.display())))
 }
 
 /// Builds the root file system into `root` (an empty directory).
@@ -94,13 +93,11 @@ pub fn build_tree(root: &Path) -> Result<(), TemplateError> {
     for (d, mode) in dirs {
         let p = root.join(d);
         fs::create_dir_all(&p).map_err(io_err(format!("mkdir {}", p.display())))?;
-        fs::set_permissions(&p, fs::Permissions::from_mode(*mode))
-            .map_err(io_err(format!("chmod {}", p.display())))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).map_err(io_err(format!("chmod {}", p.display())))?;
     }
     let dest = root.join("bin/busybox");
     fs::copy(&bb, &dest).map_err(io_err(format!("copying {}", bb.display())))?;
-    fs::set_permissions(&dest, fs::Permissions::from_mode(0o755))
-        .map_err(io_err("chmod busybox"))?;
+    fs::set_permissions(&dest, fs::Permissions::from_mode(0o755)).map_err(io_err("chmod busybox"))?;
     let out = Command::new(&bb)
         .arg("--list-full")
         .output()
@@ -113,30 +110,23 @@ pub fn build_tree(root: &Path) -> Result<(), TemplateError> {
         let link = root.join(applet);
         if link.symlink_metadata().is_err() {
             if let Some(parent) = link.parent() {
-                fs::create_dir_all(parent)
-                    .map_err(io_err(format!("mkdir {}", parent.display())))?;
+                fs::create_dir_all(parent).map_err(io_err(format!("mkdir {}", parent.display())))?;
             }
-            symlink("/bin/busybox", &link)
-                .map_err(io_err(format!("symlink {}", link.display())))?;
+            symlink("/bin/busybox", &link).map_err(io_err(format!("symlink {}", link.display())))?;
         }
     }
     if root.join("sbin/init").symlink_metadata().is_err() {
         symlink("/bin/busybox", root.join("sbin/init")).map_err(io_err("symlink /sbin/init"))?;
     }
-    let version = String::from_utf8_lossy(
-        &Command::new(&bb)
-            .output()
-            .map(|o| o.stdout)
-            .unwrap_or_default(),
-    )
-    .lines()
-    .next()
-    .and_then(|l| {
-        l.split_whitespace()
-            .nth(1)
-            .map(|v| v.trim_start_matches('v').to_string())
-    })
-    .unwrap_or_else(|| "unknown".into());
+    let version = String::from_utf8_lossy(&Command::new(&bb).output().map(|o| o.stdout).unwrap_or_default())
+        .lines()
+        .next()
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .map(|v| v.trim_start_matches('v').to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
     write(root, "etc/inittab", INITTAB, 0o644)?;
     write(root, "etc/init.d/rcS", RCS, 0o755)?;
     write(root, "etc/init.d/rcK", RCK, 0o755)?;
@@ -152,12 +142,7 @@ pub fn build_tree(root: &Path) -> Result<(), TemplateError> {
         "root:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n",
         0o600,
     )?;
-    write(
-        root,
-        "etc/group",
-        "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n",
-        0o644,
-    )?;
+    write(root, "etc/group", "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n", 0o644)?;
     write(root, "etc/hostname", "", 0o644)?;
     write(
         root,
@@ -172,7 +157,14 @@ pub fn build_tree(root: &Path) -> Result<(), TemplateError> {
         "export PATH=/usr/sbin:/usr/bin:/sbin:/bin\nexport PS1='\\h:\\w\\$ '\n",
         0o644,
     )?;
-    write(root, "etc/os-release", &format!("NAME=\"ferry busybox\"\nID=busybox\nVERSION_ID=\"{version}\"\nPRETTY_NAME=\"ferry busybox {version}\"\n"), 0o644)?;
+    write(
+        root,
+        "etc/os-release",
+        &format!(
+            "NAME=\"ferry busybox\"\nID=busybox\nVERSION_ID=\"{version}\"\nPRETTY_NAME=\"ferry busybox {version}\"\n"
+        ),
+        0o644,
+    )?;
     Ok(())
 }
 

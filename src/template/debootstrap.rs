@@ -61,19 +61,14 @@ pub fn ensure_recipe(layout: &HostLayout, name: &str) -> Result<PathBuf, Templat
     );
     let post = dir.join("post-install");
     fs::write(&post, DEBIAN_POST_INSTALL).map_err(io_err(format!("writing {}", post.display())))?;
-    fs::set_permissions(&post, fs::Permissions::from_mode(0o755))
-        .map_err(io_err("chmod post-install"))?;
+    fs::set_permissions(&post, fs::Permissions::from_mode(0o755)).map_err(io_err("chmod post-install"))?;
     crate::fsutil::write_atomic(&dir.join(META_FILE), conf.as_bytes(), 0o644)
         .map_err(io_err("writing template.conf"))?;
     Ok(dir)
 }
 
 /// Builds `NAME.tar.zst` with debootstrap. `progress` gets one line per step.
-pub fn create_cache(
-    layout: &HostLayout,
-    name: &str,
-    progress: &mut dyn FnMut(&str),
-) -> Result<PathBuf, TemplateError> {
+pub fn create_cache(layout: &HostLayout, name: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, TemplateError> {
     super::validate_name(name)?;
     let dir = ensure_recipe(layout, name)?;
     let meta_path = dir.join(META_FILE);
@@ -89,11 +84,7 @@ pub fn create_cache(
             stderr: "SUITE is not set".into(),
         })?;
     let variant = meta.get("VARIANT").unwrap_or("minbase");
-    let packages: Vec<&str> = meta
-        .get("PACKAGES")
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
+    let packages: Vec<&str> = meta.get("PACKAGES").unwrap_or("").split_whitespace().collect();
     let cache_dir = layout.template_cache();
     fs::create_dir_all(&cache_dir).map_err(io_err(format!("mkdir {}", cache_dir.display())))?;
     let build = cache_dir.join(format!(".{name}.build-{}", std::process::id()));
@@ -111,10 +102,7 @@ pub fn create_cache(
         if let Some(m) = meta.get("MIRROR").filter(|m| !m.is_empty()) {
             cmd.arg(m);
         }
-        progress(&format!(
-            "debootstrap {suite} ({variant}) into {}",
-            build.display()
-        ));
+        progress(&format!("debootstrap {suite} ({variant}) into {}", build.display()));
         stream(cmd, "debootstrap", progress)?;
         run_script(&dir.join("post-install"), &build, progress)?;
         progress(&format!("packing {}", dest.display()));
@@ -124,11 +112,7 @@ pub fn create_cache(
     r.map(|_| dest)
 }
 
-fn run_script(
-    script: &Path,
-    root: &Path,
-    progress: &mut dyn FnMut(&str),
-) -> Result<(), TemplateError> {
+fn run_script(script: &Path, root: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), TemplateError> {
     if !script.is_file() {
         return Ok(());
     }
@@ -140,23 +124,15 @@ fn run_script(
 
 /// Runs a command, passing each line of its output to `progress`; on failure the error holds
 /// the last lines.
-fn stream(
-    mut cmd: Command,
-    what: &str,
-    progress: &mut dyn FnMut(&str),
-) -> Result<(), TemplateError> {
+fn stream(mut cmd: Command, what: &str, progress: &mut dyn FnMut(&str)) -> Result<(), TemplateError> {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(io_err(format!("starting {what}")))?;
     let stderr = child.stderr.take().unwrap();
-    let err_thread = std::thread::spawn(move || {
-        BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<_>>()
-    });
+    let err_thread =
+        std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
     let mut last: Vec<String> = Vec::new();
     for line in BufReader::new(child.stdout.take().unwrap())
         .lines()
@@ -168,21 +144,12 @@ fn stream(
             last.remove(0);
         }
     }
-    let status = child
-        .wait()
-        .map_err(io_err(format!("waiting for {what}")))?;
+    let status = child.wait().map_err(io_err(format!("waiting for {what}")))?;
     let errs = err_thread.join().unwrap_or_default();
     if status.success() {
         Ok(())
     } else {
-        last.extend(
-            errs.into_iter()
-                .rev()
-                .take(5)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev(),
-        );
+        last.extend(errs.into_iter().rev().take(5).collect::<Vec<_>>().into_iter().rev());
         Err(TemplateError::Tool {
             what: what.to_string(),
             stderr: last.join("; "),

@@ -85,9 +85,7 @@ pub fn validate_name(name: &str) -> Result<(), TemplateError> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b));
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -96,15 +94,10 @@ pub fn validate_name(name: &str) -> Result<(), TemplateError> {
 }
 
 /// The cache tarball of a template, if one exists.
-pub fn find_cache(
-    layout: &HostLayout,
-    name: &str,
-) -> Result<Option<(PathBuf, Compression)>, TemplateError> {
+pub fn find_cache(layout: &HostLayout, name: &str) -> Result<Option<(PathBuf, Compression)>, TemplateError> {
     validate_name(name)?;
     for c in Compression::ALL {
-        let p = layout
-            .template_cache()
-            .join(format!("{name}{}", c.suffix()));
+        let p = layout.template_cache().join(format!("{name}{}", c.suffix()));
         if p.is_file() {
             return Ok(Some((p, c)));
         }
@@ -179,9 +172,8 @@ pub fn pack(src: &Path, dest: &Path) -> Result<(), TemplateError> {
     .arg("-C")
     .arg(src)
     .arg(".");
-    let r = run_tool(cmd, &format!("packing {}", src.display())).and_then(|_| {
-        std::fs::rename(&tmp, dest).map_err(io_err(format!("renaming {}", tmp.display())))
-    });
+    let r = run_tool(cmd, &format!("packing {}", src.display()))
+        .and_then(|_| std::fs::rename(&tmp, dest).map_err(io_err(format!("renaming {}", tmp.display()))));
     if r.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -219,10 +211,7 @@ pub fn list(layout: &HostLayout) -> Result<Vec<TemplateInfo>, TemplateError> {
     if let Ok(rd) = std::fs::read_dir(layout.template_cache()) {
         for e in rd.flatten() {
             let fname = e.file_name().to_string_lossy().into_owned();
-            let Some(name) = Compression::ALL
-                .iter()
-                .find_map(|c| fname.strip_suffix(c.suffix()))
-            else {
+            let Some(name) = Compression::ALL.iter().find_map(|c| fname.strip_suffix(c.suffix())) else {
                 continue;
             };
             if validate_name(name).is_err() {
@@ -243,10 +232,7 @@ pub fn list(layout: &HostLayout) -> Result<Vec<TemplateInfo>, TemplateError> {
     if let Ok(rd) = std::fs::read_dir(layout.template_dir()) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name != "cache"
-                && validate_name(&name).is_ok()
-                && e.path().join(debootstrap::META_FILE).is_file()
-            {
+            if name != "cache" && validate_name(&name).is_ok() && e.path().join(debootstrap::META_FILE).is_file() {
                 entry(&mut m, &name);
                 m.get_mut(&name).unwrap().recipe = true;
             }
@@ -280,10 +266,7 @@ mod tests {
         std::fs::create_dir_all(l.template_cache()).unwrap();
         assert!(find_cache(&l, "debian-12").unwrap().is_none());
         std::fs::write(l.template_cache().join("debian-12.tar.gz"), b"x").unwrap();
-        assert_eq!(
-            find_cache(&l, "debian-12").unwrap().unwrap().1,
-            Compression::Gzip
-        );
+        assert_eq!(find_cache(&l, "debian-12").unwrap().unwrap().1, Compression::Gzip);
         match cache_for(&l, "centos-7") {
             Err(e @ TemplateError::NotFound { .. }) => {
                 assert_eq!(e.exit_code(), ExitCode::NoTemplate)

@@ -19,10 +19,7 @@ pub fn require_root() {
 
 /// CRIU >= 4.2, as scripts/setup.sh installs it.
 pub fn criu() -> PathBuf {
-    let candidates = [
-        std::env::var("FERRY_CRIU").ok(),
-        Some("/opt/ferry/criu/criu".into()),
-    ];
+    let candidates = [std::env::var("FERRY_CRIU").ok(), Some("/opt/ferry/criu/criu".into())];
     for c in candidates.into_iter().flatten() {
         let p = PathBuf::from(c);
         if p.exists() {
@@ -71,9 +68,7 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Out {
         std::thread::sleep(Duration::from_millis(10));
     };
     use std::os::unix::process::ExitStatusExt;
-    let code = status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     Out {
         code,
         stdout: t_out.join().unwrap(),
@@ -98,9 +93,7 @@ impl TestHost {
         let conf = dir.path().join("etc/vz/vz.conf");
         std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
         let mut text = ferry::host::DEFAULT_VZ_CONF.to_string();
-        text.push_str(&format!(
-            "CGROUP_PARENT=\"{cgroup_parent}\"\nSTOP_TIMEOUT=\"20\"\n"
-        ));
+        text.push_str(&format!("CGROUP_PARENT=\"{cgroup_parent}\"\nSTOP_TIMEOUT=\"20\"\n"));
         std::fs::write(&conf, text).unwrap();
         Self { dir, cgroup_parent }
     }
@@ -111,24 +104,15 @@ impl TestHost {
 
     fn cmd(&self, bin: &str, args: &[&str]) -> Command {
         let mut c = Command::new(bin);
-        c.arg("--root-dir")
-            .arg(self.root())
-            .args(args)
-            .env_remove("FERRY_ROOT");
+        c.arg("--root-dir").arg(self.root()).args(args).env_remove("FERRY_ROOT");
         c
     }
 
     pub fn vzctl(&self, args: &[&str]) -> Out {
-        run(
-            self.cmd(env!("CARGO_BIN_EXE_vzctl"), args),
-            Duration::from_secs(120),
-        )
+        run(self.cmd(env!("CARGO_BIN_EXE_vzctl"), args), Duration::from_secs(120))
     }
     pub fn vzlist(&self, args: &[&str]) -> Out {
-        run(
-            self.cmd(env!("CARGO_BIN_EXE_vzlist"), args),
-            Duration::from_secs(60),
-        )
+        run(self.cmd(env!("CARGO_BIN_EXE_vzlist"), args), Duration::from_secs(60))
     }
     pub fn vzpkg(&self, args: &[&str], timeout: Duration) -> Out {
         run(self.cmd(env!("CARGO_BIN_EXE_vzpkg"), args), timeout)
@@ -142,10 +126,7 @@ impl TestHost {
     }
 
     pub fn state(&self, ctid: &str) -> serde_json::Value {
-        serde_json::from_slice(
-            &std::fs::read(self.root().join(format!("vz/run/{ctid}.json"))).unwrap(),
-        )
-        .unwrap()
+        serde_json::from_slice(&std::fs::read(self.root().join(format!("vz/run/{ctid}.json"))).unwrap()).unwrap()
     }
 
     pub fn init_pid(&self, ctid: &str) -> i32 {
@@ -192,12 +173,9 @@ impl Drop for TestHost {
             unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
         }
         for h in [
-            "pids", "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "systemd",
-            "unified",
+            "pids", "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "systemd", "unified",
         ] {
-            let d = Path::new("/sys/fs/cgroup")
-                .join(h)
-                .join(&self.cgroup_parent);
+            let d = Path::new("/sys/fs/cgroup").join(h).join(&self.cgroup_parent);
             if let Ok(rd) = std::fs::read_dir(&d) {
                 for e in rd.flatten() {
                     if e.path().is_dir() {
@@ -223,25 +201,12 @@ impl Tmux {
         let o = run(
             {
                 let mut c = Command::new("tmux");
-                c.args([
-                    "new-session",
-                    "-d",
-                    "-s",
-                    &s.name,
-                    "-x",
-                    "120",
-                    "-y",
-                    "40",
-                    command,
-                ]);
+                c.args(["new-session", "-d", "-s", &s.name, "-x", "120", "-y", "40", command]);
                 c
             },
             Duration::from_secs(10),
         );
-        assert_eq!(
-            o.code, 0,
-            "tmux new-session (install tmux: scripts/setup.sh): {o:?}"
-        );
+        assert_eq!(o.code, 0, "tmux new-session (install tmux: scripts/setup.sh): {o:?}");
         s
     }
 

@@ -3,9 +3,7 @@
 
 use core::time::Duration;
 
-use super::{
-    negotiate, Action, Custody, Event, Outcome, Phase, Timeouts, VERSION_CURRENT, VERSION_MIN,
-};
+use super::{negotiate, Action, Custody, Event, Outcome, Phase, Timeouts, VERSION_CURRENT, VERSION_MIN};
 use crate::msg::{AbortReason, Capabilities, HelloAck, Message, MigrationId, Plan};
 
 #[derive(Debug, Clone)]
@@ -147,9 +145,7 @@ impl Destination {
             if !matches!(self.state, State::Committed | State::Aborted) {
                 // The source lost its connection and asks: without Commit, the answer is no.
                 out.extend(self.abort(
-                    AbortReason::Protocol(
-                        "the source asked for resolution before the commit arrived".into(),
-                    ),
+                    AbortReason::Protocol("the source asked for resolution before the commit arrived".into()),
                     false,
                 ));
             }
@@ -200,17 +196,11 @@ impl Destination {
             }
             (
                 State::Receiving { frozen, mem },
-                m @ (Message::FsEntries { .. }
-                | Message::FsData(_)
-                | Message::FsDelta(_)
-                | Message::FsDelete { .. }),
+                m @ (Message::FsEntries { .. } | Message::FsData(_) | Message::FsDelta(_) | Message::FsDelete { .. }),
             ) => {
                 // File data after memory pre-copy began is only legal as the final delta.
                 if mem && !frozen {
-                    return self.abort(
-                        AbortReason::Protocol("file data during memory pre-copy".into()),
-                        true,
-                    );
+                    return self.abort(AbortReason::Protocol("file data during memory pre-copy".into()), true);
                 }
                 vec![Action::Apply(m)]
             }
@@ -221,10 +211,7 @@ impl Destination {
             (State::Receiving { .. }, Message::FsPassDone { .. }) => vec![],
             (State::Receiving { frozen, .. }, Message::Pages(b)) => {
                 if !self.plan.as_ref().is_some_and(|p| p.online) {
-                    return self.abort(
-                        AbortReason::Protocol("pages in an offline migration".into()),
-                        true,
-                    );
+                    return self.abort(AbortReason::Protocol("pages in an offline migration".into()), true);
                 }
                 if self.version == Some(1) && b.pages.iter().any(|p| p.data.is_none()) {
                     return self.abort(
@@ -261,11 +248,7 @@ impl Destination {
             }
             (_, Message::Progress { .. }) => vec![],
             (_, m) => self.abort(
-                AbortReason::Protocol(format!(
-                    "unexpected {:?} in phase {:?}",
-                    m.kind(),
-                    self.phase()
-                )),
+                AbortReason::Protocol(format!("unexpected {:?} in phase {:?}", m.kind(), self.phase())),
                 true,
             ),
         }
@@ -274,10 +257,9 @@ impl Destination {
     pub fn handle_event(&mut self, now: Duration, ev: Event) -> Vec<Action> {
         match (self.state, ev) {
             (State::Committed | State::Aborted, _) => vec![],
-            (_, Event::LinkLost) => self.abort(
-                AbortReason::Protocol("connection lost before the commit".into()),
-                false,
-            ),
+            (_, Event::LinkLost) => {
+                self.abort(AbortReason::Protocol("connection lost before the commit".into()), false)
+            }
             (_, Event::Failed(r)) => self.abort(r, true),
             (State::CheckingPlan, Event::PlanChecked(Ok(()))) => {
                 self.state = State::Receiving {
@@ -285,27 +267,16 @@ impl Destination {
                     mem: false,
                 };
                 self.wait_peer(now);
-                vec![
-                    Action::Journal(Phase::FsSync),
-                    Action::Send(Message::PlanAccepted),
-                ]
+                vec![Action::Journal(Phase::FsSync), Action::Send(Message::PlanAccepted)]
             }
-            (State::CheckingPlan, Event::PlanChecked(Err(why))) => {
-                self.abort(AbortReason::PlanRefused(why), true)
-            }
+            (State::CheckingPlan, Event::PlanChecked(Err(why))) => self.abort(AbortReason::PlanRefused(why), true),
             (State::Restoring, Event::RestoreSucceeded) => {
                 self.state = State::AwaitCommit;
                 self.wait_peer(now);
-                vec![
-                    Action::Journal(Phase::Commit),
-                    Action::Send(Message::Restored),
-                ]
+                vec![Action::Journal(Phase::Commit), Action::Send(Message::Restored)]
             }
             (_, e) => self.abort(
-                AbortReason::Local(format!(
-                    "unexpected local event {e:?} in phase {:?}",
-                    self.phase()
-                )),
+                AbortReason::Local(format!("unexpected local event {e:?} in phase {:?}", self.phase())),
                 true,
             ),
         }
@@ -321,10 +292,7 @@ impl Destination {
             return vec![];
         }
         self.abort(
-            AbortReason::Timeout(format!(
-                "no word from the source in phase {:?}",
-                self.phase()
-            )),
+            AbortReason::Timeout(format!("no word from the source in phase {:?}", self.phase())),
             true,
         )
     }

@@ -3,13 +3,8 @@
 
 use core::time::Duration;
 
-use super::{
-    negotiate, page_refs, Action, Custody, Event, Outcome, Phase, Timeouts, VERSION_CURRENT,
-    VERSION_MIN,
-};
-use crate::msg::{
-    AbortReason, Capabilities, Hello, Message, MigrationId, Plan, RoundReport, Stats,
-};
+use super::{negotiate, page_refs, Action, Custody, Event, Outcome, Phase, Timeouts, VERSION_CURRENT, VERSION_MIN};
+use crate::msg::{AbortReason, Capabilities, Hello, Message, MigrationId, Plan, RoundReport, Stats};
 use crate::policy::{Convergence, Decision, PolicyConfig};
 
 #[derive(Debug, Clone)]
@@ -210,11 +205,7 @@ impl Source {
         match self.state {
             // After Commit was sent, the outcome is the destination's to tell; a confused peer
             // does not change that.
-            State::CommitSent
-            | State::InDoubt
-            | State::Resolving
-            | State::Done
-            | State::Aborted => vec![],
+            State::CommitSent | State::InDoubt | State::Resolving | State::Done | State::Aborted => vec![],
             _ => self.abort(AbortReason::Protocol(what.into()), true),
         }
     }
@@ -250,10 +241,7 @@ impl Source {
                     self.state = State::FsSync { pass: 1 };
                     vec![
                         Action::Journal(Phase::FsSync),
-                        Action::StartFsPass {
-                            pass: 1,
-                            last: false,
-                        },
+                        Action::StartFsPass { pass: 1, last: false },
                     ]
                 } else {
                     self.state = State::Stopping;
@@ -267,10 +255,7 @@ impl Source {
             (State::AwaitRestore, Message::Restored) => {
                 self.state = State::CommitSent;
                 self.wait_peer(now);
-                vec![
-                    Action::Journal(Phase::Commit),
-                    Action::Send(Message::Commit),
-                ]
+                vec![Action::Journal(Phase::Commit), Action::Send(Message::Commit)]
             }
             (State::CommitSent, Message::CommitAck) => self.finish_committed(now, true),
             (
@@ -289,11 +274,7 @@ impl Source {
                 }
             }
             (_, Message::Progress { .. }) => vec![],
-            (_, m) => self.protocol_error(&format!(
-                "unexpected {:?} in phase {:?}",
-                m.kind(),
-                self.phase()
-            )),
+            (_, m) => self.protocol_error(&format!("unexpected {:?} in phase {:?}", m.kind(), self.phase())),
         }
     }
 
@@ -315,9 +296,7 @@ impl Source {
             (State::InDoubt, _) => vec![],
             // A local failure after Commit was sent cannot undo the commit.
             (State::CommitSent | State::Resolving, Event::Failed(_)) => vec![],
-            (_, Event::LinkLost) => {
-                self.abort(AbortReason::Protocol("connection lost".into()), false)
-            }
+            (_, Event::LinkLost) => self.abort(AbortReason::Protocol("connection lost".into()), false),
             (_, Event::Failed(r)) => self.abort(r, true),
             (State::Stopping, Event::ContainerStopped) => {
                 self.frozen_at = Some(now);
@@ -325,10 +304,7 @@ impl Source {
                 vec![
                     Action::Journal(Phase::FinalSync),
                     Action::Send(Message::Frozen),
-                    Action::StartFsPass {
-                        pass: 1,
-                        last: true,
-                    },
+                    Action::StartFsPass { pass: 1, last: true },
                 ]
             }
             (State::FinalSync, Event::FsPassSent { pass, bytes }) if !self.cfg.plan.online => {
@@ -385,7 +361,11 @@ impl Source {
                     }
                     Decision::GiveUp { predicted } => {
                         out.extend(self.abort(
-                            AbortReason::NotConverging(format!("predicted frozen time {} ms exceeds the budget of {} ms by too much", predicted.as_millis(), self.cfg.plan.max_downtime_ms)),
+                            AbortReason::NotConverging(format!(
+                                "predicted frozen time {} ms exceeds the budget of {} ms by too much",
+                                predicted.as_millis(),
+                                self.cfg.plan.max_downtime_ms
+                            )),
                             true,
                         ));
                     }
@@ -398,9 +378,7 @@ impl Source {
                 vec![
                     Action::Journal(Phase::FinalSync),
                     Action::Send(Message::Frozen),
-                    Action::FinalSync {
-                        page_refs: self.refs(),
-                    },
+                    Action::FinalSync { page_refs: self.refs() },
                 ]
             }
             (State::FinalSync, Event::FinalSent { images, bytes }) => {
@@ -413,10 +391,7 @@ impl Source {
                 ]
             }
             (_, e) => self.abort(
-                AbortReason::Local(format!(
-                    "unexpected local event {e:?} in phase {:?}",
-                    self.phase()
-                )),
+                AbortReason::Local(format!("unexpected local event {e:?} in phase {:?}", self.phase())),
                 true,
             ),
         }
@@ -435,10 +410,7 @@ impl Source {
             }
             State::Done | State::Aborted | State::InDoubt => vec![],
             _ => self.abort(
-                AbortReason::Timeout(format!(
-                    "no answer from the destination in phase {:?}",
-                    self.phase()
-                )),
+                AbortReason::Timeout(format!("no answer from the destination in phase {:?}", self.phase())),
                 true,
             ),
         }
