@@ -13,5 +13,7 @@ pub mod layout;
 pub mod list;
 pub mod lock;
 pub mod net;
+pub mod resources;
 pub mod runtime;
+pub mod storage;
 pub mod template;

@@ -21,6 +21,8 @@ pub struct Row {
     pub root: String,
     pub layout: Option<String>,
     pub onboot: Option<String>,
+    /// Beancounters, filled only when a resource field is asked for.
+    pub ubc: Vec<crate::resources::UbcRow>,
 }
 
 /// A column: its name for `-o`/`-s`, its header, and whether it is right-aligned.
@@ -30,6 +32,18 @@ pub struct Field {
     pub header: &'static str,
     width: usize,
     right: bool,
+    /// For resource fields: which value of the beancounter.
+    ubc: Option<UbcPart>,
+}
+
+/// Which beancounter value a resource field shows: OpenVZ's suffixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UbcPart {
+    Held,
+    Maxheld,
+    Barrier,
+    Limit,
+    Failcnt,
 }
 
 pub const FIELDS: &[Field] = &[
@@ -38,72 +52,84 @@ pub const FIELDS: &[Field] = &[
         header: "CTID",
         width: 10,
         right: true,
+        ubc: None,
     },
     Field {
         name: "veid",
         header: "CTID",
         width: 10,
         right: true,
+        ubc: None,
     },
     Field {
         name: "nproc",
         header: "NPROC",
         width: 10,
         right: true,
+        ubc: None,
     },
     Field {
         name: "status",
         header: "STATUS",
         width: 9,
         right: false,
+        ubc: None,
     },
     Field {
         name: "ip",
         header: "IP_ADDR",
         width: 15,
         right: false,
+        ubc: None,
     },
     Field {
         name: "hostname",
         header: "HOSTNAME",
         width: 20,
         right: false,
+        ubc: None,
     },
     Field {
         name: "name",
         header: "NAME",
         width: 12,
         right: false,
+        ubc: None,
     },
     Field {
         name: "ostemplate",
         header: "OSTEMPLATE",
         width: 16,
         right: false,
+        ubc: None,
     },
     Field {
         name: "private",
         header: "PRIVATE",
         width: 24,
         right: false,
+        ubc: None,
     },
     Field {
         name: "root",
         header: "ROOT",
         width: 24,
         right: false,
+        ubc: None,
     },
     Field {
         name: "layout",
         header: "LAYOUT",
         width: 6,
         right: false,
+        ubc: None,
     },
     Field {
         name: "onboot",
         header: "ONBOOT",
         width: 6,
         right: false,
+        ubc: None,
     },
 ];
 
@@ -115,11 +141,52 @@ pub const DEFAULT_FIELDS: &[&str] = &["ctid", "nproc", "status", "ip", "hostname
 pub struct UnknownField(pub String);
 
 pub fn field(name: &str) -> Result<Field, UnknownField> {
-    FIELDS
-        .iter()
-        .copied()
-        .find(|f| f.name == name)
-        .ok_or_else(|| UnknownField(name.to_string()))
+    if let Some(f) = FIELDS.iter().copied().find(|f| f.name == name) {
+        return Ok(f);
+    }
+    // Beancounters: RESOURCE (held), .m (maxheld), .b (barrier), .l (limit), .f (failcnt);
+    // .s and .h (soft, hard) as OpenVZ wrote them for disk space and inodes.
+    let (res, part) = match name.split_once('.') {
+        None => (name, UbcPart::Held),
+        Some((r, "m")) => (r, UbcPart::Maxheld),
+        Some((r, "b" | "s")) => (r, UbcPart::Barrier),
+        Some((r, "l" | "h")) => (r, UbcPart::Limit),
+        Some((r, "f")) => (r, UbcPart::Failcnt),
+        _ => return Err(UnknownField(name.to_string())),
+    };
+    if !crate::resources::UBC_RESOURCES.contains(&res) {
+        return Err(UnknownField(name.to_string()));
+    }
+    // A handful of fields per run, living as long as the program: leaking them is simpler than
+    // giving every field an owned name.
+    let name: &'static str = Box::leak(name.to_string().into_boxed_str());
+    let header: &'static str = Box::leak(name.to_uppercase().into_boxed_str());
+    Ok(Field {
+        name,
+        header,
+        width: 12,
+        right: true,
+        ubc: Some(part),
+    })
+}
+
+impl Field {
+    pub fn is_resource(&self) -> bool {
+        self.ubc.is_some()
+    }
+}
+
+fn ubc_value(row: &Row, f: &Field) -> Option<u64> {
+    let part = f.ubc?;
+    let res = f.name.split('.').next()?;
+    let r = row.ubc.iter().find(|r| r.resource == res)?;
+    match part {
+        UbcPart::Held => r.held,
+        UbcPart::Maxheld => r.maxheld,
+        UbcPart::Barrier => r.barrier,
+        UbcPart::Limit => r.limit,
+        UbcPart::Failcnt => r.failcnt,
+    }
 }
 
 /// Parses `-o ctid,name,...`.
@@ -128,6 +195,9 @@ pub fn parse_fields(spec: &str) -> Result<Vec<Field>, UnknownField> {
 }
 
 fn text(row: &Row, f: &Field) -> String {
+    if f.ubc.is_some() {
+        return crate::resources::ubc_value(ubc_value(row, f));
+    }
     let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
     match f.name {
         "ctid" | "veid" => row.ctid.to_string(),
@@ -152,6 +222,9 @@ fn text(row: &Row, f: &Field) -> String {
 }
 
 fn value(row: &Row, f: &Field) -> Value {
+    if f.ubc.is_some() {
+        return json!(ubc_value(row, f));
+    }
     match f.name {
         "ctid" | "veid" => json!(row.ctid.get()),
         "nproc" => json!(row.nproc),
@@ -171,6 +244,7 @@ pub fn sort(rows: &mut [Row], f: &Field, reverse: bool) {
         let o = match f.name {
             "ctid" | "veid" => a.ctid.cmp(&b.ctid),
             "nproc" => a.nproc.cmp(&b.nproc),
+            _ if f.ubc.is_some() => ubc_value(a, f).cmp(&ubc_value(b, f)),
             _ => text(a, f).cmp(&text(b, f)),
         }
         .then(a.ctid.cmp(&b.ctid));
@@ -243,6 +317,14 @@ mod tests {
             root: format!("/vz/root/{id}"),
             layout: Some("simfs".into()),
             onboot: None,
+            ubc: vec![crate::resources::UbcRow {
+                resource: "numproc",
+                held: Some(id as u64 - 100),
+                maxheld: Some(7),
+                barrier: Some(64),
+                limit: Some(64),
+                failcnt: Some(0),
+            }],
         }
     }
 
@@ -288,6 +370,22 @@ mod tests {
             t,
             "       101 web          busybox          /vz/private/101          /vz/root/101\n"
         );
+    }
+
+    #[test]
+    fn resource_fields() {
+        let rows = vec![row(101, Some(3), "running", None), row(102, Some(1), "running", None)];
+        let f = parse_fields("ctid,numproc,numproc.m,numproc.l,numproc.f,physpages").unwrap();
+        assert_eq!(
+            table(&rows[..1], &f, false).split_whitespace().collect::<Vec<_>>(),
+            vec!["101", "1", "7", "64", "0", "-"]
+        );
+        assert!(table(&rows, &f, true).lines().next().unwrap().contains("NUMPROC.M"));
+        assert_eq!(json(&rows[..1], &f)[0]["numproc.l"], json!(64));
+        assert!(parse_fields("numproc.x").is_err() && parse_fields("bogus.m").is_err());
+        let mut r = rows.clone();
+        sort(&mut r, &field("numproc").unwrap(), true);
+        assert_eq!(r[0].ctid.get(), 102);
     }
 
     #[test]

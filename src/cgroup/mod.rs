@@ -14,6 +14,9 @@ use thiserror::Error;
 
 use crate::ctid::Ctid;
 
+pub mod limits;
+pub use limits::{Counters, Freezer};
+
 #[derive(Debug, Error)]
 pub enum CgroupError {
     #[error("no cgroup file system is mounted (looked in /proc/self/mountinfo); mount cgroup v2 on /sys/fs/cgroup or the v1 hierarchies")]
@@ -26,6 +29,14 @@ pub enum CgroupError {
     },
     #[error("cgroup {path} still has processes after {waited:?}")]
     Busy { path: PathBuf, waited: Duration },
+    #[error("the {0} controller is not available on this host")]
+    NoController(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error(
+        "{path} did not freeze within {waited:?} (a process in uninterruptible sleep?); the container was thawed again"
+    )]
+    FreezeTimeout { path: PathBuf, waited: Duration },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
@@ -147,6 +158,10 @@ impl Cgroups {
             version,
             parent: parent.to_string(),
         })
+    }
+
+    pub fn parent_name(&self) -> &str {
+        &self.parent
     }
 
     pub fn version(&self) -> Version {

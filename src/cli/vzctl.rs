@@ -43,6 +43,16 @@ pub enum Cmd {
         /// A name usable wherever the CTID is
         #[arg(long)]
         name: Option<String>,
+        /// Private area layout: simfs (a directory) or image (an XFS image whose size is the
+        /// hard disk limit); default VE_LAYOUT in vz.conf
+        #[arg(long)]
+        layout: Option<String>,
+        /// Disk space SOFT[:HARD] (K/M/G/T; bare numbers are KiB); default DISKSPACE in vz.conf
+        #[arg(long)]
+        diskspace: Option<String>,
+        /// Inodes SOFT[:HARD] (recorded and reported)
+        #[arg(long)]
+        diskinodes: Option<String>,
     },
     /// Start a container
     Start { ctid: CtRef },
@@ -119,9 +129,46 @@ pub enum Cmd {
         /// Set the container's name
         #[arg(long)]
         name: Option<String>,
+        /// CPU share, 8..500000 (1000 is the default weight)
+        #[arg(long)]
+        cpuunits: Option<String>,
+        /// CPU cap in percent of one CPU (200 = two CPUs; 0 = none)
+        #[arg(long)]
+        cpulimit: Option<String>,
+        /// CPU cap in CPUs
+        #[arg(long)]
+        cpus: Option<String>,
+        /// CPUs the container may run on, e.g. 0-1,3
+        #[arg(long)]
+        cpumask: Option<String>,
+        /// Memory limit, e.g. 512M
+        #[arg(long)]
+        ram: Option<String>,
+        /// Swap on top of --ram (vswap), e.g. 256M
+        #[arg(long)]
+        swap: Option<String>,
+        /// Kernel memory limit (cgroup v1 kernels that still have it)
+        #[arg(long)]
+        kmemsize: Option<String>,
+        /// Process limit
+        #[arg(long)]
+        numproc: Option<String>,
+        /// Disk space SOFT[:HARD] (K/M/G/T; bare numbers are KiB)
+        #[arg(long)]
+        diskspace: Option<String>,
+        /// Inodes SOFT[:HARD]
+        #[arg(long)]
+        diskinodes: Option<String>,
         /// Also write the change to the container's configuration
         #[arg(long)]
         save: bool,
+    },
+    /// Show a container's beancounters: held, maxheld, barrier, limit, failcnt per resource
+    Ubc {
+        ctid: CtRef,
+        /// JSON output
+        #[arg(short = 'j', long)]
+        json: bool,
     },
     /// Remove a stopped container's private area and configuration
     #[command(alias = "delete")]
@@ -161,7 +208,7 @@ pub fn run(args: Args) -> Result<i32> {
     let rt = Runtime::new(host);
     let resolve = |r: &CtRef| -> Result<Ctid> { Ok(rt.host.resolve(r)?) };
     match &args.cmd {
-        Cmd::Status { .. } => {}
+        Cmd::Status { .. } | Cmd::Ubc { .. } => {}
         _ => require_root("vzctl")?,
     }
     match args.cmd {
@@ -172,6 +219,9 @@ pub fn run(args: Args) -> Result<i32> {
             ipadd,
             hostname,
             name,
+            layout,
+            diskspace,
+            diskinodes,
         } => {
             let opts = CreateOptions {
                 ostemplate,
@@ -179,6 +229,9 @@ pub fn run(args: Args) -> Result<i32> {
                 ipadd,
                 hostname,
                 name,
+                layout,
+                diskspace,
+                diskinodes,
             };
             let mut p = Progress::new(quiet);
             let ct = rt.create(ctid, &opts, &mut |m| p.line(m))?;
@@ -260,6 +313,16 @@ pub fn run(args: Args) -> Result<i32> {
             netif_add,
             netif_del,
             name,
+            cpuunits,
+            cpulimit,
+            cpus,
+            cpumask,
+            ram,
+            swap,
+            kmemsize,
+            numproc,
+            diskspace,
+            diskinodes,
             save,
         } => {
             let id = resolve(&ctid)?;
@@ -272,9 +335,22 @@ pub fn run(args: Args) -> Result<i32> {
                 netif_add,
                 netif_del,
                 name,
+                cpuunits,
+                cpulimit,
+                cpus,
+                cpumask,
+                ram,
+                swap,
+                kmemsize,
+                numproc,
+                diskspace,
+                diskinodes,
                 save,
             };
             let r = rt.set(id, &opts)?;
+            for n in &r.notes {
+                eprintln!("vzctl: note: {n}");
+            }
             match (r.applied_live, r.saved) {
                 (true, true) => say(quiet, format!("Container {id}: applied and saved")),
                 (true, false) => say(
@@ -285,6 +361,18 @@ pub fn run(args: Args) -> Result<i32> {
                 (false, false) => {
                     eprintln!("vzctl: container {id} is not running and --save was not given: nothing was applied")
                 }
+            }
+        }
+        Cmd::Ubc { ctid, json } => {
+            let id = resolve(&ctid)?;
+            let rows = rt.ubc(id)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "ctid": id.get(), "resources": rows }))?
+                );
+            } else {
+                print!("{}", crate::resources::ubc_text(id, &rows));
             }
         }
         Cmd::Destroy { ctid } => {

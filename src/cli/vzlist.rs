@@ -14,7 +14,7 @@ use crate::runtime::Runtime;
     name = "vzlist",
     version,
     about = "List ferry containers",
-    after_help = "Fields: ctid nproc status ip hostname name ostemplate private root layout onboot"
+    after_help = "Fields: ctid nproc status ip hostname name ostemplate private root layout onboot, and the beancounters kmemsize numproc physpages swappages numfile diskspace diskinodes cpuusage, with the suffixes .m (maxheld) .b (barrier) .l (limit) .f (failcnt), and .s/.h (soft/hard)"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -68,6 +68,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => None,
     };
+    let wants_ubc = fields.iter().any(|f| f.is_resource()) || sort.as_ref().is_some_and(|(f, _)| f.is_resource());
     let host = Host::open(args.global.layout())?;
     let rt = Runtime::new(host);
     let ids = if args.ctids.is_empty() {
@@ -116,6 +117,7 @@ pub fn run(args: Args) -> Result<()> {
                 .unwrap_or_else(|| ct.root.display().to_string()),
             layout: ct.get("VE_LAYOUT").map(str::to_string),
             onboot: ct.get("ONBOOT").map(str::to_string),
+            ubc: if wants_ubc { rt.ubc(id)? } else { vec![] },
         });
     }
     if let Some((f, rev)) = sort {

@@ -44,6 +44,8 @@ pub enum RuntimeError {
     Start(Ctid, #[source] SpawnError),
     #[error("container {0}: network")]
     Net(Ctid, #[source] crate::net::NetError),
+    #[error("container {0}: storage")]
+    Storage(Ctid, #[source] crate::storage::StorageError),
     #[error("container {0}")]
     Exec(Ctid, #[source] SpawnError),
     #[error("container {0} already exists ({1}); choose another CTID or destroy it first")]
@@ -107,6 +109,11 @@ impl RuntimeError {
             Cgroup(..) => ExitCode::SystemError,
             Start(..) => ExitCode::StartFailed,
             Net(..) => ExitCode::NetFailed,
+            Storage(_, crate::storage::StorageError::BadLayout(_) | crate::storage::StorageError::TooSmall(_)) => {
+                ExitCode::BadValue
+            }
+            Storage(_, crate::storage::StorageError::ShrinkMounted) => ExitCode::Running,
+            Storage(..) => ExitCode::MountFailed,
             Exec(..) => ExitCode::SystemError,
             Exists(..) => ExitCode::Exists,
             NotRunning(_) => ExitCode::NotRunning,
@@ -166,6 +173,11 @@ pub struct CreateOptions {
     pub ipadd: Vec<String>,
     pub hostname: Option<String>,
     pub name: Option<String>,
+    /// simfs or image (default: VE_LAYOUT in vz.conf, else simfs).
+    pub layout: Option<String>,
+    /// SOFT[:HARD]; for the image layout the hard limit is the image size.
+    pub diskspace: Option<String>,
+    pub diskinodes: Option<String>,
 }
 
 /// Operations on the containers of one host.
@@ -271,6 +283,31 @@ impl Runtime {
                 addrs.push(ip.to_string());
             }
         }
+        let layout = crate::storage::Layout::parse(
+            &opts
+                .layout
+                .clone()
+                .unwrap_or_else(|| self.host.setting("VE_LAYOUT", "simfs")),
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        let disk = crate::resources::parse_soft_hard(
+            &opts
+                .diskspace
+                .clone()
+                .unwrap_or_else(|| self.host.setting("DISKSPACE", "2G")),
+            1024,
+            "--diskspace",
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        let inodes = opts
+            .diskinodes
+            .as_deref()
+            .map(|s| crate::resources::parse_soft_hard(s, 1, "--diskinodes"))
+            .transpose()
+            .map_err(|e| bad(e.to_string()))?;
+        if layout == crate::storage::Layout::Image && disk.1 == u64::MAX {
+            return Err(bad("the image layout needs a finite --diskspace".into()));
+        }
         let ostemplate = opts
             .ostemplate
             .clone()
@@ -299,7 +336,13 @@ impl Runtime {
             "VE_PRIVATE",
             &self.host.setting("VE_PRIVATE", "/vz/private/$VEID"),
         )?;
-        set(&mut config, "VE_LAYOUT", "simfs")?;
+        set(&mut config, "VE_LAYOUT", layout.name())?;
+        let stored = crate::resources::Limits {
+            diskspace: Some((disk.0 / 1024, disk.1 / 1024)),
+            diskinodes: inodes,
+            ..Default::default()
+        };
+        stored.store(&mut config).map_err(HostError::from)?;
         set(&mut config, "ORIGIN_SAMPLE", &sample_name)?;
         if let Some(h) = &opts.hostname {
             set(&mut config, "HOSTNAME", h)?;
@@ -324,8 +367,13 @@ impl Runtime {
         let tmp = parent.join(format!(".{ctid}.creating-{}", std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir(&tmp).map_err(io_err(ctid, format!("mkdir {}", tmp.display())))?;
-        let result = template::unpack(&cache, comp, &tmp)
-            .map_err(RuntimeError::from)
+        let unpacked = match layout {
+            crate::storage::Layout::Simfs => template::unpack(&cache, comp, &tmp).map_err(RuntimeError::from),
+            crate::storage::Layout::Image => {
+                self.unpack_into_image(ctid, &cache, comp, &tmp, disk.1, inodes.map(|i| i.1).unwrap_or(0))
+            }
+        };
+        let result = unpacked
             .and_then(|_| {
                 fs::rename(&tmp, &ct.private).map_err(io_err(
                     ctid,
@@ -342,6 +390,34 @@ impl Runtime {
         }
         progress(&format!("Container {ctid} created"));
         Ok(ct)
+    }
+
+    /// Creates the image of an image-layout private area in `dir` and unpacks a template into it.
+    fn unpack_into_image(
+        &self,
+        ctid: Ctid,
+        cache: &Path,
+        comp: template::Compression,
+        dir: &Path,
+        bytes: u64,
+        inodes: u64,
+    ) -> Result<()> {
+        let st = |e: crate::storage::StorageError| RuntimeError::Storage(ctid, e);
+        let img = crate::storage::image_path(dir);
+        let _ = inodes;
+        crate::storage::create_image(&img, bytes).map_err(st)?;
+        let mnt = dir.with_extension("mnt");
+        fs::create_dir_all(&mnt).map_err(io_err(ctid, format!("mkdir {}", mnt.display())))?;
+        crate::storage::mount_image(&img, &mnt).map_err(st)?;
+        let r = template::unpack(cache, comp, &mnt).map_err(RuntimeError::from);
+        let u = sys::umount_detach(&mnt);
+        let _ = fs::remove_dir(&mnt);
+        r?;
+        u.map_err(|source| RuntimeError::Umount {
+            ctid,
+            what: mnt.display().to_string(),
+            source,
+        })
     }
 
     /// The container on this host that has an address, in its configuration or applied live
@@ -425,6 +501,17 @@ impl Runtime {
 
     fn mount_root(&self, ct: &Container) -> Result<()> {
         fs::create_dir_all(&ct.root).map_err(io_err(ct.ctid, format!("mkdir {}", ct.root.display())))?;
+        let image = crate::storage::Layout::parse(ct.get("VE_LAYOUT").unwrap_or("simfs")).ok()
+            == Some(crate::storage::Layout::Image);
+        if image {
+            crate::storage::mount_image(&crate::storage::image_path(&ct.private), &ct.root)
+                .map_err(|e| RuntimeError::Storage(ct.ctid, e))?;
+            return sys::mount(None, &ct.root, None, libc::MS_PRIVATE, None).map_err(|source| RuntimeError::Mount {
+                ctid: ct.ctid,
+                what: format!("{} (making it private)", ct.root.display()),
+                source,
+            });
+        }
         sys::bind(&ct.private, &ct.root).map_err(|source| RuntimeError::Mount {
             ctid: ct.ctid,
             what: format!("{} on {}", ct.private.display(), ct.root.display()),
@@ -520,14 +607,18 @@ impl Runtime {
         }
         self.cleanup_stale(ctid)?;
         let init = ct.get("INIT").unwrap_or("/sbin/init").to_string();
-        for needed in [init.as_str(), "/bin/sh"] {
-            if resolve_in_root(&ct.private, needed).is_none_or(|p| !p.is_file()) {
-                return Err(RuntimeError::BadContainer(ctid, needed.to_string()));
-            }
-        }
         let was_mounted = crate::fsutil::is_mountpoint(&ct.root).map_err(io_err(ctid, "reading the mount table"))?;
         if !was_mounted {
             self.mount_root(&ct)?;
+        }
+        // Checked in the mounted root: an image's files are only visible there.
+        for needed in [init.as_str(), "/bin/sh"] {
+            if resolve_in_root(&ct.root, needed).is_none_or(|p| !p.is_file()) {
+                if !was_mounted {
+                    let _ = self.umount_root(&ct);
+                }
+                return Err(RuntimeError::BadContainer(ctid, needed.to_string()));
+            }
         }
         let cg = self.cgroups(ctid)?;
         let undo = |e: RuntimeError| -> RuntimeError {
@@ -539,6 +630,15 @@ impl Runtime {
             e
         };
         cg.create(ctid).map_err(|e| undo(RuntimeError::Cgroup(ctid, e)))?;
+        let limits = crate::resources::Limits::from_config(&ct.config).map_err(|e| {
+            undo(RuntimeError::BadValue {
+                ctid,
+                what: e.to_string(),
+            })
+        })?;
+        limits
+            .apply(cg, ctid)
+            .map_err(|e| undo(RuntimeError::Cgroup(ctid, e)))?;
         let env: Vec<CString> = [
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "TERM=linux",
@@ -728,7 +828,7 @@ pub fn stop_signal(ct: &Container) -> libc::c_int {
         return s;
     }
     let init = ct.get("INIT").unwrap_or("/sbin/init");
-    let target = resolve_in_root(&ct.private, init)
+    let target = resolve_in_root(&ct.root, init)
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
     if target.contains("busybox") {
@@ -899,7 +999,67 @@ pub struct SetOptions {
     /// Interface names, or "all".
     pub netif_del: Vec<String>,
     pub name: Option<String>,
+    /// Resource limits (the cgroup part applies live; disk limits per layout).
+    pub cpuunits: Option<String>,
+    pub cpulimit: Option<String>,
+    pub cpus: Option<String>,
+    pub cpumask: Option<String>,
+    pub ram: Option<String>,
+    pub swap: Option<String>,
+    pub kmemsize: Option<String>,
+    pub numproc: Option<String>,
+    pub diskspace: Option<String>,
+    pub diskinodes: Option<String>,
     pub save: bool,
+}
+
+impl SetOptions {
+    /// Parses and checks the resource options.
+    pub fn limits(&self) -> std::result::Result<crate::resources::Limits, crate::resources::ResourceError> {
+        use crate::resources::{parse_size, parse_soft_hard, validate_cpumask, Limits, ResourceError};
+        let num =
+            |what: &str, v: &Option<String>, lo: u64, hi: u64| -> std::result::Result<Option<u64>, ResourceError> {
+                match v {
+                    None => Ok(None),
+                    Some(s) => match s.trim().parse::<u64>() {
+                        Ok(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
+                        _ => Err(ResourceError::BadValue {
+                            what: what.into(),
+                            value: s.clone(),
+                            why: format!("expected a whole number from {lo} to {hi}"),
+                        }),
+                    },
+                }
+            };
+        let size = |v: &Option<String>| v.as_deref().map(|s| parse_size(s, 1)).transpose();
+        if let Some(m) = &self.cpumask {
+            validate_cpumask(m)?;
+        }
+        Ok(Limits {
+            cpuunits: num("--cpuunits", &self.cpuunits, 8, 500_000)?,
+            cpulimit: num("--cpulimit", &self.cpulimit, 0, 100 * 4096)?,
+            cpus: num("--cpus", &self.cpus, 1, 4096)?,
+            cpumask: self.cpumask.clone(),
+            ram: size(&self.ram)?,
+            swap: size(&self.swap)?,
+            kmemsize: size(&self.kmemsize)?,
+            numproc: match &self.numproc {
+                Some(s) if s == "unlimited" => Some(u64::MAX),
+                _ => num("--numproc", &self.numproc, 1, 4_194_304)?,
+            },
+            diskspace: self
+                .diskspace
+                .as_deref()
+                .map(|s| parse_soft_hard(s, 1024, "--diskspace"))
+                .transpose()?
+                .map(|(a, b)| (a / 1024, b / 1024)),
+            diskinodes: self
+                .diskinodes
+                .as_deref()
+                .map(|s| parse_soft_hard(s, 1, "--diskinodes"))
+                .transpose()?,
+        })
+    }
 }
 
 /// What `vzctl set` did.
@@ -907,6 +1067,8 @@ pub struct SetOptions {
 pub struct SetReport {
     pub applied_live: bool,
     pub saved: bool,
+    /// Things the user should know (a limit recorded but not enforced, ...).
+    pub notes: Vec<String>,
 }
 
 impl Runtime {
@@ -999,7 +1161,25 @@ impl Runtime {
                 return Err(bad(format!("the name {n:?} is already used by container {other}")));
             }
         }
+        let new_limits = opts.limits().map_err(|e| bad(e.to_string()))?;
+        if new_limits.kmemsize.is_some() {
+            let cg = self.cgroups(ctid)?;
+            if cg.version() == crate::cgroup::Version::V2 {
+                return Err(bad(
+                    "--kmemsize is not supported on cgroup v2 (kernel memory counts toward --ram)".into(),
+                ));
+            }
+            let probe = cg
+                .controller_dir("memory", ctid)
+                .map(|d| d.parent().unwrap().join("memory.kmem.limit_in_bytes"));
+            if !probe.is_some_and(|p| p.exists()) {
+                return Err(bad("--kmemsize is not supported by this kernel (no memory.kmem.limit_in_bytes; kernel memory counts toward --ram)".into()));
+            }
+        }
+        let mut limits = crate::resources::Limits::from_config(&ct.config).map_err(|e| bad(e.to_string()))?;
+        limits.merge(&new_limits);
         let mut config = ct.config.clone();
+        new_limits.store(&mut config).map_err(HostError::from)?;
         let set = |c: &mut Config, k: &str, v: String| c.set(k, &v).map_err(HostError::from);
         if !opts.ipadd.is_empty() || !opts.ipdel.is_empty() {
             set(
@@ -1024,6 +1204,28 @@ impl Runtime {
             set(&mut config, "NAME", n.clone())?;
         }
 
+        // Disk limits depend on the layout.
+        let mut notes = Vec::new();
+        let image = crate::storage::Layout::parse(ct.get("VE_LAYOUT").unwrap_or("simfs")).ok()
+            == Some(crate::storage::Layout::Image);
+        let mounted = crate::fsutil::is_mountpoint(&ct.root).map_err(io_err(ctid, "reading the mount table"))?;
+        if let Some((_, hard)) = new_limits.diskspace {
+            if !image {
+                notes.push("--diskspace is recorded and reported, but not enforced on the simfs layout (use --layout image at create)".into());
+            } else if hard == u64::MAX {
+                return Err(bad("the image layout needs a finite --diskspace".into()));
+            } else if mounted || opts.save {
+                let file = crate::storage::image_path(&ct.private);
+                crate::storage::resize_image(&file, hard * 1024, mounted.then_some(ct.root.as_path()))
+                    .map_err(|e| RuntimeError::Storage(ctid, e))?;
+            }
+        }
+        if new_limits.diskinodes.is_some() && image {
+            notes.push(
+                "--diskinodes is recorded; an image's inode count is fixed when it is created and grows with the image"
+                    .into(),
+            );
+        }
         // 2. Apply to the running container.
         let mut applied_live = false;
         if let Some(mut st) = self.run_state(ctid)? {
@@ -1039,6 +1241,15 @@ impl Runtime {
             }
             st.save(&self.host.layout.state_file(ctid))
                 .map_err(io_err(ctid, "writing the runtime state"))?;
+            if new_limits != crate::resources::Limits::default() {
+                let live = crate::resources::Limits {
+                    diskspace: None,
+                    diskinodes: None,
+                    ..limits.clone()
+                };
+                live.apply(self.cgroups(ctid)?, ctid)
+                    .map_err(|e| RuntimeError::Cgroup(ctid, e))?;
+            }
             if let Some(h) = &opts.hostname {
                 let h = h.clone();
                 spawn::in_container(
@@ -1079,6 +1290,51 @@ impl Runtime {
         Ok(SetReport {
             applied_live,
             saved: opts.save,
+            notes,
         })
+    }
+}
+
+/// A C string of a path (for the storage module's statvfs).
+pub fn sys_cstr(p: &Path) -> CString {
+    sys::cstr(p)
+}
+
+impl Runtime {
+    /// The beancounter view of a container: the kernel's counters while it runs, its limits,
+    /// its open files, its disk usage.
+    pub fn ubc(&self, ctid: Ctid) -> Result<Vec<crate::resources::UbcRow>> {
+        let ct = self.host.container(ctid)?;
+        let limits = crate::resources::Limits::from_config(&ct.config).map_err(|e| RuntimeError::BadValue {
+            ctid,
+            what: e.to_string(),
+        })?;
+        let running = self.run_state(ctid)?.is_some();
+        let cg = self.cgroups(ctid)?;
+        let counters = if running {
+            cg.counters(ctid)
+        } else {
+            crate::cgroup::Counters::default()
+        };
+        let numfile = running.then(|| {
+            cg.pids(ctid)
+                .unwrap_or_default()
+                .iter()
+                .map(|p| {
+                    fs::read_dir(format!("/proc/{p}/fd"))
+                        .map(|rd| rd.count() as u64)
+                        .unwrap_or(0)
+                })
+                .sum()
+        });
+        let image = crate::storage::Layout::parse(ct.get("VE_LAYOUT").unwrap_or("simfs")).ok()
+            == Some(crate::storage::Layout::Image);
+        let mounted = crate::fsutil::is_mountpoint(&ct.root).unwrap_or(false);
+        let disk = if image {
+            mounted.then(|| crate::storage::usage(&ct.root, true)).flatten()
+        } else {
+            crate::storage::usage(&ct.private, false)
+        };
+        Ok(crate::resources::ubc(&counters, &limits, numfile, disk))
     }
 }

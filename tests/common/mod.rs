@@ -37,7 +37,8 @@ pub struct Out {
 }
 
 impl Out {
-    pub fn ok(&self) -> &Self {
+    #[track_caller]
+    pub fn ok(self) -> Self {
         assert_eq!(self.code, 0, "command failed: {self:?}");
         self
     }
