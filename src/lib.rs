@@ -5,6 +5,7 @@
 pub mod cgroup;
 pub mod cli;
 pub mod config;
+pub mod criu;
 pub mod ctid;
 pub mod exitcode;
 pub mod fsutil;

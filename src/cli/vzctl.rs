@@ -163,6 +163,15 @@ pub enum Cmd {
         #[arg(long)]
         save: bool,
     },
+    /// What this host's kernel and CRIU can do for checkpoints and migration
+    Check {
+        /// JSON output
+        #[arg(short = 'j', long)]
+        json: bool,
+        /// Probe again instead of using this boot's cached result
+        #[arg(long)]
+        refresh: bool,
+    },
     /// Show a container's beancounters: held, maxheld, barrier, limit, failcnt per resource
     Ubc {
         ctid: CtRef,
@@ -209,6 +218,7 @@ pub fn run(args: Args) -> Result<i32> {
     let resolve = |r: &CtRef| -> Result<Ctid> { Ok(rt.host.resolve(r)?) };
     match &args.cmd {
         Cmd::Status { .. } | Cmd::Ubc { .. } => {}
+        Cmd::Check { .. } => require_root("vzctl check")?,
         _ => require_root("vzctl")?,
     }
     match args.cmd {
@@ -361,6 +371,49 @@ pub fn run(args: Args) -> Result<i32> {
                 (false, false) => {
                     eprintln!("vzctl: container {id} is not running and --save was not given: nothing was applied")
                 }
+            }
+        }
+        Cmd::Check { json, refresh } => {
+            let criu = crate::criu::Criu::locate()?;
+            let _ = rt.host.initialize();
+            let h = criu.host_check(Some(&rt.host.layout.run_dir().join("criu-check.json")), refresh)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&h)?);
+            } else {
+                let yn = |b: bool| if b { "yes" } else { "no" };
+                println!("{:<24} {}", "CRIU", format!("{} ({})", h.criu_version, h.criu_path));
+                println!("{:<24} {}", "kernel", h.kernel);
+                println!("{:<24} {}", "criu check", if h.criu_check { "ok" } else { "FAILED" });
+                println!(
+                    "{:<24} {}",
+                    "memory dirty tracking",
+                    format!(
+                        "{}{}",
+                        yn(h.mem_dirty_track),
+                        if h.mem_dirty_track {
+                            " (CRIU pre-dump)"
+                        } else {
+                            " (CRIU pre-dump unavailable here)"
+                        }
+                    )
+                );
+                println!("{:<24} {}", "lazy pages (uffd)", yn(h.lazy_pages));
+                println!("{:<24} {}", "uffd non-cooperative", yn(h.uffd_noncoop));
+                println!("{:<24} {}", "TCP half-closed", yn(h.tcp_half_closed));
+                println!(
+                    "{:<24} {}",
+                    "network lock",
+                    if h.network_lock_nftables {
+                        "nftables or iptables"
+                    } else {
+                        "iptables"
+                    }
+                );
+                let cg = crate::cgroup::Cgroups::detect(&rt.host.cgroup_parent())?;
+                println!("{:<24} {:?}", "cgroup", cg.version());
+            }
+            if !h.criu_check {
+                return Ok(crate::exitcode::ExitCode::SystemError.code() as i32);
             }
         }
         Cmd::Ubc { ctid, json } => {

@@ -1,0 +1,484 @@
+//! ferry's CRIU client: CRIU's RPC (`criu swrk FD`) over a seqpacket socket pair, one CRIU
+//! process per request. Only this module runs CRIU.
+//!
+//! A thin client of our own rather than rust-criu: rust-criu lacks the feature checks, CPU
+//! description checks, network-lock notifications, the restored pid and CRIU's error text,
+//! and its socket leaks into children (../shared/docs/CRATES.md). This one returns CRIU's
+//! whole response, passes extra descriptors (the images directory, inherited ttys), and
+//! answers notifications through a closure.
+
+pub mod rpc;
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use prost::Message as _;
+use thiserror::Error;
+
+pub use rpc::{InheritFd, Opts, VethPair};
+
+/// The oldest CRIU that dumps TCP sockets on current kernels (ENVIRONMENT.md).
+pub const MIN_VERSION: (i32, i32) = (4, 2);
+
+#[derive(Debug, Error)]
+pub enum CriuError {
+    #[error("no usable CRIU (>= {}.{}) found (tried {tried}); run scripts/setup.sh or set FERRY_CRIU", MIN_VERSION.0, MIN_VERSION.1)]
+    NotFound { tried: String },
+    #[error("CRIU at {path} is version {version}; ferry needs {}.{} or newer", MIN_VERSION.0, MIN_VERSION.1)]
+    TooOld { path: PathBuf, version: String },
+    #[error("talking to CRIU ({what})")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("CRIU sent a message ferry cannot decode")]
+    Decode(#[source] prost::DecodeError),
+    #[error("CRIU {op} failed{}{}{}", errno.map(|e| format!(" (errno {e}: {})", io::Error::from_raw_os_error(e))).unwrap_or_default(), msg.as_ref().map(|m| format!(": {m}")).unwrap_or_default(), if log_errors.is_empty() { String::new() } else { format!("\n  {}", log_errors.join("\n  ")) })]
+    Failed {
+        op: &'static str,
+        errno: Option<i32>,
+        msg: Option<String>,
+        log_errors: Vec<String>,
+    },
+}
+
+/// The first error lines of a CRIU log (CRIU's own words), without the harmless noise.
+pub fn log_errors(log: &Path, max: usize) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("Error") && !l.contains("RLIMIT_NOFILE"))
+        .take(max)
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct Criu {
+    pub bin: PathBuf,
+}
+
+impl Criu {
+    /// `$FERRY_CRIU`, scripts/setup.sh's prefix, then `criu` on PATH; the first that answers
+    /// with a version >= 4.2.
+    pub fn locate() -> Result<Self, CriuError> {
+        let mut tried = Vec::new();
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        if let Some(p) = std::env::var_os("FERRY_CRIU").filter(|p| !p.is_empty()) {
+            candidates.push(p.into());
+        }
+        candidates.push("/opt/ferry/criu/criu".into());
+        if let Some(path) = std::env::var_os("PATH") {
+            candidates.extend(std::env::split_paths(&path).map(|d| d.join("criu")));
+        }
+        for c in candidates {
+            if !c.is_file() {
+                continue;
+            }
+            tried.push(c.display().to_string());
+            let criu = Criu { bin: c.clone() };
+            match criu.version() {
+                Ok(v) if (v.0, v.1) >= MIN_VERSION => return Ok(criu),
+                Ok(v) => {
+                    return Err(CriuError::TooOld {
+                        path: c,
+                        version: format!("{}.{}.{}", v.0, v.1, v.2),
+                    })
+                }
+                Err(_) => continue,
+            }
+        }
+        Err(CriuError::NotFound {
+            tried: if tried.is_empty() {
+                "FERRY_CRIU, /opt/ferry/criu/criu, PATH".into()
+            } else {
+                tried.join(", ")
+            },
+        })
+    }
+
+    /// Sends one request and returns CRIU's final response. `fds` are made available to CRIU
+    /// under their numbers; `notify` answers each notification (its Err fails the operation).
+    pub fn call(
+        &self,
+        req: &rpc::Req,
+        fds: &[RawFd],
+        notify: &mut dyn FnMut(&str) -> Result<(), String>,
+    ) -> Result<rpc::Resp, CriuError> {
+        let io = |what| move |source| CriuError::Io { what, source };
+        let mut pair = [0; 2];
+        // SAFETY: socketpair fills two descriptors we then own.
+        if unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                0,
+                pair.as_mut_ptr(),
+            )
+        } != 0
+        {
+            return Err(io("socketpair")(io::Error::last_os_error()));
+        }
+        // SAFETY: fresh descriptors.
+        let (ours, theirs): (OwnedFd, OwnedFd) = unsafe {
+            (
+                std::os::fd::FromRawFd::from_raw_fd(pair[0]),
+                std::os::fd::FromRawFd::from_raw_fd(pair[1]),
+            )
+        };
+        let child_fd = theirs.as_raw_fd();
+        let mut keep: Vec<RawFd> = fds.to_vec();
+        keep.push(child_fd);
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("swrk")
+            .arg(child_fd.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: only fcntl between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                for fd in &keep {
+                    let f = libc::fcntl(*fd, libc::F_GETFD);
+                    if f >= 0 {
+                        libc::fcntl(*fd, libc::F_SETFD, f & !libc::FD_CLOEXEC);
+                    }
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(io("starting criu swrk"))?;
+        drop(theirs);
+        let send = |r: &rpc::Req| -> Result<(), CriuError> {
+            let b = r.encode_to_vec();
+            // SAFETY: writing our buffer to our socket.
+            if unsafe {
+                libc::send(
+                    ours.as_raw_fd(),
+                    b.as_ptr() as *const libc::c_void,
+                    b.len(),
+                    libc::MSG_NOSIGNAL,
+                )
+            } < 0
+            {
+                return Err(io("sending a request")(io::Error::last_os_error()));
+            }
+            Ok(())
+        };
+        send(req)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let resp = loop {
+            // SAFETY: reading into our buffer.
+            let n = unsafe { libc::recv(ours.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(io("reading a response")(e));
+            }
+            if n == 0 {
+                let _ = child.wait();
+                return Err(io("reading a response")(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "CRIU closed the connection without answering",
+                )));
+            }
+            let resp = rpc::Resp::decode(&buf[..n as usize]).map_err(CriuError::Decode)?;
+            if resp.r#type == rpc::req_type::NOTIFY {
+                let script = resp.notify.as_ref().and_then(|n| n.script.clone()).unwrap_or_default();
+                let ok = notify(&script);
+                if let Err(e) = &ok {
+                    tracing::warn!(script, "notification handler failed: {e}");
+                }
+                send(&rpc::Req {
+                    r#type: rpc::req_type::NOTIFY,
+                    opts: None,
+                    notify_success: Some(ok.is_ok()),
+                    features: None,
+                })?;
+                continue;
+            }
+            break resp;
+        };
+        drop(ours);
+        let _ = child.wait();
+        Ok(resp)
+    }
+
+    fn simple(
+        &self,
+        r#type: i32,
+        opts: Option<rpc::Opts>,
+        features: Option<rpc::Features>,
+        fds: &[RawFd],
+    ) -> Result<rpc::Resp, CriuError> {
+        self.call(
+            &rpc::Req {
+                r#type,
+                opts,
+                notify_success: None,
+                features,
+            },
+            fds,
+            &mut |_| Ok(()),
+        )
+    }
+
+    /// (major, minor, sublevel).
+    pub fn version(&self) -> Result<(i32, i32, i32), CriuError> {
+        let r = self.simple(rpc::req_type::VERSION, None, None, &[])?;
+        let v = r.version.ok_or(CriuError::Failed {
+            op: "version",
+            errno: r.cr_errno,
+            msg: r.cr_errmsg,
+            log_errors: vec![],
+        })?;
+        Ok((v.major_number, v.minor_number, v.sublevel.unwrap_or(0)))
+    }
+
+    /// CRIU's own kernel check (`criu check`).
+    pub fn check(&self) -> Result<bool, CriuError> {
+        Ok(self.simple(rpc::req_type::CHECK, None, None, &[])?.success)
+    }
+
+    /// (memory dirty tracking, lazy pages).
+    pub fn features(&self) -> Result<(bool, bool), CriuError> {
+        let r = self.simple(
+            rpc::req_type::FEATURE_CHECK,
+            None,
+            Some(rpc::Features {
+                mem_track: Some(true),
+                lazy_pages: Some(true),
+            }),
+            &[],
+        )?;
+        let f = r.features.unwrap_or_default();
+        Ok((f.mem_track.unwrap_or(false), f.lazy_pages.unwrap_or(false)))
+    }
+
+    fn images_fd(dir: &Path) -> Result<OwnedFd, CriuError> {
+        std::fs::File::open(dir)
+            .map(OwnedFd::from)
+            .map_err(|source| CriuError::Io {
+                what: "opening the images directory",
+                source,
+            })
+    }
+
+    fn base_opts(dir_fd: &OwnedFd, log: &str) -> rpc::Opts {
+        rpc::Opts {
+            images_dir_fd: dir_fd.as_raw_fd(),
+            log_level: Some(4),
+            log_file: Some(log.into()),
+            ..Default::default()
+        }
+    }
+
+    /// Writes the CPU description (`cpuinfo.img`) into `dir`.
+    pub fn cpuinfo_dump(&self, dir: &Path) -> Result<(), CriuError> {
+        let fd = Self::images_fd(dir)?;
+        let r = self.simple(
+            rpc::req_type::CPUINFO_DUMP,
+            Some(Self::base_opts(&fd, "cpuinfo-dump.log")),
+            None,
+            &[fd.as_raw_fd()],
+        )?;
+        if r.success {
+            Ok(())
+        } else {
+            Err(CriuError::Failed {
+                op: "cpuinfo dump",
+                errno: r.cr_errno,
+                msg: r.cr_errmsg,
+                log_errors: log_errors(&dir.join("cpuinfo-dump.log"), 5),
+            })
+        }
+    }
+
+    /// Checks the CPU description in `dir` against this host's CPU.
+    pub fn cpuinfo_check(&self, dir: &Path) -> Result<(), CriuError> {
+        let fd = Self::images_fd(dir)?;
+        let r = self.simple(
+            rpc::req_type::CPUINFO_CHECK,
+            Some(Self::base_opts(&fd, "cpuinfo-check.log")),
+            None,
+            &[fd.as_raw_fd()],
+        )?;
+        if r.success {
+            Ok(())
+        } else {
+            Err(CriuError::Failed {
+                op: "cpuinfo check",
+                errno: r.cr_errno,
+                msg: r.cr_errmsg,
+                log_errors: log_errors(&dir.join("cpuinfo-check.log"), 5),
+            })
+        }
+    }
+
+    /// Dumps a process tree into `dir`; `opts` carries everything but the images directory and
+    /// the log, which this fills in (the log is `dir/dump.log`).
+    pub fn dump(
+        &self,
+        dir: &Path,
+        mut opts: rpc::Opts,
+        notify: &mut dyn FnMut(&str) -> Result<(), String>,
+    ) -> Result<(), CriuError> {
+        let fd = Self::images_fd(dir)?;
+        let base = Self::base_opts(&fd, "dump.log");
+        opts.images_dir_fd = base.images_dir_fd;
+        opts.log_level = base.log_level;
+        opts.log_file = base.log_file;
+        let r = self.call(
+            &rpc::Req {
+                r#type: rpc::req_type::DUMP,
+                opts: Some(opts),
+                notify_success: None,
+                features: None,
+            },
+            &[fd.as_raw_fd()],
+            notify,
+        )?;
+        if r.success {
+            Ok(())
+        } else {
+            Err(CriuError::Failed {
+                op: "dump",
+                errno: r.cr_errno,
+                msg: r.cr_errmsg,
+                log_errors: log_errors(&dir.join("dump.log"), 5),
+            })
+        }
+    }
+
+    /// Restores from `dir` and returns the restored tree's root pid (as the host sees it).
+    pub fn restore(
+        &self,
+        dir: &Path,
+        mut opts: rpc::Opts,
+        fds: &[RawFd],
+        notify: &mut dyn FnMut(&str) -> Result<(), String>,
+    ) -> Result<i32, CriuError> {
+        let fd = Self::images_fd(dir)?;
+        let base = Self::base_opts(&fd, "restore.log");
+        opts.images_dir_fd = base.images_dir_fd;
+        opts.log_level = base.log_level;
+        opts.log_file = base.log_file;
+        let mut all = fds.to_vec();
+        all.push(fd.as_raw_fd());
+        let r = self.call(
+            &rpc::Req {
+                r#type: rpc::req_type::RESTORE,
+                opts: Some(opts),
+                notify_success: None,
+                features: None,
+            },
+            &all,
+            notify,
+        )?;
+        match (r.success, r.restore) {
+            (true, Some(rr)) => Ok(rr.pid),
+            _ => Err(CriuError::Failed {
+                op: "restore",
+                errno: r.cr_errno,
+                msg: r.cr_errmsg,
+                log_errors: log_errors(&dir.join("restore.log"), 5),
+            }),
+        }
+    }
+}
+
+/// What this host's kernel and CRIU can do, as the engine's decisions need it. Cached per boot.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostCheck {
+    pub boot_id: String,
+    pub criu_path: String,
+    pub criu_version: String,
+    /// `criu check` passed.
+    pub criu_check: bool,
+    /// Soft-dirty tracking: CRIU pre-dump works (else content-addressed pre-copy is used).
+    pub mem_dirty_track: bool,
+    pub lazy_pages: bool,
+    pub uffd_noncoop: bool,
+    /// TCP connections in half-closed states can be dumped.
+    pub tcp_half_closed: bool,
+    /// CRIU can lock the network with nftables (else iptables).
+    pub network_lock_nftables: bool,
+    pub kernel: String,
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn kernel_release() -> String {
+    // SAFETY: uname fills a local struct.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return String::new();
+    }
+    // SAFETY: uname NUL-terminates release.
+    unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+impl Criu {
+    /// `criu check --feature NAME`.
+    pub fn has_feature(&self, name: &str) -> bool {
+        Command::new(&self.bin)
+            .args(["check", "--feature", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Probes everything; `cache` (if given) is reused when it is from this boot.
+    pub fn host_check(&self, cache: Option<&Path>, refresh: bool) -> Result<HostCheck, CriuError> {
+        let boot = boot_id();
+        if let (Some(c), false) = (cache, refresh) {
+            if let Ok(b) = std::fs::read(c) {
+                if let Ok(h) = serde_json::from_slice::<HostCheck>(&b) {
+                    if h.boot_id == boot && h.criu_path == self.bin.display().to_string() {
+                        return Ok(h);
+                    }
+                }
+            }
+        }
+        let v = self.version()?;
+        let (mem_track, lazy) = self.features()?;
+        let h = HostCheck {
+            boot_id: boot,
+            criu_path: self.bin.display().to_string(),
+            criu_version: format!("{}.{}.{}", v.0, v.1, v.2),
+            criu_check: self.check()?,
+            mem_dirty_track: mem_track,
+            lazy_pages: lazy,
+            uffd_noncoop: self.has_feature("uffd-noncoop"),
+            tcp_half_closed: self.has_feature("tcp_half_closed"),
+            network_lock_nftables: self.has_feature("network_lock_nftables"),
+            kernel: kernel_release(),
+        };
+        if let Some(c) = cache {
+            if let Ok(b) = serde_json::to_vec_pretty(&h) {
+                let _ = crate::fsutil::write_atomic(c, &b, 0o644);
+            }
+        }
+        Ok(h)
+    }
+}
+
+/// The kernel release (uname -r).
+pub fn kernel() -> String {
+    kernel_release()
+}
