@@ -70,6 +70,13 @@ pub fn parse<T: clap::Parser>() -> T {
 /// The exit code an error chain stands for: the first error in it that has one.
 pub fn exit_code_of(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<crate::checkpoint::CheckpointError>() {
+            return e.exit_code();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::criu::CriuError>() {
+            let _ = e;
+            return ExitCode::SystemError;
+        }
         if let Some(e) = cause.downcast_ref::<crate::runtime::RuntimeError>() {
             return e.exit_code();
         }

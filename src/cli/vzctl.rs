@@ -1,5 +1,6 @@
 //! `vzctl`: create, start, stop and manage containers (OpenVZ's command, same names).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -163,6 +164,37 @@ pub enum Cmd {
         #[arg(long)]
         save: bool,
     },
+    /// Checkpoint a running container (then stop it, or let it run on with --keep-running)
+    Chkpnt {
+        ctid: CtRef,
+        /// Write a standalone archive here instead of the container's chain in vz/dump
+        #[arg(long)]
+        dumpfile: Option<PathBuf>,
+        #[arg(long = "keep-running", alias = "keep_running")]
+        keep_running: bool,
+    },
+    /// Restore a stopped container from a checkpoint (default: its newest)
+    Restore {
+        ctid: CtRef,
+        #[arg(long)]
+        dumpfile: Option<PathBuf>,
+        /// A checkpoint id from `vzctl checkpoints`
+        #[arg(long)]
+        checkpoint: Option<String>,
+        /// Restore even where the CPU, CRIU or kernel do not match
+        #[arg(long)]
+        force: bool,
+    },
+    /// Checkpoint and stop (OpenVZ 4's name for chkpnt)
+    Suspend { ctid: CtRef },
+    /// Restore from the newest checkpoint (OpenVZ 4's name for restore)
+    Resume { ctid: CtRef },
+    /// List a container's checkpoints
+    Checkpoints {
+        ctid: CtRef,
+        #[arg(short = 'j', long)]
+        json: bool,
+    },
     /// What this host's kernel and CRIU can do for checkpoints and migration
     Check {
         /// JSON output
@@ -217,7 +249,7 @@ pub fn run(args: Args) -> Result<i32> {
     let rt = Runtime::new(host);
     let resolve = |r: &CtRef| -> Result<Ctid> { Ok(rt.host.resolve(r)?) };
     match &args.cmd {
-        Cmd::Status { .. } | Cmd::Ubc { .. } => {}
+        Cmd::Status { .. } | Cmd::Ubc { .. } | Cmd::Checkpoints { .. } => {}
         Cmd::Check { .. } => require_root("vzctl check")?,
         _ => require_root("vzctl")?,
     }
@@ -370,6 +402,94 @@ pub fn run(args: Args) -> Result<i32> {
                 (false, true) => say(quiet, format!("Container {id}: saved; applies at next start")),
                 (false, false) => {
                     eprintln!("vzctl: container {id} is not running and --save was not given: nothing was applied")
+                }
+            }
+        }
+        Cmd::Chkpnt {
+            ctid,
+            dumpfile,
+            keep_running,
+        } => {
+            let id = resolve(&ctid)?;
+            say(quiet, format!("Setting up checkpoint of container {id} ..."));
+            let c = rt.chkpnt(id, &crate::checkpoint::ChkpntOptions { dumpfile, keep_running })?;
+            say(
+                quiet,
+                format!(
+                    "Checkpoint {} of container {id} written to {} ({:.1} MiB, frozen {} ms{})",
+                    c.id,
+                    c.path.display(),
+                    c.size as f64 / 1048576.0,
+                    c.frozen_ms,
+                    if keep_running {
+                        ", still running"
+                    } else {
+                        "; container stopped"
+                    }
+                ),
+            );
+        }
+        Cmd::Suspend { ctid } => {
+            let id = resolve(&ctid)?;
+            let c = rt.chkpnt(id, &crate::checkpoint::ChkpntOptions::default())?;
+            say(
+                quiet,
+                format!(
+                    "Container {id} suspended to {} (frozen {} ms)",
+                    c.path.display(),
+                    c.frozen_ms
+                ),
+            );
+        }
+        Cmd::Restore {
+            ctid,
+            dumpfile,
+            checkpoint,
+            force,
+        } => {
+            let id = resolve(&ctid)?;
+            say(quiet, format!("Restoring container {id} ..."));
+            let st = rt.restore(
+                id,
+                &crate::checkpoint::RestoreOptions {
+                    dumpfile,
+                    checkpoint,
+                    force,
+                },
+            )?;
+            say(
+                quiet,
+                format!("Container {id} restored (init pid {} on the host)", st.init_pid),
+            );
+        }
+        Cmd::Resume { ctid } => {
+            let id = resolve(&ctid)?;
+            let st = rt.restore(id, &crate::checkpoint::RestoreOptions::default())?;
+            say(
+                quiet,
+                format!("Container {id} resumed (init pid {} on the host)", st.init_pid),
+            );
+        }
+        Cmd::Checkpoints { ctid, json } => {
+            let id = resolve(&ctid)?;
+            let list = rt.checkpoints(id)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!(
+                    "{:<18} {:>10} {:>10} {:<6} {:<18} RUNNING",
+                    "ID", "SIZE", "FROZEN", "LEVEL", "PARENT"
+                );
+                for c in list {
+                    println!(
+                        "{:<18} {:>9.1}M {:>8}ms {:<6} {:<18} {}",
+                        c.id,
+                        c.size as f64 / 1048576.0,
+                        c.frozen_ms,
+                        c.level,
+                        c.parent.unwrap_or_else(|| "-".into()),
+                        if c.keep_running { "yes" } else { "no" }
+                    );
                 }
             }
         }

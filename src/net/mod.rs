@@ -400,3 +400,60 @@ mod tests {
         }
     }
 }
+
+/// After a checkpoint stopped the container: its links are gone with its network namespace,
+/// but its addresses stay claimed, routed to a blackhole, with their proxy entries, so peers'
+/// packets are dropped silently (they retransmit) instead of being refused until the restore.
+pub fn suspend(state: &NetState) {
+    for s in &state.ips {
+        if let Ok(a) = parse_ip(s) {
+            let (fam, len) = if a.addr.is_ipv4() { ("-4", 32) } else { ("-6", 128) };
+            let _ = ip::host(&[fam, "route", "replace", "blackhole", &format!("{}/{len}", a.addr)]);
+        }
+    }
+}
+
+/// After CRIU restored a container (with its links, whose host sides CRIU created in this
+/// namespace): brings the host sides up, routes and proxies the addresses, joins bridges,
+/// announces.
+pub fn attach_restored(
+    ctid: u32,
+    addrs: &[IpWithPrefix],
+    netifs: &[Netif],
+    hn: &HostNet,
+) -> Result<NetState, NetError> {
+    let mut state = NetState::default();
+    if !addrs.is_empty() {
+        let host_if = venet_host_ifname(ctid);
+        let uplink = hn.uplink.clone().ok_or(NetError::NoUplink)?;
+        ip::sysctl(&format!("net/ipv4/conf/{host_if}/proxy_arp"), "1")?;
+        ip::sysctl(&format!("net/ipv6/conf/{host_if}/accept_dad"), "0")?;
+        ip::host(&["link", "set", &host_if, "up"])?;
+        let _ = ip::host(&["-6", "addr", "add", "fe80::1/64", "dev", &host_if, "nodad"]);
+        ip::sysctl("net/ipv4/ip_forward", "1")?;
+        ip::sysctl("net/ipv6/conf/all/forwarding", "1")?;
+        ip::sysctl(&format!("net/ipv6/conf/{uplink}/proxy_ndp"), "1")?;
+        for a in addrs {
+            let addr = a.addr.to_string();
+            let (fam, len) = if a.addr.is_ipv4() { ("-4", 32) } else { ("-6", 128) };
+            ip::host(&[fam, "route", "replace", &format!("{addr}/{len}"), "dev", &host_if])?;
+            ip::host(&[fam, "neigh", "replace", "proxy", &addr, "dev", &uplink])?;
+            state.ips.push(a.to_string());
+        }
+        state.uplink = Some(uplink.clone());
+        announce(&uplink, addrs)?;
+    }
+    for n in netifs {
+        let bridge = if n.bridge.is_empty() {
+            hn.bridge.clone().unwrap_or_default()
+        } else {
+            n.bridge.clone()
+        };
+        if !bridge.is_empty() && ip::link_exists(&bridge) {
+            ip::host(&["link", "set", &n.host_ifname, "master", &bridge])?;
+        }
+        ip::host(&["link", "set", &n.host_ifname, "up"])?;
+        state.netifs.push(n.host_ifname.clone());
+    }
+    Ok(state)
+}

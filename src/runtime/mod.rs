@@ -10,7 +10,7 @@ pub mod proc;
 mod pty;
 pub mod spawn;
 pub mod state;
-mod sys;
+pub(crate) mod sys;
 
 use std::ffi::CString;
 use std::fs;
@@ -207,7 +207,7 @@ impl Runtime {
         crate::net::HostNet::detect(self.host.global.get("UPLINK"), self.host.global.get("BRIDGE"))
     }
 
-    fn lock(&self, ctid: Ctid) -> Result<CtLock> {
+    pub(crate) fn lock(&self, ctid: Ctid) -> Result<CtLock> {
         Ok(CtLock::acquire(&self.host.layout.lock_dir(), ctid)?)
     }
 
@@ -491,7 +491,7 @@ impl Runtime {
 
     // ---- mount ------------------------------------------------------------------------------
 
-    fn existing(&self, ctid: Ctid) -> Result<Container> {
+    pub(crate) fn existing(&self, ctid: Ctid) -> Result<Container> {
         let ct = self.host.container(ctid)?;
         if !ct.private.is_dir() {
             return Err(RuntimeError::NoPrivate(ctid, ct.private.clone()));
@@ -499,7 +499,7 @@ impl Runtime {
         Ok(ct)
     }
 
-    fn mount_root(&self, ct: &Container) -> Result<()> {
+    pub(crate) fn mount_root(&self, ct: &Container) -> Result<()> {
         fs::create_dir_all(&ct.root).map_err(io_err(ct.ctid, format!("mkdir {}", ct.root.display())))?;
         let image = crate::storage::Layout::parse(ct.get("VE_LAYOUT").unwrap_or("simfs")).ok()
             == Some(crate::storage::Layout::Image);
@@ -525,7 +525,7 @@ impl Runtime {
         })
     }
 
-    fn umount_root(&self, ct: &Container) -> Result<()> {
+    pub(crate) fn umount_root(&self, ct: &Container) -> Result<()> {
         let c = sys::cstr(&ct.root);
         // SAFETY: umount2 with a valid path.
         if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
@@ -572,7 +572,7 @@ impl Runtime {
     // ---- start / stop -----------------------------------------------------------------------
 
     /// Removes what a container that died on its own left behind: state file and cgroup.
-    fn cleanup_stale(&self, ctid: Ctid) -> Result<()> {
+    pub(crate) fn cleanup_stale(&self, ctid: Ctid) -> Result<()> {
         let path = self.host.layout.state_file(ctid);
         let st = RunState::load(&path).map_err(io_err(ctid, format!("reading {}", path.display())))?;
         if st.as_ref().is_some_and(|s| s.init_alive()) {
@@ -767,7 +767,7 @@ impl Runtime {
         self.finish_stop(&ct, &st)
     }
 
-    fn finish_stop(&self, ct: &Container, st: &RunState) -> Result<()> {
+    pub(crate) fn finish_stop(&self, ct: &Container, st: &RunState) -> Result<()> {
         let ctid = ct.ctid;
         // The container left this host: its routes and proxy entries go too.
         crate::net::withdraw_all(ctid.get(), &st.net);

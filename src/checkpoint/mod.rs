@@ -1,0 +1,653 @@
+//! Checkpoints: `vzctl chkpnt` / `restore` (and OpenVZ 4's `suspend` / `resume`).
+//!
+//! A checkpoint freezes the container with the cgroup freezer, dumps it with CRIU (TCP
+//! connections included, the network locked by CRIU meanwhile), records the private area as
+//! it was while frozen (a full copy, or a GNU tar incremental delta against the previous
+//! checkpoint of the chain), and then either stops the container or thaws it
+//! (`--keep-running`). The result is one archive file (archive.rs, docs/checkpoint-format.md).
+//!
+//! Restore verifies the archive (and its chain) before CRIU is touched, checks that the CPU,
+//! CRIU and kernel fit, rolls the private area back, recreates the cgroup with the container's
+//! limits, and has CRIU restore the processes into the same network links, whose host sides
+//! are then routed and announced again.
+
+pub mod archive;
+
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+
+use crate::criu::{self, Criu, CriuError};
+use crate::ctid::Ctid;
+use crate::exitcode::ExitCode;
+use crate::runtime::{console, proc, state::RunState, sys, Runtime, RuntimeError};
+use archive::{ArchiveError, FsSnapshot, Manifest};
+
+#[derive(Debug, Error)]
+pub enum CheckpointError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("container {0}: checkpoint failed; it keeps running (CRIU log: {1})")]
+    Dump(Ctid, PathBuf, #[source] CriuError),
+    #[error("container {0}: restore failed; it stays stopped and its checkpoint is intact (CRIU log: {1})")]
+    Restore(Ctid, PathBuf, #[source] CriuError),
+    #[error("container {0}")]
+    Criu(Ctid, #[source] CriuError),
+    #[error("container {0}: checkpoint archive")]
+    Archive(Ctid, #[source] ArchiveError),
+    #[error("container {0} has no checkpoint{1}")]
+    NoCheckpoint(Ctid, String),
+    #[error("container {ctid}: the checkpoint does not fit this host: {why}; use --force if you know better")]
+    Incompatible { ctid: Ctid, why: String },
+    #[error("container {ctid}: {what}")]
+    Io {
+        ctid: Ctid,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("container {ctid}: {what} failed: {stderr}")]
+    Tool { ctid: Ctid, what: String, stderr: String },
+}
+
+impl CheckpointError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CheckpointError::Runtime(e) => e.exit_code(),
+            CheckpointError::Dump(..) => ExitCode::CheckpointFailed,
+            CheckpointError::Restore(..) | CheckpointError::Incompatible { .. } | CheckpointError::Archive(..) => {
+                ExitCode::RestoreFailed
+            }
+            CheckpointError::NoCheckpoint(..) => ExitCode::RestoreFailed,
+            _ => ExitCode::SystemError,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, CheckpointError>;
+
+/// What `chkpnt` takes.
+#[derive(Debug, Clone, Default)]
+pub struct ChkpntOptions {
+    /// A standalone archive (always a full copy) instead of the container's chain in vz/dump.
+    pub dumpfile: Option<PathBuf>,
+    pub keep_running: bool,
+}
+
+/// What `restore` takes.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    pub dumpfile: Option<PathBuf>,
+    /// A checkpoint id of the container's chain (default: the newest).
+    pub checkpoint: Option<String>,
+    /// Restore even where the CPU, CRIU or kernel do not match.
+    pub force: bool,
+}
+
+/// One checkpoint of a container, for listings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckpointInfo {
+    pub id: String,
+    pub path: PathBuf,
+    pub created: u64,
+    pub size: u64,
+    pub frozen_ms: u64,
+    pub level: u32,
+    pub parent: Option<String>,
+    pub keep_running: bool,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `YYYYMMDD-HHMMSS` (UTC) from unix seconds.
+pub fn stamp(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn tar(ctid: Ctid, args: &[&str], what: &str) -> Result<()> {
+    let out = Command::new("tar")
+        .args(args)
+        .output()
+        .map_err(|source| CheckpointError::Io {
+            ctid,
+            what: format!("running tar ({what})"),
+            source,
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(CheckpointError::Tool {
+            ctid,
+            what: what.into(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// The console descriptor of a container's init as CRIU names external ttys.
+fn console_key(init_pid: i32) -> Option<String> {
+    let md = fs::metadata(format!("/proc/{init_pid}/fd/0")).ok()?;
+    let is_pts = libc::major(md.rdev()) == 136;
+    is_pts.then(|| format!("tty[{:x}:{:x}]", md.rdev(), md.dev()))
+}
+
+impl Runtime {
+    fn dump_dir(&self, ctid: Ctid) -> PathBuf {
+        self.host.layout.dump_dir().join(ctid.to_string())
+    }
+
+    fn suspended_file(&self, ctid: Ctid) -> PathBuf {
+        self.host.layout.run_dir().join(format!("{ctid}.suspended.json"))
+    }
+
+    /// The container's checkpoints in vz/dump, oldest first.
+    pub fn checkpoints(&self, ctid: Ctid) -> std::result::Result<Vec<CheckpointInfo>, CheckpointError> {
+        let dir = self.dump_dir(ctid);
+        let mut out = Vec::new();
+        if let Ok(rd) = fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "ckpt") {
+                    if let Ok((m, _, _)) = archive::read_manifest(&p) {
+                        out.push(CheckpointInfo {
+                            id: m.id.clone(),
+                            size: fs::metadata(&p).map(|m| m.len()).unwrap_or(0),
+                            path: p,
+                            created: m.created,
+                            frozen_ms: m.frozen_ms,
+                            level: m.fs.level,
+                            parent: m.fs.parent.clone(),
+                            keep_running: m.keep_running,
+                        });
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        Ok(out)
+    }
+
+    /// Checkpoints a running container.
+    pub fn chkpnt(&self, ctid: Ctid, opts: &ChkpntOptions) -> Result<CheckpointInfo> {
+        let _lock = self.lock(ctid)?;
+        let ct = self.existing(ctid)?;
+        let st = self.run_state(ctid)?.ok_or(RuntimeError::NotRunning(ctid))?;
+        let criu = Criu::locate().map_err(|e| CheckpointError::Criu(ctid, e))?;
+        let io = |what: String| move |source| CheckpointError::Io { ctid, what, source };
+        let created = now_secs();
+        let dir = self.dump_dir(ctid);
+        fs::create_dir_all(&dir).map_err(io(format!("mkdir {}", dir.display())))?;
+        let mut id = stamp(created);
+        while dir.join(format!("{id}.ckpt")).exists() {
+            id.push('a');
+        }
+        let work = dir.join(format!(".work-{id}"));
+        let images = work.join("images");
+        let _ = fs::remove_dir_all(&work);
+        fs::create_dir_all(&images).map_err(io(format!("mkdir {}", images.display())))?;
+        // The chain: a delta against the newest checkpoint that left its snapshot list behind.
+        let parent = if opts.dumpfile.is_none() {
+            self.checkpoints(ctid)?
+                .into_iter()
+                .rev()
+                .find(|c| dir.join(format!("{}.snar", c.id)).exists())
+        } else {
+            None
+        };
+        let snar = work.join("fs.snar");
+        let level = match &parent {
+            Some(p) => {
+                fs::copy(dir.join(format!("{}.snar", p.id)), &snar)
+                    .map_err(io("copying the parent's snapshot list".into()))?;
+                p.level + 1
+            }
+            None => 0,
+        };
+        let cg = self.cgroups(ctid)?;
+        let freezer = *cg
+            .freezers(ctid)
+            .first()
+            .ok_or_else(|| RuntimeError::Cgroup(ctid, crate::cgroup::CgroupError::NoController("freezer".into())))?;
+        let freezer_dir = cg
+            .hierarchies()
+            .iter()
+            .find(|h| match freezer {
+                crate::cgroup::Freezer::V1 => !h.v2 && h.controllers.iter().any(|c| c == "freezer"),
+                crate::cgroup::Freezer::V2 => h.v2,
+            })
+            .map(|h| cg.dir(h, ctid))
+            .unwrap();
+        let console = console_key(st.init_pid);
+
+        // Frozen from here until the dump and the file snapshot are done.
+        let t0 = Instant::now();
+        cg.freeze(ctid, freezer, Duration::from_secs(30))
+            .map_err(|e| RuntimeError::Cgroup(ctid, e))?;
+        let dump_opts = criu::Opts {
+            pid: Some(st.init_pid),
+            root: Some(ct.root.display().to_string()),
+            tcp_established: Some(true),
+            file_locks: Some(true),
+            manage_cgroups: Some(true),
+            manage_cgroups_mode: Some(criu::rpc::cg_mode::SOFT),
+            external: console.iter().cloned().collect(),
+            leave_running: Some(opts.keep_running),
+            freeze_cgroup: Some(freezer_dir.display().to_string()),
+            notify_scripts: Some(true),
+            ..Default::default()
+        };
+        if let Err(e) = criu.dump(&images, dump_opts, &mut |_| Ok(())) {
+            let _ = cg.thaw(ctid, freezer);
+            let log = self.host.layout.log_dir().join(format!("{ctid}.dump.log"));
+            let _ = fs::copy(images.join("dump.log"), &log);
+            let _ = fs::remove_dir_all(&work);
+            return Err(CheckpointError::Dump(ctid, log, e));
+        }
+        // The private area as it is now, while nothing in the container runs.
+        let root = ct.root.display().to_string();
+        let fs_tar = work.join("fs.tar").display().to_string();
+        let snar_s = snar.display().to_string();
+        let mut args = vec![
+            "--numeric-owner",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--acls",
+            "-C",
+            &root,
+            "-cf",
+            &fs_tar,
+        ];
+        if opts.dumpfile.is_none() {
+            args.extend(["--listed-incremental", &snar_s]);
+        }
+        args.push(".");
+        let snap = tar(ctid, &args, "snapshotting the private area");
+        if opts.keep_running {
+            let _ = cg.thaw(ctid, freezer);
+        }
+        let frozen_ms = t0.elapsed().as_millis() as u64;
+        if let Err(e) = snap {
+            let _ = fs::remove_dir_all(&work);
+            if !opts.keep_running {
+                // CRIU already ended the processes; the container is stopped with no checkpoint.
+                self.after_stopping_dump(&ct, &st);
+            }
+            return Err(e);
+        }
+        let cpuinfo = criu.cpuinfo_dump(&images).is_ok();
+        let manifest = Manifest {
+            format: archive::FORMAT_VERSION,
+            id: id.clone(),
+            ctid: ctid.get(),
+            created,
+            config: fs::read_to_string(&ct.conf_path).unwrap_or_default(),
+            criu_version: criu
+                .version()
+                .map(|v| format!("{}.{}.{}", v.0, v.1, v.2))
+                .unwrap_or_default(),
+            kernel: criu::kernel(),
+            cpuinfo,
+            keep_running: opts.keep_running,
+            frozen_ms,
+            console,
+            fs: FsSnapshot {
+                level,
+                parent: parent.as_ref().map(|p| p.id.clone()),
+            },
+            payload_bytes: 0,
+        };
+        let dest = opts.dumpfile.clone().unwrap_or_else(|| dir.join(format!("{id}.ckpt")));
+        let written = archive::write(&dest, &manifest, &work).map_err(|e| CheckpointError::Archive(ctid, e));
+        if written.is_ok() && opts.dumpfile.is_none() {
+            let _ = fs::rename(&snar, dir.join(format!("{id}.snar")));
+        }
+        let _ = fs::remove_dir_all(&work);
+        if !opts.keep_running {
+            self.after_stopping_dump(&ct, &st);
+        }
+        let size = written?;
+        Ok(CheckpointInfo {
+            id,
+            path: dest,
+            created,
+            size,
+            frozen_ms,
+            level,
+            parent: manifest.fs.parent,
+            keep_running: opts.keep_running,
+        })
+    }
+
+    /// After a dump that ended the container's processes: the cgroup and mount go, the
+    /// addresses stay claimed (blackholed) until the restore.
+    fn after_stopping_dump(&self, ct: &crate::host::Container, st: &RunState) {
+        let ctid = ct.ctid;
+        if let Ok(cg) = self.cgroups(ctid) {
+            let _ = cg.kill_all(ctid, Duration::from_secs(10));
+            let _ = cg.remove(ctid, Duration::from_secs(10));
+        }
+        crate::net::suspend(&st.net);
+        if let Ok(b) = serde_json::to_vec(&st.net) {
+            let _ = crate::fsutil::write_atomic(&self.suspended_file(ctid), &b, 0o644);
+        }
+        let _ = fs::remove_file(self.host.layout.state_file(ctid));
+        if crate::fsutil::is_mountpoint(&ct.root).unwrap_or(false) {
+            let _ = self.umount_root(ct);
+        }
+    }
+
+    /// The archive to restore and the chain it needs, oldest first (verified).
+    fn chain(&self, ctid: Ctid, opts: &RestoreOptions) -> Result<Vec<(PathBuf, Manifest)>> {
+        let arch = |e| CheckpointError::Archive(ctid, e);
+        let target = match (&opts.dumpfile, &opts.checkpoint) {
+            (Some(f), _) => f.clone(),
+            (None, Some(id)) => {
+                let p = self.dump_dir(ctid).join(format!("{id}.ckpt"));
+                if !p.exists() {
+                    return Err(CheckpointError::NoCheckpoint(ctid, format!(" named {id}")));
+                }
+                p
+            }
+            (None, None) => self
+                .checkpoints(ctid)?
+                .pop()
+                .map(|c| c.path)
+                .ok_or_else(|| CheckpointError::NoCheckpoint(ctid, String::new()))?,
+        };
+        let mut chain = Vec::new();
+        let mut next = Some(target);
+        while let Some(p) = next {
+            let m = archive::verify(&p).map_err(arch)?;
+            if m.ctid != ctid.get() && opts.dumpfile.is_none() {
+                return Err(CheckpointError::Incompatible {
+                    ctid,
+                    why: format!("{} belongs to container {}", p.display(), m.ctid),
+                });
+            }
+            next = match &m.fs.parent {
+                Some(parent) => {
+                    let pp = self.dump_dir(ctid).join(format!("{parent}.ckpt"));
+                    if !pp.exists() {
+                        return Err(CheckpointError::NoCheckpoint(
+                            ctid,
+                            format!(" {parent}, which {} needs", m.id),
+                        ));
+                    }
+                    Some(pp)
+                }
+                None => None,
+            };
+            chain.push((p, m));
+            if chain.len() > 10_000 {
+                return Err(CheckpointError::Incompatible {
+                    ctid,
+                    why: "the checkpoint chain loops".into(),
+                });
+            }
+        }
+        chain.reverse();
+        Ok(chain)
+    }
+
+    /// Restores a stopped container from a checkpoint.
+    pub fn restore(&self, ctid: Ctid, opts: &RestoreOptions) -> Result<RunState> {
+        let _lock = self.lock(ctid)?;
+        let ct = self.existing(ctid)?;
+        if self.run_state(ctid)?.is_some() {
+            return Err(RuntimeError::Running(ctid).into());
+        }
+        // Everything is checked before anything changes.
+        let chain = self.chain(ctid, opts)?;
+        let (target_path, manifest) = chain.last().cloned().unwrap();
+        let criu = Criu::locate().map_err(|e| CheckpointError::Criu(ctid, e))?;
+        let io = |what: String| move |source| CheckpointError::Io { ctid, what, source };
+        let work = self.dump_dir(ctid).join(format!(".restore-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&work);
+        let r = self.restore_from(ctid, &ct, &criu, &chain, &target_path, &manifest, &work, opts);
+        let _ = fs::remove_dir_all(&work);
+        let _ = io;
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn restore_from(
+        &self,
+        ctid: Ctid,
+        ct: &crate::host::Container,
+        criu: &Criu,
+        chain: &[(PathBuf, Manifest)],
+        target: &Path,
+        manifest: &Manifest,
+        work: &Path,
+        opts: &RestoreOptions,
+    ) -> Result<RunState> {
+        let io = |what: String| move |source| CheckpointError::Io { ctid, what, source };
+        let arch = |e| CheckpointError::Archive(ctid, e);
+        archive::unpack(target, work).map_err(arch)?;
+        let images = work.join("images");
+        if !opts.force {
+            let ours = criu.version().map_err(|e| CheckpointError::Criu(ctid, e))?;
+            let theirs: Vec<i32> = manifest
+                .criu_version
+                .split('.')
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            if theirs.len() >= 2 && (theirs[0], theirs[1]) > (ours.0, ours.1) {
+                return Err(CheckpointError::Incompatible {
+                    ctid,
+                    why: format!(
+                        "it was made by CRIU {}, newer than this host's {}.{}",
+                        manifest.criu_version, ours.0, ours.1
+                    ),
+                });
+            }
+            let mm = |k: &str| k.split('.').take(2).collect::<Vec<_>>().join(".");
+            if mm(&manifest.kernel) != mm(&criu::kernel()) {
+                return Err(CheckpointError::Incompatible {
+                    ctid,
+                    why: format!(
+                        "it was made on kernel {}, this host runs {}",
+                        manifest.kernel,
+                        criu::kernel()
+                    ),
+                });
+            }
+            if manifest.cpuinfo {
+                criu.cpuinfo_check(&images).map_err(|e| CheckpointError::Incompatible {
+                    ctid,
+                    why: format!("the CPU differs ({e})"),
+                })?;
+            }
+        }
+        // Roll the private area back: the full copy, then each delta (GNU tar's incremental
+        // extraction also deletes what did not exist when the snapshot was taken).
+        let was_mounted = crate::fsutil::is_mountpoint(&ct.root).map_err(|e| RuntimeError::Io {
+            ctid,
+            what: "reading the mount table".into(),
+            source: e,
+        })?;
+        if !was_mounted {
+            self.mount_root(ct)?;
+        }
+        let root = ct.root.display().to_string();
+        let undo_mount = |e: CheckpointError| {
+            if !was_mounted {
+                let _ = self.umount_root(ct);
+            }
+            e
+        };
+        for (p, m) in chain {
+            let part = work.join(format!("chain-{}", m.id));
+            let fs_tar = if p == target {
+                work.join("fs.tar")
+            } else {
+                archive::unpack(p, &part).map_err(arch).map_err(undo_mount)?;
+                part.join("fs.tar")
+            };
+            let f = fs_tar.display().to_string();
+            let mut args = vec![
+                "--numeric-owner",
+                "--same-owner",
+                "--same-permissions",
+                "--xattrs",
+                "--xattrs-include=*",
+                "--acls",
+                "-C",
+                &root,
+                "-xf",
+                &f,
+            ];
+            if m.fs.level > 0 || chain.len() > 1 || opts.dumpfile.is_none() {
+                args.push("--listed-incremental=/dev/null");
+            }
+            tar(ctid, &args, "rolling the private area back").map_err(undo_mount)?;
+        }
+        // Cgroup and limits, as at start.
+        let cg = self.cgroups(ctid)?;
+        cg.create(ctid)
+            .map_err(|e| undo_mount(RuntimeError::Cgroup(ctid, e).into()))?;
+        let undo = |e: CheckpointError| {
+            let _ = cg.kill_all(ctid, Duration::from_secs(5));
+            let _ = cg.remove(ctid, Duration::from_secs(5));
+            undo_mount(e)
+        };
+        let limits = crate::resources::Limits::from_config(&ct.config).map_err(|e| {
+            undo(
+                RuntimeError::BadValue {
+                    ctid,
+                    what: e.to_string(),
+                }
+                .into(),
+            )
+        })?;
+        limits
+            .apply(cg, ctid)
+            .map_err(|e| undo(RuntimeError::Cgroup(ctid, e).into()))?;
+        // A new console: a host pty whose master goes to a logger; the slave stands in for the
+        // console descriptor CRIU recorded as external.
+        let (master, n) =
+            sys::open_pty_master(Path::new("/dev/ptmx")).map_err(|e| undo(io("opening a console pty".into())(e)))?;
+        let slave = sys::open_rw_noctty(Path::new(&format!("/dev/pts/{n}")))
+            .map_err(|e| undo(io("opening the console pty".into())(e)))?;
+        let (parent_sock, logger_sock) = sys::socketpair().map_err(|e| undo(io("socketpair".into())(e)))?;
+        console::spawn_logger(logger_sock, &self.host.layout.console_log(ctid))
+            .map_err(|e| undo(io("starting the console logger".into())(e)))?;
+        let _ = sys::send_fd(parent_sock.as_raw_fd(), console::TAG_MASTER, master.as_raw_fd());
+        drop(master);
+        let ips = crate::net::parse_ip_list(ct.get("IP_ADDRESS").unwrap_or("")).unwrap_or_default();
+        let netifs = crate::net::netif::parse_netif(ct.get("NETIF").unwrap_or("")).unwrap_or_default();
+        let mut veths = Vec::new();
+        if !ips.is_empty() {
+            veths.push(criu::VethPair {
+                if_in: "venet0".into(),
+                if_out: crate::net::venet_host_ifname(ctid.get()),
+            });
+        }
+        for n in &netifs {
+            veths.push(criu::VethPair {
+                if_in: n.ifname.clone(),
+                if_out: n.host_ifname.clone(),
+            });
+        }
+        // The addresses were blackholed at checkpoint time; CRIU recreates the links.
+        if let Ok(b) = fs::read(self.suspended_file(ctid)) {
+            if let Ok(old) = serde_json::from_slice::<crate::net::NetState>(&b) {
+                crate::net::withdraw_all(ctid.get(), &old);
+            }
+        }
+        let ropts = criu::Opts {
+            root: Some(ct.root.display().to_string()),
+            tcp_established: Some(true),
+            file_locks: Some(true),
+            manage_cgroups: Some(true),
+            manage_cgroups_mode: Some(criu::rpc::cg_mode::SOFT),
+            veths,
+            inherit_fd: manifest
+                .console
+                .iter()
+                .map(|k| criu::InheritFd {
+                    key: k.clone(),
+                    fd: slave.as_raw_fd(),
+                })
+                .collect(),
+            notify_scripts: Some(true),
+            ..Default::default()
+        };
+        let pid = match criu.restore(&images, ropts, &[slave.as_raw_fd()], &mut |_| Ok(())) {
+            Ok(pid) => pid,
+            Err(e) => {
+                let log = self.host.layout.log_dir().join(format!("{ctid}.restore.log"));
+                let _ = fs::copy(images.join("restore.log"), &log);
+                return Err(undo(CheckpointError::Restore(ctid, log, e)));
+            }
+        };
+        drop(slave);
+        if let Ok(pidfd) = sys::pidfd_open(pid) {
+            let _ = sys::send_fd(parent_sock.as_raw_fd(), console::TAG_PIDFD, pidfd.as_raw_fd());
+        }
+        drop(parent_sock);
+        let hn = self.host_net();
+        let net = match crate::net::attach_restored(ctid.get(), &ips, &netifs, &hn) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(ctid = %ctid, "the restored container's network: {e}");
+                crate::net::NetState {
+                    ips: ips.iter().map(|a| a.to_string()).collect(),
+                    uplink: hn.uplink.clone(),
+                    netifs: netifs.iter().map(|n| n.host_ifname.clone()).collect(),
+                }
+            }
+        };
+        let st = RunState {
+            init_pid: pid,
+            init_start: proc::start_time(pid).unwrap_or(0),
+            console_pid: None,
+            started_at: now_secs(),
+            net,
+        };
+        st.save(&self.host.layout.state_file(ctid))
+            .map_err(io("writing the runtime state".into()))?;
+        let _ = fs::remove_file(self.suspended_file(ctid));
+        Ok(st)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps() {
+        assert_eq!(stamp(0), "19700101-000000");
+        assert_eq!(stamp(1_795_430_096), "20261123-103456");
+        assert_eq!(stamp(951_782_400), "20000229-000000");
+    }
+}
