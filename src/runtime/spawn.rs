@@ -187,11 +187,11 @@ fn init_child(spec: &InitSpec<'_>, parent_sock: &OwnedFd, go_r: OwnedFd) -> Resu
     let root = spec.root;
     sys::mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)
         .map_err(step("making mounts private"))?;
-    if let Some(h) = spec.hostname {
-        // SAFETY: valid buffer and length.
-        sys::check(unsafe { libc::sethostname(h.as_ptr() as *const libc::c_char, h.len()) })
-            .map_err(step("sethostname"))?;
-    }
+    // Without a configured name the new uts namespace would keep the host's: use localhost.
+    let h = spec.hostname.unwrap_or("localhost");
+    // SAFETY: valid buffer and length.
+    sys::check(unsafe { libc::sethostname(h.as_ptr() as *const libc::c_char, h.len()) })
+        .map_err(step("sethostname"))?;
     // The root must be a mount point for pivot_root; binding it over itself makes sure.
     sys::mount(
         Some(&root.to_string_lossy()),
@@ -360,6 +360,9 @@ pub fn exec_in(
             .map_err(sys_err(format!("opening {path}")))
     };
     let pid_ns = open_ns("pid")?;
+    // A restored container may live in its own time namespace (CRIU keeps the monotonic
+    // clocks): commands must join it, or the next dump mixes time namespaces.
+    let time_ns = open_ns("time")?;
     let others: Vec<(OwnedFd, libc::c_int)> = JOIN_NS
         .iter()
         .map(|(n, t)| Ok((open_ns(n)?, *t)))
@@ -380,6 +383,10 @@ pub fn exec_in(
         drop(err_r);
         if let Err(e) = sys::setns(&pid_ns, libc::CLONE_NEWPID) {
             let _ = sys::write_all(err_w.as_raw_fd(), format!("joining the pid namespace: {e}").as_bytes());
+            sys::exit_child(1);
+        }
+        if let Err(e) = sys::setns(&time_ns, libc::CLONE_NEWTIME) {
+            let _ = sys::write_all(err_w.as_raw_fd(), format!("joining the time namespace: {e}").as_bytes());
             sys::exit_child(1);
         }
         match sys::fork() {

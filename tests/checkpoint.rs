@@ -1,0 +1,275 @@
+//! Root-only: checkpoint and restore through CRIU, on the testbed where a network is needed.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use common::*;
+use ferry_testbed::{Lab, LabConfig};
+
+fn lab(tag: &str) -> Lab {
+    require_root();
+    let mut cfg = LabConfig::new(&format!("{tag}{}", std::process::id() % 100000));
+    cfg.base = "/tmp/ferry-lab-tests".into();
+    cfg.hosts = vec!["hostA".into()];
+    Lab::up(&cfg).expect("bringing the lab up")
+}
+
+fn vz(lab: &Lab, args: &[&str]) -> Out {
+    let h = lab.host("hostA");
+    let mut c = Lab::cmd(&h.netns, env!("CARGO_BIN_EXE_vzctl"));
+    c.arg("--root-dir").arg(&h.root).args(args);
+    run(c, Duration::from_secs(120))
+}
+
+fn vz_ok(lab: &Lab, args: &[&str]) -> String {
+    let o = vz(lab, args);
+    assert_eq!(o.code, 0, "vzctl {args:?}: {o:?}");
+    o.stdout
+}
+
+/// An echo session from the client namespace: `n` numbered lines, each checked, 20 ms apart,
+/// on one connection. Runs on its own thread, which joins the client's network namespace.
+fn echo_session(netns: String, addr: &'static str, n: usize) -> std::thread::JoinHandle<Result<usize, String>> {
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(format!("/run/netns/{netns}")).map_err(|e| e.to_string())?;
+        // SAFETY: setns of this thread only (network namespaces are per thread).
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("setns: {}", std::io::Error::last_os_error()));
+        }
+        let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(10))
+            .map_err(|e| format!("connect: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        for i in 0..n {
+            let line = format!("message {i} of {n}\n");
+            s.write_all(line.as_bytes()).map_err(|e| format!("write {i}: {e}"))?;
+            let mut got = vec![0u8; line.len()];
+            s.read_exact(&mut got).map_err(|e| format!("read {i}: {e}"))?;
+            if got != line.as_bytes() {
+                return Err(format!("echo {i} came back as {:?}", String::from_utf8_lossy(&got)));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(n)
+    })
+}
+
+fn counter(lab: &Lab, ctid: &str) -> u64 {
+    // The private area, which stays readable while the container is stopped and unmounted.
+    std::fs::read_to_string(lab.host("hostA").root.join(format!("vz/private/{ctid}/tmp/count")))
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[test]
+fn tcp_session_counter_and_pids_survive_chkpnt_and_restore() {
+    let lab = lab("ck");
+    vz_ok(&lab, &["create", "101", "--ipadd", "198.18.0.10", "--hostname", "ck"]);
+    vz_ok(&lab, &["start", "101"]);
+    vz_ok(
+        &lab,
+        &["exec", "101", "nc -ll -p 7 -e cat </dev/null >/dev/null 2>&1 &"],
+    );
+    vz_ok(
+        &lab,
+        &[
+            "exec",
+            "101",
+            "(i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done) </dev/null >/dev/null 2>&1 &",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let session = echo_session(lab.client.clone(), "198.18.0.10:7", 250);
+    std::thread::sleep(Duration::from_millis(1500));
+    let pids_before = vz_ok(&lab, &["exec", "101", "ps -o pid,args | grep -v ps | sort"]);
+    let out = vz_ok(&lab, &["chkpnt", "101"]);
+    assert!(out.contains("container stopped"), "{out}");
+    let at_dump = counter(&lab, "101");
+    assert!(at_dump > 0);
+    assert_eq!(
+        vz(&lab, &["status", "101"]).stdout.trim(),
+        "CTID 101 exist unmounted down"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    vz_ok(&lab, &["restore", "101"]);
+    assert_eq!(
+        vz(&lab, &["status", "101"]).stdout.trim(),
+        "CTID 101 exist mounted running"
+    );
+    // The counter goes on from where it was, not from zero.
+    wait_until("the counter to move on", Duration::from_secs(10), || {
+        counter(&lab, "101") > at_dump
+    });
+    let after = counter(&lab, "101");
+    assert!(after > at_dump && after < at_dump + 200, "counter {at_dump} -> {after}");
+    let pids_after = vz_ok(&lab, &["exec", "101", "ps -o pid,args | grep -v ps | sort"]);
+    let keep = |s: &str| {
+        s.lines()
+            .filter(|l| l.contains("while") || l.contains("nc -ll") || l.contains("init"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keep(&pids_before), keep(&pids_after), "pids changed");
+    // The client's connection carried on without reconnecting, every byte correct.
+    assert_eq!(session.join().unwrap(), Ok(250));
+    vz_ok(&lab, &["stop", "101", "--fast"]);
+}
+
+#[test]
+fn keep_running_then_restore_rolls_memory_and_files_back() {
+    let lab = lab("kr");
+    vz_ok(&lab, &["create", "102"]);
+    vz_ok(&lab, &["start", "102"]);
+    vz_ok(&lab, &["exec", "102", "echo before > /root/marker; (i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done) </dev/null >/dev/null 2>&1 &"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = vz_ok(&lab, &["chkpnt", "102", "--keep-running"]);
+    assert!(out.contains("still running"), "{out}");
+    let at_ckpt = counter(&lab, "102");
+    assert_eq!(
+        vz(&lab, &["status", "102"]).stdout.trim(),
+        "CTID 102 exist mounted running"
+    );
+    // Life goes on: memory and files change.
+    vz_ok(
+        &lab,
+        &[
+            "exec",
+            "102",
+            "echo after > /root/marker; echo new > /root/newfile; rm /etc/os-release",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(counter(&lab, "102") > at_ckpt + 10);
+    vz_ok(&lab, &["stop", "102", "--fast"]);
+    vz_ok(&lab, &["restore", "102"]);
+    let files = vz_ok(
+        &lab,
+        &[
+            "exec",
+            "102",
+            "cat /root/marker; ls /root; test -e /etc/os-release && echo os-release-back",
+        ],
+    );
+    assert_eq!(files, "before\nmarker\nos-release-back\n", "files were not rolled back");
+    wait_until("the counter to run again", Duration::from_secs(10), || {
+        counter(&lab, "102") > at_ckpt
+    });
+    assert!(
+        counter(&lab, "102") < at_ckpt + 20 + 100,
+        "memory was not rolled back: {at_ckpt} then {}",
+        counter(&lab, "102")
+    );
+    // A second checkpoint of the chain is a delta against the first; both restore.
+    vz_ok(&lab, &["chkpnt", "102", "--keep-running"]);
+    let list: serde_json::Value = serde_json::from_str(&vz_ok(&lab, &["checkpoints", "102", "--json"])).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[1]["level"], 1);
+    assert_eq!(list[1]["parent"], list[0]["id"]);
+    vz_ok(&lab, &["exec", "102", "echo later > /root/marker"]);
+    vz_ok(&lab, &["stop", "102", "--fast"]);
+    vz_ok(
+        &lab,
+        &["restore", "102", "--checkpoint", list[0]["id"].as_str().unwrap()],
+    );
+    assert_eq!(vz_ok(&lab, &["exec", "102", "cat /root/marker"]), "before\n");
+    vz_ok(&lab, &["stop", "102", "--fast"]);
+    vz_ok(&lab, &["resume", "102"]);
+    assert_eq!(vz_ok(&lab, &["exec", "102", "cat /root/marker"]), "before\n");
+    vz_ok(&lab, &["suspend", "102"]);
+    assert_eq!(
+        vz(&lab, &["status", "102"]).stdout.trim(),
+        "CTID 102 exist unmounted down"
+    );
+    vz_ok(&lab, &["resume", "102"]);
+    vz_ok(&lab, &["stop", "102", "--fast"]);
+}
+
+#[test]
+fn bad_archives_are_refused_before_criu_runs() {
+    let lab = lab("ba");
+    vz_ok(&lab, &["create", "103"]);
+    vz_ok(&lab, &["start", "103"]);
+    let dir = lab.base.join("archives");
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.ckpt");
+    vz_ok(&lab, &["chkpnt", "103", "--dumpfile", good.to_str().unwrap()]);
+    let bytes = std::fs::read(&good).unwrap();
+    let log = lab.host("hostA").root.join("vz/log/103.restore.log");
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("truncated", bytes[..bytes.len() / 2].to_vec(), "truncated or damaged"),
+        (
+            "flipped",
+            {
+                let mut b = bytes.clone();
+                let i = b.len() - 100;
+                b[i] ^= 1;
+                b
+            },
+            "checksum mismatch",
+        ),
+        (
+            "newer",
+            {
+                let mut b = bytes.clone();
+                b[8..12].copy_from_slice(&99u32.to_be_bytes());
+                b
+            },
+            "format version 99",
+        ),
+        (
+            "foreign",
+            b"PK\x03\x04 not a checkpoint at all".to_vec(),
+            "not a ferry checkpoint",
+        ),
+    ];
+    for (name, data, msg) in cases {
+        let f = dir.join(format!("{name}.ckpt"));
+        std::fs::write(&f, data).unwrap();
+        let o = vz(&lab, &["restore", "103", "--dumpfile", f.to_str().unwrap()]);
+        assert_eq!(o.code, 17, "{name}: {o:?}");
+        assert!(o.stderr.contains(msg), "{name}: expected {msg:?}: {}", o.stderr);
+        assert!(!log.exists(), "{name}: CRIU ran");
+        assert_eq!(
+            vz(&lab, &["status", "103"]).stdout.trim(),
+            "CTID 103 exist unmounted down"
+        );
+    }
+    vz_ok(&lab, &["restore", "103", "--dumpfile", good.to_str().unwrap()]);
+    vz_ok(&lab, &["stop", "103", "--fast"]);
+}
+
+#[test]
+fn a_failed_dump_leaves_the_container_running() {
+    let lab = lab("fd");
+    vz_ok(&lab, &["create", "104"]);
+    vz_ok(&lab, &["start", "104"]);
+    // A process holding a host descriptor (vzctl's stdout, a file on the host): not dumpable.
+    let host_file = lab.base.join("exec-output");
+    let h = lab.host("hostA");
+    let mut c = Lab::cmd(&h.netns, env!("CARGO_BIN_EXE_vzctl"));
+    c.arg("--root-dir").arg(&h.root).args(["exec", "104", "sleep 1000 &"]);
+    c.stdout(std::fs::File::create(&host_file).unwrap())
+        .stderr(std::fs::File::create(lab.base.join("exec-err")).unwrap());
+    assert!(c.status().unwrap().success());
+    let o = vz(&lab, &["chkpnt", "104"]);
+    assert_eq!(o.code, 16, "{o:?}");
+    assert!(
+        o.stderr.contains("it keeps running") && o.stderr.contains("Error (criu/"),
+        "CRIU's own error lines missing: {}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("104.dump.log"), "{}", o.stderr);
+    assert_eq!(
+        vz(&lab, &["status", "104"]).stdout.trim(),
+        "CTID 104 exist mounted running"
+    );
+    assert_eq!(vz_ok(&lab, &["exec", "104", "echo alive"]), "alive\n");
+    assert!(vz_ok(&lab, &["checkpoints", "104", "--json"]).trim() == "[]");
+    vz_ok(&lab, &["stop", "104", "--fast"]);
+}
