@@ -2,6 +2,7 @@
 //!
 //! See docs/ARCHITECTURE.md for the bird's-eye view and the codemap.
 
+pub mod agent;
 pub mod cgroup;
 pub mod checkpoint;
 pub mod cli;

@@ -77,6 +77,8 @@ pub struct ChkpntOptions {
     /// A standalone archive (always a full copy) instead of the container's chain in vz/dump.
     pub dumpfile: Option<PathBuf>,
     pub keep_running: bool,
+    /// Start a new chain (a full copy of the private area) instead of a delta.
+    pub full: bool,
 }
 
 /// What `restore` takes.
@@ -214,7 +216,7 @@ impl Runtime {
         let _ = fs::remove_dir_all(&work);
         fs::create_dir_all(&images).map_err(io(format!("mkdir {}", images.display())))?;
         // The chain: a delta against the newest checkpoint that left its snapshot list behind.
-        let parent = if opts.dumpfile.is_none() {
+        let parent = if opts.dumpfile.is_none() && !opts.full {
             self.checkpoints(ctid)?
                 .into_iter()
                 .rev()

@@ -160,6 +160,12 @@ pub enum Cmd {
         /// Inodes SOFT[:HARD]
         #[arg(long)]
         diskinodes: Option<String>,
+        /// Scheduled checkpoints by vzagentd: the interval (seconds, or with s/m/h/d)
+        #[arg(long = "checkpoint-interval", alias = "checkpoint_interval")]
+        checkpoint_interval: Option<String>,
+        /// Scheduled checkpoints: how many to keep (and the length of a chain)
+        #[arg(long = "checkpoint-keep", alias = "checkpoint_keep")]
+        checkpoint_keep: Option<String>,
         /// Also write the change to the container's configuration
         #[arg(long)]
         save: bool,
@@ -172,6 +178,9 @@ pub enum Cmd {
         dumpfile: Option<PathBuf>,
         #[arg(long = "keep-running", alias = "keep_running")]
         keep_running: bool,
+        /// Start a new chain: a full copy of the private area rather than a delta
+        #[arg(long)]
+        full: bool,
     },
     /// Restore a stopped container from a checkpoint (default: its newest)
     Restore {
@@ -365,6 +374,8 @@ pub fn run(args: Args) -> Result<i32> {
             numproc,
             diskspace,
             diskinodes,
+            checkpoint_interval,
+            checkpoint_keep,
             save,
         } => {
             let id = resolve(&ctid)?;
@@ -387,6 +398,8 @@ pub fn run(args: Args) -> Result<i32> {
                 numproc,
                 diskspace,
                 diskinodes,
+                checkpoint_interval,
+                checkpoint_keep,
                 save,
             };
             let r = rt.set(id, &opts)?;
@@ -409,10 +422,18 @@ pub fn run(args: Args) -> Result<i32> {
             ctid,
             dumpfile,
             keep_running,
+            full,
         } => {
             let id = resolve(&ctid)?;
             say(quiet, format!("Setting up checkpoint of container {id} ..."));
-            let c = rt.chkpnt(id, &crate::checkpoint::ChkpntOptions { dumpfile, keep_running })?;
+            let c = rt.chkpnt(
+                id,
+                &crate::checkpoint::ChkpntOptions {
+                    dumpfile,
+                    keep_running,
+                    full,
+                },
+            )?;
             say(
                 quiet,
                 format!(

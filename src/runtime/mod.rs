@@ -1010,6 +1010,9 @@ pub struct SetOptions {
     pub numproc: Option<String>,
     pub diskspace: Option<String>,
     pub diskinodes: Option<String>,
+    /// Scheduled checkpoints (CHECKPOINT_INTERVAL, CHECKPOINT_KEEP).
+    pub checkpoint_interval: Option<String>,
+    pub checkpoint_keep: Option<String>,
     pub save: bool,
 }
 
@@ -1202,6 +1205,22 @@ impl Runtime {
         }
         if let Some(n) = &opts.name {
             set(&mut config, "NAME", n.clone())?;
+        }
+        if let Some(i) = &opts.checkpoint_interval {
+            let secs = crate::agent::schedule::parse_interval(i).ok_or_else(|| {
+                bad(format!(
+                    "invalid --checkpoint-interval {i:?}: seconds, or a number with s, m, h or d"
+                ))
+            })?;
+            set(&mut config, "CHECKPOINT_INTERVAL", secs.to_string())?;
+        }
+        if let Some(k) = &opts.checkpoint_keep {
+            let n: u32 = k
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| bad(format!("invalid --checkpoint-keep {k:?}: a positive number")))?;
+            set(&mut config, "CHECKPOINT_KEEP", n.to_string())?;
         }
 
         // Disk limits depend on the layout.

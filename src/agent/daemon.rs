@@ -1,0 +1,192 @@
+//! `vzagentd run`: the host agent's main loop. For now: scheduled checkpoints
+//! (`CHECKPOINT_INTERVAL`, `CHECKPOINT_KEEP` in a container's config) with `--keep-running`
+//! semantics, incremental chains and retention.
+
+use std::collections::HashMap;
+use std::fs;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+
+use super::schedule::{self, Entry};
+use crate::checkpoint::{stamp, ChkpntOptions};
+use crate::ctid::Ctid;
+use crate::host::Host;
+use crate::runtime::Runtime;
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error("vzagentd is already running on this host (pid {0}, pid file {1})")]
+    AlreadyRunning(i32, String),
+    #[error("writing the pid file {0}")]
+    PidFile(String, #[source] std::io::Error),
+    #[error(transparent)]
+    Host(#[from] crate::host::HostError),
+}
+
+/// The default number of checkpoints kept when CHECKPOINT_KEEP is not set.
+pub const DEFAULT_KEEP: usize = 10;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn log(msg: &str) {
+    eprintln!("vzagentd: {} {msg}", stamp(now()));
+}
+
+fn chain_of(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = c.source();
+    }
+    s
+}
+
+/// Runs until SIGTERM or SIGINT.
+pub fn run(host: Host, tick: Duration) -> Result<(), DaemonError> {
+    host.initialize()?;
+    let pid_file = host.layout.run_dir().join("vzagentd.pid");
+    let pid_s = pid_file.display().to_string();
+    if let Ok(old) = fs::read_to_string(&pid_file) {
+        if let Ok(pid) = old.trim().parse::<i32>() {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if pid != std::process::id() as i32
+                && comm.trim() == "vzagentd"
+                && crate::runtime::proc::start_time(pid).is_some()
+            {
+                return Err(DaemonError::AlreadyRunning(pid, pid_s));
+            }
+        }
+    }
+    crate::fsutil::write_atomic(&pid_file, format!("{}\n", std::process::id()).as_bytes(), 0o644)
+        .map_err(|e| DaemonError::PidFile(pid_s.clone(), e))?;
+    // SAFETY: installing a handler that only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+    log(&format!(
+        "started (pid {}, host root {})",
+        std::process::id(),
+        host.layout.root().display()
+    ));
+    let rt = Runtime::new(host);
+    let mut last_attempt: HashMap<Ctid, u64> = HashMap::new();
+    while !STOP.load(Ordering::SeqCst) {
+        for ctid in rt.host.ctids().unwrap_or_default() {
+            if STOP.load(Ordering::SeqCst) {
+                break;
+            }
+            scheduled(&rt, ctid, &mut last_attempt);
+        }
+        let mut slept = Duration::ZERO;
+        while slept < tick && !STOP.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100));
+            slept += Duration::from_millis(100);
+        }
+    }
+    let _ = fs::remove_file(&pid_file);
+    log("stopped");
+    Ok(())
+}
+
+/// One container's schedule: checkpoint if due, then prune.
+fn scheduled(rt: &Runtime, ctid: Ctid, last_attempt: &mut HashMap<Ctid, u64>) {
+    let Ok(ct) = rt.host.container(ctid) else { return };
+    let Some(interval) = ct.get("CHECKPOINT_INTERVAL").and_then(schedule::parse_interval) else {
+        return;
+    };
+    let keep = ct
+        .get("CHECKPOINT_KEEP")
+        .and_then(|k| k.parse::<usize>().ok())
+        .filter(|k| *k > 0)
+        .unwrap_or(DEFAULT_KEEP);
+    if !matches!(rt.run_state(ctid), Ok(Some(_))) {
+        return;
+    }
+    let entries: Vec<Entry> = match rt.checkpoints(ctid) {
+        Ok(l) => l
+            .into_iter()
+            .map(|c| Entry {
+                id: c.id,
+                created: c.created,
+                level: c.level,
+                parent: c.parent,
+            })
+            .collect(),
+        Err(e) => {
+            log(&format!(
+                "container {ctid}: listing checkpoints failed: {}",
+                chain_of(&e)
+            ));
+            return;
+        }
+    };
+    let newest = entries
+        .iter()
+        .map(|e| e.created)
+        .max()
+        .into_iter()
+        .chain(last_attempt.get(&ctid).copied())
+        .max();
+    let t = now();
+    if !schedule::due(newest, interval, t) {
+        return;
+    }
+    last_attempt.insert(ctid, t);
+    let full = schedule::start_new_chain(&entries, keep);
+    match rt.chkpnt(
+        ctid,
+        &ChkpntOptions {
+            dumpfile: None,
+            keep_running: true,
+            full,
+        },
+    ) {
+        Ok(c) => log(&format!(
+            "checkpoint {ctid} {}: frozen {} ms, {} bytes, level {}",
+            c.id, c.frozen_ms, c.size, c.level
+        )),
+        Err(e) => {
+            log(&format!(
+                "checkpoint of {ctid} failed, retrying in {interval} s: {}",
+                chain_of(&e)
+            ));
+            return;
+        }
+    }
+    let entries: Vec<Entry> = rt
+        .checkpoints(ctid)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| Entry {
+            id: c.id,
+            created: c.created,
+            level: c.level,
+            parent: c.parent,
+        })
+        .collect();
+    let dir = rt.host.layout.dump_dir().join(ctid.to_string());
+    for id in schedule::prune(&entries, keep) {
+        let _ = fs::remove_file(dir.join(format!("{id}.ckpt")));
+        let _ = fs::remove_file(dir.join(format!("{id}.snar")));
+        log(&format!("pruned checkpoint {ctid} {id}"));
+    }
+}
