@@ -1,28 +1,66 @@
-//! Root-only and slow: builds a Debian cache with debootstrap from Debian's archive, then
-//! creates, boots, uses, stops and destroys a container from it.
+//! Root-only and slow: builds a Debian cache with debootstrap from Debian's archive (the
+//! built-in debian-12 recipe, plus lighttpd as a real service), then on the testbed creates,
+//! boots, serves, checkpoints and restores, stops and destroys a container from it.
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
+use ferry_testbed::{Lab, LabConfig};
+
+fn vz(lab: &Lab, args: &[&str]) -> Out {
+    let h = lab.host("hostA");
+    let mut c = Lab::cmd(&h.netns, env!("CARGO_BIN_EXE_vzctl"));
+    c.arg("--root-dir").arg(&h.root).args(args);
+    run(c, Duration::from_secs(300))
+}
+
+fn vz_ok(lab: &Lab, args: &[&str]) -> String {
+    let o = vz(lab, args);
+    assert_eq!(o.code, 0, "vzctl {args:?}: {o:?}");
+    o.stdout
+}
+
+fn http_head(lab: &Lab, addr: &str) -> String {
+    let mut c = Lab::cmd(&lab.client, "sh");
+    c.args([
+        "-c",
+        &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 5 {addr} 80 | head -c 2000"),
+    ]);
+    run(c, Duration::from_secs(20)).stdout
+}
 
 #[test]
-fn debian_cache_builds_and_boots() {
-    let h = TestHost::new("debian");
-    let o = h.vzpkg(&["create-cache", "debian-12"], Duration::from_secs(1500));
+fn debian_cache_builds_boots_serves_and_checkpoints() {
+    require_root();
+    let mut cfg = LabConfig::new(&format!("deb{}", std::process::id() % 100000));
+    cfg.base = "/tmp/ferry-lab-tests".into();
+    cfg.hosts = vec!["hostA".into()];
+    let lab = Lab::up(&cfg).unwrap();
+    let root = lab.host("hostA").root.clone();
+    let layout = ferry::layout::HostLayout::new(&root);
+    // The built-in recipe, with a real service added.
+    let recipe = ferry::template::debootstrap::ensure_recipe(&layout, "debian-12").unwrap();
+    let conf = recipe.join("template.conf");
+    let text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace("PACKAGES=\"sysvinit-core", "PACKAGES=\"lighttpd sysvinit-core");
+    std::fs::write(&conf, text).unwrap();
+    // The build needs Debian's archive: it runs in the machine's own network namespace, not
+    // in the lab.
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vzpkg"));
+    c.arg("--root-dir").arg(&root).args(["create-cache", "debian-12"]);
+    let o = run(c, Duration::from_secs(1500));
     assert_eq!(
         o.code, 0,
         "vzpkg create-cache debian-12 failed (debootstrap needs Debian's archive): {o:?}"
     );
-    assert!(h.root().join("vz/template/cache/debian-12.tar.zst").is_file());
-    assert!(
-        h.root().join("vz/template/debian-12/template.conf").is_file(),
-        "recipe not written"
-    );
-    let list = h.vzpkg(&["list", "--json"], Duration::from_secs(30));
-    let l: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
-    let entry = l
+    assert!(root.join("vz/template/cache/debian-12.tar.zst").is_file());
+    let mut l = std::process::Command::new(env!("CARGO_BIN_EXE_vzpkg"));
+    l.arg("--root-dir").arg(&root).args(["list", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&run(l, Duration::from_secs(30)).stdout).unwrap();
+    let entry = list
         .as_array()
         .unwrap()
         .iter()
@@ -33,23 +71,58 @@ fn debian_cache_builds_and_boots() {
         "suspiciously small cache: {entry}"
     );
 
-    h.vzctl(&["create", "301", "--ostemplate", "debian-12", "--hostname", "deb"])
-        .ok();
-    h.vzctl(&["start", "301"]).ok();
-    assert!(h.exec("301", "cat /etc/debian_version").trim().starts_with("12"));
-    assert_eq!(h.exec("301", "hostname").trim(), "deb");
-    // sysvinit is pid 1 and has run its boot scripts (runlevel 2).
-    assert_eq!(h.exec("301", "cat /proc/1/comm").trim(), "init");
+    vz_ok(
+        &lab,
+        &[
+            "create",
+            "301",
+            "--ostemplate",
+            "debian-12",
+            "--hostname",
+            "deb",
+            "--ipadd",
+            "198.18.0.30",
+        ],
+    );
+    vz_ok(&lab, &["start", "301"]);
+    assert!(vz_ok(&lab, &["exec", "301", "cat /etc/debian_version"])
+        .trim()
+        .starts_with("12"));
+    assert_eq!(vz_ok(&lab, &["exec", "301", "hostname"]).trim(), "deb");
+    assert_eq!(vz_ok(&lab, &["exec", "301", "cat /proc/1/comm"]).trim(), "init");
     wait_until("sysvinit to reach runlevel 2", Duration::from_secs(60), || {
-        h.vzctl(&["exec", "301", "runlevel"]).stdout.contains(" 2")
+        vz(&lab, &["exec", "301", "runlevel"]).stdout.contains(" 2")
     });
-    // Packages of the recipe are there.
-    h.exec("301", "ps -e >/dev/null && ip -o link show lo >/dev/null");
+    assert!(
+        !root.join("vz/private/301/usr/sbin/policy-rc.d").exists(),
+        "the build's policy-rc.d was left in the template"
+    );
+    wait_until("lighttpd to serve", Duration::from_secs(30), || {
+        http_head(&lab, "198.18.0.30").contains("Server: lighttpd")
+    });
+    if !ferry::criu::has_cap(24) {
+        // Where root lacks CAP_SYS_RESOURCE (this project's sandboxes), CRIU cannot read the
+        // resource limits of another user's process, so lighttpd as www-data cannot be dumped
+        // (vzctl check says so). The service runs as root here; elsewhere as shipped.
+        vz_ok(&lab, &["exec", "301", "sed -i '/^server.username/d; /^server.groupname/d' /etc/lighttpd/lighttpd.conf && /etc/init.d/lighttpd restart >/dev/null"]);
+        wait_until("lighttpd to serve again", Duration::from_secs(30), || {
+            http_head(&lab, "198.18.0.30").contains("Server: lighttpd")
+        });
+    }
+    let pid = vz_ok(&lab, &["exec", "301", "pidof lighttpd"]);
+    assert!(!pid.trim().is_empty());
+
+    // The service across a checkpoint: same process, still serving.
+    vz_ok(&lab, &["chkpnt", "301"]);
+    vz_ok(&lab, &["restore", "301"]);
+    assert_eq!(vz_ok(&lab, &["exec", "301", "pidof lighttpd"]), pid);
+    assert!(http_head(&lab, "198.18.0.30").contains("Server: lighttpd"));
+
     // A clean stop through sysvinit's ctrl-alt-del action (shutdown -r: the pid namespace ends).
-    h.vzctl(&["stop", "301"]).ok();
+    vz_ok(&lab, &["stop", "301"]);
     assert_eq!(
-        h.vzctl(&["status", "301"]).stdout.trim(),
+        vz(&lab, &["status", "301"]).stdout.trim(),
         "CTID 301 exist unmounted down"
     );
-    h.vzctl(&["destroy", "301"]).ok();
+    vz_ok(&lab, &["destroy", "301"]);
 }

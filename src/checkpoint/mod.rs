@@ -266,7 +266,12 @@ impl Runtime {
             notify_scripts: Some(true),
             ..Default::default()
         };
-        if let Err(e) = criu.dump(&images, dump_opts, &mut |_| Ok(())) {
+        if let Err(mut e) = criu.dump(&images, dump_opts, &mut |_| Ok(())) {
+            if let CriuError::Failed { log_errors, .. } = &mut e {
+                if log_errors.iter().any(|l| l.contains("Can't get rlimit")) && !criu::has_cap(24) {
+                    log_errors.push("hint: this host's root lacks CAP_SYS_RESOURCE, so CRIU cannot read the limits of processes running as other users (vzctl check)".into());
+                }
+            }
             let _ = cg.thaw(ctid, freezer);
             let log = self.host.layout.log_dir().join(format!("{ctid}.dump.log"));
             let _ = fs::copy(images.join("dump.log"), &log);

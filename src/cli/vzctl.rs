@@ -550,6 +550,12 @@ pub fn run(args: Args) -> Result<i32> {
                         "iptables"
                     }
                 );
+                let nonroot = if h.sys_resource {
+                    "checkpointable"
+                } else {
+                    "NOT checkpointable: root lacks CAP_SYS_RESOURCE here, so CRIU cannot read their rlimits"
+                };
+                println!("{:<24} {}", "non-root processes", nonroot);
                 let cg = crate::cgroup::Cgroups::detect(&rt.host.cgroup_parent())?;
                 println!("{:<24} {:?}", "cgroup", cg.version());
             }

@@ -412,6 +412,11 @@ pub struct HostCheck {
     /// CRIU can lock the network with nftables (else iptables).
     pub network_lock_nftables: bool,
     pub kernel: String,
+    /// This host's root has CAP_SYS_RESOURCE. Without it CRIU cannot read the resource limits
+    /// of processes running as other users, so containers with non-root processes cannot be
+    /// checkpointed (seen in sandboxes that withhold the capability).
+    #[serde(default)]
+    pub sys_resource: bool,
 }
 
 fn boot_id() -> String {
@@ -468,6 +473,7 @@ impl Criu {
             tcp_half_closed: self.has_feature("tcp_half_closed"),
             network_lock_nftables: self.has_feature("network_lock_nftables"),
             kernel: kernel_release(),
+            sys_resource: has_cap(24),
         };
         if let Some(c) = cache {
             if let Ok(b) = serde_json::to_vec_pretty(&h) {
@@ -476,6 +482,18 @@ impl Criu {
         }
         Ok(h)
     }
+}
+
+/// Whether this process has a capability in its effective set.
+pub fn has_cap(cap: u32) -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|mask| mask & (1 << cap) != 0)
 }
 
 /// The kernel release (uname -r).

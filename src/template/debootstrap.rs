@@ -41,6 +41,17 @@ fi
 : > "$root/etc/hostname"
 : > "$root/etc/resolv.conf"
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*_*
+rm -f "$root/usr/sbin/policy-rc.d"
+"#;
+
+/// The pre-install script of the built-in recipes: no daemon starts inside the build chroot
+/// while packages are installed (post-install removes the policy again).
+const DEBIAN_PRE_INSTALL: &str = r#"#!/bin/sh
+# ferry: keep package scripts from starting services in the tree being built. $1 is the new root.
+set -e
+mkdir -p "$1/usr/sbin"
+printf '#!/bin/sh\nexit 101\n' > "$1/usr/sbin/policy-rc.d"
+chmod 755 "$1/usr/sbin/policy-rc.d"
 "#;
 
 /// Writes the built-in recipe for a known name if the template has no recipe yet.
@@ -59,9 +70,14 @@ pub fn ensure_recipe(layout: &HostLayout, name: &str) -> Result<PathBuf, Templat
     let conf = format!(
         "# ferry template recipe for {name}\nDISTRIBUTION=\"debian\"\nSUITE=\"{suite}\"\nVARIANT=\"minbase\"\nPACKAGES=\"{DEBIAN_PACKAGES}\"\n# MIRROR=\"\"  (empty: debootstrap's default)\n"
     );
-    let post = dir.join("post-install");
-    fs::write(&post, DEBIAN_POST_INSTALL).map_err(io_err(format!("writing {}", post.display())))?;
-    fs::set_permissions(&post, fs::Permissions::from_mode(0o755)).map_err(io_err("chmod post-install"))?;
+    for (name, text) in [
+        ("pre-install", DEBIAN_PRE_INSTALL),
+        ("post-install", DEBIAN_POST_INSTALL),
+    ] {
+        let path = dir.join(name);
+        fs::write(&path, text).map_err(io_err(format!("writing {}", path.display())))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(io_err(format!("chmod {name}")))?;
+    }
     crate::fsutil::write_atomic(&dir.join(META_FILE), conf.as_bytes(), 0o644)
         .map_err(io_err("writing template.conf"))?;
     Ok(dir)
