@@ -273,3 +273,61 @@ fn a_failed_dump_leaves_the_container_running() {
     assert!(vz_ok(&lab, &["checkpoints", "104", "--json"]).trim() == "[]");
     vz_ok(&lab, &["stop", "104", "--fast"]);
 }
+
+#[test]
+fn a_failed_restore_leaves_the_container_stopped_and_the_checkpoint_intact() {
+    let lab = lab("fr");
+    vz_ok(&lab, &["create", "105", "--ipadd", "198.18.0.15"]);
+    vz_ok(&lab, &["start", "105"]);
+    vz_ok(&lab, &["exec", "105", "sleep 1000 </dev/null >/dev/null 2>&1 &"]);
+    vz_ok(&lab, &["chkpnt", "105"]);
+    let netns = lab.host("hostA").netns.clone();
+    // A process limit below what the checkpoint holds: CRIU cannot recreate the tree.
+    vz_ok(&lab, &["set", "105", "--numproc", "1", "--save"]);
+    let o = vz(&lab, &["restore", "105"]);
+    assert_eq!(o.code, 17, "{o:?}");
+    assert!(
+        o.stderr.contains("stays stopped and its checkpoint is intact") && o.stderr.contains("105.restore.log"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(
+        vz(&lab, &["status", "105"]).stdout.trim(),
+        "CTID 105 exist unmounted down"
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&vz_ok(&lab, &["checkpoints", "105", "--json"]))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    vz_ok(&lab, &["set", "105", "--numproc", "unlimited", "--save"]);
+    vz_ok(&lab, &["restore", "105"]);
+    assert_eq!(vz_ok(&lab, &["exec", "105", "echo restored"]), "restored\n");
+    // Stopping a suspended container releases its addresses; the checkpoint stays.
+    vz_ok(&lab, &["suspend", "105"]);
+    let mut c = Lab::cmd(&netns, "ip");
+    c.args(["route", "show", "198.18.0.15"]);
+    assert!(
+        run(c, Duration::from_secs(10)).stdout.contains("blackhole"),
+        "a suspended container's address is not held"
+    );
+    vz_ok(&lab, &["stop", "105"]);
+    let mut c = Lab::cmd(&netns, "ip");
+    c.args(["route", "show", "198.18.0.15"]);
+    assert_eq!(
+        run(c, Duration::from_secs(10)).stdout.trim(),
+        "",
+        "the address was not released"
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&vz_ok(&lab, &["checkpoints", "105", "--json"]))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}

@@ -721,6 +721,16 @@ impl Runtime {
     fn stop_locked(&self, ctid: Ctid, fast: bool, timeout: Option<Duration>) -> Result<()> {
         let ct = self.host.container(ctid)?;
         let Some(st) = self.run_state(ctid)? else {
+            // A container suspended by a checkpoint still claims its addresses on this host;
+            // stopping it releases them (the checkpoint stays).
+            let suspended = self.host.layout.run_dir().join(format!("{ctid}.suspended.json"));
+            if let Ok(b) = fs::read(&suspended) {
+                if let Ok(net) = serde_json::from_slice::<crate::net::NetState>(&b) {
+                    crate::net::withdraw_all(ctid.get(), &net);
+                }
+                let _ = fs::remove_file(&suspended);
+                return Ok(());
+            }
             return Err(RuntimeError::NotRunning(ctid));
         };
         let timeout = timeout
