@@ -2,4 +2,6 @@
 //! migration comes with its issue.
 
 pub mod daemon;
+pub mod quic;
 pub mod schedule;
+pub mod trust;

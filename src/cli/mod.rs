@@ -92,6 +92,17 @@ pub fn exit_code_of(err: &anyhow::Error) -> ExitCode {
         {
             return ExitCode::BadValue;
         }
+        if cause
+            .downcast_ref::<crate::agent::trust::TrustError>()
+            .is_some_and(|e| {
+                !matches!(
+                    e,
+                    crate::agent::trust::TrustError::Io { .. } | crate::agent::trust::TrustError::KeyGen(_)
+                )
+            })
+        {
+            return ExitCode::BadValue;
+        }
         if let Some(e) = cause.downcast_ref::<CliError>() {
             return e.exit_code();
         }

@@ -27,6 +27,30 @@ pub enum Cmd {
         #[arg(long, default_value_t = 10)]
         tick: u64,
     },
+    /// Print this host's key fingerprint (what peers pin with `trust add`)
+    Fingerprint,
+    /// Manage the peers this host trusts
+    Trust {
+        #[command(subcommand)]
+        cmd: TrustCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrustCmd {
+    /// Pin a peer: its name, its address (IP[:PORT]) and its fingerprint
+    Add {
+        name: String,
+        address: String,
+        fingerprint: String,
+    },
+    /// List the pinned peers
+    List {
+        #[arg(short = 'j', long)]
+        json: bool,
+    },
+    /// Unpin a peer
+    Remove { name: String },
 }
 
 pub fn main() -> ! {
@@ -42,10 +66,47 @@ pub fn main() -> ! {
 pub fn run(args: Args) -> Result<()> {
     require_root("vzagentd")?;
     let host = Host::open(args.global.layout())?;
-    let tick = match args.cmd {
-        Some(Cmd::Run { tick }) => tick,
-        None => 10,
-    };
-    crate::agent::daemon::run(host, std::time::Duration::from_secs(tick.max(1)))?;
+    use crate::agent::trust::{Identity, TrustStore};
+    let name = host.setting("AGENT_NAME", "ferry-host");
+    match args.cmd {
+        Some(Cmd::Run { tick }) => crate::agent::daemon::run(host, std::time::Duration::from_secs(tick.max(1)))?,
+        None => crate::agent::daemon::run(host, std::time::Duration::from_secs(10))?,
+        Some(Cmd::Fingerprint) => {
+            host.initialize()?;
+            println!("{}", Identity::load_or_create(&host.layout, &name)?.fingerprint);
+        }
+        Some(Cmd::Trust { cmd }) => {
+            let mut store = TrustStore::load(&host.layout)?;
+            match cmd {
+                TrustCmd::Add {
+                    name,
+                    address,
+                    fingerprint,
+                } => {
+                    store.add(&name, &address, &fingerprint)?;
+                    store.save(&host.layout)?;
+                    if !args.global.quiet {
+                        println!("pinned {name}");
+                    }
+                }
+                TrustCmd::Remove { name } => {
+                    store.remove(&name)?;
+                    store.save(&host.layout)?;
+                    if !args.global.quiet {
+                        println!("unpinned {name}");
+                    }
+                }
+                TrustCmd::List { json } => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&store.peers)?);
+                    } else {
+                        for p in &store.peers {
+                            println!("{:<16} {:<24} {}", p.name, p.address, p.fingerprint);
+                        }
+                    }
+                }
+            }
+        }
+    }
     Ok(())
 }
