@@ -109,6 +109,8 @@ pub struct SimConfig {
     pub faults: Vec<Fault>,
     /// Give up the simulation after this much virtual time.
     pub horizon: Duration,
+    /// Memory pre-copy rounds (false: memory goes only in the frozen phase).
+    pub mem_precopy: bool,
 }
 
 impl Default for SimConfig {
@@ -122,6 +124,7 @@ impl Default for SimConfig {
             dest_versions: None,
             faults: Vec::new(),
             horizon: Duration::from_secs(3600),
+            mem_precopy: true,
         }
     }
 }
@@ -254,6 +257,7 @@ impl Sim {
             plan(cfg.online, cfg.max_downtime, &cfg.workload),
         );
         sc.policy.fixed_cost = cfg.workload.dump_fixed + cfg.workload.restore_time;
+        sc.mem_precopy = cfg.mem_precopy;
         if let Some(v) = cfg.source_versions {
             sc.versions = v;
         }

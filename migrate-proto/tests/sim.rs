@@ -227,3 +227,29 @@ fn a_container_dirtying_faster_than_the_link_is_not_moved() {
         "{r:#?}"
     );
 }
+
+#[test]
+fn online_migration_without_memory_precopy_freezes_after_the_file_sync() {
+    let r = run(SimConfig {
+        mem_precopy: false,
+        ..SimConfig::default()
+    });
+    committed(&r);
+    assert_eq!(r.rounds, 0);
+    assert!(!r.phases_seen.contains(&(Side::Source, Phase::MemPrecopy)));
+    assert!(r.phases_seen.contains(&(Side::Source, Phase::Freeze)));
+    for phase in [
+        Phase::FsSync,
+        Phase::Freeze,
+        Phase::FinalSync,
+        Phase::Restore,
+        Phase::Commit,
+    ] {
+        let r = run(SimConfig {
+            mem_precopy: false,
+            faults: vec![Fault::Cut(Side::Source, phase)],
+            ..SimConfig::default()
+        });
+        assert!(r.exactly_one_owner(), "cut in {phase:?}: {r:#?}");
+    }
+}

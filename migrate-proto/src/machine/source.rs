@@ -17,6 +17,9 @@ pub struct SourceConfig {
     pub versions: (u32, u32),
     /// Passes of the file pre-sync while the container runs (online).
     pub presync_passes: u32,
+    /// Pre-copy memory in rounds while the container runs; without it, memory travels only
+    /// in the frozen phase (after the file pre-sync, the container is frozen at once).
+    pub mem_precopy: bool,
     pub policy: PolicyConfig,
     pub timeouts: Timeouts,
 }
@@ -34,6 +37,7 @@ impl SourceConfig {
             plan,
             versions: (VERSION_MIN, VERSION_CURRENT),
             presync_passes: 2,
+            mem_precopy: true,
             policy,
             timeouts: Timeouts::default(),
         }
@@ -327,12 +331,18 @@ impl Source {
                         last: false,
                     });
                 } else {
-                    self.state = State::MemPrecopy { round: 1 };
-                    out.push(Action::Journal(Phase::MemPrecopy));
-                    out.push(Action::StartMemRound {
-                        round: 1,
-                        page_refs: self.refs(),
-                    });
+                    if self.cfg.mem_precopy {
+                        self.state = State::MemPrecopy { round: 1 };
+                        out.push(Action::Journal(Phase::MemPrecopy));
+                        out.push(Action::StartMemRound {
+                            round: 1,
+                            page_refs: self.refs(),
+                        });
+                    } else {
+                        self.state = State::Freezing;
+                        out.push(Action::Journal(Phase::Freeze));
+                        out.push(Action::Freeze);
+                    }
                 }
                 out
             }
