@@ -15,6 +15,7 @@ pub mod host;
 pub mod layout;
 pub mod list;
 pub mod lock;
+pub mod migrate;
 pub mod net;
 pub mod resources;
 pub mod runtime;

@@ -1,0 +1,510 @@
+//! The private area's tree on the wire: scanning it on the source (never following symlinks,
+//! never crossing mounts), noticing what changed between passes, and applying entries on the
+//! destination confined to the container's area.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use migrate_proto::msg::{FileKind, FsData, FsEntry};
+use migrate_proto::path::RelPath;
+
+/// What a pass remembers of a file to notice changes in the next one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+    pub ino: u64,
+}
+
+pub type Snapshot = BTreeMap<String, Stamp>;
+
+fn kind_of(md: &fs::Metadata) -> FileKind {
+    use std::os::unix::fs::FileTypeExt;
+    let t = md.file_type();
+    if t.is_dir() {
+        FileKind::Dir
+    } else if t.is_symlink() {
+        FileKind::Symlink
+    } else if t.is_char_device() {
+        FileKind::CharDev
+    } else if t.is_block_device() {
+        FileKind::BlockDev
+    } else if t.is_fifo() {
+        FileKind::Fifo
+    } else if t.is_socket() {
+        FileKind::Socket
+    } else {
+        FileKind::Regular
+    }
+}
+
+fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap_or_default()
+}
+
+fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
+    let c = cpath(p);
+    let mut names = vec![0u8; 65536];
+    // SAFETY: llistxattr into our buffer.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr() as *mut libc::c_char, names.len()) };
+    if n <= 0 {
+        return vec![];
+    }
+    let mut out = Vec::new();
+    for name in names[..n as usize].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        let cn = CString::new(name).unwrap();
+        let mut val = vec![0u8; 65536];
+        // SAFETY: lgetxattr into our buffer.
+        let m = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                cn.as_ptr(),
+                val.as_mut_ptr() as *mut libc::c_void,
+                val.len(),
+            )
+        };
+        if m >= 0 {
+            val.truncate(m as usize);
+            out.push((String::from_utf8_lossy(name).into_owned(), val));
+        }
+    }
+    out
+}
+
+/// Every path below `root` (relative, parents before children) with its metadata.
+pub fn scan(root: &Path) -> io::Result<Vec<(String, fs::Metadata)>> {
+    let dev = fs::symlink_metadata(root)?.dev();
+    let mut out = Vec::new();
+    let mut stack = vec![String::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = if rel.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(&rel)
+        };
+        let mut names: Vec<_> = match fs::read_dir(&dir) {
+            Ok(rd) => rd.flatten().map(|e| e.file_name()).collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        names.sort();
+        for n in names.into_iter().rev() {
+            let child = if rel.is_empty() {
+                n.to_string_lossy().into_owned()
+            } else {
+                format!("{rel}/{}", n.to_string_lossy())
+            };
+            let Ok(md) = fs::symlink_metadata(root.join(&child)) else {
+                continue;
+            };
+            if md.is_dir() && md.dev() == dev {
+                stack.push(child.clone());
+            }
+            out.push((child, md));
+        }
+    }
+    // Parents before children.
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+pub fn stamp(md: &fs::Metadata) -> Stamp {
+    Stamp {
+        size: md.len(),
+        mtime: (md.mtime(), md.mtime_nsec()),
+        ctime: (md.ctime(), md.ctime_nsec()),
+        ino: md.ino(),
+    }
+}
+
+/// The wire entry of one file.
+pub fn entry(root: &Path, rel: &str, md: &fs::Metadata) -> io::Result<FsEntry> {
+    let kind = kind_of(md);
+    let path = RelPath::new(rel).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{rel}: {e}")))?;
+    let link_target = if kind == FileKind::Symlink {
+        Some(fs::read_link(root.join(rel))?.to_string_lossy().into_owned())
+    } else {
+        None
+    };
+    let rdev = md.rdev();
+    Ok(FsEntry {
+        path,
+        kind,
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        mtime_sec: md.mtime(),
+        mtime_nsec: md.mtime_nsec() as u32,
+        size: if kind == FileKind::Regular { md.len() } else { 0 },
+        link_target,
+        rdev_major: libc::major(rdev),
+        rdev_minor: libc::minor(rdev),
+        hardlink_group: (kind == FileKind::Regular && md.nlink() > 1).then_some(md.ino()),
+        xattrs: xattrs(&root.join(rel)),
+        sparse: md.blocks() * 512 < md.len(),
+    })
+}
+
+/// What changed between two passes: paths new or modified, and paths gone.
+pub fn changes(prev: &Snapshot, cur: &Snapshot) -> (Vec<String>, Vec<String>) {
+    let changed = cur
+        .iter()
+        .filter(|(p, s)| prev.get(*p) != Some(s))
+        .map(|(p, _)| p.clone())
+        .collect();
+    let gone = prev.keys().filter(|p| !cur.contains_key(*p)).cloned().collect();
+    (changed, gone)
+}
+
+/// Reads a chunk of a file's data.
+pub fn read_chunk(root: &Path, rel: &str, offset: u64, max: usize) -> io::Result<Vec<u8>> {
+    let mut f = File::open(root.join(rel))?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::with_capacity(max);
+    f.take(max as u64).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// Applies entries below a root on the destination.
+pub struct Applier {
+    root: PathBuf,
+    groups: HashMap<u64, PathBuf>,
+    pending: Vec<FsEntry>,
+}
+
+/// The host path of `rel` below `root`, refusing to go through a symlink: every existing
+/// component but the last must be a real directory, so an entry the peer created earlier
+/// cannot redirect a later write outside the area.
+pub fn confined(root: &Path, rel: &RelPath) -> io::Result<PathBuf> {
+    let mut cur = root.to_path_buf();
+    let comps: Vec<&str> = rel.components().collect();
+    for c in &comps[..comps.len() - 1] {
+        cur.push(c);
+        match fs::symlink_metadata(&cur) {
+            Ok(md) if md.file_type().is_symlink() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("{rel} goes through the symlink {}", cur.display()),
+                ));
+            }
+            Ok(md) if !md.is_dir() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{rel}: {} is not a directory", cur.display()),
+                ))
+            }
+            _ => {}
+        }
+    }
+    cur.push(comps[comps.len() - 1]);
+    Ok(cur)
+}
+
+fn remove_any(p: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(p) {
+        Ok(md) if md.is_dir() && !md.file_type().is_symlink() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl Applier {
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            groups: HashMap::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn entry(&mut self, e: &FsEntry) -> io::Result<()> {
+        let p = confined(&self.root, &e.path)?;
+        let existing = fs::symlink_metadata(&p).ok();
+        let same_kind = existing.as_ref().is_some_and(|md| kind_of(md) == e.kind);
+        if !same_kind || e.kind == FileKind::Symlink || e.hardlink_group.is_some() {
+            if existing.is_some() && !(same_kind && e.kind == FileKind::Dir) {
+                remove_any(&p)?;
+            }
+        }
+        let c = cpath(&p);
+        match e.kind {
+            FileKind::Dir => {
+                if !p.is_dir() {
+                    fs::create_dir(&p)?;
+                }
+            }
+            FileKind::Regular => {
+                if let Some(first) = e.hardlink_group.and_then(|g| self.groups.get(&g)).cloned() {
+                    fs::hard_link(&first, &p)?;
+                    return Ok(());
+                }
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&p)?;
+                f.set_len(e.size)?;
+                if let Some(g) = e.hardlink_group {
+                    self.groups.insert(g, p.clone());
+                }
+            }
+            FileKind::Symlink => {
+                std::os::unix::fs::symlink(e.link_target.as_deref().unwrap_or(""), &p)?;
+            }
+            FileKind::CharDev | FileKind::BlockDev | FileKind::Fifo => {
+                let t = match e.kind {
+                    FileKind::CharDev => libc::S_IFCHR,
+                    FileKind::BlockDev => libc::S_IFBLK,
+                    _ => libc::S_IFIFO,
+                };
+                // SAFETY: mknod on a confined path.
+                if unsafe {
+                    libc::mknod(
+                        c.as_ptr(),
+                        t | (e.mode & 0o7777),
+                        libc::makedev(e.rdev_major, e.rdev_minor),
+                    )
+                } != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            FileKind::Socket => return Ok(()),
+        }
+        self.pending.push(e.clone());
+        Ok(())
+    }
+
+    pub fn data(&mut self, d: &FsData) -> io::Result<()> {
+        let p = confined(&self.root, &d.path)?;
+        let bytes = if d.compressed {
+            zstd::bulk::decompress(&d.data, migrate_proto::limits::MAX_CHUNK)?
+        } else {
+            d.data.clone()
+        };
+        let f = OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(&p)?;
+        f.write_all_at(&bytes, d.offset)?;
+        Ok(())
+    }
+
+    pub fn delete(&mut self, rel: &RelPath) -> io::Result<()> {
+        remove_any(&confined(&self.root, rel)?)
+    }
+
+    /// Owners, modes, xattrs and times, once the data is in (directories last, deepest first,
+    /// so adding their entries does not change their times again).
+    pub fn finish(&mut self) -> io::Result<()> {
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.sort_by_key(|e| {
+            (
+                e.kind == FileKind::Dir,
+                std::cmp::Reverse(e.path.as_str().matches('/').count()),
+            )
+        });
+        for e in pending {
+            let p = confined(&self.root, &e.path)?;
+            let c = cpath(&p);
+            // SAFETY: metadata calls on a confined path; symlinks are not followed.
+            unsafe {
+                libc::lchown(c.as_ptr(), e.uid, e.gid);
+                if e.kind != FileKind::Symlink {
+                    libc::chmod(c.as_ptr(), e.mode);
+                }
+                for (k, v) in &e.xattrs {
+                    if let Ok(kc) = CString::new(k.as_bytes()) {
+                        libc::lsetxattr(c.as_ptr(), kc.as_ptr(), v.as_ptr() as *const libc::c_void, v.len(), 0);
+                    }
+                }
+                let t = [
+                    libc::timespec {
+                        tv_sec: e.mtime_sec,
+                        tv_nsec: e.mtime_nsec as i64,
+                    },
+                    libc::timespec {
+                        tv_sec: e.mtime_sec,
+                        tv_nsec: e.mtime_nsec as i64,
+                    },
+                ];
+                libc::utimensat(libc::AT_FDCWD, c.as_ptr(), t.as_ptr(), libc::AT_SYMLINK_NOFOLLOW);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A checksum manifest of a tree (path, kind, mode, owner, size, mtime, link target, device,
+/// xattrs, content hash): two trees with equal manifests are the same for a container.
+pub fn manifest(root: &Path) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (rel, md) in scan(root)? {
+        let e = entry(root, &rel, &md)?;
+        let hash = if e.kind == FileKind::Regular {
+            blake3::hash(&fs::read(root.join(&rel))?).to_hex().to_string()
+        } else {
+            String::new()
+        };
+        let mtime = if e.kind == FileKind::Dir || e.kind == FileKind::Symlink {
+            0
+        } else {
+            e.mtime_sec
+        };
+        out.push(format!(
+            "{} {:?} {:o} {}:{} {} {} {:?} {}:{} {:?} {} links:{}",
+            e.path,
+            e.kind,
+            e.mode,
+            e.uid,
+            e.gid,
+            e.size,
+            mtime,
+            e.link_target,
+            e.rdev_major,
+            e.rdev_minor,
+            e.xattrs,
+            hash,
+            md.nlink()
+        ));
+    }
+    Ok(out)
+}
+
+/// Writes whole data for `rel` (helper for tests and small files).
+pub fn write_all(f: &mut File, data: &[u8]) -> io::Result<()> {
+    f.write_all(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(root: &Path) {
+        fs::create_dir_all(root.join("etc/sub")).unwrap();
+        fs::write(root.join("etc/hostname"), "ct\n").unwrap();
+        fs::write(root.join("etc/sub/big"), vec![7u8; 3 << 20]).unwrap();
+        fs::hard_link(root.join("etc/hostname"), root.join("etc/hostname.link")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", root.join("etc/alias")).unwrap();
+        let c = cpath(&root.join("etc/fifo"));
+        // SAFETY: mkfifo in a temp dir.
+        unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+        let c = cpath(&root.join("etc/hostname"));
+        let (k, v) = (CString::new("user.ferry").unwrap(), b"x");
+        // SAFETY: setxattr in a temp dir.
+        unsafe { libc::setxattr(c.as_ptr(), k.as_ptr(), v.as_ptr() as *const libc::c_void, 1, 0) };
+    }
+
+    fn sync(src: &Path, dst: &Path, only: Option<&[String]>) {
+        let mut a = Applier::new(dst);
+        for (rel, md) in scan(src).unwrap() {
+            if only.is_some_and(|o| !o.contains(&rel)) {
+                continue;
+            }
+            let e = entry(src, &rel, &md).unwrap();
+            a.entry(&e).unwrap();
+            if e.kind == FileKind::Regular && e.hardlink_group.is_none_or(|_| true) {
+                let mut off = 0;
+                loop {
+                    let chunk = read_chunk(src, &rel, off, 1 << 20).unwrap();
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    let z = zstd::bulk::compress(&chunk, 1).unwrap();
+                    a.data(&FsData {
+                        path: e.path.clone(),
+                        offset: off,
+                        compressed: true,
+                        data: z,
+                    })
+                    .unwrap();
+                    off += chunk.len() as u64;
+                }
+            }
+        }
+        a.finish().unwrap();
+    }
+
+    #[test]
+    fn a_tree_arrives_identical_and_changes_are_noticed() {
+        let (s, d) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        sample(s.path());
+        sync(s.path(), d.path(), None);
+        assert_eq!(manifest(s.path()).unwrap(), manifest(d.path()).unwrap());
+        let before: Snapshot = scan(s.path())
+            .unwrap()
+            .iter()
+            .map(|(p, m)| (p.clone(), stamp(m)))
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(s.path().join("etc/sub/new"), "n").unwrap();
+        fs::remove_file(s.path().join("etc/fifo")).unwrap();
+        fs::write(s.path().join("etc/sub/big"), "small now").unwrap();
+        let after: Snapshot = scan(s.path())
+            .unwrap()
+            .iter()
+            .map(|(p, m)| (p.clone(), stamp(m)))
+            .collect();
+        let (changed, gone) = changes(&before, &after);
+        assert!(
+            changed.contains(&"etc/sub/new".to_string()) && changed.contains(&"etc/sub/big".to_string()),
+            "{changed:?}"
+        );
+        assert_eq!(gone, vec!["etc/fifo".to_string()]);
+        sync(s.path(), d.path(), Some(&changed));
+        let mut a = Applier::new(d.path());
+        for g in &gone {
+            a.delete(&RelPath::new(g.as_str()).unwrap()).unwrap();
+        }
+        assert_eq!(manifest(s.path()).unwrap(), manifest(d.path()).unwrap());
+    }
+
+    #[test]
+    fn writes_through_a_planted_symlink_are_refused() {
+        let (d, outside) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut a = Applier::new(d.path());
+        let link = FsEntry {
+            path: RelPath::new("etc").unwrap(),
+            kind: FileKind::Symlink,
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+            mtime_sec: 0,
+            mtime_nsec: 0,
+            size: 0,
+            link_target: Some(outside.path().display().to_string()),
+            rdev_major: 0,
+            rdev_minor: 0,
+            hardlink_group: None,
+            xattrs: vec![],
+            sparse: false,
+        };
+        a.entry(&link).unwrap();
+        let evil = FsEntry {
+            path: RelPath::new("etc/shadow").unwrap(),
+            kind: FileKind::Regular,
+            link_target: None,
+            size: 5,
+            ..link.clone()
+        };
+        assert_eq!(a.entry(&evil).unwrap_err().kind(), io::ErrorKind::PermissionDenied);
+        let data = FsData {
+            path: RelPath::new("etc/shadow").unwrap(),
+            offset: 0,
+            compressed: false,
+            data: b"owned".to_vec(),
+        };
+        assert!(a.data(&data).is_err());
+        assert!(a.delete(&RelPath::new("etc/x").unwrap()).is_err());
+        assert_eq!(
+            fs::read_dir(outside.path()).unwrap().count(),
+            0,
+            "something was written outside the area"
+        );
+    }
+}
