@@ -58,6 +58,8 @@ pub enum ExitCode {
     AddressInUse = 78,
     /// Starting the container failed.
     StartFailed = 133,
+    /// A migration failed or was aborted (the container stays on the source).
+    MigrateFailed = 110,
     /// Writing a configuration file failed.
     ConfigWrite = 139,
 }

@@ -29,6 +29,8 @@ pub enum DaemonError {
     PidFile(String, #[source] std::io::Error),
     #[error(transparent)]
     Host(#[from] crate::host::HostError),
+    #[error("cannot listen for migrations: {0}")]
+    Listen(String),
 }
 
 /// The default number of checkpoints kept when CHECKPOINT_KEEP is not set.
@@ -59,8 +61,107 @@ fn chain_of(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Runs until SIGTERM or SIGINT.
+/// Serves incoming migrations on `addr` (a thread with its own tokio runtime).
+fn listen(host: &Host, addr: std::net::SocketAddr) -> Result<(), DaemonError> {
+    use std::sync::Arc;
+    let name = host.setting("AGENT_NAME", "ferry-host");
+    let id =
+        super::trust::Identity::load_or_create(&host.layout, &name).map_err(|e| DaemonError::Listen(e.to_string()))?;
+    let layout = host.layout.clone();
+    let vzctl = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("vzctl")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| "vzctl".into());
+    let caps = migrate_proto::msg::Capabilities {
+        mem_dirty_tracking: false,
+        compression: vec!["zstd".into()],
+        criu_version: crate::criu::Criu::locate()
+            .ok()
+            .and_then(|c| c.version().ok())
+            .map(|v| format!("{}.{}.{}", v.0, v.1, v.2))
+            .unwrap_or_default(),
+        kernel: crate::criu::kernel(),
+        cpu_description: vec![],
+        free_ram: 0,
+        free_disk: 0,
+    };
+    let ctx = Arc::new(crate::migrate::dest::DestCtx {
+        layout: layout.clone(),
+        vzctl,
+        name,
+        caps,
+        decisions: Default::default(),
+        busy: Default::default(),
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = tx.send(Err(e.to_string()));
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let pinned = super::trust::TrustStore::load(&layout)
+                .map(|s| s.peers.iter().map(|p| p.fingerprint.clone()).collect())
+                .unwrap_or_default();
+            let ep = match super::quic::server(&id, pinned, addr) {
+                Ok(ep) => ep,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let _ = tx.send(Ok(()));
+            while let Some(inc) = ep.accept().await {
+                // The trust store is re-read for every connection, so `trust add` and
+                // `trust remove` take effect without a restart.
+                if let Ok(store) = super::trust::TrustStore::load(&layout) {
+                    let fps: Vec<String> = store.peers.iter().map(|p| p.fingerprint.clone()).collect();
+                    if let Ok(cfg) = super::quic::server_config(&id, fps) {
+                        ep.set_server_config(Some(cfg));
+                    }
+                }
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    match inc.await {
+                        Ok(conn) => crate::migrate::dest::serve(conn, ctx).await,
+                        Err(e) => log(&format!("a peer's connection failed at the handshake: {e}")),
+                    }
+                });
+            }
+        });
+    });
+    match rx.recv() {
+        Ok(Ok(())) => {
+            log(&format!("listening for migrations on {addr}"));
+            Ok(())
+        }
+        Ok(Err(e)) => Err(DaemonError::Listen(e)),
+        Err(_) => Err(DaemonError::Listen("the listener thread died".into())),
+    }
+}
+
+/// Runs until SIGTERM or SIGINT; serves migrations if AGENT_LISTEN is set in vz.conf.
 pub fn run(host: Host, tick: Duration) -> Result<(), DaemonError> {
+    let listen_on = host
+        .global
+        .get("AGENT_LISTEN")
+        .filter(|s| !s.is_empty())
+        .map(super::trust::parse_address)
+        .transpose()
+        .map_err(|e| DaemonError::Listen(e.to_string()))?;
+    run_with(host, tick, listen_on)
+}
+
+/// Runs until SIGTERM or SIGINT, serving migrations on `listen_on` if given.
+pub fn run_with(host: Host, tick: Duration, listen_on: Option<std::net::SocketAddr>) -> Result<(), DaemonError> {
     host.initialize()?;
     let pid_file = host.layout.run_dir().join("vzagentd.pid");
     let pid_s = pid_file.display().to_string();
@@ -87,6 +188,12 @@ pub fn run(host: Host, tick: Duration) -> Result<(), DaemonError> {
         std::process::id(),
         host.layout.root().display()
     ));
+    if let Some(addr) = listen_on {
+        if let Err(e) = listen(&host, addr) {
+            let _ = fs::remove_file(&pid_file);
+            return Err(e);
+        }
+    }
     let rt = Runtime::new(host);
     let mut last_attempt: HashMap<Ctid, u64> = HashMap::new();
     while !STOP.load(Ordering::SeqCst) {

@@ -164,6 +164,11 @@ fn key(id: &Identity) -> PrivateKeyDer<'static> {
 
 /// A server endpoint that accepts the pinned peers.
 pub fn server(id: &Identity, pinned: Vec<String>, addr: SocketAddr) -> Result<quinn::Endpoint, QuicError> {
+    quinn::Endpoint::server(server_config(id, pinned)?, addr).map_err(|e| QuicError::Bind(addr, e))
+}
+
+/// The server configuration for a set of pinned peers.
+pub fn server_config(id: &Identity, pinned: Vec<String>) -> Result<quinn::ServerConfig, QuicError> {
     let p = provider();
     let mut tls = rustls::ServerConfig::builder_with_provider(p.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -173,7 +178,7 @@ pub fn server(id: &Identity, pinned: Vec<String>, addr: SocketAddr) -> Result<qu
     let q = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| QuicError::Config(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(q));
     cfg.transport_config(transport());
-    quinn::Endpoint::server(cfg, addr).map_err(|e| QuicError::Bind(addr, e))
+    Ok(cfg)
 }
 
 /// Connects to a peer whose key is `pinned`, presenting this host's identity.

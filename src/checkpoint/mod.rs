@@ -162,6 +162,54 @@ fn console_key(init_pid: i32) -> Option<String> {
 }
 
 impl Runtime {
+    /// Restores from a directory of CRIU images received from a peer (live migration): the
+    /// private area is already in place, so nothing is rolled back; with `attach` false the
+    /// network stays detached until `attach_network` (the commit).
+    pub fn restore_from_images(&self, ctid: Ctid, images: &Path, attach: bool, force: bool) -> Result<RunState> {
+        let _lock = self.lock(ctid)?;
+        let ct = self.existing(ctid)?;
+        if self.run_state(ctid)?.is_some() {
+            return Err(RuntimeError::Running(ctid).into());
+        }
+        let criu = Criu::locate().map_err(|e| CheckpointError::Criu(ctid, e))?;
+        if !force && images.join("cpuinfo.img").exists() {
+            criu.cpuinfo_check(images).map_err(|e| CheckpointError::Incompatible {
+                ctid,
+                why: format!("the CPU differs ({e})"),
+            })?;
+        }
+        let console = fs::read_to_string(images.join("ferry-console"))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
+        let was_mounted = crate::fsutil::is_mountpoint(&ct.root).map_err(|e| RuntimeError::Io {
+            ctid,
+            what: "reading the mount table".into(),
+            source: e,
+        })?;
+        if !was_mounted {
+            self.mount_root(&ct)?;
+        }
+        self.restore_processes(ctid, &ct, &criu, images, console.as_deref(), attach, was_mounted)
+    }
+
+    /// Brings a restored container's network up: links, routes, proxies, announcements.
+    pub fn attach_network(&self, ctid: Ctid) -> Result<()> {
+        let ct = self.existing(ctid)?;
+        let mut st = self.run_state(ctid)?.ok_or(RuntimeError::NotRunning(ctid))?;
+        let ips = crate::net::parse_ip_list(ct.get("IP_ADDRESS").unwrap_or("")).unwrap_or_default();
+        let netifs = crate::net::netif::parse_netif(ct.get("NETIF").unwrap_or("")).unwrap_or_default();
+        st.net = crate::net::attach_restored(ctid.get(), &ips, &netifs, &self.host_net())
+            .map_err(|e| RuntimeError::Net(ctid, e))?;
+        st.save(&self.host.layout.state_file(ctid))
+            .map_err(|e| CheckpointError::Io {
+                ctid,
+                what: "writing the runtime state".into(),
+                source: e,
+            })?;
+        Ok(())
+    }
+
     fn dump_dir(&self, ctid: Ctid) -> PathBuf {
         self.host.layout.dump_dir().join(ctid.to_string())
     }
@@ -456,7 +504,7 @@ impl Runtime {
         work: &Path,
         opts: &RestoreOptions,
     ) -> Result<RunState> {
-        let io = |what: String| move |source| CheckpointError::Io { ctid, what, source };
+        let _ = ();
         let arch = |e| CheckpointError::Archive(ctid, e);
         archive::unpack(target, work).map_err(arch)?;
         let images = work.join("images");
@@ -537,6 +585,29 @@ impl Runtime {
             }
             tar(ctid, &args, "rolling the private area back").map_err(undo_mount)?;
         }
+        self.restore_processes(ctid, ct, criu, &images, manifest.console.as_deref(), true, was_mounted)
+    }
+
+    /// CRIU's half of a restore, with the root mounted and rolled back: cgroup and limits, a
+    /// console, the processes, the network (attached now, or later by `attach_network`).
+    #[allow(clippy::too_many_arguments)]
+    fn restore_processes(
+        &self,
+        ctid: Ctid,
+        ct: &crate::host::Container,
+        criu: &Criu,
+        images: &Path,
+        console: Option<&str>,
+        attach: bool,
+        was_mounted: bool,
+    ) -> Result<RunState> {
+        let io = |what: String| move |source| CheckpointError::Io { ctid, what, source };
+        let undo_mount = |e: CheckpointError| {
+            if !was_mounted {
+                let _ = self.umount_root(ct);
+            }
+            e
+        };
         // Cgroup and limits, as at start.
         let cg = self.cgroups(ctid)?;
         cg.create(ctid)
@@ -596,12 +667,16 @@ impl Runtime {
             file_locks: Some(true),
             manage_cgroups: Some(true),
             manage_cgroups_mode: Some(criu::rpc::cg_mode::SOFT),
+            // Into this host's cgroup for the container, wherever the dump came from.
+            cg_root: vec![criu::rpc::CgroupRoot {
+                ctrl: None,
+                path: format!("/{}/{ctid}", self.host.cgroup_parent()),
+            }],
             veths,
-            inherit_fd: manifest
-                .console
+            inherit_fd: console
                 .iter()
                 .map(|k| criu::InheritFd {
-                    key: k.clone(),
+                    key: k.to_string(),
                     fd: slave.as_raw_fd(),
                 })
                 .collect(),
@@ -622,14 +697,21 @@ impl Runtime {
         }
         drop(parent_sock);
         let hn = self.host_net();
-        let net = match crate::net::attach_restored(ctid.get(), &ips, &netifs, &hn) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(ctid = %ctid, "the restored container's network: {e}");
-                crate::net::NetState {
-                    ips: ips.iter().map(|a| a.to_string()).collect(),
-                    uplink: hn.uplink.clone(),
-                    netifs: netifs.iter().map(|n| n.host_ifname.clone()).collect(),
+        let pending = || crate::net::NetState {
+            ips: ips.iter().map(|a| a.to_string()).collect(),
+            uplink: hn.uplink.clone(),
+            netifs: netifs.iter().map(|n| n.host_ifname.clone()).collect(),
+        };
+        let net = if !attach {
+            // The links exist but stay down and unrouted: nothing reaches the container, and
+            // nothing from it leaves, until `attach_network`.
+            pending()
+        } else {
+            match crate::net::attach_restored(ctid.get(), &ips, &netifs, &hn) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(ctid = %ctid, "the restored container's network: {e}");
+                    pending()
                 }
             }
         };

@@ -7,6 +7,7 @@
 pub mod vzagentd;
 pub mod vzctl;
 pub mod vzlist;
+pub mod vzmigrate;
 pub mod vzpkg;
 
 use std::io::IsTerminal;
@@ -71,6 +72,9 @@ pub fn parse<T: clap::Parser>() -> T {
 /// The exit code an error chain stands for: the first error in it that has one.
 pub fn exit_code_of(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<crate::migrate::source::MigrateError>() {
+            return e.exit_code();
+        }
         if let Some(e) = cause.downcast_ref::<crate::checkpoint::CheckpointError>() {
             return e.exit_code();
         }

@@ -26,6 +26,9 @@ pub enum Cmd {
         /// Seconds between looks at the schedule
         #[arg(long, default_value_t = 10)]
         tick: u64,
+        /// Serve migrations on this address (IP[:PORT]); default AGENT_LISTEN in vz.conf
+        #[arg(long)]
+        listen: Option<String>,
     },
     /// Print this host's key fingerprint (what peers pin with `trust add`)
     Fingerprint,
@@ -69,7 +72,13 @@ pub fn run(args: Args) -> Result<()> {
     use crate::agent::trust::{Identity, TrustStore};
     let name = host.setting("AGENT_NAME", "ferry-host");
     match args.cmd {
-        Some(Cmd::Run { tick }) => crate::agent::daemon::run(host, std::time::Duration::from_secs(tick.max(1)))?,
+        Some(Cmd::Run { tick, listen: Some(l) }) => {
+            let addr = crate::agent::trust::parse_address(&l)?;
+            crate::agent::daemon::run_with(host, std::time::Duration::from_secs(tick.max(1)), Some(addr))?
+        }
+        Some(Cmd::Run { tick, listen: None }) => {
+            crate::agent::daemon::run(host, std::time::Duration::from_secs(tick.max(1)))?
+        }
         None => crate::agent::daemon::run(host, std::time::Duration::from_secs(10))?,
         Some(Cmd::Fingerprint) => {
             host.initialize()?;

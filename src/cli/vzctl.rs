@@ -193,7 +193,17 @@ pub enum Cmd {
         /// Restore even where the CPU, CRIU or kernel do not match
         #[arg(long)]
         force: bool,
+        /// (Used by vzagentd in a migration) restore from a directory of CRIU images, with the
+        /// private area already in place
+        #[arg(long, hide = true, conflicts_with_all = ["dumpfile", "checkpoint"])]
+        images: Option<PathBuf>,
+        /// (Used by vzagentd in a migration) leave the network detached until `vzctl attach`
+        #[arg(long = "no-attach", hide = true, requires = "images")]
+        no_attach: bool,
     },
+    /// (Used by vzagentd in a migration) attach a restored container's network
+    #[command(hide = true)]
+    Attach { ctid: CtRef },
     /// Checkpoint and stop (OpenVZ 4's name for chkpnt)
     Suspend { ctid: CtRef },
     /// Restore from the newest checkpoint (OpenVZ 4's name for restore)
@@ -467,21 +477,30 @@ pub fn run(args: Args) -> Result<i32> {
             dumpfile,
             checkpoint,
             force,
+            images,
+            no_attach,
         } => {
             let id = resolve(&ctid)?;
             say(quiet, format!("Restoring container {id} ..."));
-            let st = rt.restore(
-                id,
-                &crate::checkpoint::RestoreOptions {
-                    dumpfile,
-                    checkpoint,
-                    force,
-                },
-            )?;
+            let st = match images {
+                Some(dir) => rt.restore_from_images(id, &dir, !no_attach, force)?,
+                None => rt.restore(
+                    id,
+                    &crate::checkpoint::RestoreOptions {
+                        dumpfile,
+                        checkpoint,
+                        force,
+                    },
+                )?,
+            };
             say(
                 quiet,
                 format!("Container {id} restored (init pid {} on the host)", st.init_pid),
             );
+        }
+        Cmd::Attach { ctid } => {
+            let id = resolve(&ctid)?;
+            rt.attach_network(id)?;
         }
         Cmd::Resume { ctid } => {
             let id = resolve(&ctid)?;

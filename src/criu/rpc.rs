@@ -10,6 +10,15 @@ pub struct VethPair {
     pub if_out: String,
 }
 
+/// Where the restored tree's cgroups go (CRIU's `cgroup_root`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CgroupRoot {
+    #[prost(string, optional, tag = "1")]
+    pub ctrl: Option<String>,
+    #[prost(string, required, tag = "2")]
+    pub path: String,
+}
+
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct InheritFd {
     #[prost(string, required, tag = "1")]
@@ -56,6 +65,8 @@ pub struct Opts {
     pub veths: Vec<VethPair>,
     #[prost(bool, optional, tag = "24")]
     pub manage_cgroups: Option<bool>,
+    #[prost(message, repeated, tag = "25")]
+    pub cg_root: Vec<CgroupRoot>,
     #[prost(message, repeated, tag = "27")]
     pub inherit_fd: Vec<InheritFd>,
     #[prost(int32, optional, tag = "34")]

@@ -1,0 +1,138 @@
+//! `vzmigrate`: move a container to another host (OpenVZ's interface).
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Parser;
+
+use super::{parse, report, require_root, CliError, Global, Progress};
+use crate::agent::trust::{Identity, TrustStore};
+use crate::ctid::CtRef;
+use crate::host::Host;
+use crate::migrate::source::{migrate, MigrateOptions};
+use crate::runtime::Runtime;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vzmigrate",
+    version,
+    about = "Move a container to another host, live with --online",
+    after_help = "DEST is a peer pinned with `vzagentd trust add`, by name or address. Exit codes: docs/exit-codes.md"
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub global: Global,
+    /// Live migration: the container keeps running (frozen only for the final transfer)
+    #[arg(long)]
+    pub online: bool,
+    /// Keep the destination's copy of a failed migration for inspection (it never runs)
+    #[arg(long = "keep-dst")]
+    pub keep_dst: bool,
+    /// Remove the private area on this host after the move (yes, the default, or no)
+    #[arg(short = 'r', long = "remove-area", default_value = "yes", value_parser = ["yes", "no"])]
+    pub remove_area: String,
+    /// Only check that the migration can be done; change nothing
+    #[arg(long = "check-only", alias = "dry-run")]
+    pub check_only: bool,
+    /// Print the time and bytes of each phase
+    #[arg(short = 't', long)]
+    pub times: bool,
+    /// Bandwidth limit in bytes per second (0: none)
+    #[arg(long, default_value_t = 0)]
+    pub bwlimit: u64,
+    /// Frozen-time budget, e.g. 500ms or 2s
+    #[arg(long = "max-downtime", default_value = "2s")]
+    pub max_downtime: String,
+    /// JSON output
+    #[arg(short = 'j', long)]
+    pub json: bool,
+    pub dest: String,
+    pub ctid: CtRef,
+}
+
+fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if let Some(ms) = s.strip_suffix("ms") {
+        return ms.parse().ok().map(Duration::from_millis);
+    }
+    if let Some(sec) = s.strip_suffix('s') {
+        return sec
+            .parse::<f64>()
+            .ok()
+            .filter(|v| *v >= 0.0)
+            .map(Duration::from_secs_f64);
+    }
+    s.parse::<u64>().ok().map(Duration::from_millis)
+}
+
+pub fn main() -> ! {
+    let args: Args = parse();
+    super::init_logging(args.global.verbose);
+    let code = match run(args) {
+        Ok(()) => 0,
+        Err(e) => report("vzmigrate", &e),
+    };
+    std::process::exit(code)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let max_downtime = parse_duration(&args.max_downtime).ok_or_else(|| {
+        CliError::BadOption(format!(
+            "invalid --max-downtime {:?}: e.g. 500ms or 2s",
+            args.max_downtime
+        ))
+    })?;
+    require_root("vzmigrate")?;
+    let host = Host::open(args.global.layout())?;
+    let ctid = host.resolve(&args.ctid)?;
+    host.container(ctid)?;
+    let store = TrustStore::load(&host.layout)?;
+    let peer = store.find(&args.dest).cloned().ok_or_else(|| {
+        CliError::BadOption(format!(
+            "{} is not a pinned peer: pin it first with `vzagentd trust add NAME ADDRESS FINGERPRINT`",
+            args.dest
+        ))
+    })?;
+    let id = Identity::load_or_create(&host.layout, &host.setting("AGENT_NAME", "ferry-host"))?;
+    let rt = Runtime::new(host);
+    let opts = MigrateOptions {
+        online: args.online,
+        keep_dst: args.keep_dst,
+        remove_area: args.remove_area == "yes",
+        check_only: args.check_only,
+        max_downtime,
+        bwlimit: args.bwlimit,
+    };
+    let tokio_rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut progress = Progress::new(args.global.quiet || args.json);
+    let r = tokio_rt.block_on(migrate(&rt, ctid, &peer, &id, opts, &mut |m| progress.line(m)));
+    progress.finish();
+    let r = r?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    if args.check_only {
+        println!("Container {ctid} can be migrated to {}: {}", peer.name, r.outcome);
+        return Ok(());
+    }
+    if !args.global.quiet {
+        println!(
+            "Container {ctid} migrated to {} {} in {} ms (frozen {} ms)",
+            peer.name,
+            if args.online { "online" } else { "offline" },
+            r.total_ms,
+            r.frozen_ms
+        );
+    }
+    if args.times {
+        for (phase, ms) in &r.phases_ms {
+            println!("  {phase:<12} {ms:>8} ms");
+        }
+        println!(
+            "  file sync {} bytes, final files {} bytes, images {} bytes, on the wire {} bytes, compression {:.2}x",
+            r.fs_bytes, r.final_fs_bytes, r.image_bytes, r.wire_bytes, r.compression_ratio
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,380 @@
+//! The destination side of a migration, run by vzagentd for each incoming connection: it
+//! drives migrate-proto's [`Destination`] machine and performs its actions. It runs inside a
+//! multi-threaded daemon, so everything that forks (restoring, stopping) goes through `vzctl`
+//! subprocesses.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use migrate_proto::machine::{Action, Custody, DestConfig, Destination, Event, Outcome, Phase};
+use migrate_proto::msg::{AbortReason, Capabilities, Layout, Message, MigrationId, Plan};
+
+use super::fs::{confined, Applier};
+use super::wire::{Wire, WireError};
+use crate::layout::HostLayout;
+
+/// What the agent shares between migrations.
+pub struct DestCtx {
+    pub layout: HostLayout,
+    pub vzctl: PathBuf,
+    pub name: String,
+    pub caps: Capabilities,
+    /// Final decisions by migration id: committed or not (for `Resolve`).
+    pub decisions: Mutex<HashMap<MigrationId, bool>>,
+    /// Containers being received, so one CTID is migrated in at most once at a time.
+    pub busy: Mutex<Vec<u32>>,
+}
+
+fn log(msg: &str) {
+    eprintln!(
+        "vzagentd: {} {msg}",
+        crate::checkpoint::stamp(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        )
+    );
+}
+
+struct Incoming {
+    ctid: Option<u32>,
+    plan: Option<Plan>,
+    applier: Option<Applier>,
+    images: Option<PathBuf>,
+    wrote_config: bool,
+    created_private: bool,
+}
+
+fn vzctl(ctx: &DestCtx, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(&ctx.vzctl)
+        .arg("--root-dir")
+        .arg(ctx.layout.root())
+        .args(args)
+        .output()
+        .map_err(|e| format!("running vzctl: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+fn free_bytes(p: &Path) -> u64 {
+    let c = crate::runtime::sys_cstr(p);
+    // SAFETY: statvfs fills a local struct.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return 0;
+    }
+    s.f_bavail * s.f_frsize
+}
+
+/// Checks a plan against this host; on success prepares the private area.
+fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan) -> Result<(), String> {
+    let host = crate::host::Host::open(ctx.layout.clone()).map_err(|e| e.to_string())?;
+    host.initialize().map_err(|e| e.to_string())?;
+    let ctid = crate::ctid::Ctid::new(plan.ctid).map_err(|e| e.to_string())?;
+    if ctx.layout.ct_conf(ctid).exists() {
+        return Err(format!("container {ctid} already exists on this host"));
+    }
+    if plan.layout != Layout::Simfs {
+        return Err("only simfs private areas can be migrated so far".into());
+    }
+    let config = crate::config::Config::parse(&plan.config, Path::new("(plan)"))
+        .map_err(|e| format!("the container's configuration: {e}"))?;
+    let ct = host.container_from(ctid, config);
+    if ct.private.exists() {
+        return Err(format!("{} already exists on this host", ct.private.display()));
+    }
+    let rt = crate::runtime::Runtime::new(host);
+    for a in ct.ip_addresses() {
+        let addr = a.split('/').next().unwrap_or("").to_string();
+        if let Some(other) = rt.address_owner(&addr).map_err(|e| e.to_string())? {
+            return Err(format!("address {addr} is used by container {other} on this host"));
+        }
+    }
+    let base = ct.private.parent().unwrap_or(Path::new("/")).to_path_buf();
+    std::fs::create_dir_all(&base).map_err(|e| e.to_string())?;
+    let need = plan.private_bytes + plan.private_bytes / 10 + (64 << 20);
+    if free_bytes(&base) < need {
+        return Err(format!(
+            "not enough disk: {} bytes free in {}, {need} needed",
+            free_bytes(&base),
+            base.display()
+        ));
+    }
+    {
+        let mut busy = ctx.busy.lock().unwrap();
+        if busy.contains(&plan.ctid) {
+            return Err(format!("container {ctid} is already being migrated here"));
+        }
+        busy.push(plan.ctid);
+    }
+    inc.ctid = Some(plan.ctid);
+    std::fs::create_dir(&ct.private).map_err(|e| e.to_string())?;
+    inc.created_private = true;
+    let images = ctx
+        .layout
+        .dump_dir()
+        .join(ctid.to_string())
+        .join(format!(".incoming-{}", std::process::id()))
+        .join("images");
+    let _ = std::fs::remove_dir_all(&images);
+    std::fs::create_dir_all(&images).map_err(|e| e.to_string())?;
+    inc.applier = Some(Applier::new(&ct.private));
+    inc.images = Some(images);
+    inc.plan = Some(plan.clone());
+    Ok(())
+}
+
+fn apply(inc: &mut Incoming, m: &Message) -> Result<(), AbortReason> {
+    let fail = |e: std::io::Error| {
+        if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
+            AbortReason::NoSpace(e.to_string())
+        } else {
+            AbortReason::Local(e.to_string())
+        }
+    };
+    let a = inc
+        .applier
+        .as_mut()
+        .ok_or_else(|| AbortReason::Protocol("data before the plan".into()))?;
+    match m {
+        Message::FsEntries { entries, .. } => entries.iter().try_for_each(|e| a.entry(e)).map_err(fail),
+        Message::FsData(d) => a.data(d).map_err(fail),
+        Message::FsDelete { paths, .. } => paths.iter().try_for_each(|p| a.delete(p)).map_err(fail),
+        Message::Image(c) => {
+            let dir = inc.images.as_ref().unwrap();
+            let p = confined(dir, &c.name).map_err(fail)?;
+            let data = if c.compressed {
+                zstd::bulk::decompress(&c.data, migrate_proto::limits::MAX_CHUNK).map_err(fail)?
+            } else {
+                c.data.clone()
+            };
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(c.offset == 0)
+                .open(&p)
+                .map_err(fail)?;
+            f.write_all_at(&data, c.offset).map_err(fail)
+        }
+        Message::Pages(_) => Err(AbortReason::Protocol(
+            "this destination takes memory only as CRIU images".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn cleanup(ctx: &DestCtx, inc: &mut Incoming, keep_files: bool) {
+    let Some(ctid) = inc.ctid else { return };
+    let id = ctid.to_string();
+    let _ = vzctl(ctx, &["stop", "--fast", "-q", &id]);
+    if let Some(images) = &inc.images {
+        let _ = std::fs::remove_dir_all(images.parent().unwrap_or(images));
+    }
+    if !keep_files {
+        if inc.wrote_config {
+            let _ = std::fs::remove_file(ctx.layout.ct_conf(crate::ctid::Ctid::new(ctid).unwrap()));
+        }
+        if inc.created_private {
+            if let Some(a) = &inc.plan {
+                let host = crate::host::Host::open(ctx.layout.clone());
+                if let (Ok(h), Ok(c)) = (host, crate::config::Config::parse(&a.config, Path::new("(plan)"))) {
+                    let ct = h.container_from(crate::ctid::Ctid::new(ctid).unwrap(), c);
+                    if crate::fsutil::is_mountpoint(&ct.root).unwrap_or(false) {
+                        let _ = Command::new("umount").arg("-l").arg(&ct.root).status();
+                    }
+                    let _ = std::fs::remove_dir_all(&ct.private);
+                }
+            }
+        }
+    }
+}
+
+/// Serves one incoming connection until its migration is over.
+pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
+    let peer = conn.remote_address();
+    let Ok((send, recv)) = conn.accept_bi().await else {
+        return;
+    };
+    let mut wire = Wire::new(send, recv);
+    let t0 = Instant::now();
+    let mut m = Destination::new(DestConfig::new(ctx.name.clone(), ctx.caps.clone()));
+    let mut inc = Incoming {
+        ctid: None,
+        plan: None,
+        applier: None,
+        images: None,
+        wrote_config: false,
+        created_private: false,
+    };
+    let mut migration_id: Option<MigrationId> = None;
+    let mut first = true;
+    loop {
+        let wait = m
+            .poll_timeout()
+            .map(|d| d.saturating_sub(t0.elapsed()))
+            .unwrap_or(Duration::from_secs(3600))
+            .max(Duration::from_millis(1));
+        let actions = match wire.recv(wait).await {
+            Ok(Message::Resolve { migration_id: id }) if first => {
+                // A source in doubt asks how a migration ended.
+                let committed = ctx.decisions.lock().unwrap().get(&id).copied().unwrap_or(false);
+                let _ = wire
+                    .send(&Message::Resolved {
+                        migration_id: id,
+                        committed,
+                    })
+                    .await;
+                wire.finish().await;
+                return;
+            }
+            Ok(msg) => {
+                first = false;
+                if let Message::Hello(h) = &msg {
+                    migration_id = Some(h.migration_id);
+                    log(&format!("incoming migration from {peer}"));
+                }
+                if matches!(msg, Message::FsPassDone { .. } | Message::FinalDone { .. }) {
+                    if let Some(a) = inc.applier.as_mut() {
+                        if let Err(e) = a.finish() {
+                            log(&format!("applying file attributes: {e}"));
+                        }
+                    }
+                }
+                m.handle_message(t0.elapsed(), msg)
+            }
+            Err(WireError::Timeout(_)) => m.handle_timeout(t0.elapsed()),
+            Err(WireError::Decode(e)) => {
+                log(&format!("refused bad data from {peer}: {e}"));
+                m.handle_event(t0.elapsed(), Event::Failed(AbortReason::Protocol(e.to_string())))
+            }
+            Err(_) => m.handle_event(t0.elapsed(), Event::LinkLost),
+        };
+        let mut queue: std::collections::VecDeque<Action> = actions.into();
+        let mut done = false;
+        while let Some(a) = queue.pop_front() {
+            let now = t0.elapsed();
+            match a {
+                Action::Send(msg) => {
+                    if wire.send(&msg).await.is_err() {
+                        queue.extend(m.handle_event(now, Event::LinkLost));
+                    }
+                }
+                Action::Journal(p) => {
+                    if let Some(ctid) = inc.ctid {
+                        let j = ctx.layout.run_dir().join(format!("migrate-in-{ctid}.json"));
+                        let _ = crate::fsutil::write_atomic(&j, format!("{{\"phase\":\"{p:?}\"}}\n").as_bytes(), 0o644);
+                    }
+                }
+                Action::CheckPlan(plan) => {
+                    let ctx2 = ctx.clone();
+                    let r = tokio::task::block_in_place(|| check_plan(&ctx2, &mut inc, &plan));
+                    if let Err(e) = &r {
+                        log(&format!("refused a migration of container {}: {e}", plan.ctid));
+                    }
+                    queue.extend(m.handle_event(t0.elapsed(), Event::PlanChecked(r)));
+                }
+                Action::Apply(msg) => {
+                    if let Err(reason) = tokio::task::block_in_place(|| apply(&mut inc, &msg)) {
+                        queue.extend(m.handle_event(t0.elapsed(), Event::Failed(reason)));
+                    }
+                }
+                Action::Restore => {
+                    let r = tokio::task::block_in_place(|| {
+                        let plan = inc.plan.as_ref().ok_or("no plan")?;
+                        let ctid = crate::ctid::Ctid::new(plan.ctid).map_err(|e| e.to_string())?;
+                        crate::fsutil::write_atomic(&ctx.layout.ct_conf(ctid), plan.config.as_bytes(), 0o644)
+                            .map_err(|e| e.to_string())?;
+                        inc.wrote_config = true;
+                        let images = inc.images.as_ref().ok_or("no images")?.display().to_string();
+                        if plan.online {
+                            vzctl(
+                                &ctx,
+                                &[
+                                    "restore",
+                                    &plan.ctid.to_string(),
+                                    "--images",
+                                    &images,
+                                    "--no-attach",
+                                    "-q",
+                                ],
+                            )
+                        } else {
+                            Ok(())
+                        }
+                    });
+                    let ev = match r {
+                        Ok(()) => Event::RestoreSucceeded,
+                        Err(e) => {
+                            log(&format!("restore failed: {e}"));
+                            Event::Failed(AbortReason::RestoreFailed(e.chars().take(2000).collect()))
+                        }
+                    };
+                    queue.extend(m.handle_event(t0.elapsed(), ev));
+                }
+                Action::RunRestored => {
+                    let plan = inc.plan.clone().unwrap();
+                    let id = plan.ctid.to_string();
+                    let r = tokio::task::block_in_place(|| {
+                        if plan.online {
+                            vzctl(&ctx, &["attach", &id])
+                        } else {
+                            vzctl(&ctx, &["start", "-q", &id])
+                        }
+                    });
+                    if let Err(e) = r {
+                        log(&format!("container {id} is ours, but bringing it up failed: {e}"));
+                    }
+                }
+                Action::Cleanup { keep_files } => {
+                    tokio::task::block_in_place(|| cleanup(&ctx, &mut inc, keep_files));
+                }
+                Action::Finished(o) => {
+                    let committed = o == Outcome::Committed;
+                    if let Some(id) = migration_id {
+                        ctx.decisions.lock().unwrap().insert(id, committed);
+                    }
+                    if let Some(ctid) = inc.ctid {
+                        ctx.busy.lock().unwrap().retain(|c| *c != ctid);
+                        if committed {
+                            if let Some(images) = &inc.images {
+                                let _ = std::fs::remove_dir_all(images.parent().unwrap_or(images));
+                            }
+                        }
+                    }
+                    log(&format!(
+                        "migration of container {} {}",
+                        inc.ctid.map(|c| c.to_string()).unwrap_or("?".into()),
+                        if committed {
+                            "committed: the container is ours".to_string()
+                        } else {
+                            format!("aborted: {o:?}")
+                        }
+                    ));
+                    done = true;
+                }
+                Action::StopContainer
+                | Action::StartFsPass { .. }
+                | Action::StartMemRound { .. }
+                | Action::Freeze
+                | Action::FinalSync { .. }
+                | Action::DestroySource
+                | Action::ResumeSource => {}
+            }
+        }
+        if done || (m.is_finished() && m.custody() != Custody::Unknown) {
+            // Give the last message a moment to leave; the peer may also ask to resolve.
+            let _ = tokio::time::timeout(Duration::from_secs(2), wire.recv(Duration::from_secs(2))).await;
+            wire.finish().await;
+            let _ = m.phase() == Phase::Done;
+            return;
+        }
+    }
+}

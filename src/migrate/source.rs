@@ -1,0 +1,643 @@
+//! The source side of a migration (`vzmigrate`): drives migrate-proto's [`Source`] machine and
+//! performs its actions. It runs on a single-threaded tokio runtime, so the container runtime's
+//! fork paths stay safe.
+
+use std::collections::{HashSet, VecDeque};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use migrate_proto::machine::{Action, Event, Outcome, Source, SourceConfig};
+use migrate_proto::msg::{AbortReason, Capabilities, FileKind, FsData, ImageChunk, Layout, Message, Plan};
+use migrate_proto::path::RelPath;
+use thiserror::Error;
+
+use super::fs::{self as tree, Snapshot};
+use super::wire::{Wire, WireError};
+use crate::agent::quic::{self, QuicError};
+use crate::agent::trust::{Identity, Peer};
+use crate::cgroup::Freezer;
+use crate::criu::{self, Criu};
+use crate::ctid::Ctid;
+use crate::runtime::{Runtime, RuntimeError};
+
+#[derive(Debug, Error)]
+pub enum MigrateError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("connecting to the destination")]
+    Connect(#[from] QuicError),
+    #[error("talking to the destination")]
+    Wire(#[from] WireError),
+    #[error("container {0}: {1}")]
+    Unsupported(Ctid, String),
+    #[error("container {ctid}: the migration was aborted ({reason}); the container stays on this host")]
+    Aborted { ctid: Ctid, reason: String },
+    #[error("container {ctid}: the connection broke after the commit was sent; its copy here stays frozen until the destination is asked how it ended (run vzmigrate again)")]
+    InDoubt { ctid: Ctid },
+}
+
+impl MigrateError {
+    pub fn exit_code(&self) -> crate::exitcode::ExitCode {
+        use crate::exitcode::ExitCode;
+        match self {
+            MigrateError::Runtime(e) => e.exit_code(),
+            MigrateError::Unsupported(..) => ExitCode::BadValue,
+            _ => ExitCode::MigrateFailed,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MigrateOptions {
+    pub online: bool,
+    pub keep_dst: bool,
+    /// Remove the private area on the source after the commit (OpenVZ's `-r yes`).
+    pub remove_area: bool,
+    pub check_only: bool,
+    pub max_downtime: Duration,
+    pub bwlimit: u64,
+}
+
+/// What a migration did, for `--times` and `--json`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Report {
+    pub ctid: u32,
+    pub destination: String,
+    pub online: bool,
+    pub outcome: String,
+    pub total_ms: u64,
+    pub frozen_ms: u64,
+    pub phases_ms: Vec<(String, u64)>,
+    pub fs_bytes: u64,
+    pub final_fs_bytes: u64,
+    pub image_bytes: u64,
+    pub wire_bytes: u64,
+    pub compression_ratio: f64,
+    pub memory_rounds: u32,
+}
+
+const CHUNK: usize = 4 << 20;
+const BATCH: usize = 512;
+
+struct Ctx<'a> {
+    rt: &'a Runtime,
+    ctid: Ctid,
+    ct: crate::host::Container,
+    opts: MigrateOptions,
+    wire: Wire,
+    snapshot: Snapshot,
+    sent_groups: HashSet<u64>,
+    work: PathBuf,
+    freezer: Option<Freezer>,
+    report: Report,
+    raw_bytes: u64,
+    compressed_bytes: u64,
+    progress: &'a mut dyn FnMut(&str),
+}
+
+impl Ctx<'_> {
+    /// Sends the tree, or what changed since the last pass.
+    async fn fs_pass(&mut self, pass: u32) -> Result<u64, MigrateError> {
+        let root = self.ct.private.clone();
+        let list = tree::scan(&root).map_err(|e| RuntimeError::Io {
+            ctid: self.ctid,
+            what: format!("reading {}", root.display()),
+            source: e,
+        })?;
+        let cur: Snapshot = list.iter().map(|(p, m)| (p.clone(), tree::stamp(m))).collect();
+        let (changed, gone) = tree::changes(&self.snapshot, &cur);
+        let changed: HashSet<String> = changed.into_iter().collect();
+        let start = self.wire.sent;
+        let mut batch = Vec::new();
+        let mut data_files = Vec::new();
+        for (rel, md) in &list {
+            if !changed.contains(rel) {
+                continue;
+            }
+            let e = tree::entry(&root, rel, md).map_err(|e| RuntimeError::Io {
+                ctid: self.ctid,
+                what: format!("reading {rel}"),
+                source: e,
+            })?;
+            if e.kind == FileKind::Regular && e.hardlink_group.is_none_or(|g| self.sent_groups.insert(g) || pass > 1) {
+                data_files.push((e.path.clone(), md.len()));
+            }
+            batch.push(e);
+            if batch.len() >= BATCH {
+                self.wire
+                    .send(&Message::FsEntries {
+                        pass,
+                        entries: std::mem::take(&mut batch),
+                    })
+                    .await?;
+            }
+        }
+        if !batch.is_empty() {
+            self.wire.send(&Message::FsEntries { pass, entries: batch }).await?;
+        }
+        for (path, len) in data_files {
+            let mut off = 0u64;
+            while off < len {
+                let chunk = tree::read_chunk(&root, path.as_str(), off, CHUNK).map_err(|e| RuntimeError::Io {
+                    ctid: self.ctid,
+                    what: format!("reading {path}"),
+                    source: e,
+                })?;
+                if chunk.is_empty() {
+                    break;
+                }
+                let n = chunk.len() as u64;
+                let msg = self.data_message(path.clone(), off, chunk);
+                self.wire.send(&msg).await?;
+                off += n;
+            }
+        }
+        let gone: Vec<RelPath> = gone.into_iter().filter_map(|g| RelPath::new(g).ok()).collect();
+        for g in gone.chunks(BATCH) {
+            self.wire
+                .send(&Message::FsDelete {
+                    pass,
+                    paths: g.to_vec(),
+                })
+                .await?;
+        }
+        self.snapshot = cur;
+        let bytes = self.wire.sent - start;
+        (self.progress)(&format!(
+            "file sync pass {pass}: {} changed, {} bytes",
+            changed.len(),
+            bytes
+        ));
+        Ok(bytes)
+    }
+
+    fn data_message(&mut self, path: RelPath, offset: u64, chunk: Vec<u8>) -> Message {
+        self.raw_bytes += chunk.len() as u64;
+        match zstd::bulk::compress(&chunk, 1) {
+            Ok(z) if z.len() < chunk.len() => {
+                self.compressed_bytes += z.len() as u64;
+                Message::FsData(FsData {
+                    path,
+                    offset,
+                    compressed: true,
+                    data: z,
+                })
+            }
+            _ => {
+                self.compressed_bytes += chunk.len() as u64;
+                Message::FsData(FsData {
+                    path,
+                    offset,
+                    compressed: false,
+                    data: chunk,
+                })
+            }
+        }
+    }
+
+    fn freeze(&mut self) -> Result<(), MigrateError> {
+        let cg = self.rt.cgroups(self.ctid)?;
+        let f = *cg
+            .freezers(self.ctid)
+            .first()
+            .ok_or_else(|| MigrateError::Unsupported(self.ctid, "no cgroup freezer".into()))?;
+        cg.freeze(self.ctid, f, Duration::from_secs(30))
+            .map_err(|e| RuntimeError::Cgroup(self.ctid, e))?;
+        self.freezer = Some(f);
+        // Nothing reaches the frozen copy from here on: its addresses go to a blackhole.
+        if let Ok(Some(st)) = self.rt.run_state(self.ctid) {
+            crate::net::suspend(&st.net);
+        }
+        Ok(())
+    }
+
+    /// The host sides of the container's links.
+    fn links(&self, net: &crate::net::NetState) -> Vec<String> {
+        let mut v = net.netifs.clone();
+        if !net.ips.is_empty() {
+            v.push(crate::net::venet_host_ifname(self.ctid.get()));
+        }
+        v
+    }
+
+    /// CRIU dump of the frozen container (it stays frozen), the final file delta, the images.
+    async fn final_sync(&mut self) -> Result<(u32, u64), MigrateError> {
+        let st = self
+            .rt
+            .run_state(self.ctid)?
+            .ok_or(RuntimeError::NotRunning(self.ctid))?;
+        let images = self.work.join("images");
+        let _ = std::fs::remove_dir_all(&self.work);
+        std::fs::create_dir_all(&images).map_err(|e| RuntimeError::Io {
+            ctid: self.ctid,
+            what: "creating the work directory".into(),
+            source: e,
+        })?;
+        let criu = Criu::locate().map_err(|e| MigrateError::Unsupported(self.ctid, e.to_string()))?;
+        let cg = self.rt.cgroups(self.ctid)?;
+        let freezer_dir = cg
+            .hierarchies()
+            .iter()
+            .find(|h| match self.freezer {
+                Some(Freezer::V1) => !h.v2 && h.controllers.iter().any(|c| c == "freezer"),
+                _ => h.v2,
+            })
+            .map(|h| cg.dir(h, self.ctid));
+        let console = std::fs::metadata(format!("/proc/{}/fd/0", st.init_pid))
+            .ok()
+            .filter(|m| libc::major(m.rdev()) == 136)
+            .map(|m| format!("tty[{:x}:{:x}]", m.rdev(), m.dev()));
+        let opts = criu::Opts {
+            pid: Some(st.init_pid),
+            root: Some(self.ct.root.display().to_string()),
+            tcp_established: Some(true),
+            file_locks: Some(true),
+            manage_cgroups: Some(true),
+            manage_cgroups_mode: Some(criu::rpc::cg_mode::SOFT),
+            external: console.iter().cloned().collect(),
+            leave_running: Some(true),
+            freeze_cgroup: freezer_dir.map(|d| d.display().to_string()),
+            notify_scripts: Some(true),
+            ..Default::default()
+        };
+        criu.dump(&images, opts, &mut |_| Ok(()))
+            .map_err(|e| MigrateError::Aborted {
+                ctid: self.ctid,
+                reason: e.to_string(),
+            })?;
+        // CRIU leaves a cgroup it found frozen frozen; make sure.
+        if let Some(f) = self.freezer {
+            let _ = cg.freeze(self.ctid, f, Duration::from_secs(10));
+        }
+        // And nothing leaves it: the host sides of its links go down (only now: CRIU records
+        // the container's routes, and routes of a link without carrier cannot be restored), so
+        // even its kernel's last words (a FIN when the copy is killed) never reach a peer.
+        for link in self.links(&st.net) {
+            let _ = crate::net::ip::host(&["link", "set", &link, "down"]);
+        }
+        let _ = criu.cpuinfo_dump(&images);
+        if let Some(c) = &console {
+            let _ = std::fs::write(images.join("ferry-console"), c);
+        }
+        let before = self.wire.sent;
+        let last = self.report.phases_ms.len() as u32 + 100;
+        self.report.final_fs_bytes = self.fs_pass(last).await?;
+        let mut count = 0;
+        let start = self.wire.sent;
+        for e in std::fs::read_dir(&images)
+            .map_err(|e| RuntimeError::Io {
+                ctid: self.ctid,
+                what: "reading the images".into(),
+                source: e,
+            })?
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".log") {
+                continue;
+            }
+            let data = std::fs::read(e.path()).map_err(|e| RuntimeError::Io {
+                ctid: self.ctid,
+                what: format!("reading image {name}"),
+                source: e,
+            })?;
+            let rel = RelPath::new(name.clone())
+                .map_err(|_| MigrateError::Unsupported(self.ctid, format!("image name {name}")))?;
+            for (i, chunk) in data.chunks(CHUNK).enumerate() {
+                let z = zstd::bulk::compress(chunk, 1).unwrap_or_else(|_| chunk.to_vec());
+                self.raw_bytes += chunk.len() as u64;
+                self.compressed_bytes += z.len().min(chunk.len()) as u64;
+                let (compressed, data) = if z.len() < chunk.len() {
+                    (true, z)
+                } else {
+                    (false, chunk.to_vec())
+                };
+                self.wire
+                    .send(&Message::Image(ImageChunk {
+                        name: rel.clone(),
+                        offset: (i * CHUNK) as u64,
+                        compressed,
+                        data,
+                    }))
+                    .await?;
+            }
+            if data.is_empty() {
+                self.wire
+                    .send(&Message::Image(ImageChunk {
+                        name: rel.clone(),
+                        offset: 0,
+                        compressed: false,
+                        data: vec![],
+                    }))
+                    .await?;
+            }
+            count += 1;
+        }
+        self.report.image_bytes = self.wire.sent - start;
+        (self.progress)(&format!(
+            "frozen transfer: {count} image files, {} bytes",
+            self.wire.sent - before
+        ));
+        Ok((count, self.wire.sent - before))
+    }
+
+    /// The destination owns the container: the frozen copy here goes.
+    fn destroy_source(&mut self) {
+        let cg = self.rt.cgroups(self.ctid).ok();
+        if let Some(cg) = cg {
+            let _ = cg.kill_all(self.ctid, Duration::from_millis(50));
+            if let Some(f) = self.freezer {
+                let _ = cg.thaw(self.ctid, f);
+            }
+        }
+        let _ = self.rt.stop(self.ctid, true, Some(Duration::from_secs(10)));
+        if self.opts.remove_area {
+            let _ = self.rt.destroy(self.ctid);
+        }
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+
+    /// The migration failed: the container runs on here as before.
+    fn resume_source(&mut self) {
+        if self.opts.online {
+            if let (Ok(cg), Some(f)) = (self.rt.cgroups(self.ctid), self.freezer) {
+                let _ = cg.thaw(self.ctid, f);
+            }
+            if let Ok(Some(st)) = self.rt.run_state(self.ctid) {
+                for link in self.links(&st.net) {
+                    let _ = crate::net::ip::host(&["link", "set", &link, "up"]);
+                }
+                let host_if = crate::net::venet_host_ifname(self.ctid.get());
+                let mut addrs = Vec::new();
+                for s in &st.net.ips {
+                    if let Ok(a) = crate::net::parse_ip(s) {
+                        let (fam, len) = if a.addr.is_ipv4() { ("-4", 32) } else { ("-6", 128) };
+                        let _ = crate::net::ip::host(&[
+                            fam,
+                            "route",
+                            "replace",
+                            &format!("{}/{len}", a.addr),
+                            "dev",
+                            &host_if,
+                        ]);
+                        addrs.push(a);
+                    }
+                }
+                if let Some(u) = &st.net.uplink {
+                    let _ = crate::net::announce(u, &addrs);
+                }
+            }
+        } else if self.rt.run_state(self.ctid).ok().flatten().is_none() {
+            let _ = self.rt.start(self.ctid);
+        }
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}
+
+fn caps() -> Capabilities {
+    let criu = Criu::locate().ok();
+    let version = criu
+        .as_ref()
+        .and_then(|c| c.version().ok())
+        .map(|v| format!("{}.{}.{}", v.0, v.1, v.2))
+        .unwrap_or_default();
+    Capabilities {
+        mem_dirty_tracking: false,
+        compression: vec!["zstd".into()],
+        criu_version: version,
+        kernel: criu::kernel(),
+        cpu_description: vec![],
+        free_ram: 0,
+        free_disk: 0,
+    }
+}
+
+/// Moves a container to a pinned peer.
+pub async fn migrate(
+    rt: &Runtime,
+    ctid: Ctid,
+    peer: &Peer,
+    id: &Identity,
+    opts: MigrateOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Report, MigrateError> {
+    let t0 = Instant::now();
+    let ct = rt.host.container(ctid).map_err(RuntimeError::from)?;
+    if crate::storage::Layout::parse(ct.get("VE_LAYOUT").unwrap_or("simfs")).ok() != Some(crate::storage::Layout::Simfs)
+    {
+        return Err(MigrateError::Unsupported(
+            ctid,
+            "only simfs private areas can be migrated so far".into(),
+        ));
+    }
+    let running = rt.run_state(ctid)?.is_some();
+    if opts.online && !running {
+        return Err(RuntimeError::NotRunning(ctid).into());
+    }
+    progress(&format!("connecting to {} ({})", peer.name, peer.address));
+    let conn = quic::connect(id, &peer.fingerprint, peer.address).await?;
+    let (send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| MigrateError::Wire(WireError::Write(quinn::WriteError::ConnectionLost(e))))?;
+    let config = std::fs::read_to_string(&ct.conf_path).map_err(|e| RuntimeError::Io {
+        ctid,
+        what: "reading the configuration".into(),
+        source: e,
+    })?;
+    let (private_bytes, private_inodes) = crate::storage::usage(&ct.private, false).unwrap_or((0, 0));
+    let plan = Plan {
+        ctid: ctid.get(),
+        config,
+        layout: Layout::Simfs,
+        private_bytes: private_bytes * 1024,
+        private_inodes,
+        ram_bytes: rt
+            .cgroups(ctid)
+            .ok()
+            .and_then(|c| c.counters(ctid).mem_usage)
+            .unwrap_or(0),
+        online: opts.online,
+        keep_dst: opts.keep_dst,
+        bwlimit: opts.bwlimit,
+        max_downtime_ms: opts.max_downtime.as_millis() as u64,
+    };
+    let mut mid = [0u8; 16];
+    mid[..8].copy_from_slice(&(t0.elapsed().as_nanos() as u64 ^ std::process::id() as u64).to_be_bytes());
+    mid[8..12].copy_from_slice(&ctid.get().to_be_bytes());
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u32)
+        .unwrap_or(0);
+    mid[12..].copy_from_slice(&now_s.to_be_bytes());
+    let mut cfg = SourceConfig::new(mid, rt.host.setting("AGENT_NAME", "ferry-host"), caps(), plan);
+    cfg.mem_precopy = false;
+    let mut m = Source::new(cfg);
+    let work = rt
+        .host
+        .layout
+        .dump_dir()
+        .join(ctid.to_string())
+        .join(format!(".migrate-{}", std::process::id()));
+    let mut cx = Ctx {
+        rt,
+        ctid,
+        ct,
+        opts: opts.clone(),
+        wire: Wire::new(send, recv),
+        snapshot: Snapshot::new(),
+        sent_groups: HashSet::new(),
+        work,
+        freezer: None,
+        report: Report {
+            ctid: ctid.get(),
+            destination: peer.name.clone(),
+            online: opts.online,
+            ..Default::default()
+        },
+        raw_bytes: 0,
+        compressed_bytes: 0,
+        progress,
+    };
+    let mut queue: VecDeque<Action> = m.start(t0.elapsed()).into();
+    let mut phase_t = Instant::now();
+    let mut phase = format!("{:?}", m.phase());
+    let mut frozen_at: Option<Instant> = None;
+    let mut outcome: Option<Outcome> = None;
+    loop {
+        while let Some(a) = queue.pop_front() {
+            let now = t0.elapsed();
+            let cur = format!("{:?}", m.phase());
+            if cur != phase {
+                cx.report
+                    .phases_ms
+                    .push((phase.clone(), phase_t.elapsed().as_millis() as u64));
+                (cx.progress)(&format!("phase {cur}"));
+                phase = cur;
+                phase_t = Instant::now();
+            }
+            let ev = match a {
+                Action::Send(msg) => {
+                    if cx.wire.send(&msg).await.is_err() {
+                        Some(Event::LinkLost)
+                    } else {
+                        None
+                    }
+                }
+                Action::Journal(p) => {
+                    let j = rt.host.layout.run_dir().join(format!("migrate-out-{ctid}.json"));
+                    let _ = crate::fsutil::write_atomic(
+                        &j,
+                        format!("{{\"phase\":\"{p:?}\",\"peer\":\"{}\"}}\n", peer.name).as_bytes(),
+                        0o644,
+                    );
+                    None
+                }
+                Action::StopContainer => match rt.stop(ctid, false, None) {
+                    Ok(()) => {
+                        frozen_at = Some(Instant::now());
+                        Some(Event::ContainerStopped)
+                    }
+                    Err(e) => Some(Event::Failed(AbortReason::Local(e.to_string()))),
+                },
+                Action::StartFsPass { pass, .. } => {
+                    if opts.check_only {
+                        Some(Event::Failed(AbortReason::Cancelled(
+                            "preflight only (--check-only): every check passed".into(),
+                        )))
+                    } else {
+                        match cx.fs_pass(pass).await {
+                            Ok(bytes) => {
+                                cx.report.fs_bytes += bytes;
+                                Some(Event::FsPassSent { pass, bytes })
+                            }
+                            Err(MigrateError::Wire(_)) => Some(Event::LinkLost),
+                            Err(e) => Some(Event::Failed(AbortReason::Local(e.to_string()))),
+                        }
+                    }
+                }
+                Action::StartMemRound { .. } => Some(Event::Failed(AbortReason::Local(
+                    "memory pre-copy is not implemented".into(),
+                ))),
+                Action::Freeze => match cx.freeze() {
+                    Ok(()) => {
+                        frozen_at = Some(Instant::now());
+                        Some(Event::Frozen)
+                    }
+                    Err(e) => Some(Event::Failed(AbortReason::Local(e.to_string()))),
+                },
+                Action::FinalSync { .. } => match cx.final_sync().await {
+                    Ok((images, bytes)) => Some(Event::FinalSent { images, bytes }),
+                    Err(MigrateError::Wire(_)) => Some(Event::LinkLost),
+                    Err(e) => Some(Event::Failed(AbortReason::DumpFailed(e.to_string()))),
+                },
+                Action::DestroySource => {
+                    cx.report.frozen_ms = frozen_at.map(|f| f.elapsed().as_millis() as u64).unwrap_or(0);
+                    cx.destroy_source();
+                    None
+                }
+                Action::ResumeSource => {
+                    cx.resume_source();
+                    None
+                }
+                Action::Finished(o) => {
+                    outcome = Some(o);
+                    None
+                }
+                Action::CheckPlan(_)
+                | Action::Apply(_)
+                | Action::Restore
+                | Action::RunRestored
+                | Action::Cleanup { .. } => None,
+            };
+            if let Some(ev) = ev {
+                queue.extend(m.handle_event(t0.elapsed(), ev));
+            }
+            let _ = now;
+        }
+        if let Some(o) = outcome.take() {
+            cx.report
+                .phases_ms
+                .push((phase.clone(), phase_t.elapsed().as_millis() as u64));
+            cx.wire.finish().await;
+            cx.report.total_ms = t0.elapsed().as_millis() as u64;
+            cx.report.wire_bytes = cx.wire.sent;
+            cx.report.compression_ratio = if cx.compressed_bytes > 0 {
+                cx.raw_bytes as f64 / cx.compressed_bytes as f64
+            } else {
+                1.0
+            };
+            cx.report.memory_rounds = m.stats().rounds.len() as u32;
+            let _ = std::fs::remove_file(rt.host.layout.run_dir().join(format!("migrate-out-{ctid}.json")));
+            return match o {
+                Outcome::Committed => {
+                    cx.report.outcome = "committed".into();
+                    Ok(cx.report)
+                }
+                Outcome::Aborted(AbortReason::Cancelled(why)) if opts.check_only => {
+                    cx.report.outcome = why;
+                    Ok(cx.report)
+                }
+                Outcome::Aborted(r) => Err(MigrateError::Aborted {
+                    ctid,
+                    reason: format!("{r:?}"),
+                }),
+            };
+        }
+        if m.phase() == migrate_proto::machine::Phase::InDoubt {
+            return Err(MigrateError::InDoubt { ctid });
+        }
+        let wait = m
+            .poll_timeout()
+            .map(|d| d.saturating_sub(t0.elapsed()))
+            .unwrap_or(Duration::from_secs(3600))
+            .max(Duration::from_millis(1));
+        let actions = match cx.wire.recv(wait).await {
+            Ok(msg) => m.handle_message(t0.elapsed(), msg),
+            Err(WireError::Timeout(_)) => m.handle_timeout(t0.elapsed()),
+            Err(_) => m.handle_event(t0.elapsed(), Event::LinkLost),
+        };
+        queue.extend(actions);
+    }
+}
