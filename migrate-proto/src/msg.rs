@@ -70,6 +70,9 @@ pub struct Plan {
     pub bwlimit: u64,
     /// Frozen-time budget in milliseconds.
     pub max_downtime_ms: u64,
+    /// Run the container on the destination after the commit (an offline migration of a
+    /// stopped container leaves it stopped).
+    pub start: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -226,6 +226,7 @@ pub fn plan(online: bool, max_downtime: Duration, w: &Workload) -> Plan {
         keep_dst: false,
         bwlimit: 0,
         max_downtime_ms: max_downtime.as_millis() as u64,
+        start: true,
     }
 }
 

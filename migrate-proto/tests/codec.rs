@@ -180,6 +180,7 @@ fn message() -> impl Strategy<Value = Message> {
                         keep_dst,
                         bwlimit,
                         max_downtime_ms: dt,
+                        start: online || keep_dst,
                     })
                 }
             ),

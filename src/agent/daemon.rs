@@ -108,10 +108,7 @@ fn listen(host: &Host, addr: std::net::SocketAddr) -> Result<(), DaemonError> {
             }
         };
         rt.block_on(async move {
-            let pinned = super::trust::TrustStore::load(&layout)
-                .map(|s| s.peers.iter().map(|p| p.fingerprint.clone()).collect())
-                .unwrap_or_default();
-            let ep = match super::quic::server(&id, pinned, addr) {
+            let ep = match super::quic::server(&id, super::quic::Pins::Store(layout.clone()), addr) {
                 Ok(ep) => ep,
                 Err(e) => {
                     let _ = tx.send(Err(e.to_string()));
@@ -120,14 +117,6 @@ fn listen(host: &Host, addr: std::net::SocketAddr) -> Result<(), DaemonError> {
             };
             let _ = tx.send(Ok(()));
             while let Some(inc) = ep.accept().await {
-                // The trust store is re-read for every connection, so `trust add` and
-                // `trust remove` take effect without a restart.
-                if let Ok(store) = super::trust::TrustStore::load(&layout) {
-                    let fps: Vec<String> = store.peers.iter().map(|p| p.fingerprint.clone()).collect();
-                    if let Ok(cfg) = super::quic::server_config(&id, fps) {
-                        ep.set_server_config(Some(cfg));
-                    }
-                }
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
                     match inc.await {

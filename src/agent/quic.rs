@@ -54,10 +54,29 @@ fn verify13(
     rustls::crypto::verify_tls13_signature(m, c, d, &p.signature_verification_algorithms)
 }
 
+/// Where a server finds the keys it accepts.
+#[derive(Debug, Clone)]
+pub enum Pins {
+    /// A fixed list of fingerprints.
+    Fixed(Vec<String>),
+    /// The host's trust store, read at every handshake, so `trust add` and `trust remove`
+    /// take effect at once.
+    Store(crate::layout::HostLayout),
+}
+
+impl Pins {
+    fn contains(&self, fp: &str) -> bool {
+        match self {
+            Pins::Fixed(v) => v.iter().any(|p| p == fp),
+            Pins::Store(l) => super::trust::TrustStore::load(l).is_ok_and(|s| s.trusts(fp).is_some()),
+        }
+    }
+}
+
 /// Accepts clients whose certificate is pinned.
 #[derive(Debug)]
 struct PinnedClients {
-    pinned: Vec<String>,
+    pinned: Pins,
     provider: Arc<CryptoProvider>,
 }
 
@@ -163,12 +182,12 @@ fn key(id: &Identity) -> PrivateKeyDer<'static> {
 }
 
 /// A server endpoint that accepts the pinned peers.
-pub fn server(id: &Identity, pinned: Vec<String>, addr: SocketAddr) -> Result<quinn::Endpoint, QuicError> {
+pub fn server(id: &Identity, pinned: Pins, addr: SocketAddr) -> Result<quinn::Endpoint, QuicError> {
     quinn::Endpoint::server(server_config(id, pinned)?, addr).map_err(|e| QuicError::Bind(addr, e))
 }
 
 /// The server configuration for a set of pinned peers.
-pub fn server_config(id: &Identity, pinned: Vec<String>) -> Result<quinn::ServerConfig, QuicError> {
+pub fn server_config(id: &Identity, pinned: Pins) -> Result<quinn::ServerConfig, QuicError> {
     let p = provider();
     let mut tls = rustls::ServerConfig::builder_with_provider(p.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -225,7 +244,12 @@ mod tests {
             .map(|(i, d)| Identity::load_or_create(&HostLayout::new(d.path()), &format!("h{i}")).unwrap())
             .collect();
         let (srv, trusted, stranger) = (&ids[0], &ids[1], &ids[2]);
-        let ep = server(srv, vec![trusted.fingerprint.clone()], "127.0.0.1:0".parse().unwrap()).unwrap();
+        let ep = server(
+            srv,
+            Pins::Fixed(vec![trusted.fingerprint.clone()]),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .unwrap();
         let addr = ep.local_addr().unwrap();
         let accepted = tokio::spawn(async move {
             let mut got = Vec::new();

@@ -325,8 +325,10 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                     let r = tokio::task::block_in_place(|| {
                         if plan.online {
                             vzctl(&ctx, &["attach", &id])
-                        } else {
+                        } else if plan.start {
                             vzctl(&ctx, &["start", "-q", &id])
+                        } else {
+                            Ok(())
                         }
                     });
                     if let Err(e) = r {

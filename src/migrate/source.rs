@@ -93,6 +93,7 @@ struct Ctx<'a> {
     report: Report,
     raw_bytes: u64,
     compressed_bytes: u64,
+    was_running: bool,
     progress: &'a mut dyn FnMut(&str),
 }
 
@@ -388,7 +389,7 @@ impl Ctx<'_> {
                     let _ = crate::net::announce(u, &addrs);
                 }
             }
-        } else if self.rt.run_state(self.ctid).ok().flatten().is_none() {
+        } else if self.was_running && self.rt.run_state(self.ctid).ok().flatten().is_none() {
             let _ = self.rt.start(self.ctid);
         }
         let _ = std::fs::remove_dir_all(&self.work);
@@ -462,6 +463,7 @@ pub async fn migrate(
         keep_dst: opts.keep_dst,
         bwlimit: opts.bwlimit,
         max_downtime_ms: opts.max_downtime.as_millis() as u64,
+        start: running,
     };
     let mut mid = [0u8; 16];
     mid[..8].copy_from_slice(&(t0.elapsed().as_nanos() as u64 ^ std::process::id() as u64).to_be_bytes());
@@ -498,6 +500,7 @@ pub async fn migrate(
         },
         raw_bytes: 0,
         compressed_bytes: 0,
+        was_running: running,
         progress,
     };
     let mut queue: VecDeque<Action> = m.start(t0.elapsed()).into();
@@ -534,6 +537,7 @@ pub async fn migrate(
                     );
                     None
                 }
+                Action::StopContainer if !running => Some(Event::ContainerStopped),
                 Action::StopContainer => match rt.stop(ctid, false, None) {
                     Ok(()) => {
                         frozen_at = Some(Instant::now());
