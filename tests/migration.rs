@@ -306,3 +306,314 @@ fn offline_migration_and_an_untrusted_peer() {
     assert!(!m.private("hostB", "102").exists(), "--check-only left files behind");
     m.kill_agent("hostA");
 }
+
+/// A container with an echo server, a counter, and `mb` MB of incompressible data in its
+/// private area (to make the file sync last a while on a shaped link).
+fn busy_container(m: &MigLab, mb: u32) {
+    m.vz_ok("hostA", &["create", "101", "--ipadd", "198.18.0.10"]);
+    m.vz_ok("hostA", &["start", "101"]);
+    if mb > 0 {
+        m.vz_ok(
+            "hostA",
+            &[
+                "exec",
+                "101",
+                &format!("dd if=/dev/urandom of=/root/blob bs=1M count={mb} 2>/dev/null"),
+            ],
+        );
+    }
+    serve_echo_and_count(m, "hostA");
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+fn assert_source_keeps_running(m: &MigLab, session: std::thread::JoinHandle<Result<usize, String>>, n: usize) {
+    assert_eq!(m.status("hostA", "101"), "CTID 101 exist mounted running");
+    let c = counter(m, "hostA");
+    wait_until("the counter to go on on hostA", Duration::from_secs(10), || {
+        counter(m, "hostA") > c
+    });
+    assert_eq!(session.join().unwrap(), Ok(n), "the client's session broke");
+}
+
+fn assert_nothing_left_on(m: &MigLab, host: &str) {
+    assert_eq!(m.status(host, "101"), "CTID 101 deleted unmounted down");
+    assert!(!m.private(host, "101").exists(), "the private area was left on {host}");
+    let run = m.lab.host(host).root.join("vz/run");
+    let journals: Vec<_> = std::fs::read_dir(&run)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("migrate-in-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(journals.is_empty(), "a migration journal was left on {host}");
+}
+
+#[test]
+fn a_restore_failure_on_the_destination_rolls_back() {
+    let m = MigLab::new("mr", &["hostA", "hostB"], None);
+    busy_container(&m, 0);
+    // In the configuration only (the running source keeps its limits), applied on the
+    // destination: CRIU cannot recreate the processes under a one-process limit.
+    let conf = m.lab.host("hostA").root.join("etc/vz/conf/101.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("NUMPROC=\"1:1\"\n");
+    std::fs::write(&conf, text).unwrap();
+    let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 150, Duration::from_millis(30));
+    std::thread::sleep(Duration::from_millis(500));
+    let o = m.migrate("hostA", &["--online", "hostB", "101"]);
+    assert_eq!(o.code, 110, "{o:?}");
+    assert!(
+        o.stderr.contains("RestoreFailed") && o.stderr.contains("stays on this host"),
+        "{}",
+        o.stderr
+    );
+    assert_source_keeps_running(&m, session, 150);
+    assert_nothing_left_on(&m, "hostB");
+    assert!(m.agent_log("hostB").contains("restore failed"));
+}
+
+#[test]
+fn a_full_destination_disk_rolls_back() {
+    let m = MigLab::new("md", &["hostA", "hostB"], Some("50mbit"));
+    busy_container(&m, 30);
+    // hostB's private areas live on a small file system that fills up during the transfer.
+    let base = m.lab.host("hostB").root.join("vz/private");
+    std::fs::create_dir_all(&base).unwrap();
+    let mut c = Command::new("mount");
+    c.args(["-t", "tmpfs", "-o", "size=110m", "tmpfs"]).arg(&base);
+    run(c, Duration::from_secs(10)).ok();
+    let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 300, Duration::from_millis(30));
+    let child = m
+        .migrate_cmd("hostA", &["--online", "hostB", "101"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the transfer to start", Duration::from_secs(20), || {
+        m.private("hostB", "101").exists()
+    });
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(format!(
+        "dd if=/dev/zero of={}/fill bs=1M count=200 2>/dev/null; true",
+        base.display()
+    ));
+    run(c, Duration::from_secs(30));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(110), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NoSpace"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(base.join("fill")).unwrap();
+    assert_source_keeps_running(&m, session, 300);
+    assert_nothing_left_on(&m, "hostB");
+    let mut c = Command::new("umount");
+    c.arg(&base);
+    run(c, Duration::from_secs(10));
+}
+
+#[test]
+fn a_destination_agent_killed_mid_transfer_is_cleaned_up_on_restart() {
+    let mut m = MigLab::new("mk", &["hostA", "hostB"], Some("50mbit"));
+    busy_container(&m, 30);
+    let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 500, Duration::from_millis(30));
+    let child = m
+        .migrate_cmd("hostA", &["--online", "hostB", "101"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the transfer to start", Duration::from_secs(20), || {
+        m.private("hostB", "101").exists()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    m.kill_agent("hostB");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(110), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_source_keeps_running(&m, session, 500);
+    // The agent's restart resolves what the crash left: nothing remains.
+    assert!(
+        m.private("hostB", "101").exists(),
+        "nothing to clean up: the test did not catch the transfer"
+    );
+    m.start_agent("hostB");
+    assert!(
+        m.agent_log("hostB")
+            .contains("aborted the migration of container 101 that a crash interrupted"),
+        "{}",
+        m.agent_log("hostB")
+    );
+    assert_nothing_left_on(&m, "hostB");
+}
+
+#[test]
+fn a_hostile_peer_cannot_write_outside_the_area() {
+    use migrate_proto::msg::{Capabilities, Hello, Layout, Message, Plan};
+    let m = MigLab::new("mh", &["hostA", "hostB"], None);
+    let a = m.lab.host("hostA");
+    let id = ferry::agent::trust::Identity::load_or_create(&ferry::layout::HostLayout::new(&a.root), "x").unwrap();
+    let b = m.lab.host("hostB");
+    let fp_b = m.agentctl("hostB", &["fingerprint"]).stdout.trim().to_string();
+    let addr: std::net::SocketAddr = format!("{}:7447", b.addr).parse().unwrap();
+    let raw_frame = |kind: u16, payload: &[u8]| {
+        let mut h = crc32fast::Hasher::new();
+        h.update(&kind.to_be_bytes());
+        h.update(&(payload.len() as u32).to_be_bytes());
+        h.update(payload);
+        let mut f = kind.to_be_bytes().to_vec();
+        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        f.extend_from_slice(&h.finalize().to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    // A manifest entry in the wire layout, with a path the real types cannot even hold.
+    #[derive(serde::Serialize)]
+    struct EvilEntry {
+        path: String,
+        kind: u32,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        mtime_sec: i64,
+        mtime_nsec: u32,
+        size: u64,
+        link_target: Option<String>,
+        rdev_major: u32,
+        rdev_minor: u32,
+        hardlink_group: Option<u64>,
+        xattrs: Vec<(String, Vec<u8>)>,
+        sparse: bool,
+    }
+    let outside = m.lab.host("hostB").root.join("vz/escaped");
+    for (name, attack) in [
+        (
+            "dotdot",
+            raw_frame(
+                10,
+                &postcard::to_allocvec(&(
+                    1u32,
+                    vec![EvilEntry {
+                        path: "../../escaped".into(),
+                        kind: 0,
+                        mode: 0o644,
+                        uid: 0,
+                        gid: 0,
+                        mtime_sec: 0,
+                        mtime_nsec: 0,
+                        size: 5,
+                        link_target: None,
+                        rdev_major: 0,
+                        rdev_minor: 0,
+                        hardlink_group: None,
+                        xattrs: vec![],
+                        sparse: false,
+                    }],
+                ))
+                .unwrap(),
+            ),
+        ),
+        (
+            "absolute",
+            raw_frame(
+                10,
+                &postcard::to_allocvec(&(
+                    1u32,
+                    vec![EvilEntry {
+                        path: outside.display().to_string(),
+                        kind: 0,
+                        mode: 0o644,
+                        uid: 0,
+                        gid: 0,
+                        mtime_sec: 0,
+                        mtime_nsec: 0,
+                        size: 5,
+                        link_target: None,
+                        rdev_major: 0,
+                        rdev_minor: 0,
+                        hardlink_group: None,
+                        xattrs: vec![],
+                        sparse: false,
+                    }],
+                ))
+                .unwrap(),
+            ),
+        ),
+        ("oversized", {
+            let mut f = 13u16.to_be_bytes().to_vec();
+            f.extend_from_slice(&(64u32 << 20).to_be_bytes());
+            f.extend_from_slice(&[0; 4]);
+            f
+        }),
+    ] {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _ = rt.block_on(async {
+            let f = std::fs::File::open(format!("/run/netns/{}", a.netns)).unwrap();
+            // SAFETY: this thread joins hostA's network namespace for the connection.
+            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            let conn = ferry::agent::quic::connect(&id, &fp_b, addr).await.unwrap();
+            let (mut s, mut r) = conn.open_bi().await.unwrap();
+            let caps = Capabilities {
+                mem_dirty_tracking: false,
+                compression: vec![],
+                criu_version: "4.2.1".into(),
+                kernel: "x".into(),
+                cpu_description: vec![],
+                free_ram: 0,
+                free_disk: 0,
+            };
+            let hello = Message::Hello(Hello {
+                migration_id: [7; 16],
+                version_min: 1,
+                version_max: 2,
+                host: "evil".into(),
+                caps,
+            });
+            s.write_all(&migrate_proto::frame::encode(&hello).unwrap())
+                .await
+                .unwrap();
+            let plan = Message::Plan(Plan {
+                ctid: 150,
+                config: "HOSTNAME=\"evil\"\n".into(),
+                layout: Layout::Simfs,
+                private_bytes: 0,
+                private_inodes: 0,
+                ram_bytes: 0,
+                online: false,
+                keep_dst: false,
+                bwlimit: 0,
+                max_downtime_ms: 0,
+                start: false,
+            });
+            s.write_all(&migrate_proto::frame::encode(&plan).unwrap())
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            s.write_all(&attack).await.unwrap();
+            let _ = s.finish();
+            let mut buf = vec![0u8; 1 << 16];
+            let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                while let Ok(Some(_)) = r.read(&mut buf).await {}
+            })
+            .await;
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            !outside.exists() && !m.lab.host("hostB").root.join("escaped").exists(),
+            "{name}: a file was written outside the area"
+        );
+        assert!(
+            !m.private("hostB", "150").exists(),
+            "{name}: the refused migration's area was left"
+        );
+        assert!(
+            m.agent_log("hostB").contains("refused bad data"),
+            "{name}: {}",
+            m.agent_log("hostB")
+        );
+    }
+}

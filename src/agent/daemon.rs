@@ -94,6 +94,7 @@ fn listen(host: &Host, addr: std::net::SocketAddr) -> Result<(), DaemonError> {
         decisions: Default::default(),
         busy: Default::default(),
     });
+    crate::migrate::dest::recover(&ctx);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = match tokio::runtime::Builder::new_multi_thread()

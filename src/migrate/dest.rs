@@ -49,6 +49,97 @@ struct Incoming {
     created_private: bool,
 }
 
+/// What an incoming migration has created, on disk, so a crashed agent can undo it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Journal {
+    pub phase: String,
+    pub ctid: u32,
+    pub private: Option<PathBuf>,
+    pub images: Option<PathBuf>,
+    pub config_written: bool,
+    pub online: bool,
+}
+
+fn journal_path(layout: &HostLayout, ctid: u32) -> PathBuf {
+    layout.run_dir().join(format!("migrate-in-{ctid}.json"))
+}
+
+fn journal(ctx: &DestCtx, inc: &Incoming, phase: Phase) {
+    let Some(ctid) = inc.ctid else { return };
+    let private = inc.applier.as_ref().map(|_| private_of(ctx, inc)).flatten();
+    let j = Journal {
+        phase: format!("{phase:?}"),
+        ctid,
+        private,
+        images: inc.images.clone(),
+        config_written: inc.wrote_config,
+        online: inc.plan.as_ref().is_some_and(|p| p.online),
+    };
+    if let Ok(b) = serde_json::to_vec(&j) {
+        let _ = crate::fsutil::write_atomic(&journal_path(&ctx.layout, ctid), &b, 0o644);
+    }
+}
+
+fn private_of(ctx: &DestCtx, inc: &Incoming) -> Option<PathBuf> {
+    let plan = inc.plan.as_ref()?;
+    let host = crate::host::Host::open(ctx.layout.clone()).ok()?;
+    let config = crate::config::Config::parse(&plan.config, Path::new("(plan)")).ok()?;
+    Some(
+        host.container_from(crate::ctid::Ctid::new(plan.ctid).ok()?, config)
+            .private,
+    )
+}
+
+/// At agent start: resolves incoming migrations a crash interrupted. Without a recorded
+/// commit the decision is abort: a restored copy is stopped and what the migration created is
+/// removed. A committed one gets its network attached if the crash came before that.
+pub fn recover(ctx: &DestCtx) {
+    let Ok(rd) = std::fs::read_dir(ctx.layout.run_dir()) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("migrate-in-") && name.ends_with(".json")) {
+            continue;
+        }
+        let Ok(j) = std::fs::read(e.path())
+            .map_err(|_| ())
+            .and_then(|b| serde_json::from_slice::<Journal>(&b).map_err(|_| ()))
+        else {
+            continue;
+        };
+        let id = j.ctid.to_string();
+        if j.phase == "Done" {
+            if j.online {
+                let _ = vzctl(ctx, &["attach", &id]);
+            }
+            log(&format!("recovered the committed migration of container {id}"));
+        } else {
+            let _ = vzctl(ctx, &["stop", "--fast", "-q", &id]);
+            if j.config_written {
+                if let Ok(c) = crate::ctid::Ctid::new(j.ctid) {
+                    let _ = std::fs::remove_file(ctx.layout.ct_conf(c));
+                }
+            }
+            if let Some(p) = &j.private {
+                let root = ctx.layout.root_base().join(&id);
+                if crate::fsutil::is_mountpoint(&root).unwrap_or(false) {
+                    let _ = Command::new("umount").arg("-l").arg(&root).status();
+                }
+                let _ = std::fs::remove_dir_all(p);
+            }
+            if let Some(i) = &j.images {
+                let _ = std::fs::remove_dir_all(i.parent().unwrap_or(i));
+            }
+            log(&format!(
+                "aborted the migration of container {id} that a crash interrupted in phase {}",
+                j.phase
+            ));
+        }
+        let _ = std::fs::remove_file(e.path());
+    }
+}
+
 fn vzctl(ctx: &DestCtx, args: &[&str]) -> Result<(), String> {
     let out = Command::new(&ctx.vzctl)
         .arg("--root-dir")
@@ -267,12 +358,7 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                         queue.extend(m.handle_event(now, Event::LinkLost));
                     }
                 }
-                Action::Journal(p) => {
-                    if let Some(ctid) = inc.ctid {
-                        let j = ctx.layout.run_dir().join(format!("migrate-in-{ctid}.json"));
-                        let _ = crate::fsutil::write_atomic(&j, format!("{{\"phase\":\"{p:?}\"}}\n").as_bytes(), 0o644);
-                    }
-                }
+                Action::Journal(p) => journal(&ctx, &inc, p),
                 Action::CheckPlan(plan) => {
                     let ctx2 = ctx.clone();
                     let r = tokio::task::block_in_place(|| check_plan(&ctx2, &mut inc, &plan));
@@ -345,6 +431,7 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                     }
                     if let Some(ctid) = inc.ctid {
                         ctx.busy.lock().unwrap().retain(|c| *c != ctid);
+                        let _ = std::fs::remove_file(journal_path(&ctx.layout, ctid));
                         if committed {
                             if let Some(images) = &inc.images {
                                 let _ = std::fs::remove_dir_all(images.parent().unwrap_or(images));
