@@ -384,6 +384,7 @@ fn a_full_destination_disk_rolls_back() {
     c.args(["-t", "tmpfs", "-o", "size=110m", "tmpfs"]).arg(&base);
     run(c, Duration::from_secs(10)).ok();
     let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 300, Duration::from_millis(30));
+    std::thread::sleep(Duration::from_secs(1));
     let child = m
         .migrate_cmd("hostA", &["--online", "hostB", "101"])
         .stdout(Stdio::piped())
@@ -419,6 +420,7 @@ fn a_destination_agent_killed_mid_transfer_is_cleaned_up_on_restart() {
     let mut m = MigLab::new("mk", &["hostA", "hostB"], Some("50mbit"));
     busy_container(&m, 30);
     let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 500, Duration::from_millis(30));
+    std::thread::sleep(Duration::from_secs(1));
     let child = m
         .migrate_cmd("hostA", &["--online", "hostB", "101"])
         .stdout(Stdio::piped())
@@ -616,4 +618,49 @@ fn a_hostile_peer_cannot_write_outside_the_area() {
             m.agent_log("hostB")
         );
     }
+}
+
+#[test]
+fn a_link_cut_during_the_final_transfer_rolls_back() {
+    let m = MigLab::new("mc", &["hostA", "hostB"], Some("50mbit"));
+    busy_container(&m, 0);
+    // 30 MB of incompressible memory (a tmpfs file is part of the dump): the frozen transfer
+    // takes seconds on this link.
+    m.vz_ok(
+        "hostA",
+        &[
+            "exec",
+            "101",
+            "dd if=/dev/urandom of=/dev/shm/blob bs=1M count=30 2>/dev/null",
+        ],
+    );
+    let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 200, Duration::from_millis(30));
+    std::thread::sleep(Duration::from_secs(1));
+    let child = m
+        .migrate_cmd("hostA", &["--online", "hostB", "101"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cg = ferry::cgroup::Cgroups::detect(&m.lab.host("hostA").cgroup_parent).unwrap();
+    let id = ferry::ctid::Ctid::new(101).unwrap();
+    let f = cg.freezers(id)[0];
+    wait_until("the source to freeze", Duration::from_secs(30), || {
+        cg.is_frozen(id, f).unwrap_or(false)
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    let mut c = Command::new("ip");
+    c.args(["-n", &m.lab.fabric, "link", "set", "h2", "down"]);
+    run(c, Duration::from_secs(10)).ok();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(110), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!cg.is_frozen(id, f).unwrap(), "the source stayed frozen");
+    assert_source_keeps_running(&m, session, 200);
+    let mut c = Command::new("ip");
+    c.args(["-n", &m.lab.fabric, "link", "set", "h2", "up"]);
+    run(c, Duration::from_secs(10)).ok();
+    wait_until("the destination to clean up", Duration::from_secs(30), || {
+        !m.private("hostB", "101").exists()
+    });
+    assert_nothing_left_on(&m, "hostB");
 }

@@ -82,6 +82,11 @@ pub fn run(args: Args) -> Result<()> {
             args.max_downtime
         ))
     })?;
+    if args.bwlimit != 0 {
+        return Err(
+            CliError::BadOption("--bwlimit is not implemented yet: migrations use the whole link".into()).into(),
+        );
+    }
     require_root("vzmigrate")?;
     let host = Host::open(args.global.layout())?;
     let ctid = host.resolve(&args.ctid)?;
@@ -123,6 +128,13 @@ pub fn run(args: Args) -> Result<()> {
             if args.online { "online" } else { "offline" },
             r.total_ms,
             r.frozen_ms
+        );
+    }
+    if args.online && r.frozen_ms > max_downtime.as_millis() as u64 {
+        eprintln!(
+            "vzmigrate: note: the container was frozen {} ms, over the --max-downtime budget of {} ms (memory travels only in the frozen phase so far)",
+            r.frozen_ms,
+            max_downtime.as_millis()
         );
     }
     if args.times {
