@@ -240,6 +240,25 @@ fn bad_archives_are_refused_before_criu_runs() {
             "CTID 103 exist unmounted down"
         );
     }
+    // A well-formed archive from another kernel: refused without --force, restored with it.
+    let work = dir.join("foreign-kernel.d");
+    let mut manifest = ferry::checkpoint::archive::unpack(&good, &work).unwrap();
+    manifest.kernel = "2.6.32-042stab145.3".into();
+    let other = dir.join("other-kernel.ckpt");
+    ferry::checkpoint::archive::write(&other, &manifest, &work).unwrap();
+    let o = vz(&lab, &["restore", "103", "--dumpfile", other.to_str().unwrap()]);
+    assert_eq!(o.code, 17, "{o:?}");
+    assert!(
+        o.stderr.contains("made on kernel 2.6.32-042stab145.3") && o.stderr.contains("--force"),
+        "{}",
+        o.stderr
+    );
+    assert!(!log.exists(), "CRIU ran for an archive from another kernel");
+    vz_ok(
+        &lab,
+        &["restore", "103", "--dumpfile", other.to_str().unwrap(), "--force"],
+    );
+    vz_ok(&lab, &["chkpnt", "103"]);
     vz_ok(&lab, &["restore", "103", "--dumpfile", good.to_str().unwrap()]);
     vz_ok(&lab, &["stop", "103", "--fast"]);
 }

@@ -504,7 +504,6 @@ impl Runtime {
         work: &Path,
         opts: &RestoreOptions,
     ) -> Result<RunState> {
-        let _ = ();
         let arch = |e| CheckpointError::Archive(ctid, e);
         archive::unpack(target, work).map_err(arch)?;
         let images = work.join("images");
