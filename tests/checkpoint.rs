@@ -2,9 +2,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use common::*;
@@ -29,32 +26,6 @@ fn vz_ok(lab: &Lab, args: &[&str]) -> String {
     let o = vz(lab, args);
     assert_eq!(o.code, 0, "vzctl {args:?}: {o:?}");
     o.stdout
-}
-
-/// An echo session from the client namespace: `n` numbered lines, each checked, 20 ms apart,
-/// on one connection. Runs on its own thread, which joins the client's network namespace.
-fn echo_session(netns: String, addr: &'static str, n: usize) -> std::thread::JoinHandle<Result<usize, String>> {
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(format!("/run/netns/{netns}")).map_err(|e| e.to_string())?;
-        // SAFETY: setns of this thread only (network namespaces are per thread).
-        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(format!("setns: {}", std::io::Error::last_os_error()));
-        }
-        let mut s = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(10))
-            .map_err(|e| format!("connect: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        for i in 0..n {
-            let line = format!("message {i} of {n}\n");
-            s.write_all(line.as_bytes()).map_err(|e| format!("write {i}: {e}"))?;
-            let mut got = vec![0u8; line.len()];
-            s.read_exact(&mut got).map_err(|e| format!("read {i}: {e}"))?;
-            if got != line.as_bytes() {
-                return Err(format!("echo {i} came back as {:?}", String::from_utf8_lossy(&got)));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(n)
-    })
 }
 
 fn counter(lab: &Lab, ctid: &str) -> u64 {
@@ -84,7 +55,7 @@ fn tcp_session_counter_and_pids_survive_chkpnt_and_restore() {
         ],
     );
     std::thread::sleep(Duration::from_millis(500));
-    let session = echo_session(lab.client.clone(), "198.18.0.10:7", 250);
+    let session = echo_session(lab.client.clone(), "198.18.0.10:7", 250, Duration::from_millis(20));
     std::thread::sleep(Duration::from_millis(1500));
     let pids_before = vz_ok(&lab, &["exec", "101", "ps -o pid,args | grep -v ps | sort"]);
     let out = vz_ok(&lab, &["chkpnt", "101"]);

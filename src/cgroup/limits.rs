@@ -330,7 +330,9 @@ impl Cgroups {
         out
     }
 
-    fn freezer_dir(&self, ctid: Ctid, which: Freezer) -> Result<PathBuf, CgroupError> {
+    /// The cgroup directory whose freezer `which` freezes the container (what CRIU's
+    /// `freeze_cgroup` option names).
+    pub fn freezer_dir(&self, ctid: Ctid, which: Freezer) -> Result<PathBuf, CgroupError> {
         self.hierarchies()
             .iter()
             .find(|h| match which {

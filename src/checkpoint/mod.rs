@@ -155,7 +155,7 @@ fn tar(ctid: Ctid, args: &[&str], what: &str) -> Result<()> {
 }
 
 /// The console descriptor of a container's init as CRIU names external ttys.
-fn console_key(init_pid: i32) -> Option<String> {
+pub(crate) fn console_key(init_pid: i32) -> Option<String> {
     let md = fs::metadata(format!("/proc/{init_pid}/fd/0")).ok()?;
     let is_pts = libc::major(md.rdev()) == 136;
     is_pts.then(|| format!("tty[{:x}:{:x}]", md.rdev(), md.dev()))
@@ -287,14 +287,8 @@ impl Runtime {
             .first()
             .ok_or_else(|| RuntimeError::Cgroup(ctid, crate::cgroup::CgroupError::NoController("freezer".into())))?;
         let freezer_dir = cg
-            .hierarchies()
-            .iter()
-            .find(|h| match freezer {
-                crate::cgroup::Freezer::V1 => !h.v2 && h.controllers.iter().any(|c| c == "freezer"),
-                crate::cgroup::Freezer::V2 => h.v2,
-            })
-            .map(|h| cg.dir(h, ctid))
-            .unwrap();
+            .freezer_dir(ctid, freezer)
+            .map_err(|e| RuntimeError::Cgroup(ctid, e))?;
         let console = console_key(st.init_pid);
 
         // Frozen from here until the dump and the file snapshot are done.

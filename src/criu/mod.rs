@@ -283,42 +283,25 @@ impl Criu {
 
     /// Writes the CPU description (`cpuinfo.img`) into `dir`.
     pub fn cpuinfo_dump(&self, dir: &Path) -> Result<(), CriuError> {
-        let fd = Self::images_fd(dir)?;
-        let r = self.simple(
-            rpc::req_type::CPUINFO_DUMP,
-            Some(Self::base_opts(&fd, "cpuinfo-dump.log")),
-            None,
-            &[fd.as_raw_fd()],
-        )?;
-        if r.success {
-            Ok(())
-        } else {
-            Err(CriuError::Failed {
-                op: "cpuinfo dump",
-                errno: r.cr_errno,
-                msg: r.cr_errmsg,
-                log_errors: log_errors(&dir.join("cpuinfo-dump.log"), 5),
-            })
-        }
+        self.cpuinfo(dir, rpc::req_type::CPUINFO_DUMP, "cpuinfo dump", "cpuinfo-dump.log")
     }
 
     /// Checks the CPU description in `dir` against this host's CPU.
     pub fn cpuinfo_check(&self, dir: &Path) -> Result<(), CriuError> {
+        self.cpuinfo(dir, rpc::req_type::CPUINFO_CHECK, "cpuinfo check", "cpuinfo-check.log")
+    }
+
+    fn cpuinfo(&self, dir: &Path, req: i32, op: &'static str, log: &str) -> Result<(), CriuError> {
         let fd = Self::images_fd(dir)?;
-        let r = self.simple(
-            rpc::req_type::CPUINFO_CHECK,
-            Some(Self::base_opts(&fd, "cpuinfo-check.log")),
-            None,
-            &[fd.as_raw_fd()],
-        )?;
+        let r = self.simple(req, Some(Self::base_opts(&fd, log)), None, &[fd.as_raw_fd()])?;
         if r.success {
             Ok(())
         } else {
             Err(CriuError::Failed {
-                op: "cpuinfo check",
+                op,
                 errno: r.cr_errno,
                 msg: r.cr_errmsg,
-                log_errors: log_errors(&dir.join("cpuinfo-check.log"), 5),
+                log_errors: log_errors(&dir.join(log), 5),
             })
         }
     }

@@ -3,7 +3,6 @@
 //! fork paths stay safe.
 
 use std::collections::{HashSet, VecDeque};
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -237,18 +236,8 @@ impl Ctx<'_> {
         })?;
         let criu = Criu::locate().map_err(|e| MigrateError::Unsupported(self.ctid, e.to_string()))?;
         let cg = self.rt.cgroups(self.ctid)?;
-        let freezer_dir = cg
-            .hierarchies()
-            .iter()
-            .find(|h| match self.freezer {
-                Some(Freezer::V1) => !h.v2 && h.controllers.iter().any(|c| c == "freezer"),
-                _ => h.v2,
-            })
-            .map(|h| cg.dir(h, self.ctid));
-        let console = std::fs::metadata(format!("/proc/{}/fd/0", st.init_pid))
-            .ok()
-            .filter(|m| libc::major(m.rdev()) == 136)
-            .map(|m| format!("tty[{:x}:{:x}]", m.rdev(), m.dev()));
+        let freezer_dir = self.freezer.and_then(|f| cg.freezer_dir(self.ctid, f).ok());
+        let console = crate::checkpoint::console_key(st.init_pid);
         let opts = criu::Opts {
             pid: Some(st.init_pid),
             root: Some(self.ct.root.display().to_string()),

@@ -114,6 +114,15 @@ fn ensure_venet(ctid: u32, pid: i32) -> Result<String, NetError> {
     Ok(host_if)
 }
 
+/// Lets the uplink answer for proxied addresses, at once: by default the kernel delays proxy
+/// answers to broadcast requests by a random time up to `proxy_delay` (0.8 s), which a client
+/// meeting a container (or one that missed the announcement after a migration) would wait.
+fn proxy_on(uplink: &str) -> Result<(), NetError> {
+    ip::sysctl(&format!("net/ipv6/conf/{uplink}/proxy_ndp"), "1")?;
+    ip::sysctl(&format!("net/ipv4/neigh/{uplink}/proxy_delay"), "0")?;
+    ip::sysctl(&format!("net/ipv6/neigh/{uplink}/proxy_delay"), "0")
+}
+
 /// Routes addresses to a running container (init `pid`) and announces them.
 pub fn add_ips(
     ctid: u32,
@@ -129,7 +138,7 @@ pub fn add_ips(
     let host_if = ensure_venet(ctid, pid)?;
     ip::sysctl("net/ipv4/ip_forward", "1")?;
     ip::sysctl("net/ipv6/conf/all/forwarding", "1")?;
-    ip::sysctl(&format!("net/ipv6/conf/{uplink}/proxy_ndp"), "1")?;
+    proxy_on(&uplink)?;
     for a in addrs {
         let addr = a.addr.to_string();
         let (fam, host_len) = if a.addr.is_ipv4() { ("-4", 32) } else { ("-6", 128) };
@@ -432,7 +441,7 @@ pub fn attach_restored(
         let _ = ip::host(&["-6", "addr", "add", "fe80::1/64", "dev", &host_if, "nodad"]);
         ip::sysctl("net/ipv4/ip_forward", "1")?;
         ip::sysctl("net/ipv6/conf/all/forwarding", "1")?;
-        ip::sysctl(&format!("net/ipv6/conf/{uplink}/proxy_ndp"), "1")?;
+        proxy_on(&uplink)?;
         for a in addrs {
             let addr = a.addr.to_string();
             let (fam, len) = if a.addr.is_ipv4() { ("-4", 32) } else { ("-6", 128) };

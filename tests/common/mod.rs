@@ -4,6 +4,7 @@
 //! that says what to install; nothing is skipped silently.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -258,4 +259,47 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// An echo session from the client namespace `netns` on its own thread (network namespaces are
+/// per thread): `n` numbered lines on one connection, each echo checked, `gap` apart. Returns
+/// once the first echo is back (or the session failed, which joining the thread tells): until
+/// the server has accepted the connection it sits in a listening socket's queue, which is not
+/// a session a checkpoint can carry.
+pub fn echo_session(
+    netns: String,
+    addr: &'static str,
+    n: usize,
+    gap: Duration,
+) -> std::thread::JoinHandle<Result<usize, String>> {
+    let (first, first_back) = std::sync::mpsc::channel();
+    let session = std::thread::spawn(move || {
+        let f = std::fs::File::open(format!("/run/netns/{netns}")).map_err(|e| e.to_string())?;
+        // SAFETY: setns of this thread only (network namespaces are per thread).
+        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("setns: {}", std::io::Error::last_os_error()));
+        }
+        let t0 = Instant::now();
+        let mut s = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(10))
+            .map_err(|e| format!("connect: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        for i in 0..n {
+            let line = format!("message {i} of {n}\n");
+            s.write_all(line.as_bytes()).map_err(|e| format!("write {i}: {e}"))?;
+            let mut got = vec![0u8; line.len()];
+            s.read_exact(&mut got)
+                .map_err(|e| format!("read {i}: {e} ({} ms into the session)", t0.elapsed().as_millis()))?;
+            if got != line.as_bytes() {
+                return Err(format!("echo {i} came back as {:?}", String::from_utf8_lossy(&got)));
+            }
+            if i == 0 {
+                eprintln!("echo session: first echo after {} ms", t0.elapsed().as_millis());
+                let _ = first.send(());
+            }
+            std::thread::sleep(gap);
+        }
+        Ok(n)
+    });
+    let _ = first_back.recv_timeout(Duration::from_secs(60));
+    session
 }
