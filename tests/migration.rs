@@ -477,15 +477,41 @@ fn a_hostile_peer_cannot_write_outside_the_area() {
         raw_frame(10, &postcard::to_allocvec(&(1u32, vec![entry])).unwrap())
     };
     let outside = m.lab.host("hostB").root.join("vz/escaped");
-    for (name, attack) in [
-        ("dotdot", evil_file("../../escaped")),
-        ("absolute", evil_file(&outside.display().to_string())),
-        ("oversized", {
-            let mut f = 13u16.to_be_bytes().to_vec();
-            f.extend_from_slice(&(64u32 << 20).to_be_bytes());
-            f.extend_from_slice(&[0; 4]);
-            f
-        }),
+    let oversized = {
+        let mut f = 13u16.to_be_bytes().to_vec();
+        f.extend_from_slice(&(64u32 << 20).to_be_bytes());
+        f.extend_from_slice(&[0; 4]);
+        f
+    };
+    // (case, the CRIU the peer claims, online, the RAM its plan claims, what it sends after the
+    // plan, what the agent logs): hostile data, then plans this host cannot honour (preflight).
+    for (name, criu, online, ram_bytes, attack, logged) in [
+        (
+            "dotdot",
+            "4.2.1",
+            false,
+            0,
+            Some(evil_file("../../escaped")),
+            "refused bad data",
+        ),
+        (
+            "absolute",
+            "4.2.1",
+            false,
+            0,
+            Some(evil_file(&outside.display().to_string())),
+            "refused bad data",
+        ),
+        ("oversized", "4.2.1", false, 0, Some(oversized), "refused bad data"),
+        (
+            "newer-criu",
+            "99.0.0",
+            true,
+            0,
+            None,
+            "CRIU 99.0.0 is newer than this host's",
+        ),
+        ("no-memory", "4.2.1", true, 1u64 << 60, None, "not enough memory"),
     ] {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -500,7 +526,7 @@ fn a_hostile_peer_cannot_write_outside_the_area() {
             let caps = Capabilities {
                 mem_dirty_tracking: false,
                 compression: vec![],
-                criu_version: "4.2.1".into(),
+                criu_version: criu.into(),
                 kernel: "x".into(),
                 cpu_description: vec![],
                 free_ram: 0,
@@ -522,8 +548,8 @@ fn a_hostile_peer_cannot_write_outside_the_area() {
                 layout: Layout::Simfs,
                 private_bytes: 0,
                 private_inodes: 0,
-                ram_bytes: 0,
-                online: false,
+                ram_bytes,
+                online,
                 keep_dst: false,
                 bwlimit: 0,
                 max_downtime_ms: 0,
@@ -533,7 +559,9 @@ fn a_hostile_peer_cannot_write_outside_the_area() {
                 .await
                 .unwrap();
             tokio::time::sleep(Duration::from_millis(300)).await;
-            s.write_all(&attack).await.unwrap();
+            if let Some(attack) = attack {
+                let _ = s.write_all(&attack).await;
+            }
             let _ = s.finish();
             let mut buf = vec![0u8; 1 << 16];
             let _ = tokio::time::timeout(Duration::from_secs(10), async {
@@ -551,7 +579,7 @@ fn a_hostile_peer_cannot_write_outside_the_area() {
             "{name}: the refused migration's area was left"
         );
         assert!(
-            m.agent_log("hostB").contains("refused bad data"),
+            m.agent_log("hostB").contains(logged),
             "{name}: {}",
             m.agent_log("hostB")
         );

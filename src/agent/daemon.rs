@@ -73,19 +73,7 @@ fn listen(host: &Host, addr: std::net::SocketAddr) -> Result<(), DaemonError> {
         .and_then(|e| e.parent().map(|d| d.join("vzctl")))
         .filter(|p| p.is_file())
         .unwrap_or_else(|| "vzctl".into());
-    let caps = migrate_proto::msg::Capabilities {
-        mem_dirty_tracking: false,
-        compression: vec!["zstd".into()],
-        criu_version: crate::criu::Criu::locate()
-            .ok()
-            .and_then(|c| c.version().ok())
-            .map(|v| format!("{}.{}.{}", v.0, v.1, v.2))
-            .unwrap_or_default(),
-        kernel: crate::criu::kernel(),
-        cpu_description: vec![],
-        free_ram: 0,
-        free_disk: 0,
-    };
+    let caps = crate::migrate::local_caps();
     let ctx = Arc::new(crate::migrate::dest::DestCtx {
         layout: layout.clone(),
         vzctl,

@@ -164,8 +164,59 @@ fn free_bytes(p: &Path) -> u64 {
     s.f_bavail * s.f_frsize
 }
 
+/// The memory this host can still give, from /proc/meminfo (`MemAvailable`), in bytes.
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// `major.minor` of a version string, if it has them.
+fn major_minor(v: &str) -> Option<(u32, u32)> {
+    let mut it = v.split('.').map(|x| x.parse::<u32>().ok());
+    Some((it.next()??, it.next()??))
+}
+
+/// What an online migration needs of this host beyond disk: a CRIU at least as new as the
+/// source's (images of a newer CRIU may not restore with an older one) and the memory the
+/// container uses now.
+pub(crate) fn preflight(
+    plan: &Plan,
+    source: Option<&Capabilities>,
+    ours: &Capabilities,
+    mem_available: Option<u64>,
+) -> Result<(), String> {
+    if !plan.online {
+        return Ok(());
+    }
+    let Some(our_criu) = major_minor(&ours.criu_version) else {
+        return Err("CRIU is not usable on this host (vzctl check says why)".into());
+    };
+    if let Some(theirs) = source.and_then(|c| major_minor(&c.criu_version)) {
+        if theirs > our_criu {
+            return Err(format!(
+                "the source's CRIU {} is newer than this host's {}: its images may not restore here",
+                source.map(|c| c.criu_version.as_str()).unwrap_or(""),
+                ours.criu_version
+            ));
+        }
+    }
+    if let Some(avail) = mem_available {
+        if plan.ram_bytes > avail {
+            return Err(format!(
+                "not enough memory: the container uses {} MiB, this host has {} MiB available",
+                plan.ram_bytes >> 20,
+                avail >> 20
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a plan against this host; on success prepares the private area.
-fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan) -> Result<(), String> {
+fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan, source: Option<&Capabilities>) -> Result<(), String> {
+    preflight(plan, source, &ctx.caps, mem_available())?;
     let host = crate::host::Host::open(ctx.layout.clone()).map_err(|e| e.to_string())?;
     host.initialize().map_err(|e| e.to_string())?;
     let ctid = crate::ctid::Ctid::new(plan.ctid).map_err(|e| e.to_string())?;
@@ -361,7 +412,8 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                 Action::Journal(p) => journal(&ctx, &inc, p),
                 Action::CheckPlan(plan) => {
                     let ctx2 = ctx.clone();
-                    let r = tokio::task::block_in_place(|| check_plan(&ctx2, &mut inc, &plan));
+                    let source = m.peer_caps().cloned();
+                    let r = tokio::task::block_in_place(|| check_plan(&ctx2, &mut inc, &plan, source.as_ref()));
                     if let Err(e) = &r {
                         log(&format!("refused a migration of container {}: {e}", plan.ctid));
                     }
@@ -462,8 +514,77 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
             // Give the last message a moment to leave; the peer may also ask to resolve.
             let _ = tokio::time::timeout(Duration::from_secs(2), wire.recv(Duration::from_secs(2))).await;
             wire.finish().await;
-            let _ = m.phase() == Phase::Done;
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(criu: &str) -> Capabilities {
+        Capabilities {
+            mem_dirty_tracking: false,
+            compression: vec![],
+            criu_version: criu.into(),
+            kernel: "6.1.0".into(),
+            cpu_description: vec![],
+            free_ram: 0,
+            free_disk: 0,
+        }
+    }
+
+    fn plan(online: bool, ram_bytes: u64) -> Plan {
+        Plan {
+            ctid: 101,
+            config: String::new(),
+            layout: Layout::Simfs,
+            private_bytes: 0,
+            private_inodes: 0,
+            ram_bytes,
+            online,
+            keep_dst: false,
+            bwlimit: 0,
+            max_downtime_ms: 0,
+            start: online,
+        }
+    }
+
+    #[test]
+    fn preflight_refuses_an_older_criu_missing_criu_and_too_little_memory() {
+        let ok = preflight(
+            &plan(true, 100 << 20),
+            Some(&caps("4.2.1")),
+            &caps("4.2.0"),
+            Some(1 << 30),
+        );
+        assert_eq!(ok, Ok(()));
+        let older = preflight(&plan(true, 0), Some(&caps("4.3.0")), &caps("4.2.1"), None).unwrap_err();
+        assert!(older.contains("CRIU 4.3.0 is newer than this host's 4.2.1"), "{older}");
+        let none = preflight(&plan(true, 0), Some(&caps("4.2.1")), &caps(""), None).unwrap_err();
+        assert!(none.contains("CRIU is not usable"), "{none}");
+        let mem = preflight(
+            &plan(true, 2 << 30),
+            Some(&caps("4.2.1")),
+            &caps("4.2.1"),
+            Some(1 << 30),
+        )
+        .unwrap_err();
+        assert!(
+            mem.contains("uses 2048 MiB") && mem.contains("1024 MiB available"),
+            "{mem}"
+        );
+        // Offline, nothing of this matters: the container boots from its files.
+        assert_eq!(preflight(&plan(false, 2 << 30), None, &caps(""), Some(1 << 30)), Ok(()));
+    }
+
+    #[test]
+    fn versions_compare_by_major_and_minor() {
+        assert_eq!(major_minor("4.2.1"), Some((4, 2)));
+        assert_eq!(major_minor("4.10"), Some((4, 10)));
+        assert_eq!(major_minor("4"), None);
+        assert_eq!(major_minor(""), None);
+        assert!(major_minor("4.10").unwrap() > major_minor("4.9.9").unwrap());
     }
 }

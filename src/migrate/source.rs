@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use migrate_proto::machine::{Action, Event, Outcome, Source, SourceConfig};
-use migrate_proto::msg::{AbortReason, Capabilities, FileKind, FsData, ImageChunk, Layout, Message, Plan};
+use migrate_proto::msg::{AbortReason, FileKind, FsData, ImageChunk, Layout, Message, Plan};
 use migrate_proto::path::RelPath;
 use thiserror::Error;
 
@@ -385,24 +385,6 @@ impl Ctx<'_> {
     }
 }
 
-fn caps() -> Capabilities {
-    let criu = Criu::locate().ok();
-    let version = criu
-        .as_ref()
-        .and_then(|c| c.version().ok())
-        .map(|v| format!("{}.{}.{}", v.0, v.1, v.2))
-        .unwrap_or_default();
-    Capabilities {
-        mem_dirty_tracking: false,
-        compression: vec!["zstd".into()],
-        criu_version: version,
-        kernel: criu::kernel(),
-        cpu_description: vec![],
-        free_ram: 0,
-        free_disk: 0,
-    }
-}
-
 /// Moves a container to a pinned peer.
 pub async fn migrate(
     rt: &Runtime,
@@ -462,7 +444,12 @@ pub async fn migrate(
         .map(|d| d.as_nanos() as u32)
         .unwrap_or(0);
     mid[12..].copy_from_slice(&now_s.to_be_bytes());
-    let mut cfg = SourceConfig::new(mid, rt.host.setting("AGENT_NAME", "ferry-host"), caps(), plan);
+    let mut cfg = SourceConfig::new(
+        mid,
+        rt.host.setting("AGENT_NAME", "ferry-host"),
+        super::local_caps(),
+        plan,
+    );
     cfg.mem_precopy = false;
     let mut m = Source::new(cfg);
     let work = rt

@@ -45,6 +45,7 @@ pub struct Destination {
     migration_id: Option<MigrationId>,
     version: Option<u32>,
     plan: Option<Plan>,
+    peer_caps: Option<Capabilities>,
     deadline: Option<Duration>,
     abort_reason: Option<AbortReason>,
 }
@@ -57,6 +58,7 @@ impl Destination {
             migration_id: None,
             version: None,
             plan: None,
+            peer_caps: None,
             deadline: None,
             abort_reason: None,
         }
@@ -98,6 +100,11 @@ impl Destination {
 
     pub fn is_finished(&self) -> bool {
         matches!(self.state, State::Committed | State::Aborted)
+    }
+
+    /// What the source said of itself in its `Hello` (for the plan check).
+    pub fn peer_caps(&self) -> Option<&Capabilities> {
+        self.peer_caps.as_ref()
     }
 
     pub fn poll_timeout(&self) -> Option<Duration> {
@@ -165,6 +172,7 @@ impl Destination {
             (_, Message::Abort(r)) => self.abort(r, false),
             (State::AwaitHello, Message::Hello(h)) => {
                 self.migration_id = Some(h.migration_id);
+                self.peer_caps = Some(h.caps.clone());
                 match negotiate(self.cfg.versions, (h.version_min, h.version_max)) {
                     None => self.abort(
                         AbortReason::VersionMismatch {
