@@ -339,6 +339,13 @@ fn a_restore_failure_on_the_destination_rolls_back() {
     assert_source_keeps_running(&m, session, 150);
     assert_nothing_left_on(&m, "hostB");
     assert!(m.agent_log("hostB").contains("restore failed"));
+    // With --keep-dst the destination keeps what it received, stopped, never run; the source
+    // runs on all the same.
+    let o = m.migrate("hostA", &["--online", "--keep-dst", "hostB", "101"]);
+    assert_eq!(o.code, 110, "{o:?}");
+    assert_eq!(m.status("hostA", "101"), "CTID 101 exist mounted running");
+    assert_eq!(m.status("hostB", "101"), "CTID 101 exist unmounted down");
+    assert!(m.private("hostB", "101").join("bin/busybox").exists());
 }
 
 #[test]
