@@ -148,10 +148,16 @@ fn serve_echo_and_count(m: &MigLab, host: &str) {
     );
 }
 
+/// The lasting processes of the container: init, the echo server and the loops (pid and
+/// arguments). A loop's shell forks for each command it runs; such a fork shows, for a moment,
+/// as the loop's arguments again (or as `{usleep}`) under a higher pid, and is left out.
 fn procs(m: &MigLab, host: &str) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
     m.vz_ok(host, &["exec", "101", "ps -o pid,args"])
         .lines()
         .filter(|l| l.contains("nc -ll") || l.contains("while") || l.contains("init"))
+        .filter(|l| !l.contains("{usleep}"))
+        .filter(|l| seen.insert(l.trim_start().split_once(' ').map(|(_, args)| args.to_string())))
         .map(str::to_string)
         .collect()
 }
@@ -165,6 +171,18 @@ fn online_migration_there_and_back_keeps_tcp_counter_pids_and_files() {
     );
     m.vz_ok("hostA", &["start", "101"]);
     serve_echo_and_count(&m, "hostA");
+    // A 2 MiB file that grows every 5 ms (for at most 6000 lines): each pass after the first
+    // finds it changed and sends it as an rsync delta.
+    m.vz_ok(
+        "hostA",
+        &[
+            "exec",
+            "101",
+            "dd if=/dev/urandom of=/root/big bs=64k count=32 2>/dev/null; \
+             (i=0; while [ $i -lt 6000 ]; do echo line $i >> /root/big; usleep 5000; i=$((i+1)); done) \
+             </dev/null >/dev/null 2>&1 &",
+        ],
+    );
     std::thread::sleep(Duration::from_millis(500));
     let pids = procs(&m, "hostA");
     let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 300, Duration::from_millis(30));
@@ -200,16 +218,30 @@ fn online_migration_there_and_back_keeps_tcp_counter_pids_and_files() {
             && report["total_ms"].as_u64().unwrap() >= report["frozen_ms"].as_u64().unwrap()
     );
     assert!(report["image_bytes"].as_u64().unwrap() > 0 && report["fs_bytes"].as_u64().unwrap() > 1 << 20);
+    eprintln!("the way back: {report}");
+    // The frozen pass found the growing file changed since the pass before and sent a delta.
+    assert!(report["delta_files"].as_u64().unwrap() >= 1, "no delta: {report}");
+    assert!(
+        report["delta_bytes"].as_u64().unwrap() * 10 < report["delta_file_bytes"].as_u64().unwrap(),
+        "{report}"
+    );
     assert_eq!(m.status("hostA", "101"), "CTID 101 exist mounted running");
     assert_eq!(procs(&m, "hostA"), pids, "pids changed on the way back");
     assert_eq!(session.join().unwrap(), Ok(300), "the client's session broke");
     // The tree on hostB as it was when frozen equals the tree now on hostA (but for the
-    // counter file, which the running container has rewritten since).
+    // counter file, which the running container has rewritten since, and the growing file,
+    // whose frozen copy must be where the file now on hostA begins).
     let strip = |v: Vec<String>| {
         v.into_iter()
-            .filter(|l| !l.starts_with("tmp/count "))
+            .filter(|l| !l.starts_with("tmp/count ") && !l.starts_with("root/big "))
             .collect::<Vec<_>>()
     };
+    let big_b = std::fs::read(m.private("hostB", "101").join("root/big")).unwrap();
+    let big_a = std::fs::read(m.private("hostA", "101").join("root/big")).unwrap();
+    assert!(
+        big_b.len() > 2 << 20 && big_a.starts_with(&big_b),
+        "the growing file was mangled"
+    );
     let a = strip(ferry::migrate::fs::manifest(&m.private("hostA", "101")).unwrap());
     let b = strip(ferry::migrate::fs::manifest(&m.private("hostB", "101")).unwrap());
     assert_eq!(a, b, "the private areas differ");

@@ -288,6 +288,7 @@ fn apply(inc: &mut Incoming, m: &Message) -> Result<(), AbortReason> {
     match m {
         Message::FsEntries { entries, .. } => entries.iter().try_for_each(|e| a.entry(e)).map_err(fail),
         Message::FsData(d) => a.data(d).map_err(fail),
+        Message::FsDelta(d) => a.delta(d).map_err(fail),
         Message::FsDelete { paths, .. } => paths.iter().try_for_each(|p| a.delete(p)).map_err(fail),
         Message::Image(c) => {
             let dir = inc.images.as_ref().unwrap();

@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use migrate_proto::msg::{FileKind, FsData, FsEntry};
+use migrate_proto::msg::{FileKind, FsData, FsDelta, FsEntry};
 use migrate_proto::path::RelPath;
 
 /// What a pass remembers of a file to notice changes in the next one.
@@ -23,6 +23,32 @@ pub struct Stamp {
 }
 
 pub type Snapshot = BTreeMap<String, Stamp>;
+
+/// Files from this size up travel as rsync deltas when they change after a pass sent them.
+pub const DELTA_MIN_FILE: u64 = 64 << 10;
+/// Files above this size are always sent whole (fast_rsync works on whole buffers in memory).
+pub const DELTA_MAX_FILE: u64 = 256 << 20;
+const DELTA_BLOCK: u32 = 4096;
+
+/// The signature of what the destination now holds of a file, kept by the source for the
+/// next pass (the destination never has to send it: it holds exactly what was sent).
+pub fn signature(data: &[u8]) -> fast_rsync::Signature {
+    fast_rsync::Signature::calculate(
+        data,
+        fast_rsync::SignatureOptions {
+            block_size: DELTA_BLOCK,
+            crypto_hash_size: 16,
+        },
+    )
+}
+
+/// A delta turning the content `sig` describes into `data`, if it is worth sending: at most
+/// `max` bytes and under half of `data`.
+pub fn delta(sig: &fast_rsync::Signature, data: &[u8], max: usize) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    fast_rsync::diff(&sig.index(), data, &mut out).ok()?;
+    (out.len() <= max && out.len() < data.len() / 2).then_some(out)
+}
 
 fn kind_of(md: &fs::Metadata) -> FileKind {
     use std::os::unix::fs::FileTypeExt;
@@ -164,11 +190,50 @@ pub fn changes(prev: &Snapshot, cur: &Snapshot) -> (Vec<String>, Vec<String>) {
 
 /// Reads a chunk of a file's data.
 pub fn read_chunk(root: &Path, rel: &str, offset: u64, max: usize) -> io::Result<Vec<u8>> {
-    let mut f = File::open(root.join(rel))?;
+    let mut f = open_beneath(root, rel)?;
     f.seek(SeekFrom::Start(offset))?;
     let mut buf = Vec::with_capacity(max);
     f.take(max as u64).read_to_end(&mut buf)?;
     Ok(buf)
+}
+
+/// Opens the regular file `rel` below `root` for reading without following any symlink on
+/// the way (openat2 with RESOLVE_BENEATH and RESOLVE_NO_SYMLINKS): the container may swap a
+/// file for a symlink to a host file between the scan and the read, and the source must never
+/// send a host file to the destination.
+pub fn open_beneath(root: &Path, rel: &str) -> io::Result<File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let dir = File::open(root)?;
+    let c = CString::new(rel).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a path"))?;
+    // The kernel's struct open_how: flags, mode, resolve (three u64s).
+    let how: [u64; 3] = [
+        (libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64,
+        0,
+        libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    ];
+    // SAFETY: openat2 with a valid directory descriptor, a NUL-terminated path and an open_how
+    // of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            how.as_ptr(),
+            std::mem::size_of_val(&how),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor openat2 just returned, owned by nobody else.
+    let f = unsafe { File::from_raw_fd(fd as i32) };
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{rel} is not a regular file"),
+        ));
+    }
+    Ok(f)
 }
 
 /// Applies entries below a root on the destination.
@@ -245,10 +310,12 @@ impl Applier {
                     fs::hard_link(&first, &p)?;
                     return Ok(());
                 }
+                // A file already here keeps its bytes (a delta may just have rebuilt it; data
+                // chunks overwrite all of it otherwise), cut or extended to the new size.
                 let f = OpenOptions::new()
                     .write(true)
                     .create(true)
-                    .truncate(true)
+                    .truncate(!same_kind)
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(&p)?;
                 f.set_len(e.size)?;
@@ -292,6 +359,39 @@ impl Applier {
         };
         let f = OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(&p)?;
         f.write_all_at(&bytes, d.offset)?;
+        Ok(())
+    }
+
+    /// Rebuilds a regular file from its present content and a delta; the result must have the
+    /// size and BLAKE3 hash the source announced, or nothing is written.
+    pub fn delta(&mut self, d: &FsDelta) -> io::Result<()> {
+        let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {why}", d.path.as_str()));
+        if d.result_size > DELTA_MAX_FILE {
+            return Err(bad(format!(
+                "a delta result of {} bytes is over the limit",
+                d.result_size
+            )));
+        }
+        let p = confined(&self.root, &d.path)?;
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&p)?;
+        let md = f.metadata()?;
+        if !md.is_file() || md.len() > DELTA_MAX_FILE {
+            return Err(bad("a delta for what is not a regular file of a delta's size".into()));
+        }
+        let mut base = Vec::with_capacity(md.len() as usize);
+        f.read_to_end(&mut base)?;
+        let mut out = Vec::with_capacity(d.result_size as usize);
+        fast_rsync::apply_limited(&base, &d.delta, &mut out, d.result_size as usize)
+            .map_err(|e| bad(format!("the delta does not apply: {e}")))?;
+        if out.len() as u64 != d.result_size || *blake3::hash(&out).as_bytes() != d.result_hash {
+            return Err(bad("the rebuilt file is not what the source has".into()));
+        }
+        f.write_all_at(&out, 0)?;
+        f.set_len(d.result_size)?;
         Ok(())
     }
 
@@ -506,5 +606,64 @@ mod tests {
             0,
             "something was written outside the area"
         );
+    }
+
+    fn noise(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed;
+        (0..n)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (x >> 56) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_changed_file_is_rebuilt_from_a_delta_or_left_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let base = noise(300 << 10, 1);
+        fs::write(d.path().join("db"), &base).unwrap();
+        let mut new = base.clone();
+        new[100_000..100_100].copy_from_slice(&noise(100, 2));
+        new.extend_from_slice(b"appended");
+        let sig = signature(&base);
+        let delta_bytes = delta(&sig, &new, 1 << 20).expect("a small change makes a small delta");
+        assert!(delta_bytes.len() < 20 << 10, "delta of {} bytes", delta_bytes.len());
+        let msg = |hash: [u8; 32]| FsDelta {
+            path: RelPath::new("db").unwrap(),
+            delta: delta_bytes.clone(),
+            result_size: new.len() as u64,
+            result_hash: hash,
+        };
+        let mut a = Applier::new(d.path());
+        // A result that is not what the source announced is refused and nothing is written.
+        assert!(a.delta(&msg([0; 32])).is_err());
+        assert_eq!(fs::read(d.path().join("db")).unwrap(), base);
+        a.delta(&msg(*blake3::hash(&new).as_bytes())).unwrap();
+        assert_eq!(fs::read(d.path().join("db")).unwrap(), new);
+        // Unrelated content gives no delta worth sending.
+        assert!(delta(&sig, &noise(300 << 10, 3), 1 << 20).is_none());
+        // A delta aimed through a symlink is refused.
+        std::os::unix::fs::symlink("/etc/hostname", d.path().join("link")).unwrap();
+        let through = FsDelta {
+            path: RelPath::new("link").unwrap(),
+            ..msg(*blake3::hash(&new).as_bytes())
+        };
+        assert!(a.delta(&through).is_err());
+    }
+
+    #[test]
+    fn the_source_reads_no_file_through_a_symlink() {
+        let (d, outside) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        fs::write(outside.path().join("secret"), b"host").unwrap();
+        fs::create_dir(d.path().join("etc")).unwrap();
+        fs::write(d.path().join("etc/passwd"), b"root").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), d.path().join("etc/shadow")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("var")).unwrap();
+        assert_eq!(read_chunk(d.path(), "etc/passwd", 0, 100).unwrap(), b"root");
+        assert!(read_chunk(d.path(), "etc/shadow", 0, 100).is_err());
+        assert!(read_chunk(d.path(), "var/secret", 0, 100).is_err());
+        assert!(read_chunk(d.path(), "../outside", 0, 100).is_err());
+        assert!(read_chunk(d.path(), "etc", 0, 100).is_err());
     }
 }

@@ -2,12 +2,13 @@
 //! performs its actions. It runs on a single-threaded tokio runtime, so the container runtime's
 //! fork paths stay safe.
 
-use std::collections::{HashSet, VecDeque};
-use std::path::PathBuf;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use migrate_proto::machine::{Action, Event, Outcome, Source, SourceConfig};
-use migrate_proto::msg::{AbortReason, FileKind, FsData, ImageChunk, Layout, Message, Plan};
+use migrate_proto::msg::{AbortReason, FileKind, FsData, FsDelta, ImageChunk, Layout, Message, Plan};
 use migrate_proto::path::RelPath;
 use thiserror::Error;
 
@@ -74,6 +75,10 @@ pub struct Report {
     pub wire_bytes: u64,
     pub compression_ratio: f64,
     pub memory_rounds: u32,
+    /// Changed files sent as rsync deltas, their sizes, and the bytes of the deltas.
+    pub delta_files: u32,
+    pub delta_file_bytes: u64,
+    pub delta_bytes: u64,
 }
 
 const CHUNK: usize = 4 << 20;
@@ -87,6 +92,8 @@ struct Ctx<'a> {
     wire: Wire,
     snapshot: Snapshot,
     sent_groups: HashSet<u64>,
+    /// Signatures of what the destination holds of files it could take a delta for.
+    signatures: HashMap<String, fast_rsync::Signature>,
     work: PathBuf,
     freezer: Option<Freezer>,
     report: Report,
@@ -109,6 +116,23 @@ impl Ctx<'_> {
         let (changed, gone) = tree::changes(&self.snapshot, &cur);
         let changed: HashSet<String> = changed.into_iter().collect();
         let start = self.wire.sent;
+        for g in &gone {
+            self.signatures.remove(g);
+        }
+        // Deltas first: each rebuilds a file from what the destination holds, before this
+        // pass's entry for it arrives.
+        let mut by_delta = HashMap::new();
+        for (rel, md) in &list {
+            if changed.contains(rel) {
+                if let Some(sig) = self.signatures.remove(rel) {
+                    if md.is_file() && md.nlink() == 1 && md.len() <= tree::DELTA_MAX_FILE {
+                        if let Some(sent) = self.send_delta(&root, rel, &sig).await? {
+                            by_delta.insert(rel.clone(), sent);
+                        }
+                    }
+                }
+            }
+        }
         let mut batch = Vec::new();
         let mut data_files = Vec::new();
         for (rel, md) in &list {
@@ -120,8 +144,17 @@ impl Ctx<'_> {
                 what: format!("reading {rel}"),
                 source: e,
             })?;
-            if e.kind == FileKind::Regular && e.hardlink_group.is_none_or(|g| self.sent_groups.insert(g) || pass > 1) {
-                data_files.push((e.path.clone(), md.len()));
+            let mut e = e;
+            if let Some(sent) = by_delta.get(rel) {
+                e.size = *sent;
+            }
+            if e.kind == FileKind::Regular
+                && !by_delta.contains_key(rel)
+                && e.hardlink_group.is_none_or(|g| self.sent_groups.insert(g) || pass > 1)
+            {
+                let sign =
+                    e.hardlink_group.is_none() && (tree::DELTA_MIN_FILE..=tree::DELTA_MAX_FILE).contains(&md.len());
+                data_files.push((e.path.clone(), md.len(), sign));
             }
             batch.push(e);
             if batch.len() >= BATCH {
@@ -136,8 +169,9 @@ impl Ctx<'_> {
         if !batch.is_empty() {
             self.wire.send(&Message::FsEntries { pass, entries: batch }).await?;
         }
-        for (path, len) in data_files {
+        for (path, len, sign) in data_files {
             let mut off = 0u64;
+            let mut sent = Vec::new();
             while off < len {
                 let chunk = tree::read_chunk(&root, path.as_str(), off, CHUNK).map_err(|e| RuntimeError::Io {
                     ctid: self.ctid,
@@ -148,9 +182,18 @@ impl Ctx<'_> {
                     break;
                 }
                 let n = chunk.len() as u64;
+                if sign {
+                    sent.extend_from_slice(&chunk);
+                }
                 let msg = self.data_message(path.clone(), off, chunk);
                 self.wire.send(&msg).await?;
                 off += n;
+            }
+            // The destination holds exactly these bytes unless the file shrank while it was
+            // read (then its entry's size left a tail of zeros there).
+            if sign && sent.len() as u64 >= len {
+                self.signatures
+                    .insert(path.as_str().to_string(), tree::signature(&sent));
             }
         }
         let gone: Vec<RelPath> = gone.into_iter().filter_map(|g| RelPath::new(g).ok()).collect();
@@ -170,6 +213,47 @@ impl Ctx<'_> {
             bytes
         ));
         Ok(bytes)
+    }
+
+    /// Sends `rel` as a delta against what the destination holds (`sig`), if the delta is worth
+    /// it; returns the size of the content sent (which the entry for the file then carries:
+    /// the file may have grown since the scan).
+    async fn send_delta(
+        &mut self,
+        root: &Path,
+        rel: &str,
+        sig: &fast_rsync::Signature,
+    ) -> Result<Option<u64>, MigrateError> {
+        let data = tree::read_chunk(root, rel, 0, tree::DELTA_MAX_FILE as usize + 1).map_err(|e| RuntimeError::Io {
+            ctid: self.ctid,
+            what: format!("reading {rel}"),
+            source: e,
+        })?;
+        if data.len() as u64 > tree::DELTA_MAX_FILE {
+            return Ok(None);
+        }
+        let Some(delta) = tree::delta(sig, &data, migrate_proto::limits::MAX_BLOB - 4096) else {
+            return Ok(None);
+        };
+        let Ok(path) = RelPath::new(rel.to_string()) else {
+            return Ok(None);
+        };
+        let len = data.len() as u64;
+        self.report.delta_files += 1;
+        self.report.delta_file_bytes += len;
+        self.report.delta_bytes += delta.len() as u64;
+        self.raw_bytes += len;
+        self.compressed_bytes += delta.len() as u64;
+        self.wire
+            .send(&Message::FsDelta(FsDelta {
+                path,
+                delta,
+                result_size: len,
+                result_hash: *blake3::hash(&data).as_bytes(),
+            }))
+            .await?;
+        self.signatures.insert(rel.to_string(), tree::signature(&data));
+        Ok(Some(len))
     }
 
     fn data_message(&mut self, path: RelPath, offset: u64, chunk: Vec<u8>) -> Message {
@@ -466,6 +550,7 @@ pub async fn migrate(
         wire: Wire::new(send, recv),
         snapshot: Snapshot::new(),
         sent_groups: HashSet::new(),
+        signatures: HashMap::new(),
         work,
         freezer: None,
         report: Report {
