@@ -207,11 +207,12 @@ impl Ctx<'_> {
         }
         self.snapshot = cur;
         let bytes = self.wire.sent - start;
-        (self.progress)(&format!(
-            "file sync pass {pass}: {} changed, {} bytes",
-            changed.len(),
-            bytes
-        ));
+        let name = if self.freezer.is_some() {
+            "final file sync (frozen)".to_string()
+        } else {
+            format!("file sync pass {pass}")
+        };
+        (self.progress)(&format!("{name}: {} changed, {} bytes", changed.len(), bytes));
         Ok(bytes)
     }
 
