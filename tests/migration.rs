@@ -551,7 +551,22 @@ fn a_hostile_peer_cannot_write_outside_the_area() {
             "CRIU 99.0.0 is newer than this host's",
         ),
         ("no-memory", "4.2.1", true, 1u64 << 60, None, "not enough memory"),
+        (
+            "foreign-cpu",
+            "4.2.1",
+            true,
+            0,
+            None,
+            "the source's CPU does not fit this host",
+        ),
     ] {
+        // The CPU the peer describes: CRIU's cpuinfo.img, or here something this host's CRIU
+        // cannot accept.
+        let cpu_description = if name == "foreign-cpu" {
+            b"not a cpuinfo image".to_vec()
+        } else {
+            vec![]
+        };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -567,7 +582,7 @@ fn a_hostile_peer_cannot_write_outside_the_area() {
                 compression: vec![],
                 criu_version: criu.into(),
                 kernel: "x".into(),
-                cpu_description: vec![],
+                cpu_description,
                 free_ram: 0,
                 free_disk: 0,
             };

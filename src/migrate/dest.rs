@@ -179,13 +179,14 @@ fn major_minor(v: &str) -> Option<(u32, u32)> {
 }
 
 /// What an online migration needs of this host beyond disk: a CRIU at least as new as the
-/// source's (images of a newer CRIU may not restore with an older one) and the memory the
-/// container uses now.
+/// source's (images of a newer CRIU may not restore with an older one), a CPU with what the
+/// source's offered its processes (`criu cpuinfo check`), and the memory the container uses.
 pub(crate) fn preflight(
     plan: &Plan,
     source: Option<&Capabilities>,
     ours: &Capabilities,
     mem_available: Option<u64>,
+    cpu_fits: impl Fn(&[u8]) -> Result<(), String>,
 ) -> Result<(), String> {
     if !plan.online {
         return Ok(());
@@ -193,6 +194,9 @@ pub(crate) fn preflight(
     let Some(our_criu) = major_minor(&ours.criu_version) else {
         return Err("CRIU is not usable on this host (vzctl check says why)".into());
     };
+    if let Some(desc) = source.map(|c| &c.cpu_description).filter(|d| !d.is_empty()) {
+        cpu_fits(desc).map_err(|e| format!("the source's CPU does not fit this host: {e}"))?;
+    }
     if let Some(theirs) = source.and_then(|c| major_minor(&c.criu_version)) {
         if theirs > our_criu {
             return Err(format!(
@@ -216,7 +220,10 @@ pub(crate) fn preflight(
 
 /// Checks a plan against this host; on success prepares the private area.
 fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan, source: Option<&Capabilities>) -> Result<(), String> {
-    preflight(plan, source, &ctx.caps, mem_available())?;
+    preflight(plan, source, &ctx.caps, mem_available(), |desc| {
+        let criu = crate::criu::Criu::locate().map_err(|e| e.to_string())?;
+        super::cpu_fits(&criu, desc)
+    })?;
     let host = crate::host::Host::open(ctx.layout.clone()).map_err(|e| e.to_string())?;
     host.initialize().map_err(|e| e.to_string())?;
     let ctid = crate::ctid::Ctid::new(plan.ctid).map_err(|e| e.to_string())?;
@@ -552,6 +559,14 @@ mod tests {
         }
     }
 
+    fn fits(desc: &[u8]) -> Result<(), String> {
+        if desc == b"other cpu" {
+            Err("cpu features mismatch".into())
+        } else {
+            Ok(())
+        }
+    }
+
     #[test]
     fn preflight_refuses_an_older_criu_missing_criu_and_too_little_memory() {
         let ok = preflight(
@@ -559,25 +574,37 @@ mod tests {
             Some(&caps("4.2.1")),
             &caps("4.2.0"),
             Some(1 << 30),
+            fits,
         );
         assert_eq!(ok, Ok(()));
-        let older = preflight(&plan(true, 0), Some(&caps("4.3.0")), &caps("4.2.1"), None).unwrap_err();
+        let older = preflight(&plan(true, 0), Some(&caps("4.3.0")), &caps("4.2.1"), None, fits).unwrap_err();
         assert!(older.contains("CRIU 4.3.0 is newer than this host's 4.2.1"), "{older}");
-        let none = preflight(&plan(true, 0), Some(&caps("4.2.1")), &caps(""), None).unwrap_err();
+        let none = preflight(&plan(true, 0), Some(&caps("4.2.1")), &caps(""), None, fits).unwrap_err();
         assert!(none.contains("CRIU is not usable"), "{none}");
         let mem = preflight(
             &plan(true, 2 << 30),
             Some(&caps("4.2.1")),
             &caps("4.2.1"),
             Some(1 << 30),
+            fits,
         )
         .unwrap_err();
         assert!(
             mem.contains("uses 2048 MiB") && mem.contains("1024 MiB available"),
             "{mem}"
         );
+        let mut other = caps("4.2.1");
+        other.cpu_description = b"other cpu".to_vec();
+        let cpu = preflight(&plan(true, 0), Some(&other), &caps("4.2.1"), None, fits).unwrap_err();
+        assert!(
+            cpu.contains("CPU does not fit this host: cpu features mismatch"),
+            "{cpu}"
+        );
         // Offline, nothing of this matters: the container boots from its files.
-        assert_eq!(preflight(&plan(false, 2 << 30), None, &caps(""), Some(1 << 30)), Ok(()));
+        assert_eq!(
+            preflight(&plan(false, 2 << 30), None, &caps(""), Some(1 << 30), fits),
+            Ok(())
+        );
     }
 
     #[test]

@@ -7,20 +7,54 @@ pub mod wire;
 
 use migrate_proto::msg::Capabilities;
 
-/// What this host tells a peer of itself in the handshake: its CRIU and kernel, and that it
-/// has no memory dirty tracking (ENVIRONMENT.md).
+/// What this host tells a peer of itself in the handshake: its CRIU and kernel, its CPU as
+/// CRIU describes it (`cpuinfo.img`), and that it has no memory dirty tracking (ENVIRONMENT.md).
 pub fn local_caps() -> Capabilities {
+    let criu = crate::criu::Criu::locate().ok();
     Capabilities {
         mem_dirty_tracking: false,
         compression: vec!["zstd".into()],
-        criu_version: crate::criu::Criu::locate()
-            .ok()
+        criu_version: criu
+            .as_ref()
             .and_then(|c| c.version().ok())
             .map(|v| format!("{}.{}.{}", v.0, v.1, v.2))
             .unwrap_or_default(),
         kernel: crate::criu::kernel(),
-        cpu_description: vec![],
+        cpu_description: criu.as_ref().and_then(cpu_description).unwrap_or_default(),
         free_ram: 0,
         free_disk: 0,
     }
+}
+
+/// This host's `cpuinfo.img`, if CRIU can write it and it fits the handshake.
+fn cpu_description(criu: &crate::criu::Criu) -> Option<Vec<u8>> {
+    in_scratch_dir(|dir| {
+        criu.cpuinfo_dump(dir).ok()?;
+        let img = std::fs::read(dir.join("cpuinfo.img")).ok()?;
+        (img.len() <= migrate_proto::limits::MAX_CPU_DESC).then_some(img)
+    })
+    .ok()
+    .flatten()
+}
+
+/// Does a peer's CPU description fit this host (`criu cpuinfo check`)?
+pub fn cpu_fits(criu: &crate::criu::Criu, description: &[u8]) -> Result<(), String> {
+    in_scratch_dir(|dir| {
+        std::fs::write(dir.join("cpuinfo.img"), description).map_err(|e| e.to_string())?;
+        criu.cpuinfo_check(dir).map_err(|e| e.to_string())
+    })
+    .map_err(|e| e.to_string())?
+}
+
+/// Runs `f` in a fresh private directory under /tmp, removed afterwards.
+fn in_scratch_dir<T>(f: impl FnOnce(&std::path::Path) -> T) -> std::io::Result<T> {
+    use std::os::unix::fs::DirBuilderExt;
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("ferry-scratch-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    let r = f(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(r)
 }
