@@ -684,3 +684,45 @@ fn a_link_cut_during_the_final_transfer_rolls_back() {
     });
     assert_nothing_left_on(&m, "hostB");
 }
+
+#[test]
+fn an_interrupted_vzmigrate_rolls_back() {
+    let m = MigLab::new("mi", &["hostA", "hostB"], Some("50mbit"));
+    busy_container(&m, 0);
+    // As in the link-cut test: the frozen transfer takes seconds on this link.
+    m.vz_ok(
+        "hostA",
+        &[
+            "exec",
+            "101",
+            "dd if=/dev/urandom of=/dev/shm/blob bs=1M count=30 2>/dev/null",
+        ],
+    );
+    let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 200, Duration::from_millis(30));
+    let child = m
+        .migrate_cmd("hostA", &["--online", "hostB", "101"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cg = ferry::cgroup::Cgroups::detect(&m.lab.host("hostA").cgroup_parent).unwrap();
+    let id = ferry::ctid::Ctid::new(101).unwrap();
+    let f = cg.freezers(id)[0];
+    wait_until("the source to freeze", Duration::from_secs(30), || {
+        cg.is_frozen(id, f).unwrap_or(false)
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    // The administrator presses Ctrl-C while the container is frozen.
+    // SAFETY: signalling the vzmigrate this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(110), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(!cg.is_frozen(id, f).unwrap(), "the source stayed frozen");
+    assert_source_keeps_running(&m, session, 200);
+    wait_until("the destination to clean up", Duration::from_secs(30), || {
+        !m.private("hostB", "101").exists()
+    });
+    assert_nothing_left_on(&m, "hostB");
+}

@@ -5,6 +5,8 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use migrate_proto::machine::{Action, Event, Outcome, Source, SourceConfig};
@@ -100,6 +102,8 @@ struct Ctx<'a> {
     raw_bytes: u64,
     compressed_bytes: u64,
     was_running: bool,
+    /// Set by SIGINT or SIGTERM: the migration is to be abandoned at the next step.
+    interrupted: Arc<AtomicBool>,
     progress: &'a mut dyn FnMut(&str),
 }
 
@@ -170,6 +174,7 @@ impl Ctx<'_> {
             self.wire.send(&Message::FsEntries { pass, entries: batch }).await?;
         }
         for (path, len, sign) in data_files {
+            self.check_interrupted()?;
             let mut off = 0u64;
             let mut sent = Vec::new();
             while off < len {
@@ -214,6 +219,16 @@ impl Ctx<'_> {
         };
         (self.progress)(&format!("{name}: {} changed, {} bytes", changed.len(), bytes));
         Ok(bytes)
+    }
+
+    fn check_interrupted(&self) -> Result<(), MigrateError> {
+        if self.interrupted.load(Ordering::SeqCst) {
+            return Err(MigrateError::Aborted {
+                ctid: self.ctid,
+                reason: "interrupted by a signal".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Sends `rel` as a delta against what the destination holds (`sig`), if the delta is worth
@@ -368,6 +383,7 @@ impl Ctx<'_> {
             })?
             .flatten()
         {
+            self.check_interrupted()?;
             let name = e.file_name().to_string_lossy().into_owned();
             if name.ends_with(".log") {
                 continue;
@@ -563,8 +579,47 @@ pub async fn migrate(
         raw_bytes: 0,
         compressed_bytes: 0,
         was_running: running,
+        interrupted: Arc::new(AtomicBool::new(false)),
         progress,
     };
+    // SIGINT and SIGTERM abandon the migration through the state machine (which rolls back,
+    // or after the commit was sent, resolves) instead of killing vzmigrate with the container
+    // frozen and cut off.
+    let signalled = Arc::new(tokio::sync::Notify::new());
+    let watcher = {
+        let (flag, signalled) = (cx.interrupted.clone(), signalled.clone());
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .map_err(|e| MigrateError::Unsupported(ctid, format!("installing signal handlers: {e}")))?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| MigrateError::Unsupported(ctid, format!("installing signal handlers: {e}")))?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            flag.store(true, Ordering::SeqCst);
+            signalled.notify_one();
+        })
+    };
+    let r = run_source(&mut cx, &mut m, t0, rt, ctid, peer, &opts, running, &signalled).await;
+    watcher.abort();
+    r
+}
+
+/// Drives the source state machine to its end.
+#[allow(clippy::too_many_arguments)]
+async fn run_source(
+    cx: &mut Ctx<'_>,
+    m: &mut Source,
+    t0: Instant,
+    rt: &Runtime,
+    ctid: Ctid,
+    peer: &Peer,
+    opts: &MigrateOptions,
+    running: bool,
+    signalled: &tokio::sync::Notify,
+) -> Result<Report, MigrateError> {
+    let mut told_interrupt = false;
     let mut queue: VecDeque<Action> = m.start(t0.elapsed()).into();
     let mut phase_t = Instant::now();
     let mut phase = format!("{:?}", m.phase());
@@ -679,11 +734,11 @@ pub async fn migrate(
             return match o {
                 Outcome::Committed => {
                     cx.report.outcome = "committed".into();
-                    Ok(cx.report)
+                    Ok(std::mem::take(&mut cx.report))
                 }
                 Outcome::Aborted(AbortReason::Cancelled(why)) if opts.check_only => {
                     cx.report.outcome = why;
-                    Ok(cx.report)
+                    Ok(std::mem::take(&mut cx.report))
                 }
                 Outcome::Aborted(r) => Err(MigrateError::Aborted {
                     ctid,
@@ -699,10 +754,24 @@ pub async fn migrate(
             .map(|d| d.saturating_sub(t0.elapsed()))
             .unwrap_or(Duration::from_secs(3600))
             .max(Duration::from_millis(1));
-        let actions = match cx.wire.recv(wait).await {
-            Ok(msg) => m.handle_message(t0.elapsed(), msg),
-            Err(WireError::Timeout(_)) => m.handle_timeout(t0.elapsed()),
-            Err(_) => m.handle_event(t0.elapsed(), Event::LinkLost),
+        if cx.interrupted.load(Ordering::SeqCst) && !told_interrupt {
+            told_interrupt = true;
+            (cx.progress)("interrupted: abandoning the migration");
+            queue.extend(m.handle_event(
+                t0.elapsed(),
+                Event::Failed(AbortReason::Cancelled("interrupted by a signal".into())),
+            ));
+            continue;
+        }
+        let received = tokio::select! {
+            r = cx.wire.recv(wait) => Some(r),
+            _ = signalled.notified(), if !told_interrupt => None,
+        };
+        let actions = match received {
+            None => continue,
+            Some(Ok(msg)) => m.handle_message(t0.elapsed(), msg),
+            Some(Err(WireError::Timeout(_))) => m.handle_timeout(t0.elapsed()),
+            Some(Err(_)) => m.handle_event(t0.elapsed(), Event::LinkLost),
         };
         queue.extend(actions);
     }
