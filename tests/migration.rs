@@ -19,6 +19,12 @@ struct MigLab {
 impl MigLab {
     fn new(tag: &str, hosts: &[&str], shape: Option<&str>) -> Self {
         require_root();
+        // Tests run at once in one process: two labs with one tag would share namespaces.
+        static TAGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        let mut tags = TAGS.lock().unwrap();
+        assert!(!tags.contains(&tag.to_string()), "lab tag {tag} used twice");
+        tags.push(tag.to_string());
+        drop(tags);
         let mut cfg = LabConfig::new(&format!("{tag}{}", std::process::id() % 100000));
         cfg.base = "/tmp/ferry-lab-tests".into();
         cfg.hosts = hosts.iter().map(|h| h.to_string()).collect();
@@ -725,4 +731,58 @@ fn an_interrupted_vzmigrate_rolls_back() {
         !m.private("hostB", "101").exists()
     });
     assert_nothing_left_on(&m, "hostB");
+}
+
+#[test]
+fn a_killed_vzmigrate_is_recovered_on_the_source() {
+    let m = MigLab::new("mz", &["hostA", "hostB"], Some("50mbit"));
+    busy_container(&m, 0);
+    m.vz_ok(
+        "hostA",
+        &[
+            "exec",
+            "101",
+            "dd if=/dev/urandom of=/dev/shm/blob bs=1M count=30 2>/dev/null",
+        ],
+    );
+    let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 200, Duration::from_millis(30));
+    let mut child = m
+        .migrate_cmd("hostA", &["--online", "hostB", "101"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let cg = ferry::cgroup::Cgroups::detect(&m.lab.host("hostA").cgroup_parent).unwrap();
+    let id = ferry::ctid::Ctid::new(101).unwrap();
+    let f = cg.freezers(id)[0];
+    // Dumped, frozen, and cut off: the host side of its link is down.
+    let netns = m.lab.host("hostA").netns.clone();
+    wait_until(
+        "the dump to end and the link to go down",
+        Duration::from_secs(30),
+        || {
+            let o = std::process::Command::new("ip")
+                .args(["-n", &netns, "-o", "link", "show", "venet101"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).contains("state DOWN")
+        },
+    );
+    // vzmigrate dies outright while the container is frozen and cut off.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(cg.is_frozen(id, f).unwrap());
+    // A new migration is refused until the interrupted one is seen to.
+    let o = m.migrate("hostA", &["--online", "hostB", "101"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(o.stderr.contains("vzmigrate --recover 101"), "{}", o.stderr);
+    // The commit was never sent: --recover resumes it here.
+    let o = m.migrate("hostA", &["--recover", "101"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("resumed here"), "{}", o.stdout);
+    assert!(!cg.is_frozen(id, f).unwrap(), "the source stayed frozen");
+    assert_source_keeps_running(&m, session, 200);
+    let o = m.migrate("hostA", &["--recover", "101"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(o.stderr.contains("no interrupted migration"), "{}", o.stderr);
 }

@@ -46,8 +46,18 @@ pub struct Args {
     /// JSON output
     #[arg(short = 'j', long)]
     pub json: bool,
-    pub dest: String,
-    pub ctid: CtRef,
+    /// Take back a container whose migration from this host was interrupted (vzmigrate killed,
+    /// host crash): resumes it here if the commit was not sent yet
+    #[arg(long, value_name = "CTID", conflicts_with_all = ["online", "keep_dst", "check_only", "json"])]
+    pub recover: Option<CtRef>,
+    /// With --recover: resume it here even though the commit may have been sent (after checking
+    /// that the destination does not run it)
+    #[arg(long, requires = "recover")]
+    pub force: bool,
+    #[arg(required_unless_present = "recover")]
+    pub dest: Option<String>,
+    #[arg(required_unless_present = "recover")]
+    pub ctid: Option<CtRef>,
 }
 
 fn parse_duration(s: &str) -> Option<Duration> {
@@ -89,13 +99,25 @@ pub fn run(args: Args) -> Result<()> {
     }
     require_root("vzmigrate")?;
     let host = Host::open(args.global.layout())?;
-    let ctid = host.resolve(&args.ctid)?;
+    if let Some(r) = &args.recover {
+        let ctid = host.resolve(r)?;
+        host.container(ctid)?;
+        let rt = Runtime::new(host);
+        let msg = crate::migrate::source::recover(&rt, ctid, args.force)?;
+        if !args.global.quiet {
+            println!("{msg}");
+        }
+        return Ok(());
+    }
+    let (Some(dest), Some(ct_ref)) = (&args.dest, &args.ctid) else {
+        return Err(CliError::BadOption("DEST and CTID are required".into()).into());
+    };
+    let ctid = host.resolve(ct_ref)?;
     host.container(ctid)?;
     let store = TrustStore::load(&host.layout)?;
-    let peer = store.find(&args.dest).cloned().ok_or_else(|| {
+    let peer = store.find(dest).cloned().ok_or_else(|| {
         CliError::BadOption(format!(
-            "{} is not a pinned peer: pin it first with `vzagentd trust add NAME ADDRESS FINGERPRINT`",
-            args.dest
+            "{dest} is not a pinned peer: pin it first with `vzagentd trust add NAME ADDRESS FINGERPRINT`"
         ))
     })?;
     let id = Identity::load_or_create(&host.layout, &host.setting("AGENT_NAME", "ferry-host"))?;

@@ -35,8 +35,10 @@ pub enum MigrateError {
     Unsupported(Ctid, String),
     #[error("container {ctid}: the migration was aborted ({reason}); the container stays on this host")]
     Aborted { ctid: Ctid, reason: String },
-    #[error("container {ctid}: the connection broke after the commit was sent; its copy here stays frozen until the destination is asked how it ended (run vzmigrate again)")]
+    #[error("container {ctid}: the connection broke after the commit was sent; its copy here stays frozen: check whether it runs on the destination, then either remove this copy (vzctl stop --fast, vzctl destroy) or resume it here (vzmigrate --recover {ctid} --force)")]
     InDoubt { ctid: Ctid },
+    #[error("container {ctid}: {why}")]
+    Recover { ctid: Ctid, why: String },
 }
 
 impl MigrateError {
@@ -452,38 +454,108 @@ impl Ctx<'_> {
     /// The migration failed: the container runs on here as before.
     fn resume_source(&mut self) {
         if self.opts.online {
-            if let (Ok(cg), Some(f)) = (self.rt.cgroups(self.ctid), self.freezer) {
-                let _ = cg.thaw(self.ctid, f);
-            }
-            if let Ok(Some(st)) = self.rt.run_state(self.ctid) {
-                for link in self.links(&st.net) {
-                    let _ = crate::net::ip::host(&["link", "set", &link, "up"]);
-                }
-                let host_if = crate::net::venet_host_ifname(self.ctid.get());
-                let mut addrs = Vec::new();
-                for s in &st.net.ips {
-                    if let Ok(a) = crate::net::parse_ip(s) {
-                        let (fam, len) = if a.addr.is_ipv4() { ("-4", 32) } else { ("-6", 128) };
-                        let _ = crate::net::ip::host(&[
-                            fam,
-                            "route",
-                            "replace",
-                            &format!("{}/{len}", a.addr),
-                            "dev",
-                            &host_if,
-                        ]);
-                        addrs.push(a);
-                    }
-                }
-                if let Some(u) = &st.net.uplink {
-                    let _ = crate::net::announce(u, &addrs);
-                }
-            }
+            resume_online(self.rt, self.ctid);
         } else if self.was_running && self.rt.run_state(self.ctid).ok().flatten().is_none() {
             let _ = self.rt.start(self.ctid);
         }
         let _ = std::fs::remove_dir_all(&self.work);
     }
+}
+
+/// The container runs on here as before a migration froze it: thawed, its host links up, its
+/// routes back, its addresses announced.
+fn resume_online(rt: &Runtime, ctid: Ctid) {
+    if let Ok(cg) = rt.cgroups(ctid) {
+        for f in cg.freezers(ctid) {
+            let _ = cg.thaw(ctid, f);
+        }
+    }
+    let Ok(Some(st)) = rt.run_state(ctid) else { return };
+    let mut links = st.net.netifs.clone();
+    let host_if = crate::net::venet_host_ifname(ctid.get());
+    if !st.net.ips.is_empty() {
+        links.push(host_if.clone());
+    }
+    for link in links {
+        let _ = crate::net::ip::host(&["link", "set", &link, "up"]);
+    }
+    let mut addrs = Vec::new();
+    for s in &st.net.ips {
+        if let Ok(a) = crate::net::parse_ip(s) {
+            let (fam, len) = if a.addr.is_ipv4() { ("-4", 32) } else { ("-6", 128) };
+            let _ = crate::net::ip::host(&[fam, "route", "replace", &format!("{}/{len}", a.addr), "dev", &host_if]);
+            addrs.push(a);
+        }
+    }
+    if let Some(u) = &st.net.uplink {
+        let _ = crate::net::announce(u, &addrs);
+    }
+}
+
+fn journal_path(rt: &Runtime, ctid: Ctid) -> PathBuf {
+    rt.host.layout.run_dir().join(format!("migrate-out-{ctid}.json"))
+}
+
+/// Takes back a container whose outgoing migration was interrupted (vzmigrate killed, the
+/// host crashed): before the commit was sent the destination cannot have it, so it is resumed
+/// here; after, only with `force` (the administrator checked the destination does not run it).
+pub fn recover(rt: &Runtime, ctid: Ctid, force: bool) -> Result<String, MigrateError> {
+    let path = journal_path(rt, ctid);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(MigrateError::Recover {
+                ctid,
+                why: "no interrupted migration of this container on this host".into(),
+            })
+        }
+        Err(e) => {
+            return Err(RuntimeError::Io {
+                ctid,
+                what: format!("reading {}", path.display()),
+                source: e,
+            }
+            .into())
+        }
+    };
+    let j: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let phase = j["phase"].as_str().unwrap_or("unknown").to_string();
+    let peer = j["peer"].as_str().unwrap_or("the destination").to_string();
+    if let Some(pid) = j["pid"].as_u64() {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "vzmigrate" {
+            return Err(MigrateError::Recover {
+                ctid,
+                why: format!("vzmigrate (pid {pid}) is still moving it to {peer}"),
+            });
+        }
+    }
+    let committed = !matches!(
+        phase.as_str(),
+        "Handshake" | "Plan" | "FsSync" | "MemPrecopy" | "Freeze" | "FinalSync" | "Restore" | "Aborted"
+    );
+    if committed && !force {
+        return Err(MigrateError::Recover {
+            ctid,
+            why: format!(
+                "the migration to {peer} reached phase {phase}: the commit may have been sent and the container may run there. \
+                 Check there; if it does not run there, run again with --force; if it does, remove this copy (vzctl stop --fast, vzctl destroy)"
+            ),
+        });
+    }
+    resume_online(rt, ctid);
+    let dump = rt.host.layout.dump_dir().join(ctid.to_string());
+    if let Ok(rd) = std::fs::read_dir(&dump) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".migrate-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(format!(
+        "container {ctid} resumed here (its migration to {peer} was interrupted in phase {phase})"
+    ))
 }
 
 /// Moves a container to a pinned peer.
@@ -503,6 +575,12 @@ pub async fn migrate(
             ctid,
             "only simfs private areas can be migrated so far".into(),
         ));
+    }
+    if journal_path(rt, ctid).exists() {
+        return Err(MigrateError::Recover {
+            ctid,
+            why: format!("an earlier migration of it was interrupted; see to it first with vzmigrate --recover {ctid}"),
+        });
     }
     let running = rt.run_state(ctid)?.is_some();
     if opts.online && !running {
@@ -646,12 +724,12 @@ async fn run_source(
                     }
                 }
                 Action::Journal(p) => {
-                    let j = rt.host.layout.run_dir().join(format!("migrate-out-{ctid}.json"));
-                    let _ = crate::fsutil::write_atomic(
-                        &j,
-                        format!("{{\"phase\":\"{p:?}\",\"peer\":\"{}\"}}\n", peer.name).as_bytes(),
-                        0o644,
-                    );
+                    let j = serde_json::json!({
+                        "phase": format!("{p:?}"),
+                        "peer": peer.name,
+                        "pid": std::process::id(),
+                    });
+                    let _ = crate::fsutil::write_atomic(&journal_path(rt, ctid), format!("{j}\n").as_bytes(), 0o644);
                     None
                 }
                 Action::StopContainer if !running => Some(Event::ContainerStopped),
@@ -730,7 +808,7 @@ async fn run_source(
                 1.0
             };
             cx.report.memory_rounds = m.stats().rounds.len() as u32;
-            let _ = std::fs::remove_file(rt.host.layout.run_dir().join(format!("migrate-out-{ctid}.json")));
+            let _ = std::fs::remove_file(journal_path(rt, ctid));
             return match o {
                 Outcome::Committed => {
                     cx.report.outcome = "committed".into();
