@@ -646,42 +646,73 @@ fn a_hostile_peer_cannot_write_outside_the_area() {
     }
 }
 
+/// A frozen transfer under way on a shaped link: the container (echo server, counter, and 30
+/// MB of incompressible memory, since a tmpfs file is part of the dump) has been dumped and is
+/// frozen and cut off (the host side of its link is down) while its images travel, which takes
+/// seconds. The client's session of 200 echoes runs on.
+struct FrozenTransfer {
+    session: std::thread::JoinHandle<Result<usize, String>>,
+    vzmigrate: Child,
+    cg: ferry::cgroup::Cgroups,
+    id: ferry::ctid::Ctid,
+    freezer: ferry::cgroup::Freezer,
+}
+
+impl FrozenTransfer {
+    fn start(m: &MigLab) -> Self {
+        busy_container(m, 0);
+        m.vz_ok(
+            "hostA",
+            &[
+                "exec",
+                "101",
+                "dd if=/dev/urandom of=/dev/shm/blob bs=1M count=30 2>/dev/null",
+            ],
+        );
+        let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 200, Duration::from_millis(30));
+        let vzmigrate = m
+            .migrate_cmd("hostA", &["--online", "hostB", "101"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let cg = ferry::cgroup::Cgroups::detect(&m.lab.host("hostA").cgroup_parent).unwrap();
+        let id = ferry::ctid::Ctid::new(101).unwrap();
+        let freezer = cg.freezers(id)[0];
+        let netns = m.lab.host("hostA").netns.clone();
+        wait_until(
+            "the dump to end and the link to go down",
+            Duration::from_secs(30),
+            || {
+                let o = Command::new("ip")
+                    .args(["-n", &netns, "-o", "link", "show", "venet101"])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&o.stdout).contains("state DOWN")
+            },
+        );
+        assert!(cg.is_frozen(id, freezer).unwrap());
+        Self {
+            session,
+            vzmigrate,
+            cg,
+            id,
+            freezer,
+        }
+    }
+}
+
 #[test]
 fn a_link_cut_during_the_final_transfer_rolls_back() {
     let m = MigLab::new("mc", &["hostA", "hostB"], Some("50mbit"));
-    busy_container(&m, 0);
-    // 30 MB of incompressible memory (a tmpfs file is part of the dump): the frozen transfer
-    // takes seconds on this link.
-    m.vz_ok(
-        "hostA",
-        &[
-            "exec",
-            "101",
-            "dd if=/dev/urandom of=/dev/shm/blob bs=1M count=30 2>/dev/null",
-        ],
-    );
-    let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 200, Duration::from_millis(30));
-    std::thread::sleep(Duration::from_secs(1));
-    let child = m
-        .migrate_cmd("hostA", &["--online", "hostB", "101"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let cg = ferry::cgroup::Cgroups::detect(&m.lab.host("hostA").cgroup_parent).unwrap();
-    let id = ferry::ctid::Ctid::new(101).unwrap();
-    let f = cg.freezers(id)[0];
-    wait_until("the source to freeze", Duration::from_secs(30), || {
-        cg.is_frozen(id, f).unwrap_or(false)
-    });
-    std::thread::sleep(Duration::from_millis(800));
+    let t = FrozenTransfer::start(&m);
     let mut c = Command::new("ip");
     c.args(["-n", &m.lab.fabric, "link", "set", "h2", "down"]);
     run(c, Duration::from_secs(10)).ok();
-    let out = child.wait_with_output().unwrap();
+    let out = t.vzmigrate.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(110), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!cg.is_frozen(id, f).unwrap(), "the source stayed frozen");
-    assert_source_keeps_running(&m, session, 200);
+    assert!(!t.cg.is_frozen(t.id, t.freezer).unwrap(), "the source stayed frozen");
+    assert_source_keeps_running(&m, t.session, 200);
     let mut c = Command::new("ip");
     c.args(["-n", &m.lab.fabric, "link", "set", "h2", "up"]);
     run(c, Duration::from_secs(10)).ok();
@@ -694,39 +725,16 @@ fn a_link_cut_during_the_final_transfer_rolls_back() {
 #[test]
 fn an_interrupted_vzmigrate_rolls_back() {
     let m = MigLab::new("mi", &["hostA", "hostB"], Some("50mbit"));
-    busy_container(&m, 0);
-    // As in the link-cut test: the frozen transfer takes seconds on this link.
-    m.vz_ok(
-        "hostA",
-        &[
-            "exec",
-            "101",
-            "dd if=/dev/urandom of=/dev/shm/blob bs=1M count=30 2>/dev/null",
-        ],
-    );
-    let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 200, Duration::from_millis(30));
-    let child = m
-        .migrate_cmd("hostA", &["--online", "hostB", "101"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let cg = ferry::cgroup::Cgroups::detect(&m.lab.host("hostA").cgroup_parent).unwrap();
-    let id = ferry::ctid::Ctid::new(101).unwrap();
-    let f = cg.freezers(id)[0];
-    wait_until("the source to freeze", Duration::from_secs(30), || {
-        cg.is_frozen(id, f).unwrap_or(false)
-    });
-    std::thread::sleep(Duration::from_millis(800));
+    let t = FrozenTransfer::start(&m);
     // The administrator presses Ctrl-C while the container is frozen.
     // SAFETY: signalling the vzmigrate this test started.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
-    let out = child.wait_with_output().unwrap();
+    assert_eq!(unsafe { libc::kill(t.vzmigrate.id() as i32, libc::SIGINT) }, 0);
+    let out = t.vzmigrate.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(110), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
-    assert!(!cg.is_frozen(id, f).unwrap(), "the source stayed frozen");
-    assert_source_keeps_running(&m, session, 200);
+    assert!(!t.cg.is_frozen(t.id, t.freezer).unwrap(), "the source stayed frozen");
+    assert_source_keeps_running(&m, t.session, 200);
     wait_until("the destination to clean up", Duration::from_secs(30), || {
         !m.private("hostB", "101").exists()
     });
@@ -736,42 +744,11 @@ fn an_interrupted_vzmigrate_rolls_back() {
 #[test]
 fn a_killed_vzmigrate_is_recovered_on_the_source() {
     let m = MigLab::new("mz", &["hostA", "hostB"], Some("50mbit"));
-    busy_container(&m, 0);
-    m.vz_ok(
-        "hostA",
-        &[
-            "exec",
-            "101",
-            "dd if=/dev/urandom of=/dev/shm/blob bs=1M count=30 2>/dev/null",
-        ],
-    );
-    let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 200, Duration::from_millis(30));
-    let mut child = m
-        .migrate_cmd("hostA", &["--online", "hostB", "101"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let cg = ferry::cgroup::Cgroups::detect(&m.lab.host("hostA").cgroup_parent).unwrap();
-    let id = ferry::ctid::Ctid::new(101).unwrap();
-    let f = cg.freezers(id)[0];
-    // Dumped, frozen, and cut off: the host side of its link is down.
-    let netns = m.lab.host("hostA").netns.clone();
-    wait_until(
-        "the dump to end and the link to go down",
-        Duration::from_secs(30),
-        || {
-            let o = std::process::Command::new("ip")
-                .args(["-n", &netns, "-o", "link", "show", "venet101"])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&o.stdout).contains("state DOWN")
-        },
-    );
+    let mut t = FrozenTransfer::start(&m);
     // vzmigrate dies outright while the container is frozen and cut off.
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(cg.is_frozen(id, f).unwrap());
+    t.vzmigrate.kill().unwrap();
+    t.vzmigrate.wait().unwrap();
+    assert!(t.cg.is_frozen(t.id, t.freezer).unwrap());
     // A new migration is refused until the interrupted one is seen to.
     let o = m.migrate("hostA", &["--online", "hostB", "101"]);
     assert_ne!(o.code, 0, "{o:?}");
@@ -780,8 +757,8 @@ fn a_killed_vzmigrate_is_recovered_on_the_source() {
     let o = m.migrate("hostA", &["--recover", "101"]);
     assert_eq!(o.code, 0, "{o:?}");
     assert!(o.stdout.contains("resumed here"), "{}", o.stdout);
-    assert!(!cg.is_frozen(id, f).unwrap(), "the source stayed frozen");
-    assert_source_keeps_running(&m, session, 200);
+    assert!(!t.cg.is_frozen(t.id, t.freezer).unwrap(), "the source stayed frozen");
+    assert_source_keeps_running(&m, t.session, 200);
     let o = m.migrate("hostA", &["--recover", "101"]);
     assert_ne!(o.code, 0, "{o:?}");
     assert!(o.stderr.contains("no interrupted migration"), "{}", o.stderr);
