@@ -314,15 +314,6 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// The host sides of the container's links.
-    fn links(&self, net: &crate::net::NetState) -> Vec<String> {
-        let mut v = net.netifs.clone();
-        if !net.ips.is_empty() {
-            v.push(crate::net::venet_host_ifname(self.ctid.get()));
-        }
-        v
-    }
-
     /// CRIU dump of the frozen container (it stays frozen), the final file delta, the images.
     async fn final_sync(&mut self) -> Result<(u32, u64), MigrateError> {
         let st = self
@@ -365,7 +356,7 @@ impl Ctx<'_> {
         // And nothing leaves it: the host sides of its links go down (only now: CRIU records
         // the container's routes, and routes of a link without carrier cannot be restored), so
         // even its kernel's last words (a FIN when the copy is killed) never reach a peer.
-        for link in self.links(&st.net) {
+        for link in crate::net::host_links(self.ctid.get(), &st.net) {
             let _ = crate::net::ip::host(&["link", "set", &link, "down"]);
         }
         let _ = criu.cpuinfo_dump(&images);
@@ -470,25 +461,8 @@ fn resume_online(rt: &Runtime, ctid: Ctid) {
             let _ = cg.thaw(ctid, f);
         }
     }
-    let Ok(Some(st)) = rt.run_state(ctid) else { return };
-    let mut links = st.net.netifs.clone();
-    let host_if = crate::net::venet_host_ifname(ctid.get());
-    if !st.net.ips.is_empty() {
-        links.push(host_if.clone());
-    }
-    for link in links {
-        let _ = crate::net::ip::host(&["link", "set", &link, "up"]);
-    }
-    let mut addrs = Vec::new();
-    for s in &st.net.ips {
-        if let Ok(a) = crate::net::parse_ip(s) {
-            let (fam, len) = if a.addr.is_ipv4() { ("-4", 32) } else { ("-6", 128) };
-            let _ = crate::net::ip::host(&[fam, "route", "replace", &format!("{}/{len}", a.addr), "dev", &host_if]);
-            addrs.push(a);
-        }
-    }
-    if let Some(u) = &st.net.uplink {
-        let _ = crate::net::announce(u, &addrs);
+    if let Ok(Some(st)) = rt.run_state(ctid) {
+        crate::net::unsuspend(ctid.get(), &st.net);
     }
 }
 

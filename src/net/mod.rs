@@ -422,6 +422,35 @@ pub fn suspend(state: &NetState) {
     }
 }
 
+/// The host sides of a running container's links (its venet, its bridged interfaces).
+pub fn host_links(ctid: u32, state: &NetState) -> Vec<String> {
+    let mut v = state.netifs.clone();
+    if !state.ips.is_empty() {
+        v.push(venet_host_ifname(ctid));
+    }
+    v
+}
+
+/// Undoes a migration's cut-off of a running container: the host sides of its links up, its
+/// addresses routed to it again (no longer to a blackhole), and announced.
+pub fn unsuspend(ctid: u32, state: &NetState) {
+    for link in host_links(ctid, state) {
+        let _ = ip::host(&["link", "set", &link, "up"]);
+    }
+    let host_if = venet_host_ifname(ctid);
+    let mut addrs = Vec::new();
+    for s in &state.ips {
+        if let Ok(a) = parse_ip(s) {
+            let (fam, len) = if a.addr.is_ipv4() { ("-4", 32) } else { ("-6", 128) };
+            let _ = ip::host(&[fam, "route", "replace", &format!("{}/{len}", a.addr), "dev", &host_if]);
+            addrs.push(a);
+        }
+    }
+    if let Some(u) = &state.uplink {
+        let _ = announce(u, &addrs);
+    }
+}
+
 /// After CRIU restored a container (with its links, whose host sides CRIU created in this
 /// namespace): brings the host sides up, routes and proxies the addresses, joins bridges,
 /// announces.
