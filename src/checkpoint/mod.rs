@@ -503,12 +503,8 @@ impl Runtime {
         let images = work.join("images");
         if !opts.force {
             let ours = criu.version().map_err(|e| CheckpointError::Criu(ctid, e))?;
-            let theirs: Vec<i32> = manifest
-                .criu_version
-                .split('.')
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            if theirs.len() >= 2 && (theirs[0], theirs[1]) > (ours.0, ours.1) {
+            let theirs = criu::major_minor(&manifest.criu_version);
+            if theirs.is_some_and(|t| t > (ours.0 as u32, ours.1 as u32)) {
                 return Err(CheckpointError::Incompatible {
                     ctid,
                     why: format!(

@@ -479,6 +479,12 @@ pub fn has_cap(cap: u32) -> bool {
         .is_some_and(|mask| mask & (1 << cap) != 0)
 }
 
+/// `major.minor` of a version string (CRIU's, a kernel's), if it has them.
+pub fn major_minor(v: &str) -> Option<(u32, u32)> {
+    let mut it = v.split('.').map(|x| x.parse::<u32>().ok());
+    Some((it.next()??, it.next()??))
+}
+
 /// The kernel release (uname -r).
 pub fn kernel() -> String {
     kernel_release()

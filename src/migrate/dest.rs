@@ -172,12 +172,6 @@ fn mem_available() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// `major.minor` of a version string, if it has them.
-fn major_minor(v: &str) -> Option<(u32, u32)> {
-    let mut it = v.split('.').map(|x| x.parse::<u32>().ok());
-    Some((it.next()??, it.next()??))
-}
-
 /// What an online migration needs of this host beyond disk: a CRIU at least as new as the
 /// source's (images of a newer CRIU may not restore with an older one), a CPU with what the
 /// source's offered its processes (`criu cpuinfo check`), and the memory the container uses.
@@ -191,13 +185,13 @@ pub(crate) fn preflight(
     if !plan.online {
         return Ok(());
     }
-    let Some(our_criu) = major_minor(&ours.criu_version) else {
+    let Some(our_criu) = crate::criu::major_minor(&ours.criu_version) else {
         return Err("CRIU is not usable on this host (vzctl check says why)".into());
     };
     if let Some(desc) = source.map(|c| &c.cpu_description).filter(|d| !d.is_empty()) {
         cpu_fits(desc).map_err(|e| format!("the source's CPU does not fit this host: {e}"))?;
     }
-    if let Some(theirs) = source.and_then(|c| major_minor(&c.criu_version)) {
+    if let Some(theirs) = source.and_then(|c| crate::criu::major_minor(&c.criu_version)) {
         if theirs > our_criu {
             return Err(format!(
                 "the source's CRIU {} is newer than this host's {}: its images may not restore here",
@@ -609,10 +603,10 @@ mod tests {
 
     #[test]
     fn versions_compare_by_major_and_minor() {
-        assert_eq!(major_minor("4.2.1"), Some((4, 2)));
-        assert_eq!(major_minor("4.10"), Some((4, 10)));
-        assert_eq!(major_minor("4"), None);
-        assert_eq!(major_minor(""), None);
-        assert!(major_minor("4.10").unwrap() > major_minor("4.9.9").unwrap());
+        assert_eq!(crate::criu::major_minor("4.2.1"), Some((4, 2)));
+        assert_eq!(crate::criu::major_minor("4.10"), Some((4, 10)));
+        assert_eq!(crate::criu::major_minor("4"), None);
+        assert_eq!(crate::criu::major_minor(""), None);
+        assert!(crate::criu::major_minor("4.10").unwrap() > crate::criu::major_minor("4.9.9").unwrap());
     }
 }
