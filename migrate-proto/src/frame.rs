@@ -41,9 +41,14 @@ fn payload(msg: &Message) -> Result<Vec<u8>, postcard::Error> {
             migration_id,
             committed,
         } => enc(&(migration_id, committed)),
-        Message::PlanAccepted | Message::Frozen | Message::Restored | Message::Commit | Message::CommitAck => {
-            Ok(Vec::new())
-        }
+        Message::Capacity(m) => enc(m),
+        Message::Pull(m) => enc(m),
+        Message::PlanAccepted
+        | Message::Frozen
+        | Message::Restored
+        | Message::Commit
+        | Message::CommitAck
+        | Message::CapacityQuery => Ok(Vec::new()),
     }
 }
 
@@ -122,6 +127,9 @@ fn decode_payload(kind: Kind, p: &[u8]) -> Result<Message, postcard::Error> {
                 committed,
             }
         }
+        Kind::CapacityQuery => return empty(Message::CapacityQuery),
+        Kind::Capacity => Message::Capacity(dec(p)?),
+        Kind::Pull => Message::Pull(dec(p)?),
     })
 }
 

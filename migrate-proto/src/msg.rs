@@ -161,6 +161,34 @@ pub struct ImageChunk {
     pub data: Vec<u8>,
 }
 
+/// A host's answer to [`Message::CapacityQuery`]: what it can take, for placing containers
+/// before any migration starts (`vzevacuate`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    pub host: String,
+    /// Bytes of memory available (MemAvailable) and in all.
+    pub mem_available: u64,
+    pub mem_total: u64,
+    /// Bytes free and in all on the file system of the containers' private areas.
+    pub disk_free: u64,
+    pub disk_total: u64,
+    pub cpus: u32,
+    /// Every container that exists there, and how many of them run.
+    pub ctids: Vec<u32>,
+    pub running: u32,
+}
+
+/// A peer asks this host to migrate a container back to it (`vzevacuate --return`). The answer
+/// is a run of `Progress` messages, then `Done` or `Abort`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequest {
+    pub ctid: u32,
+    pub online: bool,
+    pub max_downtime_ms: u64,
+    /// Bytes per second, 0 for none.
+    pub bwlimit: u64,
+}
+
 /// Why a migration stopped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AbortReason {
@@ -246,6 +274,11 @@ pub enum Message {
         migration_id: MigrationId,
         committed: bool,
     },
+    /// The first and only message of a connection that asks what the peer can take.
+    CapacityQuery,
+    Capacity(Capacity),
+    /// The first and only request of a connection that asks for a container back.
+    Pull(PullRequest),
 }
 
 /// The wire code of each message kind.
@@ -275,6 +308,9 @@ pub enum Kind {
     Done = 52,
     Resolve = 60,
     Resolved = 61,
+    CapacityQuery = 70,
+    Capacity = 71,
+    Pull = 72,
 }
 
 impl Kind {
@@ -304,6 +340,9 @@ impl Kind {
             52 => Done,
             60 => Resolve,
             61 => Resolved,
+            70 => CapacityQuery,
+            71 => Capacity,
+            72 => Pull,
             _ => return None,
         })
     }
@@ -362,6 +401,9 @@ impl Message {
             Message::Done(_) => Kind::Done,
             Message::Resolve { .. } => Kind::Resolve,
             Message::Resolved { .. } => Kind::Resolved,
+            Message::CapacityQuery => Kind::CapacityQuery,
+            Message::Capacity(_) => Kind::Capacity,
+            Message::Pull(_) => Kind::Pull,
         }
     }
 
@@ -423,6 +465,10 @@ impl Message {
             Message::Abort(r) => reason_ok(r),
             Message::Progress { phase, .. } => too_long("phase", phase.len(), MAX_STRING),
             Message::Done(s) => too_long("rounds", s.rounds.len(), 10_000),
+            Message::Capacity(c) => {
+                too_long("host name", c.host.len(), MAX_STRING)?;
+                too_long("containers", c.ctids.len(), MAX_ENTRIES)
+            }
             Message::PlanAccepted
             | Message::FsPassDone { .. }
             | Message::MemRoundDone(_)
@@ -432,7 +478,9 @@ impl Message {
             | Message::Commit
             | Message::CommitAck
             | Message::Resolve { .. }
-            | Message::Resolved { .. } => Ok(()),
+            | Message::Resolved { .. }
+            | Message::CapacityQuery
+            | Message::Pull(_) => Ok(()),
         }
     }
 }

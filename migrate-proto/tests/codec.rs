@@ -254,6 +254,34 @@ fn message() -> impl Strategy<Value = Message> {
                 committed,
             }
         }),
+        Just(Message::CapacityQuery),
+        (
+            text(),
+            any::<[u64; 4]>(),
+            any::<u32>(),
+            prop::collection::vec(any::<u32>(), 0..8),
+            any::<u32>()
+        )
+            .prop_map(|(host, m, cpus, ctids, running)| Message::Capacity(Capacity {
+                host,
+                mem_available: m[0],
+                mem_total: m[1],
+                disk_free: m[2],
+                disk_total: m[3],
+                cpus,
+                ctids,
+                running
+            })),
+        (any::<u32>(), any::<bool>(), any::<u64>(), any::<u64>()).prop_map(
+            |(ctid, online, max_downtime_ms, bwlimit)| {
+                Message::Pull(PullRequest {
+                    ctid,
+                    online,
+                    max_downtime_ms,
+                    bwlimit,
+                })
+            }
+        ),
     ]
 }
 

@@ -230,6 +230,13 @@ pub async fn connect(id: &Identity, pinned: &str, addr: SocketAddr) -> Result<qu
     Ok(conn)
 }
 
+/// The fingerprint of the certificate a connected peer presented.
+pub fn peer_fingerprint(conn: &quinn::Connection) -> Option<String> {
+    let any = conn.peer_identity()?;
+    let certs = any.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    certs.first().map(|c| fingerprint(c.as_ref()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -170,6 +170,14 @@ impl Progress {
         Self { bar, quiet }
     }
 
+    /// Plain lines on stderr, terminal or not (for a parent process that reads them).
+    pub fn lines() -> Self {
+        Self {
+            bar: None,
+            quiet: false,
+        }
+    }
+
     pub fn line(&mut self, msg: &str) {
         match &self.bar {
             Some(b) => b.set_message(msg.to_string()),

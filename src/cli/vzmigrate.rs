@@ -10,6 +10,7 @@ use crate::agent::trust::{Identity, TrustStore};
 use crate::ctid::CtRef;
 use crate::host::Host;
 use crate::migrate::source::{migrate, MigrateOptions};
+use crate::migrate::wire::{parse_rate, RateSource};
 use crate::runtime::Runtime;
 
 #[derive(Debug, Parser)]
@@ -37,9 +38,16 @@ pub struct Args {
     /// Print the time and bytes of each phase
     #[arg(short = 't', long)]
     pub times: bool,
-    /// Bandwidth limit in bytes per second (0: none)
-    #[arg(long, default_value_t = 0)]
-    pub bwlimit: u64,
+    /// Bandwidth limit: bytes per second (50M) or bits per second (100mbit); 0 for none
+    #[arg(long, default_value = "0")]
+    pub bwlimit: String,
+    /// Read the bandwidth limit (bytes per second) from this file, re-read as it changes
+    /// (vzevacuate shares one budget among its migrations this way)
+    #[arg(long = "bwlimit-file", hide = true, conflicts_with = "bwlimit")]
+    pub bwlimit_file: Option<std::path::PathBuf>,
+    /// Progress as plain lines on stderr even with --json (for vzevacuate)
+    #[arg(long = "progress-lines", hide = true)]
+    pub progress_lines: bool,
     /// Frozen-time budget, e.g. 500ms or 2s
     #[arg(long = "max-downtime", default_value = "2s")]
     pub max_downtime: String,
@@ -92,11 +100,10 @@ pub fn run(args: Args) -> Result<()> {
             args.max_downtime
         ))
     })?;
-    if args.bwlimit != 0 {
-        return Err(
-            CliError::BadOption("--bwlimit is not implemented yet: migrations use the whole link".into()).into(),
-        );
-    }
+    let bwlimit = match &args.bwlimit_file {
+        Some(f) => RateSource::File(f.clone()),
+        None => RateSource::Fixed(parse_rate(&args.bwlimit).map_err(CliError::BadOption)?),
+    };
     require_root("vzmigrate")?;
     let host = Host::open(args.global.layout())?;
     if let Some(r) = &args.recover {
@@ -128,10 +135,14 @@ pub fn run(args: Args) -> Result<()> {
         remove_area: args.remove_area == "yes",
         check_only: args.check_only,
         max_downtime,
-        bwlimit: args.bwlimit,
+        bwlimit,
     };
     let tokio_rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let mut progress = Progress::new(args.global.quiet || args.json);
+    let mut progress = if args.progress_lines {
+        Progress::lines()
+    } else {
+        Progress::new(args.global.quiet || args.json)
+    };
     let r = tokio_rt.block_on(migrate(&rt, ctid, &peer, &id, opts, &mut |m| progress.line(m)));
     progress.finish();
     let r = r?;

@@ -28,7 +28,7 @@ pub struct DestCtx {
     pub busy: Mutex<Vec<u32>>,
 }
 
-fn log(msg: &str) {
+pub(crate) fn log(msg: &str) {
     eprintln!(
         "vzagentd: {} {msg}",
         crate::checkpoint::stamp(
@@ -154,24 +154,6 @@ fn vzctl(ctx: &DestCtx, args: &[&str]) -> Result<(), String> {
     }
 }
 
-fn free_bytes(p: &Path) -> u64 {
-    let c = crate::runtime::sys_cstr(p);
-    // SAFETY: statvfs fills a local struct.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return 0;
-    }
-    s.f_bavail * s.f_frsize
-}
-
-/// The memory this host can still give, from /proc/meminfo (`MemAvailable`), in bytes.
-fn mem_available() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 /// What an online migration needs of this host beyond disk: a CRIU at least as new as the
 /// source's (images of a newer CRIU may not restore with an older one), a CPU with what the
 /// source's offered its processes (`criu cpuinfo check`), and the memory the container uses.
@@ -214,10 +196,16 @@ pub(crate) fn preflight(
 
 /// Checks a plan against this host; on success prepares the private area.
 fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan, source: Option<&Capabilities>) -> Result<(), String> {
-    preflight(plan, source, &ctx.caps, mem_available(), |desc| {
-        let criu = crate::criu::Criu::locate().map_err(|e| e.to_string())?;
-        super::cpu_fits(&criu, desc)
-    })?;
+    preflight(
+        plan,
+        source,
+        &ctx.caps,
+        super::capacity::meminfo("MemAvailable"),
+        |desc| {
+            let criu = crate::criu::Criu::locate().map_err(|e| e.to_string())?;
+            super::cpu_fits(&criu, desc)
+        },
+    )?;
     let host = crate::host::Host::open(ctx.layout.clone()).map_err(|e| e.to_string())?;
     host.initialize().map_err(|e| e.to_string())?;
     let ctid = crate::ctid::Ctid::new(plan.ctid).map_err(|e| e.to_string())?;
@@ -242,11 +230,11 @@ fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan, source: Option<&Ca
     }
     let base = ct.private.parent().unwrap_or(Path::new("/")).to_path_buf();
     std::fs::create_dir_all(&base).map_err(|e| e.to_string())?;
-    let need = plan.private_bytes + plan.private_bytes / 10 + (64 << 20);
-    if free_bytes(&base) < need {
+    let need = super::capacity::disk_needed(plan.private_bytes);
+    let free = super::capacity::disk_space(&base).0;
+    if free < need {
         return Err(format!(
-            "not enough disk: {} bytes free in {}, {need} needed",
-            free_bytes(&base),
+            "not enough disk: {free} bytes free in {}, {need} needed",
             base.display()
         ));
     }
@@ -344,6 +332,7 @@ fn cleanup(ctx: &DestCtx, inc: &mut Incoming, keep_files: bool) {
 /// Serves one incoming connection until its migration is over.
 pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
     let peer = conn.remote_address();
+    let from = crate::agent::quic::peer_fingerprint(&conn);
     let Ok((send, recv)) = conn.accept_bi().await else {
         return;
     };
@@ -376,6 +365,16 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                         committed,
                     })
                     .await;
+                wire.finish().await;
+                return;
+            }
+            Ok(Message::Pull(req)) if first => {
+                super::pull::serve(&ctx, from, req, &mut wire).await;
+                return;
+            }
+            Ok(Message::CapacityQuery) if first => {
+                let c = tokio::task::block_in_place(|| super::capacity::local(&ctx.layout, &ctx.name));
+                let _ = wire.send(&Message::Capacity(c)).await;
                 wire.finish().await;
                 return;
             }
@@ -487,6 +486,9 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                         ctx.busy.lock().unwrap().retain(|c| *c != ctid);
                         let _ = std::fs::remove_file(journal_path(&ctx.layout, ctid));
                         if committed {
+                            if let Some(fp) = &from {
+                                super::pull::record_arrival(&ctx.layout, ctid, fp);
+                            }
                             if let Some(images) = &inc.images {
                                 let _ = std::fs::remove_dir_all(images.parent().unwrap_or(images));
                             }

@@ -1,7 +1,9 @@
 //! Live migration: the engine that performs what migrate-proto's state machines decide.
 
+pub mod capacity;
 pub mod dest;
 pub mod fs;
+pub mod pull;
 pub mod source;
 pub mod wire;
 

@@ -15,7 +15,7 @@ use migrate_proto::path::RelPath;
 use thiserror::Error;
 
 use super::fs::{self as tree, Snapshot};
-use super::wire::{Wire, WireError};
+use super::wire::{RateSource, Wire, WireError};
 use crate::agent::quic::{self, QuicError};
 use crate::agent::trust::{Identity, Peer};
 use crate::cgroup::Freezer;
@@ -60,7 +60,8 @@ pub struct MigrateOptions {
     pub remove_area: bool,
     pub check_only: bool,
     pub max_downtime: Duration,
-    pub bwlimit: u64,
+    /// Bandwidth limit of everything this side sends.
+    pub bwlimit: RateSource,
 }
 
 /// What a migration did, for `--times` and `--json`.
@@ -439,6 +440,8 @@ impl Ctx<'_> {
         if self.opts.remove_area {
             let _ = self.rt.destroy(self.ctid);
         }
+        // It left: whoever moved it here can no longer ask it back from this host.
+        let _ = std::fs::remove_file(super::pull::arrival_path(&self.rt.host.layout, self.ctid.get()));
         let _ = std::fs::remove_dir_all(&self.work);
     }
 
@@ -585,7 +588,10 @@ pub async fn migrate(
             .unwrap_or(0),
         online: opts.online,
         keep_dst: opts.keep_dst,
-        bwlimit: opts.bwlimit,
+        bwlimit: match &opts.bwlimit {
+            RateSource::Fixed(r) => *r,
+            RateSource::File(_) => 0,
+        },
         max_downtime_ms: opts.max_downtime.as_millis() as u64,
         start: running,
     };
@@ -616,7 +622,7 @@ pub async fn migrate(
         ctid,
         ct,
         opts: opts.clone(),
-        wire: Wire::new(send, recv),
+        wire: Wire::new(send, recv).throttled(opts.bwlimit.clone()),
         snapshot: Snapshot::new(),
         sent_groups: HashSet::new(),
         signatures: HashMap::new(),

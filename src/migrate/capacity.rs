@@ -1,0 +1,92 @@
+//! The `capacity` call of the peer API: what a host can take, asked before any migration
+//! starts so that `vzevacuate` can place containers where they fit.
+
+use std::path::Path;
+use std::time::Duration;
+
+use migrate_proto::msg::{Capacity, Message};
+
+use super::source::MigrateError;
+use super::wire::{Wire, WireError};
+use crate::agent::quic;
+use crate::agent::trust::{Identity, Peer};
+use crate::layout::HostLayout;
+
+/// Disk a container's private area needs on a destination: its size, a tenth more for what it
+/// writes during the move, and 64 MiB for the images. The destination refuses a plan below it.
+pub fn disk_needed(private_bytes: u64) -> u64 {
+    private_bytes + private_bytes / 10 + (64 << 20)
+}
+
+/// Free and total bytes of the file system holding `p` (zero when it cannot be read).
+pub fn disk_space(p: &Path) -> (u64, u64) {
+    let c = crate::runtime::sys_cstr(p);
+    // SAFETY: statvfs fills a local struct.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return (0, 0);
+    }
+    (s.f_bavail * s.f_frsize, s.f_blocks * s.f_frsize)
+}
+
+/// A field of /proc/meminfo in bytes.
+pub fn meminfo(field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.split(':').next() == Some(field))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// This host's answer to a capacity query.
+pub fn local(layout: &HostLayout, name: &str) -> Capacity {
+    let base = layout.private_base();
+    let _ = std::fs::create_dir_all(&base);
+    let (disk_free, disk_total) = disk_space(&base);
+    let (ctids, running) = match crate::host::Host::open(layout.clone()) {
+        Ok(host) => {
+            let ids = host.ctids().unwrap_or_default();
+            let rt = crate::runtime::Runtime::new(host);
+            let running = ids.iter().filter(|c| matches!(rt.run_state(**c), Ok(Some(_)))).count() as u32;
+            (ids.into_iter().map(|c| c.get()).collect::<Vec<_>>(), running)
+        }
+        Err(_) => (Vec::new(), 0),
+    };
+    let mut ctids = ctids;
+    ctids.truncate(migrate_proto::limits::MAX_ENTRIES);
+    Capacity {
+        host: name.to_string(),
+        mem_available: meminfo("MemAvailable").unwrap_or(0),
+        mem_total: meminfo("MemTotal").unwrap_or(0),
+        disk_free,
+        disk_total,
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
+        ctids,
+        running,
+    }
+}
+
+/// Asks a pinned peer what it can take.
+pub async fn query(id: &Identity, peer: &Peer) -> Result<Capacity, MigrateError> {
+    let conn = quic::connect(id, &peer.fingerprint, peer.address).await?;
+    let (send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| MigrateError::Wire(WireError::Write(quinn::WriteError::ConnectionLost(e))))?;
+    let mut wire = Wire::new(send, recv);
+    wire.send(&Message::CapacityQuery).await?;
+    let answer = wire.recv(Duration::from_secs(20)).await?;
+    wire.finish().await;
+    conn.close(0u32.into(), b"done");
+    match answer {
+        Message::Capacity(c) => Ok(c),
+        other => Err(MigrateError::Wire(WireError::Decode(
+            migrate_proto::DecodeError::Invalid(if matches!(other, Message::Abort(_)) {
+                "the peer refused the capacity query"
+            } else {
+                "the peer answered the capacity query with something else"
+            }),
+        ))),
+    }
+}
