@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod criu;
 pub mod ctid;
+pub mod evacuate;
 pub mod exitcode;
 pub mod fsutil;
 pub mod host;

@@ -6,6 +6,7 @@
 
 pub mod vzagentd;
 pub mod vzctl;
+pub mod vzevacuate;
 pub mod vzlist;
 pub mod vzmigrate;
 pub mod vzpkg;
@@ -114,6 +115,23 @@ pub fn exit_code_of(err: &anyhow::Error) -> ExitCode {
     ExitCode::SystemError
 }
 
+/// A duration such as 500ms, 2s or 1.5s (a bare number is milliseconds).
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let s = s.trim();
+    if let Some(ms) = s.strip_suffix("ms") {
+        return ms.parse().ok().map(Duration::from_millis);
+    }
+    if let Some(sec) = s.strip_suffix('s') {
+        return sec
+            .parse::<f64>()
+            .ok()
+            .filter(|v| *v >= 0.0)
+            .map(Duration::from_secs_f64);
+    }
+    s.parse::<u64>().ok().map(Duration::from_millis)
+}
+
 /// Errors of the front ends themselves.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -121,6 +139,9 @@ pub enum CliError {
     NotRoot(&'static str),
     #[error("{0}")]
     BadOption(String),
+    /// Some of several migrations failed (their containers stay where they were).
+    #[error("{0}")]
+    Partial(String),
 }
 
 impl CliError {
@@ -128,6 +149,7 @@ impl CliError {
         match self {
             CliError::NotRoot(_) => ExitCode::Permission,
             CliError::BadOption(_) => ExitCode::BadOption,
+            CliError::Partial(_) => ExitCode::MigrateFailed,
         }
     }
 }
@@ -181,7 +203,12 @@ impl Progress {
     pub fn line(&mut self, msg: &str) {
         match &self.bar {
             Some(b) => b.set_message(msg.to_string()),
-            None if !self.quiet => eprintln!("{msg}"),
+            // Not eprintln!, which panics when stderr is gone (a parent that read it died):
+            // a migration must not die of its progress display.
+            None if !self.quiet => {
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "{msg}");
+            }
             None => {}
         }
     }

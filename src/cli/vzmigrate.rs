@@ -1,11 +1,9 @@
 //! `vzmigrate`: move a container to another host (OpenVZ's interface).
 
-use std::time::Duration;
-
 use anyhow::Result;
 use clap::Parser;
 
-use super::{parse, report, require_root, CliError, Global, Progress};
+use super::{parse, parse_duration, report, require_root, CliError, Global, Progress};
 use crate::agent::trust::{Identity, TrustStore};
 use crate::ctid::CtRef;
 use crate::host::Host;
@@ -66,21 +64,6 @@ pub struct Args {
     pub dest: Option<String>,
     #[arg(required_unless_present = "recover")]
     pub ctid: Option<CtRef>,
-}
-
-fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if let Some(ms) = s.strip_suffix("ms") {
-        return ms.parse().ok().map(Duration::from_millis);
-    }
-    if let Some(sec) = s.strip_suffix('s') {
-        return sec
-            .parse::<f64>()
-            .ok()
-            .filter(|v| *v >= 0.0)
-            .map(Duration::from_secs_f64);
-    }
-    s.parse::<u64>().ok().map(Duration::from_millis)
 }
 
 pub fn main() -> ! {

@@ -4,6 +4,8 @@
 //! that says what to install; nothing is skipped silently.
 #![allow(dead_code)]
 
+pub mod lab;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
