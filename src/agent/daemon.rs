@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
-use super::schedule::{self, Entry};
-use crate::checkpoint::{stamp, ChkpntOptions};
+use super::schedule;
+use crate::checkpoint::stamp;
 use crate::ctid::Ctid;
 use crate::host::Host;
 use crate::runtime::Runtime;
@@ -206,16 +206,8 @@ fn scheduled(rt: &Runtime, ctid: Ctid, last_attempt: &mut HashMap<Ctid, u64>) {
     if !matches!(rt.run_state(ctid), Ok(Some(_))) {
         return;
     }
-    let entries: Vec<Entry> = match rt.checkpoints(ctid) {
-        Ok(l) => l
-            .into_iter()
-            .map(|c| Entry {
-                id: c.id,
-                created: c.created,
-                level: c.level,
-                parent: c.parent,
-            })
-            .collect(),
+    let newest = match rt.checkpoints(ctid) {
+        Ok(l) => l.iter().map(|c| c.created).max(),
         Err(e) => {
             log(&format!(
                 "container {ctid}: listing checkpoints failed: {}",
@@ -224,54 +216,25 @@ fn scheduled(rt: &Runtime, ctid: Ctid, last_attempt: &mut HashMap<Ctid, u64>) {
             return;
         }
     };
-    let newest = entries
-        .iter()
-        .map(|e| e.created)
-        .max()
-        .into_iter()
-        .chain(last_attempt.get(&ctid).copied())
-        .max();
+    let newest = newest.into_iter().chain(last_attempt.get(&ctid).copied()).max();
     let t = now();
     if !schedule::due(newest, interval, t) {
         return;
     }
     last_attempt.insert(ctid, t);
-    let full = schedule::start_new_chain(&entries, keep);
-    match rt.chkpnt(
-        ctid,
-        &ChkpntOptions {
-            dumpfile: None,
-            keep_running: true,
-            full,
-        },
-    ) {
-        Ok(c) => log(&format!(
-            "checkpoint {ctid} {}: frozen {} ms, {} bytes, level {}",
-            c.id, c.frozen_ms, c.size, c.level
-        )),
-        Err(e) => {
+    match rt.chkpnt_rotating(ctid, keep, true) {
+        Ok((c, pruned)) => {
             log(&format!(
-                "checkpoint of {ctid} failed, retrying in {interval} s: {}",
-                chain_of(&e)
+                "checkpoint {ctid} {}: frozen {} ms, {} bytes, level {}",
+                c.id, c.frozen_ms, c.size, c.level
             ));
-            return;
+            for id in pruned {
+                log(&format!("pruned checkpoint {ctid} {id}"));
+            }
         }
-    }
-    let entries: Vec<Entry> = rt
-        .checkpoints(ctid)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| Entry {
-            id: c.id,
-            created: c.created,
-            level: c.level,
-            parent: c.parent,
-        })
-        .collect();
-    let dir = rt.host.layout.dump_dir().join(ctid.to_string());
-    for id in schedule::prune(&entries, keep) {
-        let _ = fs::remove_file(dir.join(format!("{id}.ckpt")));
-        let _ = fs::remove_file(dir.join(format!("{id}.snar")));
-        log(&format!("pruned checkpoint {ctid} {id}"));
+        Err(e) => log(&format!(
+            "checkpoint of {ctid} failed, retrying in {interval} s: {}",
+            chain_of(&e)
+        )),
     }
 }

@@ -245,6 +245,45 @@ impl Runtime {
         Ok(out)
     }
 
+    /// A checkpoint under retention, as the agent's schedule and `vzctl chkpnt --keep N` take
+    /// them: incremental unless the newest chain has `keep` members (then a new full chain
+    /// starts), and afterwards every checkpoint beyond the newest `keep` and what they depend
+    /// on is deleted. Returns the new checkpoint and the ids deleted.
+    pub fn chkpnt_rotating(
+        &self,
+        ctid: Ctid,
+        keep: usize,
+        keep_running: bool,
+    ) -> Result<(CheckpointInfo, Vec<String>)> {
+        use crate::agent::schedule::{prune, start_new_chain, Entry};
+        let entries = |list: Vec<CheckpointInfo>| -> Vec<Entry> {
+            list.into_iter()
+                .map(|c| Entry {
+                    id: c.id,
+                    created: c.created,
+                    level: c.level,
+                    parent: c.parent,
+                })
+                .collect()
+        };
+        let full = start_new_chain(&entries(self.checkpoints(ctid)?), keep);
+        let c = self.chkpnt(
+            ctid,
+            &ChkpntOptions {
+                dumpfile: None,
+                keep_running,
+                full,
+            },
+        )?;
+        let dir = self.dump_dir(ctid);
+        let gone = prune(&entries(self.checkpoints(ctid)?), keep);
+        for id in &gone {
+            let _ = fs::remove_file(dir.join(format!("{id}.ckpt")));
+            let _ = fs::remove_file(dir.join(format!("{id}.snar")));
+        }
+        Ok((c, gone))
+    }
+
     /// Checkpoints a running container.
     pub fn chkpnt(&self, ctid: Ctid, opts: &ChkpntOptions) -> Result<CheckpointInfo> {
         let _lock = self.lock(ctid)?;

@@ -181,6 +181,10 @@ pub enum Cmd {
         /// Start a new chain: a full copy of the private area rather than a delta
         #[arg(long)]
         full: bool,
+        /// Retention: keep the newest N checkpoints (and what they depend on), delete older
+        /// ones; a new chain starts when the newest has N members
+        #[arg(long, value_name = "N", conflicts_with_all = ["dumpfile", "full"], value_parser = clap::value_parser!(u32).range(1..))]
+        keep: Option<u32>,
     },
     /// Restore a stopped container from a checkpoint (default: its newest)
     Restore {
@@ -433,17 +437,24 @@ pub fn run(args: Args) -> Result<i32> {
             dumpfile,
             keep_running,
             full,
+            keep,
         } => {
             let id = resolve(&ctid)?;
             say(quiet, format!("Setting up checkpoint of container {id} ..."));
-            let c = rt.chkpnt(
-                id,
-                &crate::checkpoint::ChkpntOptions {
-                    dumpfile,
-                    keep_running,
-                    full,
-                },
-            )?;
+            let (c, pruned) = match keep {
+                Some(n) => rt.chkpnt_rotating(id, n as usize, keep_running)?,
+                None => (
+                    rt.chkpnt(
+                        id,
+                        &crate::checkpoint::ChkpntOptions {
+                            dumpfile,
+                            keep_running,
+                            full,
+                        },
+                    )?,
+                    Vec::new(),
+                ),
+            };
             say(
                 quiet,
                 format!(
@@ -459,6 +470,9 @@ pub fn run(args: Args) -> Result<i32> {
                     }
                 ),
             );
+            for old in pruned {
+                say(quiet, format!("Deleted checkpoint {old} of container {id} (retention)"));
+            }
         }
         Cmd::Suspend { ctid } => {
             let id = resolve(&ctid)?;
