@@ -181,9 +181,30 @@ fn evacuating_a_host_carrying_on_after_a_kill_and_returning() {
         .iter()
         .map(|a| echo_session(m.lab.client.clone(), a, 300, Duration::from_millis(30)))
         .collect();
-    let o = evac(&m, "hostA", &["--return", "--parallel", "2"]);
+    // One budget of 8 MiB/s: each of the two pulls at a time gets 4 MiB/s.
+    let o = evac(
+        &m,
+        "hostA",
+        &["--return", "--parallel", "2", "--bwlimit", "8M", "--json"],
+    );
     eprintln!("the return:\n{}{}", o.stderr, o.stdout);
     assert_eq!(o.code, 0, "{o:?}");
+    let back: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    for e in back["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["state"] == "returned")
+    {
+        let (bytes, ms) = (e["wire_bytes"].as_u64().unwrap(), e["total_ms"].as_u64().unwrap());
+        // The bucket lets a tenth of a second through at once; allow a quarter over the rate.
+        assert!(
+            bytes > 2 << 20 && bytes * 1000 / ms.max(1) <= 5 << 20,
+            "{} came back at {} KiB/s, over its 4 MiB/s share: {e}",
+            e["ctid"],
+            bytes * 1000 / ms.max(1) / 1024
+        );
+    }
     for ctid in [101u32, 102, 103, 104] {
         assert_eq!(
             m.status("hostA", &ctid.to_string()),

@@ -91,7 +91,7 @@ fn the_upgrade_runbook_evacuates_waits_and_brings_everything_back() {
     let out = std::fs::File::create(m.lab.base.join("runbook.log")).unwrap();
     let mut child = Lab::cmd(&h.netns, "bash")
         .arg(script("upgrade-runbook.sh"))
-        .args(["--to", "hostB", "--parallel", "2", "--wait-file"])
+        .args(["--to", "hostB", "--parallel", "2", "--bwlimit", "50M", "--wait-file"])
         .arg(&wait_file)
         .arg("--root-dir")
         .arg(&h.root)
