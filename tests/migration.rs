@@ -249,7 +249,7 @@ fn a_restore_failure_on_the_destination_rolls_back() {
     let o = m.migrate("hostA", &["--online", "hostB", "101"]);
     assert_eq!(o.code, 110, "{o:?}");
     assert!(
-        o.stderr.contains("RestoreFailed") && o.stderr.contains("stays on this host"),
+        o.stderr.contains("the restore failed: ") && o.stderr.contains("stays on this host"),
         "{}",
         o.stderr
     );
@@ -295,7 +295,7 @@ fn a_full_destination_disk_rolls_back() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(110), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("NoSpace"),
+        String::from_utf8_lossy(&out.stderr).contains("out of space: "),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -204,6 +204,29 @@ pub enum AbortReason {
     Local(String),
 }
 
+impl std::fmt::Display for AbortReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use AbortReason::*;
+        match self {
+            VersionMismatch { ours_min, ours_max } => {
+                write!(
+                    f,
+                    "no common protocol version (the peer speaks {ours_min} to {ours_max})"
+                )
+            }
+            PlanRefused(s) => write!(f, "refused: {s}"),
+            NoSpace(s) => write!(f, "out of space: {s}"),
+            DumpFailed(s) => write!(f, "the dump failed: {s}"),
+            RestoreFailed(s) => write!(f, "the restore failed: {s}"),
+            NotConverging(s) => write!(f, "memory did not converge: {s}"),
+            Timeout(s) => write!(f, "timed out: {s}"),
+            Cancelled(s) => write!(f, "cancelled: {s}"),
+            Protocol(s) => write!(f, "protocol error: {s}"),
+            Local(s) => f.write_str(s),
+        }
+    }
+}
+
 /// Statistics the source reports when a migration ends.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {

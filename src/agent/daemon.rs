@@ -47,7 +47,8 @@ fn log(msg: &str) {
     eprintln!("vzagentd: {} {msg}", stamp(now()));
 }
 
-fn chain_of(e: &dyn std::error::Error) -> String {
+/// An error and its sources on one line, each cause once.
+pub fn chain_of(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {

@@ -371,7 +371,7 @@ fn evacuate(rt: &Runtime, args: &Args, s: &Settings, peers: &[Peer], journal: &m
                 let r = tokio::time::timeout(Duration::from_secs(20), crate::migrate::capacity::query(&id, &p)).await;
                 let r = match r {
                     Ok(Ok(c)) => Ok(c),
-                    Ok(Err(e)) => Err(error_chain(&e)),
+                    Ok(Err(e)) => Err(crate::agent::daemon::chain_of(&e)),
                     Err(_) => Err("no answer in 20 s".to_string()),
                 };
                 (i, p.name, r)
@@ -746,7 +746,7 @@ fn pull_one(id: &Identity, job: Job, req: PullRequest, tx: mpsc::Sender<Note>) {
                 let _ = lines.send(Note::Line(ctid, l.to_string()));
             };
             rt.block_on(crate::migrate::pull::request(id, &job.peer, req, &mut progress))
-                .map_err(|e| error_chain(&e))
+                .map_err(|e| crate::agent::daemon::chain_of(&e))
         })
         .map(|st| Moved {
             frozen_ms: st.frozen_ms,
@@ -754,18 +754,4 @@ fn pull_one(id: &Identity, job: Job, req: PullRequest, tx: mpsc::Sender<Note>) {
             wire_bytes: st.fs_bytes,
         });
     let _ = tx.send(Note::Done(ctid, r));
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = c.source();
-    }
-    s
 }

@@ -7,8 +7,7 @@ use std::time::Duration;
 use migrate_proto::msg::{Capacity, Message};
 
 use super::source::MigrateError;
-use super::wire::{Wire, WireError};
-use crate::agent::quic;
+use super::wire::WireError;
 use crate::agent::trust::{Identity, Peer};
 use crate::layout::HostLayout;
 
@@ -69,12 +68,7 @@ pub fn local(layout: &HostLayout, name: &str) -> Capacity {
 
 /// Asks a pinned peer what it can take.
 pub async fn query(id: &Identity, peer: &Peer) -> Result<Capacity, MigrateError> {
-    let conn = quic::connect(id, &peer.fingerprint, peer.address).await?;
-    let (send, recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| MigrateError::Wire(WireError::Write(quinn::WriteError::ConnectionLost(e))))?;
-    let mut wire = Wire::new(send, recv);
+    let (conn, mut wire) = super::dial(id, peer).await?;
     wire.send(&Message::CapacityQuery).await?;
     let answer = wire.recv(Duration::from_secs(20)).await?;
     wire.finish().await;

@@ -9,6 +9,19 @@ pub mod wire;
 
 use migrate_proto::msg::Capabilities;
 
+/// Connects to a pinned peer (mutual TLS, its key checked) and opens the connection's stream.
+pub(crate) async fn dial(
+    id: &crate::agent::trust::Identity,
+    peer: &crate::agent::trust::Peer,
+) -> Result<(quinn::Connection, wire::Wire), source::MigrateError> {
+    let conn = crate::agent::quic::connect(id, &peer.fingerprint, peer.address).await?;
+    let (send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| source::MigrateError::Wire(wire::WireError::Write(quinn::WriteError::ConnectionLost(e))))?;
+    Ok((conn, wire::Wire::new(send, recv)))
+}
+
 /// What this host tells a peer of itself in the handshake: its CRIU and kernel, its CPU as
 /// CRIU describes it (`cpuinfo.img`), and that it has no memory dirty tracking (ENVIRONMENT.md).
 pub fn local_caps() -> Capabilities {

@@ -12,8 +12,7 @@ use migrate_proto::msg::{AbortReason, Message, PullRequest, Stats};
 
 use super::dest::DestCtx;
 use super::source::MigrateError;
-use super::wire::{Wire, WireError};
-use crate::agent::quic;
+use super::wire::Wire;
 use crate::agent::trust::{Identity, Peer, TrustStore};
 use crate::layout::HostLayout;
 
@@ -172,12 +171,7 @@ pub async fn request(
         ctid: crate::ctid::Ctid::new(1).expect("1 is a valid CTID"),
         why: e.to_string(),
     })?;
-    let conn = quic::connect(id, &peer.fingerprint, peer.address).await?;
-    let (send, recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| MigrateError::Wire(WireError::Write(quinn::WriteError::ConnectionLost(e))))?;
-    let mut wire = Wire::new(send, recv);
+    let (conn, mut wire) = super::dial(id, peer).await?;
     wire.send(&Message::Pull(req)).await?;
     let r = loop {
         match wire.recv(Duration::from_secs(60)).await? {
@@ -189,8 +183,8 @@ pub async fn request(
             Message::Done(s) => break Ok(s),
             Message::Abort(r) => {
                 let why = match r {
-                    AbortReason::PlanRefused(s) | AbortReason::Local(s) => s,
-                    other => format!("{other:?}"),
+                    AbortReason::PlanRefused(s) => s,
+                    other => other.to_string(),
                 };
                 break Err(MigrateError::Aborted { ctid, reason: why });
             }

@@ -16,7 +16,7 @@ use thiserror::Error;
 
 use super::fs::{self as tree, Snapshot};
 use super::wire::{RateSource, Wire, WireError};
-use crate::agent::quic::{self, QuicError};
+use crate::agent::quic::QuicError;
 use crate::agent::trust::{Identity, Peer};
 use crate::cgroup::Freezer;
 use crate::criu::{self, Criu};
@@ -564,11 +564,8 @@ pub async fn migrate(
         return Err(RuntimeError::NotRunning(ctid).into());
     }
     progress(&format!("connecting to {} ({})", peer.name, peer.address));
-    let conn = quic::connect(id, &peer.fingerprint, peer.address).await?;
-    let (send, recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| MigrateError::Wire(WireError::Write(quinn::WriteError::ConnectionLost(e))))?;
+    // The connection lives as long as this function: its stream is the whole migration.
+    let (_conn, wire) = super::dial(id, peer).await?;
     let config = std::fs::read_to_string(&ct.conf_path).map_err(|e| RuntimeError::Io {
         ctid,
         what: "reading the configuration".into(),
@@ -622,7 +619,7 @@ pub async fn migrate(
         ctid,
         ct,
         opts: opts.clone(),
-        wire: Wire::new(send, recv).throttled(opts.bwlimit.clone()),
+        wire: wire.throttled(opts.bwlimit.clone()),
         snapshot: Snapshot::new(),
         sent_groups: HashSet::new(),
         signatures: HashMap::new(),
@@ -800,7 +797,7 @@ async fn run_source(
                 }
                 Outcome::Aborted(r) => Err(MigrateError::Aborted {
                     ctid,
-                    reason: format!("{r:?}"),
+                    reason: r.to_string(),
                 }),
             };
         }
