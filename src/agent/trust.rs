@@ -45,6 +45,7 @@ pub enum TrustError {
 }
 
 /// A host's own identity.
+#[derive(Clone)]
 pub struct Identity {
     pub cert_der: Vec<u8>,
     pub key_der: Vec<u8>,

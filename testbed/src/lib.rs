@@ -19,6 +19,8 @@
 //! lab's namespaces, unmounts, removes the cgroups and the namespaces, and deletes the roots;
 //! [`down_all`] does it for every lab found, for cleaning up after a crash.
 
+pub mod agents;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

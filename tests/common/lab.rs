@@ -1,17 +1,20 @@
 //! A testbed lab whose hosts pin each other and run agents, for the migration and evacuation
 //! tests.
 
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
+use ferry_testbed::agents::Agents;
 use ferry_testbed::{Lab, LabConfig};
 
 use super::*;
 
 /// A lab whose hosts pin each other and run agents.
 pub struct MigLab {
+    // Declared first, so the agents stop before the lab goes down.
+    pub agents: Agents,
     pub lab: Lab,
-    pub agents: Vec<(String, Child)>,
 }
 
 impl MigLab {
@@ -28,24 +31,11 @@ impl MigLab {
         cfg.hosts = hosts.iter().map(|h| h.to_string()).collect();
         cfg.shape = shape.map(str::to_string);
         let lab = Lab::up(&cfg).unwrap();
-        let mut me = Self { lab, agents: vec![] };
-        let fps: Vec<(String, String, String)> = hosts
-            .iter()
-            .map(|h| {
-                let host = me.lab.host(h);
-                let fp = me.agentctl(h, &["fingerprint"]).stdout.trim().to_string();
-                (h.to_string(), host.addr.clone(), fp)
-            })
-            .collect();
+        let agents = Agents::start(&lab, hosts, Path::new(env!("CARGO_BIN_EXE_vzagentd"))).unwrap();
         for h in hosts {
-            for (other, addr, fp) in &fps {
-                if other != h {
-                    assert_eq!(me.agentctl(h, &["trust", "add", other, addr, fp]).code, 0);
-                }
-            }
-            me.start_agent(h);
+            assert!(lab.host(h).root.join("vz/run/vzagentd.pid").exists());
         }
-        me
+        Self { agents, lab }
     }
 
     pub fn agentctl(&self, host: &str, args: &[&str]) -> Out {
@@ -55,36 +45,15 @@ impl MigLab {
     }
 
     pub fn start_agent(&mut self, host: &str) {
-        let h = self.lab.host(host);
-        let log = std::fs::File::create(self.lab.base.join(format!("agent-{host}.log"))).unwrap();
-        let child = Lab::cmd(&h.netns, env!("CARGO_BIN_EXE_vzagentd"))
-            .arg("--root-dir")
-            .arg(&h.root)
-            .args(["run", "--tick", "5", "--listen", &h.addr])
-            .stderr(log)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let pid_file = h.root.join("vz/run/vzagentd.pid");
-        wait_until("the agent to listen", Duration::from_secs(10), || {
-            std::fs::read_to_string(self.lab.base.join(format!("agent-{host}.log")))
-                .unwrap_or_default()
-                .contains("listening")
-        });
-        assert!(pid_file.exists());
-        self.agents.push((host.to_string(), child));
+        self.agents.start_one(&self.lab, host).unwrap();
     }
 
     pub fn kill_agent(&mut self, host: &str) {
-        if let Some(i) = self.agents.iter().position(|(h, _)| h == host) {
-            let (_, mut c) = self.agents.remove(i);
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.agents.kill(host);
     }
 
     pub fn agent_log(&self, host: &str) -> String {
-        std::fs::read_to_string(self.lab.base.join(format!("agent-{host}.log"))).unwrap_or_default()
+        self.agents.log(host)
     }
 
     pub fn vz(&self, host: &str, args: &[&str]) -> Out {
@@ -117,14 +86,5 @@ impl MigLab {
 
     pub fn private(&self, host: &str, ctid: &str) -> std::path::PathBuf {
         self.lab.host(host).root.join(format!("vz/private/{ctid}"))
-    }
-}
-
-impl Drop for MigLab {
-    fn drop(&mut self) {
-        for (_, c) in &mut self.agents {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
