@@ -26,6 +26,19 @@ if [ "$rc" = 0 ] && [ $# = 0 ]; then
         rc=1
     fi
 fi
+# The benchmark harness in its smoke configuration, so it never rots: it must run end to end
+# and write its report (how fast is not judged here).
+if [ "$rc" = 0 ] && [ $# = 0 ]; then
+    smoke=$(mktemp -d /tmp/vzbench-smoke.XXXXXX)
+    if cargo build -q -p ferry-bench && target/debug/vzbench --smoke --out "$smoke" >/dev/null \
+        && grep -q "^| 16 | 0 |" "$smoke/RESULTS.md" && grep -q "QUIC / TCP" "$smoke/RESULTS.md"; then
+        echo "test result: ok. 1 passed; 0 failed (vzbench --smoke)" >> "$log"
+    else
+        echo "test result: FAILED. 0 passed; 1 failed (vzbench --smoke)" >> "$log"
+        rc=1
+    fi
+    rm -rf "$smoke"
+fi
 # One closing line for the whole run (cargo prints one per test binary, the last often empty).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "total: %d passed, %d failed\n", p, f }' "$log"
