@@ -80,6 +80,18 @@ fn online_migration_there_and_back_keeps_tcp_counter_pids_and_files() {
         "{}",
         o.stdout
     );
+    // The client talks every 30 ms: what it sent while the container was frozen was held and
+    // handed to hostB at the commit, not dropped.
+    let held: u32 = o
+        .stdout
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("packets held while frozen and sent on to the destination: ")
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no held-packets line: {}", o.stdout));
+    assert!(held >= 1, "nothing held: {}", o.stdout);
     assert_eq!(m.status("hostB", "101"), "CTID 101 exist mounted running");
     assert_eq!(m.status("hostA", "101"), "CTID 101 deleted unmounted down");
     assert!(

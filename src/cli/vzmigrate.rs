@@ -161,6 +161,12 @@ pub fn run(args: Args) -> Result<()> {
             "  file sync {} bytes, final files {} bytes, images {} bytes, on the wire {} bytes, compression {:.2}x",
             r.fs_bytes, r.final_fs_bytes, r.image_bytes, r.wire_bytes, r.compression_ratio
         );
+        if args.online {
+            println!(
+                "  packets held while frozen and sent on to the destination: {}",
+                r.held_packets
+            );
+        }
         if r.delta_files > 0 {
             println!(
                 "  rsync deltas: {} changed files of {} bytes sent as {} bytes",

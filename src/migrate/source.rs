@@ -84,6 +84,9 @@ pub struct Report {
     pub delta_files: u32,
     pub delta_file_bytes: u64,
     pub delta_bytes: u64,
+    /// Packets that arrived for the container while it was frozen, sent on to the destination
+    /// at the commit.
+    pub held_packets: u32,
 }
 
 const CHUNK: usize = 4 << 20;
@@ -107,6 +110,10 @@ struct Ctx<'a> {
     was_running: bool,
     /// Set by SIGINT or SIGTERM: the migration is to be abandoned at the next step.
     interrupted: Arc<AtomicBool>,
+    /// Packets to the frozen container's addresses, held for the destination.
+    hold: Option<crate::net::hold::Hold>,
+    /// The destination host's address (where held packets go at the commit).
+    peer_ip: std::net::IpAddr,
     progress: &'a mut dyn FnMut(&str),
 }
 
@@ -308,9 +315,24 @@ impl Ctx<'_> {
         cg.freeze(self.ctid, f, Duration::from_secs(30))
             .map_err(|e| RuntimeError::Cgroup(self.ctid, e))?;
         self.freezer = Some(f);
-        // Nothing reaches the frozen copy from here on: its addresses go to a blackhole.
+        // Nothing reaches the frozen copy from here on: its addresses go to a blackhole, and
+        // (live, IPv4) from there to a device that holds what arrives for the destination.
         if let Ok(Some(st)) = self.rt.run_state(self.ctid) {
             crate::net::suspend(&st.net);
+            if self.opts.online {
+                let addrs: Vec<std::net::IpAddr> = st
+                    .net
+                    .ips
+                    .iter()
+                    .filter_map(|s| crate::net::parse_ip(s).ok().map(|a| a.addr))
+                    .collect();
+                match crate::net::hold::Hold::start(self.ctid.get(), &addrs) {
+                    Ok(h) => self.hold = h,
+                    Err(e) => (self.progress)(&format!(
+                        "note: packets to the container are dropped while it is frozen (holding them failed: {e})"
+                    )),
+                }
+            }
         }
         Ok(())
     }
@@ -447,6 +469,8 @@ impl Ctx<'_> {
 
     /// The migration failed: the container runs on here as before.
     fn resume_source(&mut self) {
+        // The held packets go with the device (their senders retransmit).
+        self.hold = None;
         if self.opts.online {
             resume_online(self.rt, self.ctid);
         } else if self.was_running && self.rt.run_state(self.ctid).ok().flatten().is_none() {
@@ -635,6 +659,8 @@ pub async fn migrate(
         compressed_bytes: 0,
         was_running: running,
         interrupted: Arc::new(AtomicBool::new(false)),
+        hold: None,
+        peer_ip: peer.address.ip(),
         progress,
     };
     // SIGINT and SIGTERM abandon the migration through the state machine (which rolls back,
@@ -749,6 +775,9 @@ async fn run_source(
                     Err(e) => Some(Event::Failed(AbortReason::DumpFailed(e.to_string()))),
                 },
                 Action::DestroySource => {
+                    if let Some(h) = cx.hold.take() {
+                        cx.report.held_packets = h.release(cx.peer_ip) as u32;
+                    }
                     cx.report.frozen_ms = frozen_at.map(|f| f.elapsed().as_millis() as u64).unwrap_or(0);
                     cx.destroy_source();
                     None

@@ -13,6 +13,7 @@
 //! changes applied live without `--save` are still undone at stop.
 
 pub mod announce;
+pub mod hold;
 pub mod ip;
 pub mod netif;
 
