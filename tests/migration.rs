@@ -116,6 +116,20 @@ fn online_migration_there_and_back_keeps_tcp_counter_pids_and_files() {
     );
     assert!(report["image_bytes"].as_u64().unwrap() > 0 && report["fs_bytes"].as_u64().unwrap() > 1 << 20);
     eprintln!("the way back: {report}");
+    // Memory went ahead while the container ran: the final dump's pages went mostly as
+    // references to what the pre-copy sent.
+    assert!(report["memory_rounds"].as_u64().unwrap() >= 1, "{report}");
+    assert!(
+        report["page_refs"].as_u64().unwrap() > report["page_data"].as_u64().unwrap(),
+        "{report}"
+    );
+    // No rule that muted the frozen copy is left behind on either host.
+    for h in ["hostA", "hostB"] {
+        let mut c = ferry_testbed::Lab::cmd(&m.lab.host(h).netns, "iptables");
+        c.args(["-S", "FORWARD"]);
+        let rules = run(c, Duration::from_secs(10)).stdout;
+        assert!(!rules.contains("venet101"), "{h}: {rules}");
+    }
     // The frozen pass found the growing file changed since the pass before and sent a delta.
     assert!(report["delta_files"].as_u64().unwrap() >= 1, "no delta: {report}");
     assert!(

@@ -32,6 +32,7 @@ fn payload(msg: &Message) -> Result<Vec<u8>, postcard::Error> {
         Message::Pages(m) => enc(m),
         Message::MemRoundDone(m) => enc(m),
         Message::Image(m) => enc(m),
+        Message::ImagePages(m) => enc(m),
         Message::FinalDone { images, bytes } => enc(&(images, bytes)),
         Message::Abort(m) => enc(m),
         Message::Progress { phase, done, total } => enc(&(phase, done, total)),
@@ -106,6 +107,7 @@ fn decode_payload(kind: Kind, p: &[u8]) -> Result<Message, postcard::Error> {
         Kind::MemRoundDone => Message::MemRoundDone(dec(p)?),
         Kind::Frozen => return empty(Message::Frozen),
         Kind::Image => Message::Image(dec(p)?),
+        Kind::ImagePages => Message::ImagePages(dec(p)?),
         Kind::FinalDone => {
             let (images, bytes) = dec(p)?;
             Message::FinalDone { images, bytes }

@@ -152,6 +152,16 @@ pub struct PageBatch {
     pub pages: Vec<Page>,
 }
 
+/// Source to destination, while frozen: part of a CRIU pages image (plain runs of 4 KiB pages)
+/// as blocks, each a `Page` whose `vaddr` is its offset in the file, with its content hash and
+/// its data unless the destination already holds that content (sent by a pre-copy round, or
+/// earlier in this image). Protocol version 2 and later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagePages {
+    pub name: RelPath,
+    pub pages: Vec<Page>,
+}
+
 /// Source to destination: a chunk of a CRIU image file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageChunk {
@@ -273,6 +283,7 @@ pub enum Message {
     /// The source froze the container; the final transfer follows.
     Frozen,
     Image(ImageChunk),
+    ImagePages(ImagePages),
     FinalDone {
         images: u32,
         bytes: u64,
@@ -323,6 +334,7 @@ pub enum Kind {
     Frozen = 30,
     Image = 31,
     FinalDone = 32,
+    ImagePages = 33,
     Restored = 40,
     Commit = 41,
     CommitAck = 42,
@@ -355,6 +367,7 @@ impl Kind {
             30 => Frozen,
             31 => Image,
             32 => FinalDone,
+            33 => ImagePages,
             40 => Restored,
             41 => Commit,
             42 => CommitAck,
@@ -389,6 +402,21 @@ fn caps_ok(c: &Capabilities) -> Result<(), DecodeError> {
     too_long("CPU description", c.cpu_description.len(), MAX_CPU_DESC)
 }
 
+fn pages_ok(pages: &[Page]) -> Result<(), DecodeError> {
+    too_long("pages", pages.len(), MAX_PAGES)?;
+    for p in pages {
+        if p.vaddr % PAGE_SIZE as u64 != 0 {
+            return Err(DecodeError::Invalid("page address not page-aligned"));
+        }
+        if let Some(d) = &p.data {
+            if d.len() != PAGE_SIZE {
+                return Err(DecodeError::Invalid("page data is not one page"));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn reason_ok(r: &AbortReason) -> Result<(), DecodeError> {
     use AbortReason::*;
     match r {
@@ -416,6 +444,7 @@ impl Message {
             Message::Frozen => Kind::Frozen,
             Message::Image(_) => Kind::Image,
             Message::FinalDone { .. } => Kind::FinalDone,
+            Message::ImagePages(_) => Kind::ImagePages,
             Message::Restored => Kind::Restored,
             Message::Commit => Kind::Commit,
             Message::CommitAck => Kind::CommitAck,
@@ -470,20 +499,8 @@ impl Message {
             Message::FsDelta(d) => too_long("delta", d.delta.len(), MAX_BLOB),
             Message::FsData(d) => too_long("file data", d.data.len(), MAX_CHUNK),
             Message::FsDelete { paths, .. } => too_long("deletions", paths.len(), MAX_ENTRIES),
-            Message::Pages(b) => {
-                too_long("pages", b.pages.len(), MAX_PAGES)?;
-                for p in &b.pages {
-                    if p.vaddr % PAGE_SIZE as u64 != 0 {
-                        return Err(DecodeError::Invalid("page address not page-aligned"));
-                    }
-                    if let Some(d) = &p.data {
-                        if d.len() != PAGE_SIZE {
-                            return Err(DecodeError::Invalid("page data is not one page"));
-                        }
-                    }
-                }
-                Ok(())
-            }
+            Message::Pages(b) => pages_ok(&b.pages),
+            Message::ImagePages(b) => pages_ok(&b.pages),
             Message::Image(c) => too_long("image data", c.data.len(), MAX_CHUNK),
             Message::Abort(r) => reason_ok(r),
             Message::Progress { phase, .. } => too_long("phase", phase.len(), MAX_STRING),

@@ -215,6 +215,8 @@ fn message() -> impl Strategy<Value = Message> {
         (any::<u32>(), any::<bool>()).prop_map(|(pass, last)| Message::FsPassDone { pass, last }),
         (any::<u32>(), prop::collection::vec(page(), 0..4))
             .prop_map(|(round, pages)| Message::Pages(PageBatch { round, pages })),
+        (rel_path(), prop::collection::vec(page(), 0..4))
+            .prop_map(|(name, pages)| Message::ImagePages(ImagePages { name, pages })),
         round_report().prop_map(Message::MemRoundDone),
         Just(Message::Frozen),
         (rel_path(), any::<u64>(), any::<bool>(), bytes(100)).prop_map(|(name, offset, compressed, data)| {

@@ -201,6 +201,15 @@ impl Runtime {
         let netifs = crate::net::netif::parse_netif(ct.get("NETIF").unwrap_or("")).unwrap_or_default();
         st.net = crate::net::attach_restored(ctid.get(), &ips, &netifs, &self.host_net())
             .map_err(|e| RuntimeError::Net(ctid, e))?;
+        // What the restored kernel tried to send while its links were down (TCP's window
+        // probes at the end of the repair) left its neighbour entries unresolved, retried
+        // only once a second: forgotten, the next packet resolves at once.
+        let _ = crate::net::ip::inside(st.init_pid, &["neigh", "flush", "all"]);
+        // The restore left the tasks stopped; with the network up, they run.
+        for pid in self.cgroups(ctid)?.pids(ctid).unwrap_or_default() {
+            // SAFETY: a signal to a process of this container.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+        }
         st.save(&self.host.layout.state_file(ctid))
             .map_err(|e| CheckpointError::Io {
                 ctid,
@@ -709,6 +718,10 @@ impl Runtime {
                 })
                 .collect(),
             notify_scripts: Some(true),
+            // Not attached yet (a migration before its commit): the tasks stay stopped until
+            // `attach_network`, so nothing they do meets a link that is down (a TCP segment
+            // they send now would wait for its retransmission timer after the attach).
+            leave_stopped: Some(!attach),
             ..Default::default()
         };
         let pid = match criu.restore(&images, ropts, &[slave.as_raw_fd()], &mut |_| Ok(())) {

@@ -79,6 +79,9 @@ pub struct Opts {
     pub timeout: Option<u32>,
     #[prost(bool, optional, tag = "52")]
     pub tcp_close: Option<bool>,
+    /// Restore: leave the tasks stopped (SIGSTOP) instead of resuming them.
+    #[prost(bool, optional, tag = "69")]
+    pub leave_stopped: Option<bool>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -47,6 +47,8 @@ struct Incoming {
     images: Option<PathBuf>,
     wrote_config: bool,
     created_private: bool,
+    /// Pre-copied memory, by content (live migrations).
+    store: Option<super::pages::Store>,
 }
 
 /// What an incoming migration has created, on disk, so a crashed agent can undo it.
@@ -257,6 +259,13 @@ fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan, source: Option<&Ca
     let _ = std::fs::remove_dir_all(&images);
     std::fs::create_dir_all(&images).map_err(|e| e.to_string())?;
     inc.applier = Some(Applier::new(&ct.private));
+    if plan.online {
+        // Every distinct page the source may send while the container's memory churns; a
+        // hostile source gets no further than this.
+        inc.store = Some(super::pages::Store::new(
+            plan.ram_bytes.saturating_mul(3).saturating_add(256 << 20),
+        ));
+    }
     inc.images = Some(images);
     inc.plan = Some(plan.clone());
     Ok(())
@@ -296,9 +305,21 @@ fn apply(inc: &mut Incoming, m: &Message) -> Result<(), AbortReason> {
                 .map_err(fail)?;
             f.write_all_at(&data, c.offset).map_err(fail)
         }
-        Message::Pages(_) => Err(AbortReason::Protocol(
-            "this destination takes memory only as CRIU images".into(),
-        )),
+        Message::Pages(b) => {
+            let store = inc
+                .store
+                .as_mut()
+                .ok_or_else(|| AbortReason::Protocol("pages in an offline migration".into()))?;
+            b.pages.iter().try_for_each(|p| store.put(p))
+        }
+        Message::ImagePages(m) => {
+            let dir = inc.images.as_ref().unwrap();
+            let p = confined(dir, &m.name).map_err(fail)?;
+            inc.store
+                .as_mut()
+                .ok_or_else(|| AbortReason::Protocol("image pages in an offline migration".into()))?
+                .write_image(&p, m)
+        }
         _ => Ok(()),
     }
 }
@@ -346,6 +367,7 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
         images: None,
         wrote_config: false,
         created_private: false,
+        store: None,
     };
     let mut migration_id: Option<MigrationId> = None;
     let mut first = true;
@@ -426,6 +448,8 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                     }
                 }
                 Action::Restore => {
+                    // The pages images are written: the pre-copied memory is not needed.
+                    inc.store = None;
                     let r = tokio::task::block_in_place(|| {
                         let plan = inc.plan.as_ref().ok_or("no plan")?;
                         let ctid = crate::ctid::Ctid::new(plan.ctid).map_err(|e| e.to_string())?;

@@ -3,6 +3,7 @@
 pub mod capacity;
 pub mod dest;
 pub mod fs;
+pub mod pages;
 pub mod pull;
 pub mod source;
 pub mod wire;

@@ -87,6 +87,11 @@ pub struct Report {
     /// Packets that arrived for the container while it was frozen, sent on to the destination
     /// at the commit.
     pub held_packets: u32,
+    /// Memory pre-copy: bytes sent while the container ran; then, while frozen, the pages of
+    /// the final dump sent as references to pre-copied content and as data.
+    pub mem_bytes: u64,
+    pub page_refs: u64,
+    pub page_data: u64,
 }
 
 const CHUNK: usize = 4 << 20;
@@ -114,6 +119,8 @@ struct Ctx<'a> {
     hold: Option<crate::net::hold::Hold>,
     /// The destination host's address (where held packets go at the commit).
     peer_ip: std::net::IpAddr,
+    /// What the memory pre-copy sent (content hashes the destination holds).
+    precopy: super::pages::Precopy,
     progress: &'a mut dyn FnMut(&str),
 }
 
@@ -319,6 +326,7 @@ impl Ctx<'_> {
         // (live, IPv4) from there to a device that holds what arrives for the destination.
         if let Ok(Some(st)) = self.rt.run_state(self.ctid) {
             crate::net::suspend(&st.net);
+            crate::net::mute(self.ctid.get());
             if self.opts.online {
                 let addrs: Vec<std::net::IpAddr> = st
                     .net
@@ -338,7 +346,83 @@ impl Ctx<'_> {
     }
 
     /// CRIU dump of the frozen container (it stays frozen), the final file delta, the images.
-    async fn final_sync(&mut self) -> Result<(u32, u64), MigrateError> {
+    /// One pre-copy round: the pages of the running container whose content the destination
+    /// lacks.
+    async fn mem_round(&mut self, round: u32) -> Result<migrate_proto::policy::RoundStats, MigrateError> {
+        use migrate_proto::limits::{MAX_PAGES, PAGE_SIZE};
+        use migrate_proto::msg::PageBatch;
+        let t = Instant::now();
+        let start = self.wire.sent;
+        let mut r = super::pages::Round::default();
+        let mut buf = Vec::new();
+        let mut batch = Vec::new();
+        for pid in super::pages::pids_of(self.rt, self.ctid) {
+            let Some((pagemap, windows)) = super::pages::Precopy::windows(pid) else {
+                continue;
+            };
+            for (addr, n) in windows {
+                self.check_interrupted()?;
+                batch.extend(self.precopy.window(pid, &pagemap, addr, n, &mut buf, &mut r));
+                while batch.len() >= MAX_PAGES {
+                    let rest = batch.split_off(MAX_PAGES);
+                    let pages = std::mem::replace(&mut batch, rest);
+                    self.wire.send(&Message::Pages(PageBatch { round, pages })).await?;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.wire
+                .send(&Message::Pages(PageBatch { round, pages: batch }))
+                .await?;
+        }
+        let sent_bytes = self.wire.sent - start;
+        self.report.mem_bytes += sent_bytes;
+        let dirty = if round == 1 { r.pages_sent } else { r.pages_changed };
+        (self.progress)(&format!(
+            "memory round {round}: {} pages read, {} changed, {} sent ({sent_bytes} bytes)",
+            r.pages_read, r.pages_changed, r.pages_sent
+        ));
+        Ok(migrate_proto::policy::RoundStats {
+            round,
+            sent_bytes,
+            dirty_bytes: dirty * PAGE_SIZE as u64,
+            duration: t.elapsed(),
+        })
+    }
+
+    /// A CRIU pages image as blocks: references to what the pre-copy sent, data for the rest.
+    async fn send_pages_image(&mut self, rel: &RelPath, data: &[u8]) -> Result<(), MigrateError> {
+        use migrate_proto::limits::{MAX_PAGES, PAGE_SIZE};
+        use migrate_proto::msg::{ImagePages, Page};
+        for (b, blocks) in data.chunks(MAX_PAGES * PAGE_SIZE).enumerate() {
+            let mut pages = Vec::with_capacity(MAX_PAGES);
+            for (i, block) in blocks.chunks(PAGE_SIZE).enumerate() {
+                let hash = super::pages::hash(block);
+                let known = self.precopy.holds(&hash);
+                if known {
+                    self.report.page_refs += 1;
+                } else {
+                    self.precopy.mark_held(hash);
+                    self.report.page_data += 1;
+                }
+                pages.push(Page {
+                    pid: 0,
+                    vaddr: ((b * MAX_PAGES + i) * PAGE_SIZE) as u64,
+                    hash,
+                    data: (!known).then(|| block.to_vec()),
+                });
+            }
+            self.wire
+                .send(&Message::ImagePages(ImagePages {
+                    name: rel.clone(),
+                    pages,
+                }))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn final_sync(&mut self, page_refs: bool) -> Result<(u32, u64), MigrateError> {
         let st = self
             .rt
             .run_state(self.ctid)?
@@ -411,6 +495,11 @@ impl Ctx<'_> {
             })?;
             let rel = RelPath::new(name.clone())
                 .map_err(|_| MigrateError::Unsupported(self.ctid, format!("image name {name}")))?;
+            if page_refs && super::pages::is_pages_image(&name) && data.len() % migrate_proto::limits::PAGE_SIZE == 0 {
+                self.send_pages_image(&rel, &data).await?;
+                count += 1;
+                continue;
+            }
             for (i, chunk) in data.chunks(CHUNK).enumerate() {
                 let z = zstd::bulk::compress(chunk, 1).unwrap_or_else(|_| chunk.to_vec());
                 self.raw_bytes += chunk.len() as u64;
@@ -462,6 +551,7 @@ impl Ctx<'_> {
         if self.opts.remove_area {
             let _ = self.rt.destroy(self.ctid);
         }
+        crate::net::unmute(self.ctid.get());
         // It left: whoever moved it here can no longer ask it back from this host.
         let _ = std::fs::remove_file(super::pull::arrival_path(&self.rt.host.layout, self.ctid.get()));
         let _ = std::fs::remove_dir_all(&self.work);
@@ -630,7 +720,8 @@ pub async fn migrate(
         super::local_caps(),
         plan,
     );
-    cfg.mem_precopy = false;
+    // Live: content-addressed memory pre-copy rounds (this kernel has no dirty tracking).
+    cfg.mem_precopy = opts.online;
     let mut m = Source::new(cfg);
     let work = rt
         .host
@@ -661,6 +752,7 @@ pub async fn migrate(
         interrupted: Arc::new(AtomicBool::new(false)),
         hold: None,
         peer_ip: peer.address.ip(),
+        precopy: Default::default(),
         progress,
     };
     // SIGINT and SIGTERM abandon the migration through the state machine (which rolls back,
@@ -759,17 +851,20 @@ async fn run_source(
                         }
                     }
                 }
-                Action::StartMemRound { .. } => Some(Event::Failed(AbortReason::Local(
-                    "memory pre-copy is not implemented".into(),
-                ))),
-                Action::Freeze => match cx.freeze() {
-                    Ok(()) => {
-                        frozen_at = Some(Instant::now());
-                        Some(Event::Frozen)
-                    }
+                Action::StartMemRound { round, .. } => match cx.mem_round(round).await {
+                    Ok(stats) => Some(Event::MemRoundSent(stats)),
+                    Err(MigrateError::Wire(_)) => Some(Event::LinkLost),
                     Err(e) => Some(Event::Failed(AbortReason::Local(e.to_string()))),
                 },
-                Action::FinalSync { .. } => match cx.final_sync().await {
+                Action::Freeze => {
+                    // The frozen time counts from the start of the freeze.
+                    frozen_at = Some(Instant::now());
+                    match cx.freeze() {
+                        Ok(()) => Some(Event::Frozen),
+                        Err(e) => Some(Event::Failed(AbortReason::Local(e.to_string()))),
+                    }
+                }
+                Action::FinalSync { page_refs } => match cx.final_sync(page_refs).await {
                     Ok((images, bytes)) => Some(Event::FinalSent { images, bytes }),
                     Err(MigrateError::Wire(_)) => Some(Event::LinkLost),
                     Err(e) => Some(Event::Failed(AbortReason::DumpFailed(e.to_string()))),

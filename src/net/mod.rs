@@ -423,6 +423,37 @@ pub fn suspend(state: &NetState) {
     }
 }
 
+/// Stops everything a frozen container's kernel still sends (segments queued before the
+/// freeze, ACKs) at the host side of its routed link, so that what its peers saw last is what
+/// the dump records (a TCP timestamp they saw later than the dump's would make them refuse the
+/// restored copy's segments for a while). Bridged interfaces are not covered.
+pub fn mute(ctid: u32) {
+    let dev = venet_host_ifname(ctid);
+    for cmd in ["iptables", "ip6tables"] {
+        let _ = std::process::Command::new(cmd)
+            .args(["-w", "-I", "FORWARD", "-i", &dev, "-j", "DROP"])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Undoes [`mute`] (every copy of the rule).
+pub fn unmute(ctid: u32) {
+    let dev = venet_host_ifname(ctid);
+    for cmd in ["iptables", "ip6tables"] {
+        for _ in 0..8 {
+            let ok = std::process::Command::new(cmd)
+                .args(["-w", "-D", "FORWARD", "-i", &dev, "-j", "DROP"])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                break;
+            }
+        }
+    }
+}
+
 /// The host sides of a running container's links (its venet, its bridged interfaces).
 pub fn host_links(ctid: u32, state: &NetState) -> Vec<String> {
     let mut v = state.netifs.clone();
@@ -435,6 +466,7 @@ pub fn host_links(ctid: u32, state: &NetState) -> Vec<String> {
 /// Undoes a migration's cut-off of a running container: the host sides of its links up, its
 /// addresses routed to it again (no longer to a blackhole), and announced.
 pub fn unsuspend(ctid: u32, state: &NetState) {
+    unmute(ctid);
     for link in host_links(ctid, state) {
         let _ = ip::host(&["link", "set", &link, "up"]);
     }

@@ -98,6 +98,8 @@ fn run(args: Args) -> Result<()> {
             bail!("unknown family {f:?}: migration, transport");
         }
     }
+    // What an interrupted run left behind (labs, their tmpfs mounts).
+    let _ = ferry_testbed::down_all(std::path::Path::new("/tmp/ferry-bench"));
     let want = |f: &str| args.only.is_empty() || args.only.iter().any(|o| o == f);
     let runs = args.runs.unwrap_or(if args.smoke { 1 } else { 3 }).max(1);
     let out = args

@@ -136,7 +136,7 @@ impl Bench {
             gap_ms: gaps.longest_ms,
             total_ms: n("total_ms") as f64,
             wire_bytes: n("wire_bytes"),
-            live_bytes: n("fs_bytes"),
+            live_bytes: n("fs_bytes") + n("mem_bytes"),
             frozen_bytes: n("final_fs_bytes") + n("image_bytes"),
             rounds: n("memory_rounds") as u32,
             timeline: gaps.timeline,

@@ -239,6 +239,12 @@ impl Destination {
             (State::Receiving { frozen: true, .. }, m @ Message::Image(_)) => {
                 vec![Action::Apply(m)]
             }
+            (State::Receiving { frozen: true, .. }, Message::ImagePages(b)) => {
+                if self.version == Some(1) {
+                    return self.abort(AbortReason::Protocol("image pages in protocol version 1".into()), true);
+                }
+                vec![Action::Apply(Message::ImagePages(b))]
+            }
             (State::Receiving { frozen: true, .. }, Message::FinalDone { .. }) => {
                 self.state = State::Restoring;
                 self.deadline = None;

@@ -1,0 +1,362 @@
+//! Content-addressed memory pre-copy, for kernels without soft-dirty tracking (this project's).
+//!
+//! Source: while the container runs, each round reads the present pages of its processes'
+//! private writable mappings (`/proc/PID/maps`, `/proc/PID/pagemap`, `process_vm_readv`: no
+//! freezing, no ptrace), hashes each 4 KiB page (BLAKE3) and sends the pages whose content the
+//! destination does not hold yet. Comparing each page's hash with the last round's tells how
+//! much memory changed, which the convergence policy weighs.
+//!
+//! Frozen: CRIU's pages images are plain runs of 4 KiB pages, so the final transfer sends each
+//! of their blocks as a reference when its content was pre-copied, and as data otherwise.
+//!
+//! Destination: a store of pages by hash, bounded, each page checked against its hash, from
+//! which it writes the pages images back.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use migrate_proto::limits::PAGE_SIZE;
+use migrate_proto::msg::{AbortReason, Hash, ImagePages, Page};
+
+/// Pages read from a process at once.
+const WINDOW: usize = 1024;
+
+/// A mapping worth pre-copying: private and writable (heap, stacks, anonymous memory, the
+/// written pages of data segments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Parses /proc/PID/maps, keeping private writable mappings (not the kernel's vdso and friends).
+pub fn regions(maps: &str) -> Vec<Region> {
+    let mut out = Vec::new();
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let path = f.nth(3).unwrap_or("");
+        let p = perms.as_bytes();
+        if p.len() < 4 || p[0] != b'r' || p[1] != b'w' || p[3] != b'p' {
+            continue;
+        }
+        if matches!(path, "[vsyscall]" | "[vvar]" | "[vvar_vclock]" | "[vdso]") {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else { continue };
+        if let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
+            if end > start {
+                out.push(Region { start, end });
+            }
+        }
+    }
+    out
+}
+
+pub fn hash(page: &[u8]) -> Hash {
+    *blake3::hash(page).as_bytes()
+}
+
+/// The source's side: what the destination holds, and what each page held last round.
+#[derive(Default)]
+pub struct Precopy {
+    held: HashSet<Hash>,
+    last: HashMap<(u32, u64), Hash>,
+}
+
+/// What one round found.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Round {
+    pub pages_read: u64,
+    pub pages_sent: u64,
+    /// Pages whose content differs from the round before (all of them in the first round).
+    pub pages_changed: u64,
+}
+
+impl Precopy {
+    pub fn holds(&self, h: &Hash) -> bool {
+        self.held.contains(h)
+    }
+
+    pub fn mark_held(&mut self, h: Hash) -> bool {
+        self.held.insert(h)
+    }
+
+    /// Reads one window of a process's memory: the pages to send (content new to the
+    /// destination). Pages not present (never touched, or swapped) are skipped; a window that
+    /// cannot be read (the process exited, the mapping changed) yields nothing.
+    pub fn window(
+        &mut self,
+        pid: i32,
+        pagemap: &File,
+        start: u64,
+        pages: usize,
+        buf: &mut Vec<u8>,
+        round: &mut Round,
+    ) -> Vec<Page> {
+        let mut present = vec![0u8; pages * 8];
+        if pagemap
+            .read_exact_at(&mut present, start / PAGE_SIZE as u64 * 8)
+            .is_err()
+        {
+            return Vec::new();
+        }
+        let is_present = |i: usize| {
+            let e = u64::from_le_bytes(present[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+            e >> 63 == 1
+        };
+        buf.resize(pages * PAGE_SIZE, 0);
+        let remote: Vec<nix::sys::uio::RemoteIoVec> = (0..pages)
+            .filter(|i| is_present(*i))
+            .map(|i| nix::sys::uio::RemoteIoVec {
+                base: (start + (i * PAGE_SIZE) as u64) as usize,
+                len: PAGE_SIZE,
+            })
+            .collect();
+        if remote.is_empty() {
+            return Vec::new();
+        }
+        let n = remote.len();
+        let read = {
+            let mut local = [std::io::IoSliceMut::new(&mut buf[..n * PAGE_SIZE])];
+            nix::sys::uio::process_vm_readv(nix::unistd::Pid::from_raw(pid), &mut local, &remote).unwrap_or(0)
+        };
+        let mut out = Vec::new();
+        for (k, r) in remote.iter().enumerate().take(read / PAGE_SIZE) {
+            let data = &buf[k * PAGE_SIZE..(k + 1) * PAGE_SIZE];
+            let h = hash(data);
+            round.pages_read += 1;
+            let key = (pid as u32, r.base as u64);
+            if self.last.insert(key, h) != Some(h) {
+                round.pages_changed += 1;
+            }
+            if self.held.insert(h) {
+                round.pages_sent += 1;
+                out.push(Page {
+                    pid: pid as u32,
+                    vaddr: r.base as u64,
+                    hash: h,
+                    data: Some(data.to_vec()),
+                });
+            }
+        }
+        out
+    }
+
+    /// The windows of a process to read this round: (pagemap, start, pages).
+    pub fn windows(pid: i32) -> Option<(File, Vec<(u64, usize)>)> {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+        let pagemap = File::open(format!("/proc/{pid}/pagemap")).ok()?;
+        let mut w = Vec::new();
+        for r in regions(&maps) {
+            let mut a = r.start;
+            while a < r.end {
+                let pages = (((r.end - a) / PAGE_SIZE as u64) as usize).min(WINDOW);
+                if pages == 0 {
+                    break;
+                }
+                w.push((a, pages));
+                a += (pages * PAGE_SIZE) as u64;
+            }
+        }
+        Some((pagemap, w))
+    }
+}
+
+/// Is this CRIU image a pages image (plain 4 KiB pages)?
+pub fn is_pages_image(name: &str) -> bool {
+    name.starts_with("pages-") && name.ends_with(".img")
+}
+
+/// The destination's store of pre-copied pages, by content.
+pub struct Store {
+    pages: HashMap<Hash, Box<[u8]>>,
+    bytes: u64,
+    cap: u64,
+}
+
+impl Store {
+    /// A store that refuses to grow past `cap` bytes.
+    pub fn new(cap: u64) -> Self {
+        Self {
+            pages: HashMap::new(),
+            bytes: 0,
+            cap,
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Keeps a page the source sent (checked against its hash); a reference must name a page
+    /// held already.
+    pub fn put(&mut self, p: &Page) -> Result<(), AbortReason> {
+        match &p.data {
+            Some(d) => {
+                if hash(d) != p.hash {
+                    return Err(AbortReason::Protocol("a page does not match its hash".into()));
+                }
+                if !self.pages.contains_key(&p.hash) {
+                    if self.bytes + PAGE_SIZE as u64 > self.cap {
+                        return Err(AbortReason::NoSpace(format!(
+                            "the pre-copied memory outgrew its budget of {} MiB",
+                            self.cap >> 20
+                        )));
+                    }
+                    self.bytes += PAGE_SIZE as u64;
+                    self.pages.insert(p.hash, d.clone().into_boxed_slice());
+                }
+                Ok(())
+            }
+            None if self.pages.contains_key(&p.hash) => Ok(()),
+            None => Err(AbortReason::Protocol("a reference to a page never sent".into())),
+        }
+    }
+
+    /// Writes part of a pages image from the message's data and the store.
+    pub fn write_image(&mut self, path: &Path, m: &ImagePages) -> Result<(), AbortReason> {
+        let io = |e: std::io::Error| {
+            if e.raw_os_error() == Some(libc::ENOSPC) {
+                AbortReason::NoSpace(e.to_string())
+            } else {
+                AbortReason::Local(e.to_string())
+            }
+        };
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io)?;
+        for p in &m.pages {
+            self.put(p)?;
+            let data = self.pages.get(&p.hash).expect("put keeps or finds it");
+            f.write_all_at(data, p.vaddr).map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+/// The pids of a container's processes, from its cgroup.
+pub fn pids_of(rt: &crate::runtime::Runtime, ctid: crate::ctid::Ctid) -> Vec<i32> {
+    rt.cgroups(ctid)
+        .ok()
+        .and_then(|c| c.pids(ctid).ok())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_private_writable_mappings_are_read() {
+        let maps = "\
+55d0c0a00000-55d0c0a21000 r-xp 00000000 08:01 123 /bin/busybox
+55d0c0c21000-55d0c0c23000 rw-p 00021000 08:01 123 /bin/busybox
+55d0c1000000-55d0c1021000 rw-p 00000000 00:00 0 [heap]
+7f0000000000-7f0010000000 rw-p 00000000 00:00 0
+7f0010000000-7f0010001000 rw-s 00000000 00:05 9 /dev/zero (deleted)
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
+7ffd00100000-7ffd00102000 r--p 00000000 00:00 0 [vvar]
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
+";
+        let r = regions(maps);
+        assert_eq!(r.len(), 4);
+        assert_eq!(
+            r[0],
+            Region {
+                start: 0x55d0c0c21000,
+                end: 0x55d0c0c23000
+            }
+        );
+        assert_eq!(r[2].end - r[2].start, 0x10000000);
+    }
+
+    #[test]
+    fn a_round_reads_its_own_memory_and_sends_each_content_once() {
+        // This process's own memory: 64 pages, all zero but 8 distinct ones.
+        let mut mem = vec![0u8; 64 * PAGE_SIZE];
+        let base = mem.as_ptr() as u64;
+        let aligned = (base + PAGE_SIZE as u64 - 1) & !(PAGE_SIZE as u64 - 1);
+        let off = (aligned - base) as usize;
+        let usable = (mem.len() - off) / PAGE_SIZE;
+        for i in 0..8 {
+            mem[off + i * PAGE_SIZE] = i as u8 + 1;
+        }
+        for i in 8..usable {
+            mem[off + i * PAGE_SIZE + 1] = 0; // touched, stays zero
+        }
+        let pid = std::process::id() as i32;
+        let pagemap = File::open(format!("/proc/{pid}/pagemap")).unwrap();
+        let mut p = Precopy::default();
+        let mut buf = Vec::new();
+        let mut round = Round::default();
+        let sent = p.window(pid, &pagemap, aligned, usable, &mut buf, &mut round);
+        assert_eq!(round.pages_read, usable as u64);
+        // 8 distinct pages and one zero page.
+        assert_eq!(sent.len(), 9, "{round:?}");
+        for s in &sent {
+            assert_eq!(hash(s.data.as_ref().unwrap()), s.hash);
+        }
+        // Nothing changed: the next round reads the same and sends nothing.
+        let mut round2 = Round::default();
+        assert!(p
+            .window(pid, &pagemap, aligned, usable, &mut buf, &mut round2)
+            .is_empty());
+        assert_eq!(round2.pages_changed, 0);
+        mem[off + 3 * PAGE_SIZE + 7] = 99;
+        let mut round3 = Round::default();
+        let again = p.window(pid, &pagemap, aligned, usable, &mut buf, &mut round3);
+        assert_eq!((again.len(), round3.pages_changed), (1, 1));
+        assert_eq!(again[0].vaddr, aligned + 3 * PAGE_SIZE as u64);
+        std::hint::black_box(&mem);
+    }
+
+    #[test]
+    fn the_store_checks_hashes_references_and_its_budget() {
+        let page = |b: u8| {
+            let d = vec![b; PAGE_SIZE];
+            Page {
+                pid: 1,
+                vaddr: 0,
+                hash: hash(&d),
+                data: Some(d),
+            }
+        };
+        let mut s = Store::new(2 * PAGE_SIZE as u64);
+        s.put(&page(1)).unwrap();
+        s.put(&page(1)).unwrap();
+        assert_eq!(s.bytes(), PAGE_SIZE as u64);
+        let mut forged = page(2);
+        forged.hash = page(3).hash;
+        assert!(matches!(s.put(&forged), Err(AbortReason::Protocol(_))));
+        let unknown = Page { data: None, ..page(4) };
+        assert!(matches!(s.put(&unknown), Err(AbortReason::Protocol(_))));
+        s.put(&page(2)).unwrap();
+        assert!(matches!(s.put(&page(5)), Err(AbortReason::NoSpace(_))));
+        // An image from a reference and a new page.
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("pages-1.img");
+        let m = ImagePages {
+            name: migrate_proto::path::RelPath::new("pages-1.img").unwrap(),
+            pages: vec![
+                Page {
+                    data: None,
+                    vaddr: PAGE_SIZE as u64,
+                    ..page(1)
+                },
+                Page { vaddr: 0, ..page(2) },
+            ],
+        };
+        s.write_image(&img, &m).unwrap();
+        let back = std::fs::read(&img).unwrap();
+        assert_eq!(back.len(), 2 * PAGE_SIZE);
+        assert!(back[..PAGE_SIZE].iter().all(|b| *b == 2) && back[PAGE_SIZE..].iter().all(|b| *b == 1));
+    }
+}
