@@ -10,6 +10,7 @@
 //! The report goes to DIR/RESULTS.md and DIR/results.json (default docs/bench).
 
 mod migration;
+mod plot;
 mod stats;
 mod transport;
 mod workload;
@@ -163,7 +164,7 @@ fn run(args: Args) -> Result<()> {
             links: links.into_iter().map(|l| (l != "none").then_some(l)).collect(),
             runs,
         };
-        let r = migration::run(&cfg)?;
+        let r = migration::run(&cfg, &out)?;
         md.push_str(&r.markdown);
         json.insert("migration".into(), r.json);
     }

@@ -122,6 +122,8 @@ pub struct Gaps {
     pub longest_ms: f64,
     /// (seconds since the start, gap in ms) of every echo that waited over 50 ms.
     pub timeline: Vec<(f64, f64)>,
+    /// (seconds since the start, gap in ms) of every echo.
+    pub all: Vec<(f64, f64)>,
 }
 
 impl Client {
@@ -147,6 +149,7 @@ impl Client {
                 let now = Instant::now();
                 let gap = now.duration_since(last).as_secs_f64() * 1000.0;
                 if g.echoes > 0 {
+                    g.all.push((now.duration_since(t0).as_secs_f64(), gap));
                     g.longest_ms = g.longest_ms.max(gap);
                     if gap > 50.0 {
                         g.timeline.push((now.duration_since(t0).as_secs_f64(), gap));
