@@ -148,9 +148,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     if args.online && r.frozen_ms > max_downtime.as_millis() as u64 {
         eprintln!(
-            "vzmigrate: note: the container was frozen {} ms, over the --max-downtime budget of {} ms (memory travels only in the frozen phase so far)",
+            "vzmigrate: note: the container was frozen {} ms, over the --max-downtime budget of {} ms ({} pre-copy round(s); the final dump and restore alone take about this long on this host)",
             r.frozen_ms,
-            max_downtime.as_millis()
+            max_downtime.as_millis(),
+            r.memory_rounds
         );
     }
     if args.times {
@@ -162,6 +163,10 @@ pub fn run(args: Args) -> Result<()> {
             r.fs_bytes, r.final_fs_bytes, r.image_bytes, r.wire_bytes, r.compression_ratio
         );
         if args.online {
+            println!(
+                "  memory pre-copy: {} round(s), {} bytes; pages of the final dump: {} by reference, {} sent",
+                r.memory_rounds, r.mem_bytes, r.page_refs, r.page_data
+            );
             println!(
                 "  packets held while frozen and sent on to the destination: {}",
                 r.held_packets
