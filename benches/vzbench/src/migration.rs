@@ -153,40 +153,15 @@ impl Bench {
         Ok(s)
     }
 
-    /// Checkpoint, copy, restore, by hand.
-    fn naive(&self, mib: u64, dirty: f64) -> Result<Sample> {
-        let client = self.setup(mib, dirty)?;
-        let (a, b) = (self.lab.host("hostA"), self.lab.host("hostB"));
-        let src = a.root.join(format!("vz/dump/naive-{CTID}.ckpt"));
-        let dst = b.root.join(format!("vz/dump/naive-{CTID}.ckpt"));
+    /// A move during which the container does not run: `act` is the downtime (it returns the
+    /// bytes it copied), `after` cleans up what it left.
+    fn stopped_move(&self, client: Client, act: impl FnOnce() -> Result<u64>, after: impl FnOnce()) -> Result<Sample> {
         let t0 = Instant::now();
-        let r = (|| -> Result<u64> {
-            on(
-                &self.lab,
-                "hostA",
-                &self.vzctl,
-                &["chkpnt", CTID, "--dumpfile", &src.display().to_string()],
-            )?;
-            let bytes = copy_over_tcp(&self.lab, &src, &dst)?;
-            std::fs::copy(
-                a.root.join(format!("etc/vz/conf/{CTID}.conf")),
-                b.root.join(format!("etc/vz/conf/{CTID}.conf")),
-            )?;
-            std::fs::create_dir_all(b.root.join(format!("vz/private/{CTID}")))?;
-            on(
-                &self.lab,
-                "hostB",
-                &self.vzctl,
-                &["restore", CTID, "--dumpfile", &dst.display().to_string()],
-            )?;
-            Ok(bytes)
-        })();
+        let r = act();
         let downtime = t0.elapsed().as_secs_f64() * 1000.0;
         std::thread::sleep(Duration::from_millis(300));
         let gaps = client.finish();
-        let _ = on(&self.lab, "hostA", &self.vzctl, &["destroy", CTID]);
-        let _ = std::fs::remove_file(&src);
-        let _ = std::fs::remove_file(&dst);
+        after();
         let bytes = r?;
         let gaps = gaps?;
         remove(&self.lab, &self.vzctl, CTID);
@@ -202,26 +177,57 @@ impl Bench {
         })
     }
 
+    /// Checkpoint, copy, restore, by hand.
+    fn naive(&self, mib: u64, dirty: f64) -> Result<Sample> {
+        let client = self.setup(mib, dirty)?;
+        let (a, b) = (self.lab.host("hostA"), self.lab.host("hostB"));
+        let src = a.root.join(format!("vz/dump/naive-{CTID}.ckpt"));
+        let dst = b.root.join(format!("vz/dump/naive-{CTID}.ckpt"));
+        self.stopped_move(
+            client,
+            || {
+                on(
+                    &self.lab,
+                    "hostA",
+                    &self.vzctl,
+                    &["chkpnt", CTID, "--dumpfile", &src.display().to_string()],
+                )?;
+                let bytes = copy_over_tcp(&self.lab, &src, &dst)?;
+                std::fs::copy(
+                    a.root.join(format!("etc/vz/conf/{CTID}.conf")),
+                    b.root.join(format!("etc/vz/conf/{CTID}.conf")),
+                )?;
+                std::fs::create_dir_all(b.root.join(format!("vz/private/{CTID}")))?;
+                on(
+                    &self.lab,
+                    "hostB",
+                    &self.vzctl,
+                    &["restore", CTID, "--dumpfile", &dst.display().to_string()],
+                )?;
+                Ok(bytes)
+            },
+            || {
+                let _ = on(&self.lab, "hostA", &self.vzctl, &["destroy", CTID]);
+                let _ = std::fs::remove_file(&src);
+                let _ = std::fs::remove_file(&dst);
+            },
+        )
+    }
+
     /// `vzctl chkpnt` and `vzctl restore` on one host.
     fn floor(&self, mib: u64, dirty: f64) -> Result<Sample> {
         let client = self.setup(mib, dirty)?;
-        let t0 = Instant::now();
-        let r = on(&self.lab, "hostA", &self.vzctl, &["chkpnt", CTID])
-            .and_then(|_| on(&self.lab, "hostA", &self.vzctl, &["restore", CTID]));
-        let downtime = t0.elapsed().as_secs_f64() * 1000.0;
-        std::thread::sleep(Duration::from_millis(300));
-        let gaps = client.finish();
-        r?;
-        let gaps = gaps?;
-        remove(&self.lab, &self.vzctl, CTID);
-        Ok(Sample {
-            downtime_ms: downtime,
-            gap_ms: gaps.longest_ms,
-            total_ms: downtime,
-            timeline: gaps.timeline,
-            all: gaps.all,
-            ..Default::default()
-        })
+        let mut s = self.stopped_move(
+            client,
+            || {
+                on(&self.lab, "hostA", &self.vzctl, &["chkpnt", CTID])?;
+                on(&self.lab, "hostA", &self.vzctl, &["restore", CTID])?;
+                Ok(0)
+            },
+            || {},
+        )?;
+        s.frozen_bytes = 0;
+        Ok(s)
     }
 }
 
