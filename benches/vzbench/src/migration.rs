@@ -52,6 +52,8 @@ struct Sample {
     /// last pre-copy round).
     dirty_bytes: u64,
     rounds: u32,
+    /// ferry: the engine's phases and their times (ms).
+    phases: Vec<(String, u64)>,
     timeline: Vec<(f64, f64)>,
     /// Every echo's wait, for the timeline plot (not in results.json).
     #[serde(skip)]
@@ -146,6 +148,7 @@ impl Bench {
             frozen_bytes: n("final_fs_bytes") + n("image_bytes"),
             dirty_bytes: n("page_data") * 4096,
             rounds: n("memory_rounds") as u32,
+            phases: serde_json::from_value(r["phases_ms"].clone()).unwrap_or_default(),
             timeline: gaps.timeline,
             all: gaps.all,
         };
