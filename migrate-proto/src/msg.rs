@@ -2,7 +2,9 @@
 //!
 //! Each message kind has a fixed numeric code (`Kind`), stable across releases: new kinds get
 //! new codes, and a receiver refuses codes it does not know. Payloads are postcard-encoded
-//! structs; postcard's format is stable (varints, length-prefixed sequences).
+//! structs; postcard's format is stable (varints, length-prefixed sequences). Byte buffers go
+//! through serde_bytes: the same bytes on the wire as a sequence of u8 (a varint length, then
+//! the bytes), decoded in one copy instead of byte by byte.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +26,7 @@ pub struct Capabilities {
     pub criu_version: String,
     pub kernel: String,
     /// CRIU's `cpuinfo dump` image, compared by the destination with `cpuinfo check`.
+    #[serde(with = "serde_bytes")]
     pub cpu_description: Vec<u8>,
     pub free_ram: u64,
     pub free_disk: u64,
@@ -115,6 +118,7 @@ pub struct FsEntry {
 pub struct FsSignature {
     pub path: RelPath,
     pub block_size: u32,
+    #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
 
@@ -122,6 +126,7 @@ pub struct FsSignature {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FsDelta {
     pub path: RelPath,
+    #[serde(with = "serde_bytes")]
     pub delta: Vec<u8>,
     pub result_size: u64,
     pub result_hash: Hash,
@@ -133,6 +138,7 @@ pub struct FsData {
     pub path: RelPath,
     pub offset: u64,
     pub compressed: bool,
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 
@@ -143,6 +149,7 @@ pub struct Page {
     pub pid: u32,
     pub vaddr: u64,
     pub hash: Hash,
+    #[serde(with = "serde_bytes")]
     pub data: Option<Vec<u8>>,
 }
 
@@ -168,6 +175,7 @@ pub struct ImageChunk {
     pub name: RelPath,
     pub offset: u64,
     pub compressed: bool,
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 

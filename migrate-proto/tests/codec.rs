@@ -436,3 +436,35 @@ fn counts_and_sizes_over_the_limits_are_refused() {
         Err(DecodeError::Payload { .. })
     ));
 }
+
+/// Byte buffers are encoded as serde_bytes: the same bytes as the plain `Vec<u8>` sequences of
+/// earlier builds, so peers of either build understand each other.
+#[test]
+fn byte_buffers_keep_their_wire_format() {
+    #[derive(serde::Serialize)]
+    struct PlainPage {
+        pid: u32,
+        vaddr: u64,
+        hash: [u8; 32],
+        data: Option<Vec<u8>>,
+    }
+    let data: Vec<u8> = (0..=255u8).cycle().take(PAGE_SIZE).collect();
+    let ours = Page {
+        pid: 7,
+        vaddr: 4096,
+        hash: [9; 32],
+        data: Some(data.clone()),
+    };
+    let plain = PlainPage {
+        pid: 7,
+        vaddr: 4096,
+        hash: [9; 32],
+        data: Some(data),
+    };
+    assert_eq!(
+        postcard::to_allocvec(&ours).unwrap(),
+        postcard::to_allocvec(&plain).unwrap()
+    );
+    let back: Page = postcard::from_bytes(&postcard::to_allocvec(&plain).unwrap()).unwrap();
+    assert_eq!(back, ours);
+}
