@@ -195,8 +195,7 @@ impl Journal {
     /// Takes the journal for this process, refusing while another vzevacuate holds it.
     pub fn claim(&mut self) -> Result<(), JournalError> {
         if let Some(pid) = self.pid.filter(|p| *p != std::process::id()) {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if comm.trim() == "vzevacuate" {
+            if crate::runtime::proc::runs_as(pid, "vzevacuate") {
                 return Err(JournalError::Busy(pid));
             }
         }

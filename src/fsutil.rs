@@ -5,6 +5,16 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+/// Another of ferry's programs: the one installed beside the running binary, else `name` on
+/// the PATH.
+pub fn sibling_binary(name: &str) -> std::path::PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join(name)))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| name.into())
+}
+
 /// Writes a file atomically: a temporary file beside it, fsync, rename, fsync of the directory.
 /// A crash leaves either the old or the new content, never a mix.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {

@@ -230,13 +230,16 @@ fn shrink_by_copy(file: &Path, bytes: u64, old_mnt: &Path) -> Result<(), Storage
     r
 }
 
-fn usage_free(path: &Path) -> Option<(u64, u64)> {
+/// statvfs(2) of the file system holding `path`.
+pub fn statvfs(path: &Path) -> Option<libc::statvfs> {
     let c = crate::runtime::sys_cstr(path);
     // SAFETY: statvfs fills a local struct.
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return None;
-    }
+    (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0).then_some(s)
+}
+
+fn usage_free(path: &Path) -> Option<(u64, u64)> {
+    let s = statvfs(path)?;
     Some((s.f_blocks * s.f_frsize / 1024, s.f_bavail * s.f_frsize / 1024))
 }
 
@@ -244,12 +247,7 @@ fn usage_free(path: &Path) -> Option<(u64, u64)> {
 /// from a walk of the tree for simfs.
 pub fn usage(path: &Path, whole_fs: bool) -> Option<(u64, u64)> {
     if whole_fs {
-        let c = crate::runtime::sys_cstr(path);
-        // SAFETY: statvfs fills a local struct.
-        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-        if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-            return None;
-        }
+        let s = statvfs(path)?;
         let used = (s.f_blocks - s.f_bfree) * s.f_frsize / 1024;
         return Some((used, s.f_files - s.f_ffree));
     }

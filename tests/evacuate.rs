@@ -235,12 +235,7 @@ fn evacuating_a_host_carrying_on_after_a_kill_and_returning() {
     let b = store.find("hostB").unwrap().clone();
     let netns = m.lab.host("hostA").netns.clone();
     let r = std::thread::spawn(move || {
-        let f = std::fs::File::open(format!("/run/netns/{netns}")).unwrap();
-        // SAFETY: setns of this thread only.
-        assert_eq!(
-            unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) },
-            0
-        );
+        ferry_testbed::enter_netns(&netns).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -3,12 +3,20 @@
 
 mod common;
 
-use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::lab::MigLab;
 use common::*;
+
+/// `vzmigrate --online hostB 101` from hostA, running, its output captured.
+fn spawn_online_migration(m: &MigLab) -> std::process::Child {
+    m.migrate_cmd("hostA", &["--online", "hostB", "101"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
 
 fn counter(m: &MigLab, host: &str) -> u64 {
     std::fs::read_to_string(m.private(host, "101").join("tmp/count"))
@@ -303,12 +311,7 @@ fn a_full_destination_disk_rolls_back() {
     run(c, Duration::from_secs(10)).ok();
     let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 300, Duration::from_millis(30));
     std::thread::sleep(Duration::from_secs(1));
-    let child = m
-        .migrate_cmd("hostA", &["--online", "hostB", "101"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_online_migration(&m);
     wait_until("the transfer to start", Duration::from_secs(20), || {
         m.private("hostB", "101").exists()
     });
@@ -339,12 +342,7 @@ fn a_destination_agent_killed_mid_transfer_is_cleaned_up_on_restart() {
     busy_container(&m, 30);
     let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 500, Duration::from_millis(30));
     std::thread::sleep(Duration::from_secs(1));
-    let child = m
-        .migrate_cmd("hostA", &["--online", "hostB", "101"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_online_migration(&m);
     wait_until("the transfer to start", Duration::from_secs(20), || {
         m.private("hostB", "101").exists()
     });
@@ -483,9 +481,8 @@ fn a_hostile_peer_cannot_write_outside_the_area() {
             .build()
             .unwrap();
         let _ = rt.block_on(async {
-            let f = std::fs::File::open(format!("/run/netns/{}", a.netns)).unwrap();
-            // SAFETY: this thread joins hostA's network namespace for the connection.
-            assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+            // This thread joins hostA's network namespace for the connection.
+            ferry_testbed::enter_netns(&a.netns).unwrap();
             let conn = ferry::agent::quic::connect(&id, &fp_b, addr).await.unwrap();
             let (mut s, mut r) = conn.open_bi().await.unwrap();
             let caps = Capabilities {
@@ -575,12 +572,7 @@ impl FrozenTransfer {
             ],
         );
         let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 200, Duration::from_millis(30));
-        let vzmigrate = m
-            .migrate_cmd("hostA", &["--online", "hostB", "101"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let vzmigrate = spawn_online_migration(m);
         let cg = ferry::cgroup::Cgroups::detect(&m.lab.host("hostA").cgroup_parent).unwrap();
         let id = ferry::ctid::Ctid::new(101).unwrap();
         let freezer = cg.freezers(id)[0];

@@ -43,7 +43,8 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-fn log(msg: &str) {
+/// One line of the agent's log (stderr), time-stamped.
+pub(crate) fn log(msg: &str) {
     eprintln!("vzagentd: {} {msg}", stamp(now()));
 }
 
@@ -69,11 +70,7 @@ fn listen(host: &Host, addr: std::net::SocketAddr) -> Result<(), DaemonError> {
     let id =
         super::trust::Identity::load_or_create(&host.layout, &name).map_err(|e| DaemonError::Listen(e.to_string()))?;
     let layout = host.layout.clone();
-    let vzctl = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|d| d.join("vzctl")))
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| "vzctl".into());
+    let vzctl = crate::fsutil::sibling_binary("vzctl");
     let caps = crate::migrate::local_caps();
     let ctx = Arc::new(crate::migrate::dest::DestCtx {
         layout: layout.clone(),
@@ -146,9 +143,9 @@ pub fn run_with(host: Host, tick: Duration, listen_on: Option<std::net::SocketAd
     let pid_s = pid_file.display().to_string();
     if let Ok(old) = fs::read_to_string(&pid_file) {
         if let Ok(pid) = old.trim().parse::<i32>() {
-            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             if pid != std::process::id() as i32
-                && comm.trim() == "vzagentd"
+                && pid > 0
+                && crate::runtime::proc::runs_as(pid as u32, "vzagentd")
                 && crate::runtime::proc::start_time(pid).is_some()
             {
                 return Err(DaemonError::AlreadyRunning(pid, pid_s));

@@ -7,9 +7,8 @@
 //! to run vzmigrate back to this host. The journal (evacuate::Journal) makes both resumable.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader, IsTerminal, Read};
+use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -24,6 +23,7 @@ use crate::agent::trust::{Identity, Peer, TrustStore};
 use crate::ctid::Ctid;
 use crate::evacuate::{plan, Candidate, Journal, Placement, State};
 use crate::host::Host;
+use crate::migrate::child::{Event, Report};
 use crate::migrate::wire::parse_rate;
 use crate::runtime::Runtime;
 
@@ -80,18 +80,10 @@ pub fn main() -> ! {
     std::process::exit(code)
 }
 
-/// What one finished migration reports.
-#[derive(Debug, Default)]
-struct Moved {
-    frozen_ms: u64,
-    total_ms: u64,
-    wire_bytes: u64,
-}
-
 enum Note {
     Started(u32, Option<u32>),
     Line(u32, String),
-    Done(u32, Result<Moved, String>),
+    Done(u32, Result<Report, String>),
 }
 
 /// One migration to run: pushed by a local vzmigrate, or pulled back from a peer.
@@ -219,11 +211,7 @@ pub fn run(args: Args) -> Result<()> {
         &host.layout,
         &host.setting("AGENT_NAME", "ferry-host"),
     )?);
-    let vzmigrate = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|d| d.join("vzmigrate")))
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| "vzmigrate".into());
+    let vzmigrate = crate::fsutil::sibling_binary("vzmigrate");
     let settings = Settings {
         root: host.layout.root().to_path_buf(),
         vzmigrate,
@@ -262,15 +250,6 @@ fn exists_here(rt: &Runtime, ctid: u32) -> bool {
     Ctid::new(ctid).is_ok_and(|c| rt.host.layout.ct_conf(c).exists())
 }
 
-/// The pid of a vzmigrate still moving `ctid` from this host, from its journal.
-fn live_vzmigrate(rt: &Runtime, ctid: u32) -> Option<u32> {
-    let p = rt.host.layout.run_dir().join(format!("migrate-out-{ctid}.json"));
-    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
-    let pid = j["pid"].as_u64()? as u32;
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    (comm.trim() == "vzmigrate").then_some(pid)
-}
-
 /// Brings the journal up to date after an interrupted run: waits for migrations still running,
 /// takes back those whose vzmigrate died before the commit, and notes which containers arrived
 /// or came back.
@@ -282,7 +261,8 @@ fn settle(rt: &Runtime, journal: &mut Journal, ui: &mut Ui) -> Result<()> {
         };
         match state {
             State::Moving => {
-                while let Some(pid) = live_vzmigrate(rt, ctid) {
+                let id = Ctid::new(ctid)?;
+                while let Some(pid) = crate::migrate::source::moving_pid(rt, id) {
                     ui.line(
                         ctid,
                         &peer,
@@ -294,14 +274,8 @@ fn settle(rt: &Runtime, journal: &mut Journal, ui: &mut Ui) -> Result<()> {
                 if !exists_here(rt, ctid) {
                     e.state = State::Moved;
                     e.reason = None;
-                } else if rt
-                    .host
-                    .layout
-                    .run_dir()
-                    .join(format!("migrate-out-{ctid}.json"))
-                    .exists()
-                {
-                    match crate::migrate::source::recover(rt, Ctid::new(ctid)?, false) {
+                } else if crate::migrate::source::journal_path(rt, id).exists() {
+                    match crate::migrate::source::recover(rt, id, false) {
                         Ok(msg) => {
                             ui.line(ctid, &peer, &msg);
                             e.state = State::Planned;
@@ -330,6 +304,7 @@ fn settle(rt: &Runtime, journal: &mut Journal, ui: &mut Ui) -> Result<()> {
 fn evacuate(rt: &Runtime, args: &Args, s: &Settings, peers: &[Peer], journal: &mut Journal) -> Result<()> {
     let mut ui = Ui::new(args.global.quiet, 0);
     settle(rt, journal, &mut ui)?;
+    ui.finish();
     let mut cands = Vec::new();
     for ctid in rt.host.ctids()? {
         if journal
@@ -343,23 +318,12 @@ fn evacuate(rt: &Runtime, args: &Args, s: &Settings, peers: &[Peer], journal: &m
         if !running && !args.all {
             continue;
         }
-        let ct = rt.host.container(ctid)?;
-        let ram_bytes = if running {
-            rt.cgroups(ctid)
-                .ok()
-                .and_then(|c| c.counters(ctid).mem_usage)
-                .unwrap_or(0)
-        } else {
-            0
-        };
-        let private_bytes = crate::storage::usage(&ct.private, false)
-            .map(|u| u.0 * 1024)
-            .unwrap_or(0);
+        let needs = crate::migrate::capacity::footprint(rt, &rt.host.container(ctid)?);
         cands.push(Candidate {
             ctid: ctid.get(),
             running,
-            ram_bytes,
-            private_bytes,
+            ram_bytes: if running { needs.ram_bytes } else { 0 },
+            private_bytes: needs.private_bytes,
         });
     }
     let tokio_rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -426,6 +390,7 @@ fn evacuate(rt: &Runtime, args: &Args, s: &Settings, peers: &[Peer], journal: &m
 fn return_home(rt: &Runtime, args: &Args, s: &Settings, store: &TrustStore, journal: &mut Journal) -> Result<()> {
     let mut ui = Ui::new(args.global.quiet, 0);
     settle(rt, journal, &mut ui)?;
+    ui.finish();
     let mut jobs = VecDeque::new();
     for e in journal.entries.iter().filter(|e| e.state == State::Moved) {
         if !args.to.is_empty() && !args.to.contains(&e.peer) {
@@ -681,55 +646,31 @@ fn share_rate(s: &Settings, running: usize) {
 
 /// Starts a vzmigrate for one container; a thread reports its lines and its end.
 fn push_one(s: &Settings, job: Job, tx: mpsc::Sender<Note>) {
-    let mut cmd = Command::new(&s.vzmigrate);
-    cmd.arg("--root-dir").arg(&s.root);
-    if job.online {
-        cmd.arg("--online");
-    }
-    cmd.args(["--json", "--progress-lines", "--max-downtime", &s.max_downtime]);
+    let mut args = vec!["--max-downtime".to_string(), s.max_downtime.clone()];
     if s.rate > 0 {
-        cmd.arg("--bwlimit-file").arg(&s.rate_file);
+        args.push("--bwlimit-file".into());
+        args.push(s.rate_file.display().to_string());
     }
-    cmd.arg(&job.peer.name)
-        .arg(job.ctid.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
     let ctid = job.ctid;
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = tx.send(Note::Done(ctid, Err(format!("running {}: {e}", s.vzmigrate.display()))));
-            return;
-        }
-    };
-    let _ = tx.send(Note::Started(ctid, Some(child.id())));
-    std::thread::spawn(move || {
-        let mut last = String::new();
-        if let Some(e) = child.stderr.take() {
-            for line in BufReader::new(e).lines().map_while(Result::ok) {
-                let _ = tx.send(Note::Line(ctid, line.clone()));
-                last = line;
-            }
-        }
-        let mut out = String::new();
-        if let Some(mut o) = child.stdout.take() {
-            let _ = o.read_to_string(&mut out);
-        }
-        let ok = child.wait().is_ok_and(|st| st.success());
-        let r = if ok {
-            let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-            let n = |k: &str| v[k].as_u64().unwrap_or(0);
-            Ok(Moved {
-                frozen_ms: n("frozen_ms"),
-                total_ms: n("total_ms"),
-                wire_bytes: n("wire_bytes"),
-            })
-        } else {
-            Err(last.strip_prefix("vzmigrate: error: ").unwrap_or(&last).to_string())
-        };
-        let _ = tx.send(Note::Done(ctid, r));
-    });
+    let events = tx.clone();
+    let started = crate::migrate::child::spawn(
+        &s.vzmigrate,
+        &s.root,
+        job.online,
+        &args,
+        &job.peer.name,
+        ctid,
+        move |ev| {
+            let _ = events.send(match ev {
+                Event::Started(pid) => Note::Started(ctid, Some(pid)),
+                Event::Line(l) => Note::Line(ctid, l),
+                Event::Done(r) => Note::Done(ctid, r),
+            });
+        },
+    );
+    if let Err(e) = started {
+        let _ = tx.send(Note::Done(ctid, Err(format!("running {}: {e}", s.vzmigrate.display()))));
+    }
 }
 
 /// Asks the peer for one container back (in its own thread, with its own runtime).
@@ -748,10 +689,11 @@ fn pull_one(id: &Identity, job: Job, req: PullRequest, tx: mpsc::Sender<Note>) {
             rt.block_on(crate::migrate::pull::request(id, &job.peer, req, &mut progress))
                 .map_err(|e| crate::agent::daemon::chain_of(&e))
         })
-        .map(|st| Moved {
+        .map(|st| Report {
             frozen_ms: st.frozen_ms,
             total_ms: st.total_ms,
             wire_bytes: st.fs_bytes,
+            image_bytes: st.final_bytes,
         });
     let _ = tx.send(Note::Done(ctid, r));
 }

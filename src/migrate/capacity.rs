@@ -17,15 +17,31 @@ pub fn disk_needed(private_bytes: u64) -> u64 {
     private_bytes + private_bytes / 10 + (64 << 20)
 }
 
+/// What a container takes on a destination: the memory it uses now, and its private area's
+/// bytes and inodes. Both the migration's plan and the evacuation's placement use these.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Footprint {
+    pub ram_bytes: u64,
+    pub private_bytes: u64,
+    pub private_inodes: u64,
+}
+
+pub fn footprint(rt: &crate::runtime::Runtime, ct: &crate::host::Container) -> Footprint {
+    let (kib, private_inodes) = crate::storage::usage(&ct.private, false).unwrap_or((0, 0));
+    Footprint {
+        ram_bytes: rt
+            .cgroups(ct.ctid)
+            .ok()
+            .and_then(|c| c.counters(ct.ctid).mem_usage)
+            .unwrap_or(0),
+        private_bytes: kib * 1024,
+        private_inodes,
+    }
+}
+
 /// Free and total bytes of the file system holding `p` (zero when it cannot be read).
 pub fn disk_space(p: &Path) -> (u64, u64) {
-    let c = crate::runtime::sys_cstr(p);
-    // SAFETY: statvfs fills a local struct.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return (0, 0);
-    }
-    (s.f_bavail * s.f_frsize, s.f_blocks * s.f_frsize)
+    crate::storage::statvfs(p).map_or((0, 0), |s| (s.f_bavail * s.f_frsize, s.f_blocks * s.f_frsize))
 }
 
 /// A field of /proc/meminfo in bytes.
@@ -41,7 +57,7 @@ pub fn local(layout: &HostLayout, name: &str) -> Capacity {
     let base = layout.private_base();
     let _ = std::fs::create_dir_all(&base);
     let (disk_free, disk_total) = disk_space(&base);
-    let (ctids, running) = match crate::host::Host::open(layout.clone()) {
+    let (mut ctids, running) = match crate::host::Host::open(layout.clone()) {
         Ok(host) => {
             let ids = host.ctids().unwrap_or_default();
             let rt = crate::runtime::Runtime::new(host);
@@ -50,7 +66,6 @@ pub fn local(layout: &HostLayout, name: &str) -> Capacity {
         }
         Err(_) => (Vec::new(), 0),
     };
-    let mut ctids = ctids;
     ctids.truncate(migrate_proto::limits::MAX_ENTRIES);
     Capacity {
         host: name.to_string(),

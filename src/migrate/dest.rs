@@ -28,17 +28,7 @@ pub struct DestCtx {
     pub busy: Mutex<Vec<u32>>,
 }
 
-pub(crate) fn log(msg: &str) {
-    eprintln!(
-        "vzagentd: {} {msg}",
-        crate::checkpoint::stamp(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
-        )
-    );
-}
+use crate::agent::daemon::log;
 
 struct Incoming {
     ctid: Option<u32>,

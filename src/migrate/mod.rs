@@ -1,6 +1,7 @@
 //! Live migration: the engine that performs what migrate-proto's state machines decide.
 
 pub mod capacity;
+pub mod child;
 pub mod dest;
 pub mod fs;
 pub mod pages;

@@ -3,16 +3,16 @@
 //! progress lines; it only gives back a container that the asking host moved there (an
 //! arrival record written at the commit names the source's key).
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use migrate_proto::msg::{AbortReason, Message, PullRequest, Stats};
 
+use super::child::Event;
 use super::dest::DestCtx;
 use super::source::MigrateError;
 use super::wire::Wire;
+use crate::agent::daemon::log;
 use crate::agent::trust::{Identity, Peer, TrustStore};
 use crate::layout::HostLayout;
 
@@ -53,63 +53,42 @@ fn allowed(ctx: &DestCtx, from: Option<&str>, ctid: u32) -> Result<String, Strin
     Ok(peer.name.clone())
 }
 
-enum Event {
-    Line(String),
-    Exit { ok: bool, stdout: String },
-}
-
 /// Serves one pull request on `wire`: runs vzmigrate to the asking peer.
 pub async fn serve(ctx: &DestCtx, from: Option<String>, req: PullRequest, wire: &mut Wire) {
     let name = match allowed(ctx, from.as_deref(), req.ctid) {
         Ok(n) => n,
         Err(why) => {
-            super::dest::log(&format!("refused to give back container {}: {why}", req.ctid));
+            log(&format!("refused to give back container {}: {why}", req.ctid));
             let _ = wire.send(&Message::Abort(AbortReason::PlanRefused(why))).await;
             wire.finish().await;
             return;
         }
     };
-    super::dest::log(&format!("giving container {} back to {name}", req.ctid));
+    log(&format!("giving container {} back to {name}", req.ctid));
     let vzmigrate = ctx.vzctl.with_file_name("vzmigrate");
-    let mut cmd = Command::new(&vzmigrate);
-    cmd.arg("--root-dir").arg(ctx.layout.root());
-    if req.online {
-        cmd.arg("--online");
-    }
-    cmd.args(["--json", "--progress-lines", "--max-downtime"])
-        .arg(format!("{}ms", req.max_downtime_ms))
-        .arg("--bwlimit")
-        .arg(req.bwlimit.to_string())
-        .arg(&name)
-        .arg(req.ctid.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let why = format!("running {}: {e}", vzmigrate.display());
-            let _ = wire.send(&Message::Abort(AbortReason::Local(why))).await;
-            wire.finish().await;
-            return;
-        }
-    };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    std::thread::spawn(move || {
-        if let Some(e) = stderr {
-            for line in BufReader::new(e).lines().map_while(Result::ok) {
-                let _ = tx.send(Event::Line(line));
-            }
-        }
-        let mut out = String::new();
-        if let Some(mut o) = stdout {
-            let _ = o.read_to_string(&mut out);
-        }
-        let ok = child.wait().is_ok_and(|s| s.success());
-        let _ = tx.send(Event::Exit { ok, stdout: out });
-    });
-    let mut last = String::new();
+    let args = [
+        "--max-downtime".to_string(),
+        format!("{}ms", req.max_downtime_ms),
+        "--bwlimit".to_string(),
+        req.bwlimit.to_string(),
+    ];
+    if let Err(e) = super::child::spawn(
+        &vzmigrate,
+        ctx.layout.root(),
+        req.online,
+        &args,
+        &name,
+        req.ctid,
+        move |ev| {
+            let _ = tx.send(ev);
+        },
+    ) {
+        let why = format!("running {}: {e}", vzmigrate.display());
+        let _ = wire.send(&Message::Abort(AbortReason::Local(why))).await;
+        wire.finish().await;
+        return;
+    }
     let mut beat = tokio::time::interval(Duration::from_secs(5));
     loop {
         let ev = tokio::select! {
@@ -121,36 +100,39 @@ pub async fn serve(ctx: &DestCtx, from: Option<String>, req: PullRequest, wire: 
             }
         };
         match ev {
+            Some(Event::Started(_)) => {}
             Some(Event::Line(mut l)) => {
                 l.truncate(1024);
                 let _ = wire
                     .send(&Message::Progress {
-                        phase: l.clone(),
+                        phase: l,
                         done: 0,
                         total: 0,
                     })
                     .await;
-                last = l;
             }
-            Some(Event::Exit { ok: true, stdout }) => {
-                let r: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_default();
-                let n = |k: &str| r[k].as_u64().unwrap_or(0);
+            Some(Event::Done(Ok(r))) => {
                 let stats = Stats {
-                    total_ms: n("total_ms"),
-                    frozen_ms: n("frozen_ms"),
+                    total_ms: r.total_ms,
+                    frozen_ms: r.frozen_ms,
                     rounds: Vec::new(),
-                    fs_bytes: n("wire_bytes"),
+                    fs_bytes: r.wire_bytes,
                     mem_bytes: 0,
-                    final_bytes: n("image_bytes"),
+                    final_bytes: r.image_bytes,
                 };
                 let _ = std::fs::remove_file(arrival_path(&ctx.layout, req.ctid));
-                super::dest::log(&format!("gave container {} back to {name}", req.ctid));
+                log(&format!("gave container {} back to {name}", req.ctid));
                 let _ = wire.send(&Message::Done(stats)).await;
                 break;
             }
-            Some(Event::Exit { ok: false, .. }) | None => {
-                let why = last.strip_prefix("vzmigrate: error: ").unwrap_or(&last).to_string();
-                super::dest::log(&format!("giving back container {} failed: {why}", req.ctid));
+            Some(Event::Done(Err(why))) => {
+                log(&format!("giving back container {} failed: {why}", req.ctid));
+                let _ = wire.send(&Message::Abort(AbortReason::Local(why))).await;
+                break;
+            }
+            None => {
+                let why = "vzmigrate ended without a word".to_string();
+                log(&format!("giving back container {} failed: {why}", req.ctid));
                 let _ = wire.send(&Message::Abort(AbortReason::Local(why))).await;
                 break;
             }

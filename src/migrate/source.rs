@@ -291,28 +291,26 @@ impl Ctx<'_> {
         Ok(Some(len))
     }
 
-    fn data_message(&mut self, path: RelPath, offset: u64, chunk: Vec<u8>) -> Message {
+    /// A chunk as it goes on the wire: zstd-compressed when that makes it smaller (and
+    /// whether it is), counted for the compression ratio.
+    fn compress(&mut self, chunk: Vec<u8>) -> (bool, Vec<u8>) {
         self.raw_bytes += chunk.len() as u64;
-        match zstd::bulk::compress(&chunk, 1) {
-            Ok(z) if z.len() < chunk.len() => {
-                self.compressed_bytes += z.len() as u64;
-                Message::FsData(FsData {
-                    path,
-                    offset,
-                    compressed: true,
-                    data: z,
-                })
-            }
-            _ => {
-                self.compressed_bytes += chunk.len() as u64;
-                Message::FsData(FsData {
-                    path,
-                    offset,
-                    compressed: false,
-                    data: chunk,
-                })
-            }
-        }
+        let out = match zstd::bulk::compress(&chunk, 1) {
+            Ok(z) if z.len() < chunk.len() => (true, z),
+            _ => (false, chunk),
+        };
+        self.compressed_bytes += out.1.len() as u64;
+        out
+    }
+
+    fn data_message(&mut self, path: RelPath, offset: u64, chunk: Vec<u8>) -> Message {
+        let (compressed, data) = self.compress(chunk);
+        Message::FsData(FsData {
+            path,
+            offset,
+            compressed,
+            data,
+        })
     }
 
     fn freeze(&mut self) -> Result<(), MigrateError> {
@@ -539,14 +537,7 @@ impl Ctx<'_> {
                 source: e,
             })?;
             for (i, chunk) in data.chunks(CHUNK).enumerate() {
-                let z = zstd::bulk::compress(chunk, 1).unwrap_or_else(|_| chunk.to_vec());
-                self.raw_bytes += chunk.len() as u64;
-                self.compressed_bytes += z.len().min(chunk.len()) as u64;
-                let (compressed, data) = if z.len() < chunk.len() {
-                    (true, z)
-                } else {
-                    (false, chunk.to_vec())
-                };
+                let (compressed, data) = self.compress(chunk.to_vec());
                 self.wire
                     .send(&Message::Image(ImageChunk {
                         name: rel.clone(),
@@ -622,8 +613,17 @@ fn resume_online(rt: &Runtime, ctid: Ctid) {
     }
 }
 
-fn journal_path(rt: &Runtime, ctid: Ctid) -> PathBuf {
+/// The journal of an outgoing migration of `ctid` (present while one runs, or after one was
+/// interrupted).
+pub fn journal_path(rt: &Runtime, ctid: Ctid) -> PathBuf {
     rt.host.layout.run_dir().join(format!("migrate-out-{ctid}.json"))
+}
+
+/// The pid of a vzmigrate still moving `ctid` from this host, from its journal.
+pub fn moving_pid(rt: &Runtime, ctid: Ctid) -> Option<u32> {
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(journal_path(rt, ctid)).ok()?).ok()?;
+    let pid = u32::try_from(j["pid"].as_u64()?).ok()?;
+    crate::runtime::proc::runs_as(pid, "vzmigrate").then_some(pid)
 }
 
 /// Takes back a container whose outgoing migration was interrupted (vzmigrate killed, the
@@ -651,14 +651,11 @@ pub fn recover(rt: &Runtime, ctid: Ctid, force: bool) -> Result<String, MigrateE
     let j: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
     let phase = j["phase"].as_str().unwrap_or("unknown").to_string();
     let peer = j["peer"].as_str().unwrap_or("the destination").to_string();
-    if let Some(pid) = j["pid"].as_u64() {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim() == "vzmigrate" {
-            return Err(MigrateError::Recover {
-                ctid,
-                why: format!("vzmigrate (pid {pid}) is still moving it to {peer}"),
-            });
-        }
+    if let Some(pid) = moving_pid(rt, ctid) {
+        return Err(MigrateError::Recover {
+            ctid,
+            why: format!("vzmigrate (pid {pid}) is still moving it to {peer}"),
+        });
     }
     let committed = !matches!(
         phase.as_str(),
@@ -724,18 +721,14 @@ pub async fn migrate(
         what: "reading the configuration".into(),
         source: e,
     })?;
-    let (private_bytes, private_inodes) = crate::storage::usage(&ct.private, false).unwrap_or((0, 0));
+    let needs = super::capacity::footprint(rt, &ct);
     let plan = Plan {
         ctid: ctid.get(),
         config,
         layout: Layout::Simfs,
-        private_bytes: private_bytes * 1024,
-        private_inodes,
-        ram_bytes: rt
-            .cgroups(ctid)
-            .ok()
-            .and_then(|c| c.counters(ctid).mem_usage)
-            .unwrap_or(0),
+        private_bytes: needs.private_bytes,
+        private_inodes: needs.private_inodes,
+        ram_bytes: needs.ram_bytes,
         online: opts.online,
         keep_dst: opts.keep_dst,
         bwlimit: match &opts.bwlimit {

@@ -20,8 +20,8 @@ use super::ip;
 const QUEUE: usize = 2048;
 
 pub struct Hold {
+    /// The device (it lives as long as this descriptor).
     fd: OwnedFd,
-    name: String,
     addrs: Vec<Ipv4Addr>,
 }
 
@@ -76,7 +76,7 @@ impl Hold {
         for a in &addrs {
             ip::host(&["-4", "route", "replace", &format!("{a}/32"), "dev", &name]).map_err(fail)?;
         }
-        Ok(Some(Hold { fd, name, addrs }))
+        Ok(Some(Hold { fd, addrs }))
     }
 
     /// The packets waiting in the device's queue.
@@ -113,10 +113,6 @@ impl Hold {
             let _ = ip::host(&["-4", "route", "replace", "blackhole", &format!("{a}/32")]);
         }
         sent
-    }
-
-    pub fn device(&self) -> &str {
-        &self.name
     }
 }
 

@@ -22,6 +22,12 @@ pub fn is_alive(pid: i32, start: u64) -> bool {
     start_time(pid) == Some(start)
 }
 
+/// Does process `pid` run the program named `comm` (its /proc/PID/comm)? Tells a pid
+/// recorded in a pid file or journal from the same pid reused by another program.
+pub fn runs_as(pid: u32, comm: &str) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,26 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+/// Moves the calling thread into a lab's network namespace (namespaces are per thread; the
+/// rest of the process stays where it is).
+pub fn enter_netns(netns: &str) -> std::io::Result<()> {
+    let f = std::fs::File::open(format!("/run/netns/{netns}"))?;
+    // SAFETY: setns of this thread only, with a descriptor we hold open.
+    if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs `f` on a new thread inside a lab's network namespace.
+pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+    let netns = netns.to_string();
+    std::thread::spawn(move || {
+        enter_netns(&netns).unwrap_or_else(|e| panic!("entering network namespace {netns}: {e}"));
+        f()
+    })
+}
+
 /// Container addresses the tests use start here (hosts are .1-.9, the client .100).
 pub const CT_NET: &str = "198.18.0";
 

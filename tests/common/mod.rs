@@ -276,11 +276,7 @@ pub fn echo_session(
 ) -> std::thread::JoinHandle<Result<usize, String>> {
     let (first, first_back) = std::sync::mpsc::channel();
     let session = std::thread::spawn(move || {
-        let f = std::fs::File::open(format!("/run/netns/{netns}")).map_err(|e| e.to_string())?;
-        // SAFETY: setns of this thread only (network namespaces are per thread).
-        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) } != 0 {
-            return Err(format!("setns: {}", std::io::Error::last_os_error()));
-        }
+        ferry_testbed::enter_netns(&netns).map_err(|e| format!("setns: {e}"))?;
         let t0 = Instant::now();
         let mut s = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(10))
             .map_err(|e| format!("connect: {e}"))?;

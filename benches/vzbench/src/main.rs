@@ -135,33 +135,24 @@ fn run(args: Args) -> Result<()> {
     }
     if want("migration") {
         eprintln!("vzbench: migration");
-        let or = |v: &Vec<u64>, full: &[u64], smoke: &[u64]| {
-            if !v.is_empty() {
-                v.clone()
-            } else if args.smoke {
-                smoke.to_vec()
+        // What was asked for, else the smoke or the full configuration.
+        fn pick<T: Clone>(given: &[T], smoke: bool, small: &[T], full: &[T]) -> Vec<T> {
+            if !given.is_empty() {
+                given.to_vec()
+            } else if smoke {
+                small.to_vec()
             } else {
                 full.to_vec()
             }
-        };
-        let dirty = if !args.dirty.is_empty() {
-            args.dirty.clone()
-        } else if args.smoke {
-            vec![0.0]
-        } else {
-            vec![0.0, 1.0, 10.0]
-        };
-        let links: Vec<String> = if !args.links.is_empty() {
-            args.links.clone()
-        } else if args.smoke {
-            vec!["none".into()]
-        } else {
-            vec!["none".into(), "1gbit".into()]
-        };
+        }
+        let none = || "none".to_string();
         let cfg = migration::Config {
-            sizes: or(&args.sizes, &[64, 256, 512, 1024], &[16]),
-            dirty,
-            links: links.into_iter().map(|l| (l != "none").then_some(l)).collect(),
+            sizes: pick(&args.sizes, args.smoke, &[16], &[64, 256, 512, 1024]),
+            dirty: pick(&args.dirty, args.smoke, &[0.0], &[0.0, 1.0, 10.0]),
+            links: pick(&args.links, args.smoke, &[none()], &[none(), "1gbit".into()])
+                .into_iter()
+                .map(|l| (l != "none").then_some(l))
+                .collect(),
             runs,
         };
         let r = migration::run(&cfg, &out)?;
