@@ -79,7 +79,7 @@ impl Drop for Bench {
 }
 
 impl Bench {
-    fn up(link: Option<&str>, max_mib: u64, work: &Path) -> Result<Bench> {
+    fn up(link: Option<&str>, max_mib: u64, memhog: &Path) -> Result<Bench> {
         let mut cfg = LabConfig::new(&format!("bm{}", std::process::id() % 100000));
         cfg.base = "/tmp/ferry-bench".into();
         cfg.shape = link.map(str::to_string);
@@ -104,7 +104,7 @@ impl Bench {
             _agents: agents,
             vzctl: bin("vzctl")?,
             vzmigrate: bin("vzmigrate")?,
-            memhog: crate::workload::build_memhog(work)?,
+            memhog: memhog.to_path_buf(),
             tmpfs,
         })
     }
@@ -276,6 +276,7 @@ pub fn run(cfg: &Config, out: &Path) -> Result<Section> {
     let work = std::env::temp_dir().join(format!("vzbench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let max_mib = cfg.sizes.iter().copied().max().unwrap_or(64);
+    let memhog = crate::workload::build_memhog(&work)?;
     let mut md = String::from(
         "## Migration\n\nA busybox container running memhog (M MiB of incompressible memory, D % of its pages \
          dirtied per second) and an echo server; a client in the lab's client namespace sends a message every \
@@ -296,7 +297,7 @@ pub fn run(cfg: &Config, out: &Path) -> Result<Section> {
     for link in &cfg.links {
         let name = link.clone().unwrap_or_else(|| "unshaped".into());
         eprintln!("  link {name}");
-        let bench = Bench::up(link.as_deref(), max_mib, &work)?;
+        let bench = Bench::up(link.as_deref(), max_mib, &memhog)?;
         let mut curve: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
         md.push_str(&format!(
             "### Link: {name}\n\n| M | D %/s | ferry frozen | ferry client gap | ferry total | on the wire (live + frozen) | by hand downtime | by hand gap | by hand bytes | floor | frozen / by hand | frozen / floor |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
