@@ -25,7 +25,7 @@ CRIU_MIN=4.2
 export DEBIAN_FRONTEND=noninteractive
 
 # ---- Debian packages -------------------------------------------------------------------------
-pkgs=(iptables iproute2 busybox-static e2fsprogs xfsprogs zstd rsync debootstrap tmux tar xz-utils gzip
+pkgs=(iptables iproute2 busybox-static e2fsprogs xfsprogs zstd rsync debootstrap tmux tar xz-utils gzip fonts-dejavu-core
       util-linux procps kmod jq gcc libc6-dev)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -161,6 +161,103 @@ pub(crate) fn console_key(init_pid: i32) -> Option<String> {
     is_pts.then(|| format!("tty[{:x}:{:x}]", md.rdev(), md.dev()))
 }
 
+/// CRIU's options for dumping a container's tree: the same for `vzctl chkpnt` and a
+/// migration's final dump (which leaves it running, frozen, until the commit).
+pub fn dump_opts(
+    ct: &crate::host::Container,
+    init_pid: i32,
+    freezer_dir: Option<&Path>,
+    leave_running: bool,
+) -> criu::Opts {
+    criu::Opts {
+        pid: Some(init_pid),
+        root: Some(ct.root.display().to_string()),
+        tcp_established: Some(true),
+        file_locks: Some(true),
+        manage_cgroups: Some(true),
+        manage_cgroups_mode: Some(criu::rpc::cg_mode::SOFT),
+        external: console_key(init_pid).into_iter().collect(),
+        leave_running: Some(leave_running),
+        freeze_cgroup: freezer_dir.map(|d| d.display().to_string()),
+        notify_scripts: Some(true),
+        ..Default::default()
+    }
+}
+
+impl Runtime {
+    /// CRIU's options for restoring a container: its root, its cgroup on this host (wherever
+    /// the dump came from), its links recreated, the console descriptor CRIU recorded as
+    /// external (`console`) standing in as `console_fd`; `leave_stopped` keeps the tasks
+    /// stopped after the restore.
+    pub fn restore_opts(
+        &self,
+        ct: &crate::host::Container,
+        console: Option<&str>,
+        console_fd: std::os::fd::RawFd,
+        leave_stopped: bool,
+    ) -> criu::Opts {
+        let ips = crate::net::parse_ip_list(ct.get("IP_ADDRESS").unwrap_or("")).unwrap_or_default();
+        let netifs = crate::net::netif::parse_netif(ct.get("NETIF").unwrap_or("")).unwrap_or_default();
+        let mut veths = Vec::new();
+        if !ips.is_empty() {
+            veths.push(criu::VethPair {
+                if_in: "venet0".into(),
+                if_out: crate::net::venet_host_ifname(ct.ctid.get()),
+            });
+        }
+        for n in &netifs {
+            veths.push(criu::VethPair {
+                if_in: n.ifname.clone(),
+                if_out: n.host_ifname.clone(),
+            });
+        }
+        criu::Opts {
+            root: Some(ct.root.display().to_string()),
+            tcp_established: Some(true),
+            file_locks: Some(true),
+            manage_cgroups: Some(true),
+            manage_cgroups_mode: Some(criu::rpc::cg_mode::SOFT),
+            cg_root: vec![criu::rpc::CgroupRoot {
+                ctrl: None,
+                path: format!("/{}/{}", self.host.cgroup_parent(), ct.ctid),
+            }],
+            veths,
+            inherit_fd: console
+                .iter()
+                .map(|k| criu::InheritFd {
+                    key: k.to_string(),
+                    fd: console_fd,
+                })
+                .collect(),
+            notify_scripts: Some(true),
+            leave_stopped: Some(leave_stopped),
+            ..Default::default()
+        }
+    }
+
+    /// The dump `vzctl chkpnt` would make of a running container now, as CRIU options (to
+    /// compare with CRIU run by hand: `criu::Opts::cli_args`).
+    pub fn chkpnt_dump_opts(&self, ctid: Ctid) -> Result<criu::Opts> {
+        let ct = self.existing(ctid)?;
+        let st = self.run_state(ctid)?.ok_or(RuntimeError::NotRunning(ctid))?;
+        let cg = self.cgroups(ctid)?;
+        let freezer = cg.freezers(ctid).first().copied();
+        let dir = freezer.and_then(|f| cg.freezer_dir(ctid, f).ok());
+        Ok(dump_opts(&ct, st.init_pid, dir.as_deref(), false))
+    }
+
+    /// The restore `vzctl restore` would make of a container, as CRIU options.
+    pub fn chkpnt_restore_opts(
+        &self,
+        ctid: Ctid,
+        console: Option<&str>,
+        console_fd: std::os::fd::RawFd,
+    ) -> Result<criu::Opts> {
+        let ct = self.existing(ctid)?;
+        Ok(self.restore_opts(&ct, console, console_fd, false))
+    }
+}
+
 impl Runtime {
     /// Restores from a directory of CRIU images received from a peer (live migration): the
     /// private area is already in place, so nothing is rolled back; with `attach` false the
@@ -343,19 +440,7 @@ impl Runtime {
         let t0 = Instant::now();
         cg.freeze(ctid, freezer, Duration::from_secs(30))
             .map_err(|e| RuntimeError::Cgroup(ctid, e))?;
-        let dump_opts = criu::Opts {
-            pid: Some(st.init_pid),
-            root: Some(ct.root.display().to_string()),
-            tcp_established: Some(true),
-            file_locks: Some(true),
-            manage_cgroups: Some(true),
-            manage_cgroups_mode: Some(criu::rpc::cg_mode::SOFT),
-            external: console.iter().cloned().collect(),
-            leave_running: Some(opts.keep_running),
-            freeze_cgroup: Some(freezer_dir.display().to_string()),
-            notify_scripts: Some(true),
-            ..Default::default()
-        };
+        let dump_opts = dump_opts(&ct, st.init_pid, Some(&freezer_dir), opts.keep_running);
         if let Err(mut e) = criu.dump(&images, dump_opts, &mut |_| Ok(())) {
             if let CriuError::Failed { log_errors, .. } = &mut e {
                 if log_errors.iter().any(|l| l.contains("Can't get rlimit")) && !criu::has_cap(24) {
@@ -679,51 +764,16 @@ impl Runtime {
         drop(master);
         let ips = crate::net::parse_ip_list(ct.get("IP_ADDRESS").unwrap_or("")).unwrap_or_default();
         let netifs = crate::net::netif::parse_netif(ct.get("NETIF").unwrap_or("")).unwrap_or_default();
-        let mut veths = Vec::new();
-        if !ips.is_empty() {
-            veths.push(criu::VethPair {
-                if_in: "venet0".into(),
-                if_out: crate::net::venet_host_ifname(ctid.get()),
-            });
-        }
-        for n in &netifs {
-            veths.push(criu::VethPair {
-                if_in: n.ifname.clone(),
-                if_out: n.host_ifname.clone(),
-            });
-        }
         // The addresses were blackholed at checkpoint time; CRIU recreates the links.
         if let Ok(b) = fs::read(self.suspended_file(ctid)) {
             if let Ok(old) = serde_json::from_slice::<crate::net::NetState>(&b) {
                 crate::net::withdraw_all(ctid.get(), &old);
             }
         }
-        let ropts = criu::Opts {
-            root: Some(ct.root.display().to_string()),
-            tcp_established: Some(true),
-            file_locks: Some(true),
-            manage_cgroups: Some(true),
-            manage_cgroups_mode: Some(criu::rpc::cg_mode::SOFT),
-            // Into this host's cgroup for the container, wherever the dump came from.
-            cg_root: vec![criu::rpc::CgroupRoot {
-                ctrl: None,
-                path: format!("/{}/{ctid}", self.host.cgroup_parent()),
-            }],
-            veths,
-            inherit_fd: console
-                .iter()
-                .map(|k| criu::InheritFd {
-                    key: k.to_string(),
-                    fd: slave.as_raw_fd(),
-                })
-                .collect(),
-            notify_scripts: Some(true),
-            // Not attached yet (a migration before its commit): the tasks stay stopped until
-            // `attach_network`, so nothing they do meets a link that is down (a TCP segment
-            // they send now would wait for its retransmission timer after the attach).
-            leave_stopped: Some(!attach),
-            ..Default::default()
-        };
+        // Not attached yet (a migration before its commit): the tasks stay stopped until
+        // `attach_network`, so nothing they do meets a link that is down (a TCP segment they
+        // send now would wait for its retransmission timer after the attach).
+        let ropts = self.restore_opts(ct, console, slave.as_raw_fd(), !attach);
         let pid = match criu.restore(&images, ropts, &[slave.as_raw_fd()], &mut |_| Ok(())) {
             Ok(pid) => pid,
             Err(e) => {

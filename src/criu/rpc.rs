@@ -33,6 +33,113 @@ pub mod cg_mode {
     pub const FULL: i32 = 4;
 }
 
+impl Opts {
+    /// The same request as `criu` command-line options, for running CRIU by hand on what
+    /// ferry would dump or restore. Left out: the images and work directories (given to the
+    /// command as `-D`/`-W`) and `notify_scripts` (the command line notifies action scripts,
+    /// which need `--action-script`, not the caller).
+    pub fn cli_args(&self) -> Vec<String> {
+        let mut a: Vec<String> = Vec::new();
+        let mut flag = |on: Option<bool>, name: &str| {
+            if on == Some(true) {
+                a.push(name.into());
+            }
+        };
+        flag(self.leave_running, "--leave-running");
+        flag(self.tcp_established, "--tcp-established");
+        flag(self.shell_job, "--shell-job");
+        flag(self.file_locks, "--file-locks");
+        flag(self.track_mem, "--track-mem");
+        flag(self.tcp_close, "--tcp-close");
+        flag(self.leave_stopped, "--leave-stopped");
+        if let Some(p) = self.pid {
+            a.extend(["-t".into(), p.to_string()]);
+        }
+        if let Some(v) = self.log_level {
+            a.push(format!("-v{v}"));
+        }
+        if let Some(f) = &self.log_file {
+            a.extend(["-o".into(), f.clone()]);
+        }
+        if let Some(r) = &self.root {
+            a.extend(["--root".into(), r.clone()]);
+        }
+        if let Some(p) = &self.parent_img {
+            a.extend(["--prev-images-dir".into(), p.clone()]);
+        }
+        if self.manage_cgroups == Some(true) {
+            let mode = match self.manage_cgroups_mode {
+                Some(cg_mode::SOFT) => "=soft",
+                Some(cg_mode::FULL) => "=full",
+                _ => "",
+            };
+            a.push(format!("--manage-cgroups{mode}"));
+        }
+        for c in &self.cg_root {
+            let root = match &c.ctrl {
+                Some(ctrl) => format!("{ctrl}:{}", c.path),
+                None => c.path.clone(),
+            };
+            a.extend(["--cgroup-root".into(), root]);
+        }
+        for v in &self.veths {
+            a.extend(["--external".into(), format!("veth[{}]:{}", v.if_in, v.if_out)]);
+        }
+        for e in &self.external {
+            a.extend(["--external".into(), e.clone()]);
+        }
+        for i in &self.inherit_fd {
+            a.extend(["--inherit-fd".into(), format!("fd[{}]:{}", i.fd, i.key)]);
+        }
+        if let Some(d) = &self.freeze_cgroup {
+            a.extend(["--freeze-cgroup".into(), d.clone()]);
+        }
+        if let Some(t) = self.timeout {
+            a.extend(["--timeout".into(), t.to_string()]);
+        }
+        a
+    }
+}
+
+#[cfg(test)]
+mod cli_tests {
+    use super::*;
+
+    #[test]
+    fn a_request_reads_as_the_command_line_that_asks_the_same() {
+        let o = Opts {
+            pid: Some(42),
+            root: Some("/vz/root/101".into()),
+            tcp_established: Some(true),
+            leave_running: Some(false),
+            manage_cgroups: Some(true),
+            manage_cgroups_mode: Some(cg_mode::SOFT),
+            cg_root: vec![CgroupRoot {
+                ctrl: None,
+                path: "/ferry/101".into(),
+            }],
+            veths: vec![VethPair {
+                if_in: "venet0".into(),
+                if_out: "venet101".into(),
+            }],
+            external: vec!["tty[8800:5]".into()],
+            inherit_fd: vec![InheritFd {
+                key: "tty[8800:5]".into(),
+                fd: 3,
+            }],
+            freeze_cgroup: Some("/sys/fs/cgroup/freezer/ferry/101".into()),
+            notify_scripts: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(
+            o.cli_args().join(" "),
+            "--tcp-established -t 42 --root /vz/root/101 --manage-cgroups=soft --cgroup-root /ferry/101 \
+             --external veth[venet0]:venet101 --external tty[8800:5] --inherit-fd fd[3]:tty[8800:5] \
+             --freeze-cgroup /sys/fs/cgroup/freezer/ferry/101"
+        );
+    }
+}
+
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Opts {
     #[prost(int32, required, tag = "1")]

@@ -7,6 +7,7 @@ pub mod fs;
 pub mod pages;
 pub mod pull;
 pub mod source;
+pub mod sync;
 pub mod wire;
 
 use migrate_proto::msg::Capabilities;

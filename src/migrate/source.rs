@@ -2,24 +2,22 @@
 //! performs its actions. It runs on a single-threaded tokio runtime, so the container runtime's
 //! fork paths stay safe.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::os::unix::fs::MetadataExt;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use migrate_proto::machine::{Action, Event, Outcome, Source, SourceConfig};
-use migrate_proto::msg::{AbortReason, FileKind, FsData, FsDelta, ImageChunk, Layout, Message, Plan};
+use migrate_proto::msg::{AbortReason, ImageChunk, Layout, Message, Plan};
 use migrate_proto::path::RelPath;
 use thiserror::Error;
 
-use super::fs::{self as tree, Snapshot};
 use super::wire::{RateSource, Wire, WireError};
 use crate::agent::quic::QuicError;
 use crate::agent::trust::{Identity, Peer};
 use crate::cgroup::Freezer;
-use crate::criu::{self, Criu};
+use crate::criu::Criu;
 use crate::ctid::Ctid;
 use crate::runtime::{Runtime, RuntimeError};
 
@@ -96,8 +94,7 @@ pub struct Report {
     pub dump_ms: u64,
 }
 
-const CHUNK: usize = 4 << 20;
-const BATCH: usize = 512;
+use super::sync::{FileSync, SyncError, CHUNK};
 
 struct Ctx<'a> {
     rt: &'a Runtime,
@@ -105,15 +102,11 @@ struct Ctx<'a> {
     ct: crate::host::Container,
     opts: MigrateOptions,
     wire: Wire,
-    snapshot: Snapshot,
-    sent_groups: HashSet<u64>,
-    /// Signatures of what the destination holds of files it could take a delta for.
-    signatures: HashMap<String, fast_rsync::Signature>,
+    /// The private area's passes.
+    files: FileSync,
     work: PathBuf,
     freezer: Option<Freezer>,
     report: Report,
-    raw_bytes: u64,
-    compressed_bytes: u64,
     was_running: bool,
     /// Set by SIGINT or SIGTERM: the migration is to be abandoned at the next step.
     interrupted: Arc<AtomicBool>,
@@ -129,188 +122,42 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// Sends the tree, or what changed since the last pass.
     async fn fs_pass(&mut self, pass: u32) -> Result<u64, MigrateError> {
-        let root = self.ct.private.clone();
-        let list = tree::scan(&root).map_err(|e| RuntimeError::Io {
-            ctid: self.ctid,
-            what: format!("reading {}", root.display()),
-            source: e,
-        })?;
-        let cur: Snapshot = list.iter().map(|(p, m)| (p.clone(), tree::stamp(m))).collect();
-        let (changed, gone) = tree::changes(&self.snapshot, &cur);
-        let changed: HashSet<String> = changed.into_iter().collect();
-        let start = self.wire.sent;
-        for g in &gone {
-            self.signatures.remove(g);
-        }
-        // Deltas first: each rebuilds a file from what the destination holds, before this
-        // pass's entry for it arrives.
-        let mut by_delta = HashMap::new();
-        for (rel, md) in &list {
-            if changed.contains(rel) {
-                if let Some(sig) = self.signatures.remove(rel) {
-                    if md.is_file() && md.nlink() == 1 && md.len() <= tree::DELTA_MAX_FILE {
-                        if let Some(sent) = self.send_delta(&root, rel, &sig).await? {
-                            by_delta.insert(rel.clone(), sent);
-                        }
-                    }
-                }
-            }
-        }
-        let mut batch = Vec::new();
-        let mut data_files = Vec::new();
-        for (rel, md) in &list {
-            if !changed.contains(rel) {
-                continue;
-            }
-            let e = tree::entry(&root, rel, md).map_err(|e| RuntimeError::Io {
+        let r = self.files.pass(&mut self.wire, pass, &self.interrupted).await;
+        let c = self.files.counters;
+        self.report.delta_files = c.delta_files;
+        self.report.delta_file_bytes = c.delta_file_bytes;
+        self.report.delta_bytes = c.delta_bytes;
+        let st = r.map_err(|e| match e {
+            SyncError::Wire(w) => MigrateError::Wire(w),
+            SyncError::Interrupted => self.interrupted_error(),
+            SyncError::Io { what, source } => RuntimeError::Io {
                 ctid: self.ctid,
-                what: format!("reading {rel}"),
-                source: e,
-            })?;
-            let mut e = e;
-            if let Some(sent) = by_delta.get(rel) {
-                e.size = *sent;
+                what,
+                source,
             }
-            if e.kind == FileKind::Regular
-                && !by_delta.contains_key(rel)
-                && e.hardlink_group.is_none_or(|g| self.sent_groups.insert(g) || pass > 1)
-            {
-                let sign =
-                    e.hardlink_group.is_none() && (tree::DELTA_MIN_FILE..=tree::DELTA_MAX_FILE).contains(&md.len());
-                data_files.push((e.path.clone(), md.len(), sign));
-            }
-            batch.push(e);
-            if batch.len() >= BATCH {
-                self.wire
-                    .send(&Message::FsEntries {
-                        pass,
-                        entries: std::mem::take(&mut batch),
-                    })
-                    .await?;
-            }
-        }
-        if !batch.is_empty() {
-            self.wire.send(&Message::FsEntries { pass, entries: batch }).await?;
-        }
-        for (path, len, sign) in data_files {
-            self.check_interrupted()?;
-            let mut off = 0u64;
-            let mut sent = Vec::new();
-            while off < len {
-                let chunk = tree::read_chunk(&root, path.as_str(), off, CHUNK).map_err(|e| RuntimeError::Io {
-                    ctid: self.ctid,
-                    what: format!("reading {path}"),
-                    source: e,
-                })?;
-                if chunk.is_empty() {
-                    break;
-                }
-                let n = chunk.len() as u64;
-                if sign {
-                    sent.extend_from_slice(&chunk);
-                }
-                let msg = self.data_message(path.clone(), off, chunk);
-                self.wire.send(&msg).await?;
-                off += n;
-            }
-            // The destination holds exactly these bytes unless the file shrank while it was
-            // read (then its entry's size left a tail of zeros there).
-            if sign && sent.len() as u64 >= len {
-                self.signatures
-                    .insert(path.as_str().to_string(), tree::signature(&sent));
-            }
-        }
-        let gone: Vec<RelPath> = gone.into_iter().filter_map(|g| RelPath::new(g).ok()).collect();
-        for g in gone.chunks(BATCH) {
-            self.wire
-                .send(&Message::FsDelete {
-                    pass,
-                    paths: g.to_vec(),
-                })
-                .await?;
-        }
-        self.snapshot = cur;
-        let bytes = self.wire.sent - start;
+            .into(),
+        })?;
         let name = if self.freezer.is_some() {
             "final file sync (frozen)".to_string()
         } else {
             format!("file sync pass {pass}")
         };
-        (self.progress)(&format!("{name}: {} changed, {} bytes", changed.len(), bytes));
-        Ok(bytes)
+        (self.progress)(&format!("{name}: {} changed, {} bytes", st.changed, st.bytes));
+        Ok(st.bytes)
+    }
+
+    fn interrupted_error(&self) -> MigrateError {
+        MigrateError::Aborted {
+            ctid: self.ctid,
+            reason: "interrupted by a signal".into(),
+        }
     }
 
     fn check_interrupted(&self) -> Result<(), MigrateError> {
         if self.interrupted.load(Ordering::SeqCst) {
-            return Err(MigrateError::Aborted {
-                ctid: self.ctid,
-                reason: "interrupted by a signal".into(),
-            });
+            return Err(self.interrupted_error());
         }
         Ok(())
-    }
-
-    /// Sends `rel` as a delta against what the destination holds (`sig`), if the delta is worth
-    /// it; returns the size of the content sent (which the entry for the file then carries:
-    /// the file may have grown since the scan).
-    async fn send_delta(
-        &mut self,
-        root: &Path,
-        rel: &str,
-        sig: &fast_rsync::Signature,
-    ) -> Result<Option<u64>, MigrateError> {
-        let data = tree::read_chunk(root, rel, 0, tree::DELTA_MAX_FILE as usize + 1).map_err(|e| RuntimeError::Io {
-            ctid: self.ctid,
-            what: format!("reading {rel}"),
-            source: e,
-        })?;
-        if data.len() as u64 > tree::DELTA_MAX_FILE {
-            return Ok(None);
-        }
-        let Some(delta) = tree::delta(sig, &data, migrate_proto::limits::MAX_BLOB - 4096) else {
-            return Ok(None);
-        };
-        let Ok(path) = RelPath::new(rel.to_string()) else {
-            return Ok(None);
-        };
-        let len = data.len() as u64;
-        self.report.delta_files += 1;
-        self.report.delta_file_bytes += len;
-        self.report.delta_bytes += delta.len() as u64;
-        self.raw_bytes += len;
-        self.compressed_bytes += delta.len() as u64;
-        self.wire
-            .send(&Message::FsDelta(FsDelta {
-                path,
-                delta,
-                result_size: len,
-                result_hash: *blake3::hash(&data).as_bytes(),
-            }))
-            .await?;
-        self.signatures.insert(rel.to_string(), tree::signature(&data));
-        Ok(Some(len))
-    }
-
-    /// A chunk as it goes on the wire: zstd-compressed when that makes it smaller (and
-    /// whether it is), counted for the compression ratio.
-    fn compress(&mut self, chunk: Vec<u8>) -> (bool, Vec<u8>) {
-        self.raw_bytes += chunk.len() as u64;
-        let out = match zstd::bulk::compress(&chunk, 1) {
-            Ok(z) if z.len() < chunk.len() => (true, z),
-            _ => (false, chunk),
-        };
-        self.compressed_bytes += out.1.len() as u64;
-        out
-    }
-
-    fn data_message(&mut self, path: RelPath, offset: u64, chunk: Vec<u8>) -> Message {
-        let (compressed, data) = self.compress(chunk);
-        Message::FsData(FsData {
-            path,
-            offset,
-            compressed,
-            data,
-        })
     }
 
     fn freeze(&mut self) -> Result<(), MigrateError> {
@@ -465,19 +312,7 @@ impl Ctx<'_> {
         let cg = self.rt.cgroups(self.ctid)?;
         let freezer_dir = self.freezer.and_then(|f| cg.freezer_dir(self.ctid, f).ok());
         let console = crate::checkpoint::console_key(st.init_pid);
-        let opts = criu::Opts {
-            pid: Some(st.init_pid),
-            root: Some(self.ct.root.display().to_string()),
-            tcp_established: Some(true),
-            file_locks: Some(true),
-            manage_cgroups: Some(true),
-            manage_cgroups_mode: Some(criu::rpc::cg_mode::SOFT),
-            external: console.iter().cloned().collect(),
-            leave_running: Some(true),
-            freeze_cgroup: freezer_dir.map(|d| d.display().to_string()),
-            notify_scripts: Some(true),
-            ..Default::default()
-        };
+        let opts = crate::checkpoint::dump_opts(&self.ct, st.init_pid, freezer_dir.as_deref(), true);
         let dump_t = Instant::now();
         criu.dump(&images, opts, &mut |_| Ok(()))
             .map_err(|e| MigrateError::Aborted {
@@ -537,7 +372,7 @@ impl Ctx<'_> {
                 source: e,
             })?;
             for (i, chunk) in data.chunks(CHUNK).enumerate() {
-                let (compressed, data) = self.compress(chunk.to_vec());
+                let (compressed, data) = self.files.compress(chunk.to_vec());
                 self.wire
                     .send(&Message::Image(ImageChunk {
                         name: rel.clone(),
@@ -761,15 +596,14 @@ pub async fn migrate(
         .dump_dir()
         .join(ctid.to_string())
         .join(format!(".migrate-{}", std::process::id()));
+    let ct_private = ct.private.clone();
     let mut cx = Ctx {
         rt,
         ctid,
         ct,
         opts: opts.clone(),
         wire: wire.throttled(opts.bwlimit.clone()),
-        snapshot: Snapshot::new(),
-        sent_groups: HashSet::new(),
-        signatures: HashMap::new(),
+        files: FileSync::new(&ct_private),
         work,
         freezer: None,
         report: Report {
@@ -778,8 +612,6 @@ pub async fn migrate(
             online: opts.online,
             ..Default::default()
         },
-        raw_bytes: 0,
-        compressed_bytes: 0,
         was_running: running,
         interrupted: Arc::new(AtomicBool::new(false)),
         hold: None,
@@ -935,8 +767,9 @@ async fn run_source(
             cx.wire.finish().await;
             cx.report.total_ms = t0.elapsed().as_millis() as u64;
             cx.report.wire_bytes = cx.wire.sent;
-            cx.report.compression_ratio = if cx.compressed_bytes > 0 {
-                cx.raw_bytes as f64 / cx.compressed_bytes as f64
+            let c = cx.files.counters;
+            cx.report.compression_ratio = if c.compressed_bytes > 0 {
+                c.raw_bytes as f64 / c.compressed_bytes as f64
             } else {
                 1.0
             };

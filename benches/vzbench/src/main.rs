@@ -6,9 +6,15 @@
 //!
 //! Families: `migration` (ferry's live migration against checkpoint-copy-restore by hand and
 //! against the local checkpoint/restore floor, with a memory workload and a TCP client),
-//! `transport` (one QUIC connection between agents' endpoints against a raw TCP stream).
-//! The report goes to DIR/RESULTS.md and DIR/results.json (default docs/bench).
+//! `sync` (ferry's file passes against rsync to an rsync daemon), `transport` (one QUIC
+//! connection between agents' endpoints against a raw TCP stream), `checkpoint` (`vzctl
+//! chkpnt`/`restore` against CRIU's command line on the same container).
+//! The report goes to DIR/RESULTS.md and DIR/results.json (default docs/bench); a run of some
+//! families replaces their sections and keeps the others' from the last run that measured them
+//! (each section says when it was measured).
 
+mod checkpoint;
+mod filesync;
 mod migration;
 mod plot;
 mod stats;
@@ -32,12 +38,15 @@ struct Args {
     /// Runs of each measurement (medians and spread over them)
     #[arg(long)]
     runs: Option<usize>,
-    /// Families to run, comma-separated: migration, transport
+    /// Families to run, comma-separated: transport, migration, sync, checkpoint
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where RESULTS.md and results.json go
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Measure nothing: redraw the migration plots from DIR/results.json
+    #[arg(long)]
+    replot: bool,
     /// Migration: memory sizes in MiB (default 64,256,512,1024; smoke 16)
     #[arg(long, value_delimiter = ',')]
     sizes: Vec<u64>,
@@ -90,23 +99,23 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
+    if args.replot {
+        return replot(&args.out.clone().unwrap_or_else(default_out));
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("vzbench needs root (network namespaces, containers, CRIU): run it as root");
     }
     for f in &args.only {
-        if !["migration", "transport"].contains(&f.as_str()) {
-            bail!("unknown family {f:?}: migration, transport");
+        if !FAMILIES.iter().any(|(k, _)| k == f) {
+            bail!("unknown family {f:?}: transport, migration, sync, checkpoint");
         }
     }
     // What an interrupted run left behind (labs, their tmpfs mounts).
     let _ = ferry_testbed::down_all(std::path::Path::new("/tmp/ferry-bench"));
     let want = |f: &str| args.only.is_empty() || args.only.iter().any(|o| o == f);
     let runs = args.runs.unwrap_or(if args.smoke { 1 } else { 3 }).max(1);
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/bench"));
+    let out = args.out.clone().unwrap_or_else(default_out);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let date = String::from_utf8_lossy(
         &std::process::Command::new("date")
@@ -116,57 +125,158 @@ fn run(args: Args) -> Result<()> {
     )
     .trim()
     .to_string();
-    let mut md = format!(
-        "# ferry benchmarks\n\n{date}, {}.\n{} run(s) per measurement; figures are medians with [min-max].{}\n\n",
+    let header = format!(
+        "# ferry benchmarks\n\n{}.\nFigures are medians with [min-max] over several runs; each section says when it was \
+         measured and how many runs it took.\n\n",
         machine(),
-        runs,
-        if args.smoke {
-            " Smoke configuration: it shows the harness works, not how fast ferry is."
-        } else {
-            ""
-        }
     );
-    let mut json = serde_json::Map::new();
+    let smoke = if args.smoke {
+        " Smoke configuration: it shows the harness works, not how fast ferry is."
+    } else {
+        ""
+    };
+    let stamp = |s: Section, runs: usize| Section {
+        markdown: insert_stamp(
+            &s.markdown,
+            &format!("_Measured {date}, {runs} run(s) per figure._{smoke}"),
+        ),
+        json: s.json,
+    };
+    let mut done: Vec<(&str, Section)> = Vec::new();
     if want("transport") {
         eprintln!("vzbench: transport");
         let r = transport::run(args.smoke, runs.max(3))?;
-        md.push_str(&r.markdown);
-        json.insert("transport".into(), r.json);
+        done.push(("transport", stamp(r, runs.max(3))));
     }
+    // What was asked for, else the smoke or the full configuration.
+    fn pick<T: Clone>(given: &[T], smoke: bool, small: &[T], full: &[T]) -> Vec<T> {
+        if !given.is_empty() {
+            given.to_vec()
+        } else if smoke {
+            small.to_vec()
+        } else {
+            full.to_vec()
+        }
+    }
+    let none = || "none".to_string();
+    let links: Vec<Option<String>> = pick(&args.links, args.smoke, &[none()], &[none(), "1gbit".into()])
+        .into_iter()
+        .map(|l| (l != "none").then_some(l))
+        .collect();
     if want("migration") {
         eprintln!("vzbench: migration");
-        // What was asked for, else the smoke or the full configuration.
-        fn pick<T: Clone>(given: &[T], smoke: bool, small: &[T], full: &[T]) -> Vec<T> {
-            if !given.is_empty() {
-                given.to_vec()
-            } else if smoke {
-                small.to_vec()
-            } else {
-                full.to_vec()
-            }
-        }
-        let none = || "none".to_string();
         let cfg = migration::Config {
             sizes: pick(&args.sizes, args.smoke, &[16], &[64, 256, 512, 1024]),
             dirty: pick(&args.dirty, args.smoke, &[0.0], &[0.0, 1.0, 10.0]),
-            links: pick(&args.links, args.smoke, &[none()], &[none(), "1gbit".into()])
-                .into_iter()
-                .map(|l| (l != "none").then_some(l))
-                .collect(),
+            links: links.clone(),
             runs,
         };
         let r = migration::run(&cfg, &out)?;
-        md.push_str(&r.markdown);
-        json.insert("migration".into(), r.json);
+        done.push(("migration", stamp(r, runs)));
     }
+    if want("sync") {
+        eprintln!("vzbench: sync");
+        let cfg = filesync::Config {
+            smoke: args.smoke,
+            runs,
+            links: links.clone(),
+        };
+        done.push(("sync", stamp(filesync::run(&cfg)?, runs)));
+    }
+    if want("checkpoint") {
+        eprintln!("vzbench: checkpoint");
+        let cfg = checkpoint::Config {
+            sizes: pick(&args.sizes, args.smoke, &[16], &[0, 256, 1024]),
+            runs: if args.smoke { runs } else { runs.max(5) },
+        };
+        let n = cfg.runs;
+        done.push(("checkpoint", stamp(checkpoint::run(&cfg)?, n)));
+    }
+    let (md, json) = merge(&header, &out, done);
     std::fs::write(out.join("RESULTS.md"), &md)?;
-    std::fs::write(
-        out.join("results.json"),
-        serde_json::to_string_pretty(&serde_json::Value::Object(json))?,
-    )?;
+    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&json)?)?;
     print!("{md}");
     eprintln!("vzbench: report in {}", out.join("RESULTS.md").display());
     Ok(())
+}
+
+fn default_out() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/bench")
+}
+
+/// Redraws the migration plots from a report's results.json and points RESULTS.md at them.
+fn replot(out: &std::path::Path) -> Result<()> {
+    let json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("results.json")).with_context(|| format!("reading {}/results.json", out.display()))?,
+    )?;
+    let entries = json["migration"]
+        .as_array()
+        .context("results.json holds no migration results")?;
+    let files = migration::plots(entries, out)?;
+    let md_path = out.join("RESULTS.md");
+    let mut md = std::fs::read_to_string(&md_path)?;
+    for f in &files {
+        let old = f.replace(".png", ".svg");
+        md = md.replace(&format!("![{old}]({old})"), &format!("![{f}]({f})"));
+        let _ = std::fs::remove_file(out.join(&old));
+        eprintln!("vzbench: drew {}", out.join(f).display());
+    }
+    std::fs::write(&md_path, md)?;
+    Ok(())
+}
+
+/// The families in the report's order, with their sections' headings.
+const FAMILIES: [(&str, &str); 4] = [
+    ("transport", "## Transport"),
+    ("migration", "## Migration"),
+    ("sync", "## File sync"),
+    ("checkpoint", "## Checkpoint"),
+];
+
+/// Puts a line under a section's heading.
+fn insert_stamp(md: &str, line: &str) -> String {
+    match md.split_once("\n\n") {
+        Some((heading, rest)) => format!("{heading}\n\n{line}\n\n{rest}"),
+        None => format!("{md}\n\n{line}\n"),
+    }
+}
+
+/// The sections of an earlier report, by family.
+fn sections_of(md: &str) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let starts: Vec<(usize, &'static str)> = FAMILIES
+        .iter()
+        .filter_map(|(k, h)| md.find(&format!("\n{h}\n")).map(|i| (i + 1, *k)))
+        .collect();
+    for (i, k) in &starts {
+        let end = starts.iter().map(|s| s.0).filter(|s| s > i).min().unwrap_or(md.len());
+        out.push((*k, md[*i..end].trim_end().to_string() + "\n\n"));
+    }
+    out
+}
+
+/// This run's sections, and the earlier report's for the families this run did not measure.
+fn merge(header: &str, out: &std::path::Path, done: Vec<(&str, Section)>) -> (String, serde_json::Value) {
+    let old_md = std::fs::read_to_string(out.join("RESULTS.md")).unwrap_or_default();
+    let old_json: serde_json::Value = std::fs::read(out.join("results.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let old = sections_of(&old_md);
+    let mut md = header.to_string();
+    let mut json = serde_json::Map::new();
+    for (k, _) in FAMILIES {
+        if let Some((_, s)) = done.iter().find(|(f, _)| *f == k) {
+            md.push_str(&s.markdown);
+            json.insert(k.into(), s.json.clone());
+        } else if let Some((_, s)) = old.iter().find(|(f, _)| *f == k) {
+            md.push_str(s);
+            if let Some(v) = old_json.get(k) {
+                json.insert(k.into(), v.clone());
+            }
+        }
+    }
+    (md, serde_json::Value::Object(json))
 }
 
 /// A family's part of the report.

@@ -272,6 +272,113 @@ fn spread(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> Spread {
     Spread::of(&samples.iter().map(f).collect::<Vec<_>>())
 }
 
+/// The dirty rate the plots show: 1 %/s if measured, else the first measured.
+fn plotted_dirty(rates: &[f64]) -> f64 {
+    if rates.contains(&1.0) {
+        1.0
+    } else {
+        rates.first().copied().unwrap_or(0.0)
+    }
+}
+
+/// Draws the section's plots from its results (also `vzbench --replot`, from results.json):
+/// downtime against memory size per link, and the client's waits across the largest move on
+/// the last link. Returns the files' names.
+pub fn plots(json: &[serde_json::Value], out: &Path) -> Result<Vec<String>> {
+    let f = |e: &serde_json::Value, k: &str| e[k].as_f64().unwrap_or(f64::NAN);
+    let dirty: Vec<f64> = json.iter().map(|e| f(e, "dirty_pct")).collect();
+    let plot_dirty = plotted_dirty(&dirty);
+    let mut links: Vec<String> = Vec::new();
+    for e in json {
+        let l = e["link"].as_str().unwrap_or("").to_string();
+        if !links.contains(&l) {
+            links.push(l);
+        }
+    }
+    let median = |samples: &serde_json::Value| {
+        Spread::of(
+            &samples
+                .as_array()
+                .map(|a| a.iter().filter_map(|s| s["downtime_ms"].as_f64()).collect::<Vec<_>>())
+                .unwrap_or_default(),
+        )
+        .median
+    };
+    let mut files = Vec::new();
+    for link in &links {
+        let mut rows: Vec<&serde_json::Value> = json
+            .iter()
+            .filter(|e| e["link"] == link.as_str() && f(e, "dirty_pct") == plot_dirty)
+            .collect();
+        rows.sort_by(|a, b| f(a, "mib").total_cmp(&f(b, "mib")));
+        if rows.len() < 2 {
+            continue;
+        }
+        let series: Vec<crate::plot::Series> = [
+            ("ferry (frozen)", "ferry"),
+            ("by hand", "naive"),
+            ("local floor", "floor"),
+        ]
+        .iter()
+        .map(|(label, k)| {
+            (
+                label.to_string(),
+                rows.iter().map(|e| (f(e, "mib"), median(&e[*k]))).collect(),
+            )
+        })
+        .collect();
+        let file = format!("frozen-vs-memory-{link}.png");
+        crate::plot::lines(
+            &out.join(&file),
+            &format!("Downtime against memory size ({plot_dirty} %/s dirtied, {link})"),
+            "memory (MiB)",
+            "downtime (ms)",
+            &series,
+        )?;
+        files.push(file);
+    }
+    let largest = json
+        .iter()
+        .filter(|e| Some(e["link"].as_str().unwrap_or("")) == links.last().map(String::as_str))
+        .filter(|e| f(e, "dirty_pct") == plot_dirty)
+        .max_by(|a, b| f(a, "mib").total_cmp(&f(b, "mib")));
+    if let Some(e) = largest {
+        let what = format!(
+            "{} MiB, {plot_dirty} %/s, {}",
+            f(e, "mib"),
+            e["link"].as_str().unwrap_or("")
+        );
+        let pts = |v: &serde_json::Value| -> Vec<(f64, f64)> { serde_json::from_value(v.clone()).unwrap_or_default() };
+        let file = "gap-timeline.png".to_string();
+        if e.get("timeline_all").is_some() {
+            crate::plot::lines(
+                &out.join(&file),
+                &format!("The client's wait for each echo across one move ({what})"),
+                "seconds since the client started",
+                "wait for the echo (ms)",
+                &[
+                    ("ferry".into(), pts(&e["timeline_all"]["ferry"])),
+                    ("by hand".into(), pts(&e["timeline_all"]["by hand"])),
+                ],
+            )?;
+        } else {
+            // Reports from before every wait was kept hold only the waits over 50 ms.
+            crate::plot::points(
+                &out.join(&file),
+                &format!("Echoes that waited over 50 ms across one move ({what})"),
+                "seconds since the client started",
+                "wait for the echo (ms)",
+                &[
+                    ("ferry".into(), pts(&e["ferry"][0]["timeline"])),
+                    ("by hand".into(), pts(&e["naive"][0]["timeline"])),
+                ],
+            )?;
+        }
+        files.push(file);
+    }
+    Ok(files)
+}
+
 pub fn run(cfg: &Config, out: &Path) -> Result<Section> {
     let work = std::env::temp_dir().join(format!("vzbench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
@@ -290,15 +397,11 @@ pub fn run(cfg: &Config, out: &Path) -> Result<Section> {
     let mut idle_ratio: Vec<(String, f64)> = Vec::new();
     let mut gap_checks: Vec<String> = Vec::new();
     let mut frozen_checks: Vec<String> = Vec::new();
-    // Per link: (M, median downtime) of each method at the plotted dirty rate.
-    let plot_dirty = if cfg.dirty.contains(&1.0) { 1.0 } else { cfg.dirty[0] };
-    let mut plots: Vec<String> = Vec::new();
-    let mut timeline: Option<(String, Vec<crate::plot::Series>)> = None;
+    let plot_dirty = plotted_dirty(&cfg.dirty);
     for link in &cfg.links {
         let name = link.clone().unwrap_or_else(|| "unshaped".into());
         eprintln!("  link {name}");
         let bench = Bench::up(link.as_deref(), max_mib, &memhog)?;
-        let mut curve: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
         md.push_str(&format!(
             "### Link: {name}\n\n| M | D %/s | ferry frozen | ferry client gap | ferry total | on the wire (live + frozen) | by hand downtime | by hand gap | by hand bytes | floor | frozen / by hand | frozen / floor |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         ));
@@ -324,24 +427,6 @@ pub fn run(cfg: &Config, out: &Path) -> Result<Section> {
                     }
                 }
                 let (fe, na, fl) = (&per["ferry"], &per["naive"], &per["floor"]);
-                if dirty == plot_dirty {
-                    for (m, v) in [("ferry (frozen)", fe), ("by hand", na), ("local floor", fl)] {
-                        curve
-                            .entry(m)
-                            .or_default()
-                            .push((mib as f64, spread(v, |s| s.downtime_ms).median));
-                    }
-                }
-                // The timeline of the largest configuration on the slowest link.
-                if dirty == plot_dirty && mib == max_mib {
-                    timeline = Some((
-                        format!("{mib} MiB, {dirty} %/s, {name}"),
-                        vec![
-                            ("ferry".into(), fe[0].all.clone()),
-                            ("by hand".into(), na[0].all.clone()),
-                        ],
-                    ));
-                }
                 let mb = |b: f64| b / 1048576.0;
                 let ratio_naive: Vec<f64> = fe.iter().zip(na).map(|(a, b)| a.downtime_ms / b.downtime_ms).collect();
                 let ratio_floor: Vec<f64> = fe.iter().zip(fl).map(|(a, b)| a.downtime_ms / b.downtime_ms).collect();
@@ -394,39 +479,23 @@ pub fn run(cfg: &Config, out: &Path) -> Result<Section> {
                         spread(fe, |s| s.wire_bytes as f64).median / base,
                     ));
                 }
-                json.push(serde_json::json!({
+                let mut entry = serde_json::json!({
                     "link": name, "mib": mib, "dirty_pct": dirty,
                     "ferry": fe, "naive": na, "floor": fl,
                     "frozen_over_naive": rn, "frozen_over_floor": rf,
-                }));
+                });
+                // Every echo's wait in the first run of each method, for the timeline plot.
+                if dirty == plot_dirty && mib == max_mib {
+                    entry["timeline_all"] = serde_json::json!({ "ferry": fe[0].all, "by hand": na[0].all });
+                }
+                json.push(entry);
             }
         }
         md.push('\n');
-        if curve.values().any(|c| c.len() > 1) {
-            let file = format!("frozen-vs-memory-{name}.svg");
-            crate::plot::lines(
-                &out.join(&file),
-                &format!("Downtime against memory size ({plot_dirty} %/s dirtied, {name})"),
-                "memory (MiB)",
-                "downtime (ms)",
-                &curve.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<Vec<_>>(),
-            )?;
-            plots.push(file);
-        }
         drop(bench);
     }
     let _ = std::fs::remove_dir_all(&work);
-    if let Some((what, series)) = timeline {
-        let file = "gap-timeline.svg".to_string();
-        crate::plot::lines(
-            &out.join(&file),
-            &format!("The client's wait for each echo across one move ({what})"),
-            "seconds since the client started",
-            "wait for the echo (ms)",
-            &series,
-        )?;
-        plots.push(file);
-    }
+    let plots = plots(&json, out)?;
     for p in &plots {
         md.push_str(&format!("![{p}]({p})\n\n"));
     }

@@ -1,9 +1,28 @@
-//! The report's plots, as SVG (no fonts needed to draw them).
+//! The report's plots, as PNG (plotters' bitmap backend; the text in DejaVu Sans, which
+//! scripts/setup.sh installs with fonts-dejavu-core).
 
 use std::path::Path;
+use std::sync::OnceLock;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use plotters::prelude::*;
+
+const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+/// Registers the font plotters draws text with, once.
+fn font() -> Result<()> {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    let r = DONE.get_or_init(|| {
+        let bytes =
+            std::fs::read(FONT).map_err(|e| format!("{FONT}: {e} (scripts/setup.sh installs fonts-dejavu-core)"))?;
+        plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(bytes.into_boxed_slice()))
+            .map_err(|_| format!("{FONT} is not a font plotters can read"))
+    });
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) => bail!("{e}"),
+    }
+}
 
 const COLORS: [RGBColor; 4] = [
     RGBColor(31, 119, 180),
@@ -17,10 +36,20 @@ pub type Series = (String, Vec<(f64, f64)>);
 
 /// Lines of (x, y) points, one per named series, on linear axes from zero.
 pub fn lines(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<()> {
+    draw(path, title, x_label, y_label, series, true)
+}
+
+/// Points only, one colour per named series.
+pub fn points(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<()> {
+    draw(path, title, x_label, y_label, series, false)
+}
+
+fn draw(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series], joined: bool) -> Result<()> {
+    font()?;
     let err = |e: &dyn std::fmt::Display| anyhow!("plotting {}: {e}", path.display());
     let x_max = series.iter().flat_map(|s| s.1.iter().map(|p| p.0)).fold(0.0, f64::max) * 1.05;
     let y_max = series.iter().flat_map(|s| s.1.iter().map(|p| p.1)).fold(0.0, f64::max) * 1.1;
-    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+    let root = BitMapBackend::new(path, (960, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
@@ -37,14 +66,16 @@ pub fn lines(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[S
         .map_err(|e| err(&e))?;
     for (i, (name, pts)) in series.iter().enumerate() {
         let c = COLORS[i % COLORS.len()];
+        if joined {
+            chart
+                .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+                .map_err(|e| err(&e))?;
+        }
         chart
-            .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+            .draw_series(pts.iter().map(|p| Circle::new(*p, 3, c.filled())))
             .map_err(|e| err(&e))?
             .label(name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-        chart
-            .draw_series(pts.iter().map(|p| Circle::new(*p, 3, c.filled())))
-            .map_err(|e| err(&e))?;
     }
     chart
         .configure_series_labels()
