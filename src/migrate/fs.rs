@@ -402,6 +402,9 @@ impl Applier {
     /// Owners, modes, xattrs and times, once the data is in (directories last, deepest first,
     /// so adding their entries does not change their times again).
     pub fn finish(&mut self) -> io::Result<()> {
+        // The next pass brings whole groups again: a changed hard-linked file is recreated by
+        // its first member there, not linked to the copy it replaces.
+        self.groups.clear();
         let mut pending = std::mem::take(&mut self.pending);
         pending.sort_by_key(|e| {
             (
@@ -616,6 +619,70 @@ mod tests {
                 (x >> 56) as u8
             })
             .collect()
+    }
+
+    /// One pass as the source sends it: the changed entries, data with the first member of
+    /// each hard-link group, the pass's end.
+    fn pass(src: &Path, a: &mut Applier, prev: &Snapshot) -> Snapshot {
+        let list = scan(src).unwrap();
+        let cur: Snapshot = list.iter().map(|(p, m)| (p.clone(), stamp(m))).collect();
+        let (changed, gone) = changes(prev, &cur);
+        let mut groups = std::collections::HashSet::new();
+        let mut data = Vec::new();
+        for (rel, md) in &list {
+            if !changed.contains(rel) {
+                continue;
+            }
+            let e = entry(src, rel, md).unwrap();
+            a.entry(&e).unwrap();
+            if e.kind == FileKind::Regular && e.hardlink_group.is_none_or(|g| groups.insert(g)) {
+                data.push(e.path.clone());
+            }
+        }
+        for p in data {
+            let bytes = read_chunk(src, p.as_str(), 0, 1 << 20).unwrap();
+            a.data(&FsData {
+                path: p,
+                offset: 0,
+                compressed: false,
+                data: bytes,
+            })
+            .unwrap();
+        }
+        for g in gone {
+            a.delete(&RelPath::new(g).unwrap()).unwrap();
+        }
+        a.finish().unwrap();
+        cur
+    }
+
+    #[test]
+    fn hard_linked_files_that_change_between_passes_arrive() {
+        let (s, d) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        fs::write(s.path().join("gunzip"), "one\n").unwrap();
+        fs::hard_link(s.path().join("gunzip"), s.path().join("uncompress")).unwrap();
+        fs::write(s.path().join("perl"), "two\n").unwrap();
+        fs::hard_link(s.path().join("perl"), s.path().join("perl5")).unwrap();
+        let mut a = Applier::new(d.path());
+        let snap = pass(s.path(), &mut a, &Snapshot::new());
+        assert_eq!(manifest(s.path()).unwrap(), manifest(d.path()).unwrap());
+        // Appended to through one name; one name of the other group removed; a third name.
+        fs::OpenOptions::new()
+            .append(true)
+            .open(s.path().join("gunzip"))
+            .unwrap()
+            .write_all(b"more\n")
+            .unwrap();
+        fs::remove_file(s.path().join("perl5")).unwrap();
+        fs::hard_link(s.path().join("gunzip"), s.path().join("zcat")).unwrap();
+        let snap = pass(s.path(), &mut a, &snap);
+        assert_eq!(manifest(s.path()).unwrap(), manifest(d.path()).unwrap());
+        let ino = |p: &str| fs::metadata(d.path().join(p)).unwrap().ino();
+        assert_eq!(ino("gunzip"), ino("zcat"));
+        assert_eq!(ino("gunzip"), ino("uncompress"));
+        // And once more, nothing changed: nothing to do.
+        pass(s.path(), &mut a, &snap);
+        assert_eq!(manifest(s.path()).unwrap(), manifest(d.path()).unwrap());
     }
 
     #[test]

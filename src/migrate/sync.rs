@@ -61,6 +61,8 @@ pub struct PassStats {
 pub struct FileSync {
     root: PathBuf,
     snapshot: Snapshot,
+    /// Hard-link groups whose data this pass sent (with the first member; the others are
+    /// links to it on the destination).
     sent_groups: HashSet<u64>,
     /// Signatures of what the destination holds of files it could take a delta for.
     signatures: HashMap<String, fast_rsync::Signature>,
@@ -100,6 +102,9 @@ impl FileSync {
         let (changed, gone) = tree::changes(&self.snapshot, &cur);
         let changed: HashSet<String> = changed.into_iter().collect();
         let start = wire.sent;
+        // A group whose file changed arrives anew in this pass (the destination starts its
+        // groups afresh at each pass's end): its first member with the data, then the links.
+        self.sent_groups.clear();
         for g in &gone {
             self.signatures.remove(g);
         }
@@ -129,7 +134,7 @@ impl FileSync {
             }
             if e.kind == FileKind::Regular
                 && !by_delta.contains_key(rel)
-                && e.hardlink_group.is_none_or(|g| self.sent_groups.insert(g) || pass > 1)
+                && e.hardlink_group.is_none_or(|g| self.sent_groups.insert(g))
             {
                 let sign =
                     e.hardlink_group.is_none() && (tree::DELTA_MIN_FILE..=tree::DELTA_MAX_FILE).contains(&md.len());

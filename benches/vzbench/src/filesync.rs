@@ -267,11 +267,20 @@ fn ferry_receiver(
             let mut a = Applier::new(&dst);
             loop {
                 let m = wire.recv(Duration::from_secs(300)).await?;
+                let on = |p: &migrate_proto::path::RelPath| format!("applying {}", p.as_str());
                 match &m {
-                    Message::FsEntries { entries, .. } => entries.iter().try_for_each(|e| a.entry(e))?,
-                    Message::FsData(d) => a.data(d)?,
-                    Message::FsDelta(d) => a.delta(d)?,
-                    Message::FsDelete { paths, .. } => paths.iter().try_for_each(|p| a.delete(p))?,
+                    Message::FsEntries { entries, .. } => {
+                        for e in entries {
+                            a.entry(e).with_context(|| on(&e.path))?;
+                        }
+                    }
+                    Message::FsData(d) => a.data(d).with_context(|| on(&d.path))?,
+                    Message::FsDelta(d) => a.delta(d).with_context(|| on(&d.path))?,
+                    Message::FsDelete { paths, .. } => {
+                        for p in paths {
+                            a.delete(p).with_context(|| on(p))?;
+                        }
+                    }
                     Message::FsPassDone { pass, last } => {
                         a.finish()?;
                         wire.send(&Message::FsPassDone {
@@ -360,9 +369,9 @@ fn ferry_once(lab: &Lab, keys: &(Identity, Identity), src: &Path, dst: &Path) ->
     .join()
     .map_err(|_| anyhow!("ferry's sender panicked"))?;
     let got = server.join().map_err(|_| anyhow!("ferry's receiver panicked"))?;
-    let s = sent?;
+    // The receiver's failure first: the sender then only sees the connection time out.
     got.context("ferry's receiver")?;
-    Ok(s)
+    sent
 }
 
 /// An rsync daemon on hostB serving one writable module.
