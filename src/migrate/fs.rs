@@ -190,11 +190,22 @@ pub fn changes(prev: &Snapshot, cur: &Snapshot) -> (Vec<String>, Vec<String>) {
 
 /// Reads a chunk of a file's data.
 pub fn read_chunk(root: &Path, rel: &str, offset: u64, max: usize) -> io::Result<Vec<u8>> {
-    let mut f = open_beneath(root, rel)?;
-    f.seek(SeekFrom::Start(offset))?;
-    let mut buf = Vec::with_capacity(max);
-    f.take(max as u64).read_to_end(&mut buf)?;
+    let mut buf = Vec::new();
+    read_chunk_into(root, rel, offset, max, &mut buf)?;
     Ok(buf)
+}
+
+/// Reads a chunk of a file's data into `buf` (emptied first; a buffer used again keeps its
+/// memory, which here costs less than fresh pages for every file).
+pub fn read_chunk_into(root: &Path, rel: &str, offset: u64, max: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.clear();
+    let mut f = open_beneath(root, rel)?;
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(offset))?;
+    // Room for what the file holds now (plus a little, should it grow), not for `max`.
+    buf.reserve((len.saturating_sub(offset) as usize).saturating_add(4096).min(max));
+    f.take(max as u64).read_to_end(buf)?;
+    Ok(())
 }
 
 /// Opens the regular file `rel` below `root` for reading without following any symlink on
@@ -236,11 +247,37 @@ pub fn open_beneath(root: &Path, rel: &str) -> io::Result<File> {
     Ok(f)
 }
 
+/// Decompresses a chunk into a buffer of the size its frame declares, refusing one that
+/// declares more than `max` (or turns out larger than it declared).
+pub fn unzstd(z: &mut Option<zstd::bulk::Decompressor<'static>>, data: &[u8], max: usize) -> io::Result<Vec<u8>> {
+    let size = zstd::zstd_safe::get_frame_content_size(data)
+        .ok()
+        .flatten()
+        .map_or(max as u64, |n| n);
+    if size > max as u64 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a chunk that would decompress to {size} bytes, over {max}"),
+        ));
+    }
+    let Some(d) = z.as_mut() else {
+        return zstd::bulk::decompress(data, max);
+    };
+    let mut out = Vec::with_capacity(size as usize);
+    d.decompress_to_buffer(data, &mut out)?;
+    Ok(out)
+}
+
 /// Applies entries below a root on the destination.
 pub struct Applier {
     root: PathBuf,
     groups: HashMap<u64, PathBuf>,
     pending: Vec<FsEntry>,
+    zstd: Option<zstd::bulk::Decompressor<'static>>,
+    /// Directories below the root already found to be real directories. Only this applier
+    /// changes the tree, and it forgets them all whenever it removes anything (the only way a
+    /// directory can turn into something else).
+    dirs: std::collections::HashSet<PathBuf>,
 }
 
 /// The host path of `rel` below `root`, refusing to go through a symlink: every existing
@@ -281,21 +318,44 @@ fn remove_any(p: &Path) -> io::Result<()> {
 }
 
 impl Applier {
+    /// `confined`, skipping the directories already checked.
+    fn confine(&mut self, rel: &RelPath) -> io::Result<PathBuf> {
+        let parent = match rel.as_str().rsplit_once('/') {
+            Some((dir, _)) => self.root.join(dir),
+            None => return confined(&self.root, rel),
+        };
+        if self.dirs.contains(&parent) {
+            return Ok(self.root.join(rel.as_str()));
+        }
+        let p = confined(&self.root, rel)?;
+        if fs::symlink_metadata(&parent).is_ok_and(|m| m.is_dir()) {
+            self.dirs.insert(parent);
+        }
+        Ok(p)
+    }
+
+    fn remove(&mut self, p: &Path) -> io::Result<()> {
+        self.dirs.clear();
+        remove_any(p)
+    }
+
     pub fn new(root: &Path) -> Self {
         Self {
             root: root.to_path_buf(),
             groups: HashMap::new(),
             pending: Vec::new(),
+            zstd: zstd::bulk::Decompressor::new().ok(),
+            dirs: std::collections::HashSet::new(),
         }
     }
 
     pub fn entry(&mut self, e: &FsEntry) -> io::Result<()> {
-        let p = confined(&self.root, &e.path)?;
+        let p = self.confine(&e.path)?;
         let existing = fs::symlink_metadata(&p).ok();
         let same_kind = existing.as_ref().is_some_and(|md| kind_of(md) == e.kind);
         if !same_kind || e.kind == FileKind::Symlink || e.hardlink_group.is_some() {
             if existing.is_some() && !(same_kind && e.kind == FileKind::Dir) {
-                remove_any(&p)?;
+                self.remove(&p)?;
             }
         }
         let c = cpath(&p);
@@ -351,14 +411,16 @@ impl Applier {
     }
 
     pub fn data(&mut self, d: &FsData) -> io::Result<()> {
-        let p = confined(&self.root, &d.path)?;
-        let bytes = if d.compressed {
-            zstd::bulk::decompress(&d.data, migrate_proto::limits::MAX_CHUNK)?
+        let p = self.confine(&d.path)?;
+        let unpacked;
+        let bytes: &[u8] = if d.compressed {
+            unpacked = unzstd(&mut self.zstd, &d.data, migrate_proto::limits::MAX_CHUNK)?;
+            &unpacked
         } else {
-            d.data.clone()
+            &d.data
         };
         let f = OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(&p)?;
-        f.write_all_at(&bytes, d.offset)?;
+        f.write_all_at(bytes, d.offset)?;
         Ok(())
     }
 
@@ -372,7 +434,7 @@ impl Applier {
                 d.result_size
             )));
         }
-        let p = confined(&self.root, &d.path)?;
+        let p = self.confine(&d.path)?;
         let mut f = OpenOptions::new()
             .read(true)
             .write(true)
@@ -396,7 +458,8 @@ impl Applier {
     }
 
     pub fn delete(&mut self, rel: &RelPath) -> io::Result<()> {
-        remove_any(&confined(&self.root, rel)?)
+        let p = self.confine(rel)?;
+        self.remove(&p)
     }
 
     /// Owners, modes, xattrs and times, once the data is in (directories last, deepest first,
@@ -413,7 +476,7 @@ impl Applier {
             )
         });
         for e in pending {
-            let p = confined(&self.root, &e.path)?;
+            let p = self.confine(&e.path)?;
             let c = cpath(&p);
             // SAFETY: metadata calls on a confined path; symlinks are not followed.
             unsafe {

@@ -67,6 +67,11 @@ pub struct FileSync {
     /// Signatures of what the destination holds of files it could take a delta for.
     signatures: HashMap<String, fast_rsync::Signature>,
     pub counters: Counters,
+    /// One zstd context for every chunk (a new one per chunk costs more than compressing a
+    /// small file).
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+    /// Buffers sent and given back, read into and compressed into again.
+    pool: Vec<Vec<u8>>,
 }
 
 impl FileSync {
@@ -77,6 +82,20 @@ impl FileSync {
             sent_groups: HashSet::new(),
             signatures: HashMap::new(),
             counters: Counters::default(),
+            zstd: zstd::bulk::Compressor::new(1).ok(),
+            pool: Vec::new(),
+        }
+    }
+
+    fn buffer(&mut self) -> Vec<u8> {
+        self.pool.pop().unwrap_or_default()
+    }
+
+    /// Takes back a buffer whose message went out.
+    pub fn recycle(&mut self, mut v: Vec<u8>) {
+        if self.pool.len() < 4 {
+            v.clear();
+            self.pool.push(v);
         }
     }
 
@@ -84,12 +103,21 @@ impl FileSync {
     /// whether it is), counted for the compression ratio.
     pub fn compress(&mut self, chunk: Vec<u8>) -> (bool, Vec<u8>) {
         self.counters.raw_bytes += chunk.len() as u64;
-        let out = match zstd::bulk::compress(&chunk, 1) {
-            Ok(z) if z.len() < chunk.len() => (true, z),
-            _ => (false, chunk),
+        let mut out = self.buffer();
+        out.reserve(zstd::zstd_safe::compress_bound(chunk.len()));
+        let z = match self.zstd.as_mut() {
+            Some(c) => c.compress_to_buffer(&chunk, &mut out).is_ok(),
+            None => zstd::bulk::compress(&chunk, 1).map(|z| out = z).is_ok(),
         };
-        self.counters.compressed_bytes += out.1.len() as u64;
-        out
+        let (compressed, data) = if z && out.len() < chunk.len() {
+            self.recycle(chunk);
+            (true, out)
+        } else {
+            self.recycle(out);
+            (false, chunk)
+        };
+        self.counters.compressed_bytes += data.len() as u64;
+        (compressed, data)
     }
 
     /// Sends the tree, or what changed since the last pass (the caller says when a pass is
@@ -159,9 +187,11 @@ impl FileSync {
             let mut off = 0u64;
             let mut sent = Vec::new();
             while off < len {
-                let chunk =
-                    tree::read_chunk(&root, path.as_str(), off, CHUNK).map_err(io(format!("reading {path}")))?;
+                let mut chunk = self.buffer();
+                tree::read_chunk_into(&root, path.as_str(), off, CHUNK, &mut chunk)
+                    .map_err(io(format!("reading {path}")))?;
                 if chunk.is_empty() {
+                    self.recycle(chunk);
                     break;
                 }
                 let n = chunk.len() as u64;
@@ -169,13 +199,16 @@ impl FileSync {
                     sent.extend_from_slice(&chunk);
                 }
                 let (compressed, data) = self.compress(chunk);
-                wire.send(&Message::FsData(FsData {
+                let msg = Message::FsData(FsData {
                     path: path.clone(),
                     offset: off,
                     compressed,
                     data,
-                }))
-                .await?;
+                });
+                wire.send(&msg).await?;
+                if let Message::FsData(d) = msg {
+                    self.recycle(d.data);
+                }
                 off += n;
             }
             // The destination holds exactly these bytes unless the file shrank while it was
