@@ -1,25 +1,36 @@
 //! Root-only and slow: builds a Debian cache with debootstrap from Debian's archive (the
 //! built-in debian-12 recipe, plus lighttpd as a real service), then on the testbed creates,
-//! boots, serves, checkpoints and restores, stops and destroys a container from it.
+//! boots, serves, checkpoints and restores a container from it, migrates it live to another
+//! host (a real distribution's tree: hard links, devices, absolute symlinks), stops and
+//! destroys it there.
 
 mod common;
 
 use std::time::Duration;
 
+use common::lab::MigLab;
 use common::*;
-use ferry_testbed::{Lab, LabConfig};
+use ferry_testbed::Lab;
 
-fn vz(lab: &Lab, args: &[&str]) -> Out {
-    let h = lab.host("hostA");
+fn vz_on(lab: &Lab, host: &str, args: &[&str]) -> Out {
+    let h = lab.host(host);
     let mut c = Lab::cmd(&h.netns, env!("CARGO_BIN_EXE_vzctl"));
     c.arg("--root-dir").arg(&h.root).args(args);
     run(c, Duration::from_secs(300))
 }
 
-fn vz_ok(lab: &Lab, args: &[&str]) -> String {
-    let o = vz(lab, args);
-    assert_eq!(o.code, 0, "vzctl {args:?}: {o:?}");
+fn vz_ok_on(lab: &Lab, host: &str, args: &[&str]) -> String {
+    let o = vz_on(lab, host, args);
+    assert_eq!(o.code, 0, "vzctl {args:?} on {host}: {o:?}");
     o.stdout
+}
+
+fn vz(lab: &Lab, args: &[&str]) -> Out {
+    vz_on(lab, "hostA", args)
+}
+
+fn vz_ok(lab: &Lab, args: &[&str]) -> String {
+    vz_ok_on(lab, "hostA", args)
 }
 
 fn http_head(lab: &Lab, addr: &str) -> String {
@@ -34,10 +45,8 @@ fn http_head(lab: &Lab, addr: &str) -> String {
 #[test]
 fn debian_cache_builds_boots_serves_and_checkpoints() {
     require_root();
-    let mut cfg = LabConfig::new(&format!("deb{}", std::process::id() % 100000));
-    cfg.base = "/tmp/ferry-lab-tests".into();
-    cfg.hosts = vec!["hostA".into()];
-    let lab = Lab::up(&cfg).unwrap();
+    let m = MigLab::new("db", &["hostA", "hostB"], None);
+    let lab = &m.lab;
     let root = lab.host("hostA").root.clone();
     let layout = ferry::layout::HostLayout::new(&root);
     // The built-in recipe, with a real service added.
@@ -72,7 +81,7 @@ fn debian_cache_builds_boots_serves_and_checkpoints() {
     );
 
     vz_ok(
-        &lab,
+        lab,
         &[
             "create",
             "301",
@@ -84,45 +93,61 @@ fn debian_cache_builds_boots_serves_and_checkpoints() {
             "198.18.0.30",
         ],
     );
-    vz_ok(&lab, &["start", "301"]);
-    assert!(vz_ok(&lab, &["exec", "301", "cat /etc/debian_version"])
+    vz_ok(lab, &["start", "301"]);
+    assert!(vz_ok(lab, &["exec", "301", "cat /etc/debian_version"])
         .trim()
         .starts_with("12"));
-    assert_eq!(vz_ok(&lab, &["exec", "301", "hostname"]).trim(), "deb");
-    assert_eq!(vz_ok(&lab, &["exec", "301", "cat /proc/1/comm"]).trim(), "init");
+    assert_eq!(vz_ok(lab, &["exec", "301", "hostname"]).trim(), "deb");
+    assert_eq!(vz_ok(lab, &["exec", "301", "cat /proc/1/comm"]).trim(), "init");
     wait_until("sysvinit to reach runlevel 2", Duration::from_secs(60), || {
-        vz(&lab, &["exec", "301", "runlevel"]).stdout.contains(" 2")
+        vz(lab, &["exec", "301", "runlevel"]).stdout.contains(" 2")
     });
     assert!(
         !root.join("vz/private/301/usr/sbin/policy-rc.d").exists(),
         "the build's policy-rc.d was left in the template"
     );
     wait_until("lighttpd to serve", Duration::from_secs(30), || {
-        http_head(&lab, "198.18.0.30").contains("Server: lighttpd")
+        http_head(lab, "198.18.0.30").contains("Server: lighttpd")
     });
     if !ferry::criu::has_cap(24) {
         // Where root lacks CAP_SYS_RESOURCE (this project's sandboxes), CRIU cannot read the
         // resource limits of another user's process, so lighttpd as www-data cannot be dumped
         // (vzctl check says so). The service runs as root here; elsewhere as shipped.
-        vz_ok(&lab, &["exec", "301", "sed -i '/^server.username/d; /^server.groupname/d' /etc/lighttpd/lighttpd.conf && /etc/init.d/lighttpd restart >/dev/null"]);
+        vz_ok(lab, &["exec", "301", "sed -i '/^server.username/d; /^server.groupname/d' /etc/lighttpd/lighttpd.conf && /etc/init.d/lighttpd restart >/dev/null"]);
         wait_until("lighttpd to serve again", Duration::from_secs(30), || {
-            http_head(&lab, "198.18.0.30").contains("Server: lighttpd")
+            http_head(lab, "198.18.0.30").contains("Server: lighttpd")
         });
     }
-    let pid = vz_ok(&lab, &["exec", "301", "pidof lighttpd"]);
+    let pid = vz_ok(lab, &["exec", "301", "pidof lighttpd"]);
     assert!(!pid.trim().is_empty());
 
     // The service across a checkpoint: same process, still serving.
-    vz_ok(&lab, &["chkpnt", "301"]);
-    vz_ok(&lab, &["restore", "301"]);
-    assert_eq!(vz_ok(&lab, &["exec", "301", "pidof lighttpd"]), pid);
-    assert!(http_head(&lab, "198.18.0.30").contains("Server: lighttpd"));
+    vz_ok(lab, &["chkpnt", "301"]);
+    vz_ok(lab, &["restore", "301"]);
+    assert_eq!(vz_ok(lab, &["exec", "301", "pidof lighttpd"]), pid);
+    assert!(http_head(lab, "198.18.0.30").contains("Server: lighttpd"));
+
+    // And live to another host: the same process, serving from there, the tree whole (its
+    // hard links still links: a changed hard-linked file once broke the file passes).
+    let o = m.migrate("hostA", &["--online", "hostB", "301"]);
+    assert_eq!(o.code, 0, "vzmigrate --online hostB 301: {o:?}");
+    assert!(!root.join("vz/private/301").exists(), "the source kept its copy");
+    assert!(vz_on(lab, "hostB", &["status", "301"]).stdout.contains("running"));
+    assert_eq!(vz_ok_on(lab, "hostB", &["exec", "301", "pidof lighttpd"]), pid);
+    wait_until("lighttpd to serve from hostB", Duration::from_secs(30), || {
+        http_head(lab, "198.18.0.30").contains("Server: lighttpd")
+    });
+    let ino = |p: &str| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(m.private("hostB", "301").join(p)).unwrap().ino()
+    };
+    assert_eq!(ino("usr/bin/gunzip"), ino("usr/bin/uncompress"));
 
     // A clean stop through sysvinit's ctrl-alt-del action (shutdown -r: the pid namespace ends).
-    vz_ok(&lab, &["stop", "301"]);
+    vz_ok_on(lab, "hostB", &["stop", "301"]);
     assert_eq!(
-        vz(&lab, &["status", "301"]).stdout.trim(),
+        vz_on(lab, "hostB", &["status", "301"]).stdout.trim(),
         "CTID 301 exist unmounted down"
     );
-    vz_ok(&lab, &["destroy", "301"]);
+    vz_ok_on(lab, "hostB", &["destroy", "301"]);
 }

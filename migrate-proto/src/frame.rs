@@ -169,10 +169,14 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, DecodeError> {
 }
 
 /// Accumulates bytes from a stream and yields whole messages. Its buffer never holds more than
-/// one maximal frame plus what one `push` added.
+/// one maximal frame plus what one `push` added (and the messages already taken from that,
+/// dropped at the next `push`: moving what is left after every message would copy a large
+/// read once per small message in it).
 #[derive(Debug, Default)]
 pub struct FrameReader {
     buf: Vec<u8>,
+    /// Where the first message not yet taken starts.
+    start: usize,
     failed: bool,
 }
 
@@ -182,6 +186,10 @@ impl FrameReader {
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
@@ -191,21 +199,26 @@ impl FrameReader {
         if self.failed {
             return Err(DecodeError::Invalid("stream already failed"));
         }
-        match decode(&self.buf) {
+        match decode(&self.buf[self.start..]) {
             Ok(Some((m, used))) => {
-                self.buf.drain(..used);
+                self.start += used;
+                if self.start == self.buf.len() {
+                    self.buf.clear();
+                    self.start = 0;
+                }
                 Ok(Some(m))
             }
             Ok(None) => Ok(None),
             Err(e) => {
                 self.failed = true;
                 self.buf = Vec::new();
+                self.start = 0;
                 Err(e)
             }
         }
     }
 
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 }

@@ -184,7 +184,7 @@ fn key(id: &Identity) -> PrivateKeyDer<'static> {
 /// Socket buffers of an agent's UDP socket. The kernel's default (about 200 KiB) drops
 /// packets at bulk rates; 4 MiB measured lossless (CRATES.md). As root the `FORCE` options set
 /// them past `net.core.rmem_max`; elsewhere the plain options get what the limits allow.
-const SOCKET_BUFFER: usize = 4 << 20;
+const SOCKET_BUFFER: usize = 32 << 20;
 
 /// A UDP socket for an endpoint, with large buffers.
 fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, QuicError> {

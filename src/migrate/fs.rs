@@ -76,6 +76,13 @@ fn cpath(p: &Path) -> CString {
 
 fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
     let c = cpath(p);
+    // Most files have none: ask for the size of the list first (a 64 KiB buffer for each file
+    // cost more than the rest of reading its metadata).
+    // SAFETY: llistxattr with no buffer only returns the size.
+    let size = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
+    if size <= 0 {
+        return vec![];
+    }
     let mut names = vec![0u8; 65536];
     // SAFETY: llistxattr into our buffer.
     let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr() as *mut libc::c_char, names.len()) };

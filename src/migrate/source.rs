@@ -123,7 +123,7 @@ impl Ctx<'_> {
     /// Sends the tree, or what changed since the last pass.
     async fn fs_pass(&mut self, pass: u32) -> Result<u64, MigrateError> {
         let r = self.files.pass(&mut self.wire, pass, &self.interrupted).await;
-        let c = self.files.counters;
+        let c = self.files.counters();
         self.report.delta_files = c.delta_files;
         self.report.delta_file_bytes = c.delta_file_bytes;
         self.report.delta_bytes = c.delta_bytes;
@@ -767,7 +767,7 @@ async fn run_source(
             cx.wire.finish().await;
             cx.report.total_ms = t0.elapsed().as_millis() as u64;
             cx.report.wire_bytes = cx.wire.sent;
-            let c = cx.files.counters;
+            let c = cx.files.counters();
             cx.report.compression_ratio = if c.compressed_bytes > 0 {
                 c.raw_bytes as f64 / c.compressed_bytes as f64
             } else {

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use migrate_proto::msg::{FileKind, FsData, FsDelta, Message};
 use migrate_proto::path::RelPath;
@@ -66,33 +67,38 @@ pub struct FileSync {
     sent_groups: HashSet<u64>,
     /// Signatures of what the destination holds of files it could take a delta for.
     signatures: HashMap<String, fast_rsync::Signature>,
-    pub counters: Counters,
-    /// One zstd context for every chunk (a new one per chunk costs more than compressing a
-    /// small file).
-    zstd: Option<zstd::bulk::Compressor<'static>>,
-    /// Buffers sent and given back, read into and compressed into again.
-    pool: Vec<Vec<u8>>,
+    /// The delta counters (the compression counters are the packer's).
+    deltas: Counters,
+    packer: Packer,
 }
 
-impl FileSync {
-    pub fn new(root: &Path) -> Self {
+/// Reads and compresses chunks: one zstd context for every chunk (a new one per chunk costs
+/// more than compressing a small file) and buffers used again (fresh pages for every file
+/// cost more than reading it here).
+struct Packer {
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+    pool: Vec<Vec<u8>>,
+    raw: u64,
+    compressed: u64,
+}
+
+impl Default for Packer {
+    fn default() -> Self {
         Self {
-            root: root.to_path_buf(),
-            snapshot: Snapshot::new(),
-            sent_groups: HashSet::new(),
-            signatures: HashMap::new(),
-            counters: Counters::default(),
             zstd: zstd::bulk::Compressor::new(1).ok(),
             pool: Vec::new(),
+            raw: 0,
+            compressed: 0,
         }
     }
+}
 
+impl Packer {
     fn buffer(&mut self) -> Vec<u8> {
         self.pool.pop().unwrap_or_default()
     }
 
-    /// Takes back a buffer whose message went out.
-    pub fn recycle(&mut self, mut v: Vec<u8>) {
+    fn recycle(&mut self, mut v: Vec<u8>) {
         if self.pool.len() < 4 {
             v.clear();
             self.pool.push(v);
@@ -101,8 +107,8 @@ impl FileSync {
 
     /// A chunk as it goes on the wire: zstd-compressed when that makes it smaller (and
     /// whether it is), counted for the compression ratio.
-    pub fn compress(&mut self, chunk: Vec<u8>) -> (bool, Vec<u8>) {
-        self.counters.raw_bytes += chunk.len() as u64;
+    fn compress(&mut self, chunk: Vec<u8>) -> (bool, Vec<u8>) {
+        self.raw += chunk.len() as u64;
         let mut out = self.buffer();
         out.reserve(zstd::zstd_safe::compress_bound(chunk.len()));
         let z = match self.zstd.as_mut() {
@@ -116,13 +122,113 @@ impl FileSync {
             self.recycle(out);
             (false, chunk)
         };
-        self.counters.compressed_bytes += data.len() as u64;
+        self.compressed += data.len() as u64;
         (compressed, data)
+    }
+}
+
+/// What the reader thread hands the sending side.
+enum Piece {
+    Data(Message),
+    /// The signature of a file sent whole that may later go as a delta.
+    Signature(String, fast_rsync::Signature),
+    Failed(SyncError),
+}
+
+/// The data of a pass's files, read and compressed on a thread of its own so the connection
+/// keeps sending meanwhile (vzmigrate's runtime has one thread).
+fn read_files(
+    root: &Path,
+    files: Vec<(RelPath, u64, bool)>,
+    packer: &mut Packer,
+    tx: &tokio::sync::mpsc::Sender<Piece>,
+    back: &std::sync::mpsc::Receiver<Vec<u8>>,
+    interrupted: &AtomicBool,
+) {
+    for (path, len, sign) in files {
+        if interrupted.load(Ordering::SeqCst) {
+            let _ = tx.blocking_send(Piece::Failed(SyncError::Interrupted));
+            return;
+        }
+        let mut off = 0u64;
+        let mut sent = Vec::new();
+        while off < len {
+            let mut chunk = back.try_recv().unwrap_or_else(|_| packer.buffer());
+            if let Err(source) = tree::read_chunk_into(root, path.as_str(), off, CHUNK, &mut chunk) {
+                let _ = tx.blocking_send(Piece::Failed(SyncError::Io {
+                    what: format!("reading {path}"),
+                    source,
+                }));
+                return;
+            }
+            if chunk.is_empty() {
+                packer.recycle(chunk);
+                break;
+            }
+            let n = chunk.len() as u64;
+            if sign {
+                sent.extend_from_slice(&chunk);
+            }
+            let (compressed, data) = packer.compress(chunk);
+            let msg = Message::FsData(FsData {
+                path: path.clone(),
+                offset: off,
+                compressed,
+                data,
+            });
+            if tx.blocking_send(Piece::Data(msg)).is_err() {
+                return;
+            }
+            off += n;
+        }
+        // The destination holds exactly these bytes unless the file shrank while it was read
+        // (then its entry's size left a tail of zeros there).
+        if sign
+            && sent.len() as u64 >= len
+            && tx
+                .blocking_send(Piece::Signature(path.as_str().to_string(), tree::signature(&sent)))
+                .is_err()
+        {
+            return;
+        }
+    }
+}
+
+impl FileSync {
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            snapshot: Snapshot::new(),
+            sent_groups: HashSet::new(),
+            signatures: HashMap::new(),
+            deltas: Counters::default(),
+            packer: Packer::default(),
+        }
+    }
+
+    /// What the passes sent so far.
+    pub fn counters(&self) -> Counters {
+        Counters {
+            raw_bytes: self.deltas.raw_bytes + self.packer.raw,
+            compressed_bytes: self.deltas.compressed_bytes + self.packer.compressed,
+            ..self.deltas
+        }
+    }
+
+    /// A chunk as it goes on the wire: zstd-compressed when that makes it smaller (and
+    /// whether it is), counted for the compression ratio.
+    pub fn compress(&mut self, chunk: Vec<u8>) -> (bool, Vec<u8>) {
+        self.packer.compress(chunk)
     }
 
     /// Sends the tree, or what changed since the last pass (the caller says when a pass is
     /// done: in a migration, the state machine does).
-    pub async fn pass(&mut self, wire: &mut Wire, pass: u32, interrupted: &AtomicBool) -> Result<PassStats, SyncError> {
+    pub async fn pass(
+        &mut self,
+        wire: &mut Wire,
+        pass: u32,
+        interrupted: &Arc<AtomicBool>,
+    ) -> Result<PassStats, SyncError> {
         let root = self.root.clone();
         let io = |what: String| move |source| SyncError::Io { what, source };
         let list = tree::scan(&root).map_err(io(format!("reading {}", root.display())))?;
@@ -180,44 +286,7 @@ impl FileSync {
         if !batch.is_empty() {
             wire.send(&Message::FsEntries { pass, entries: batch }).await?;
         }
-        for (path, len, sign) in data_files {
-            if interrupted.load(Ordering::SeqCst) {
-                return Err(SyncError::Interrupted);
-            }
-            let mut off = 0u64;
-            let mut sent = Vec::new();
-            while off < len {
-                let mut chunk = self.buffer();
-                tree::read_chunk_into(&root, path.as_str(), off, CHUNK, &mut chunk)
-                    .map_err(io(format!("reading {path}")))?;
-                if chunk.is_empty() {
-                    self.recycle(chunk);
-                    break;
-                }
-                let n = chunk.len() as u64;
-                if sign {
-                    sent.extend_from_slice(&chunk);
-                }
-                let (compressed, data) = self.compress(chunk);
-                let msg = Message::FsData(FsData {
-                    path: path.clone(),
-                    offset: off,
-                    compressed,
-                    data,
-                });
-                wire.send(&msg).await?;
-                if let Message::FsData(d) = msg {
-                    self.recycle(d.data);
-                }
-                off += n;
-            }
-            // The destination holds exactly these bytes unless the file shrank while it was
-            // read (then its entry's size left a tail of zeros there).
-            if sign && sent.len() as u64 >= len {
-                self.signatures
-                    .insert(path.as_str().to_string(), tree::signature(&sent));
-            }
-        }
+        self.send_data(wire, &root, data_files, interrupted).await?;
         let gone: Vec<RelPath> = gone.into_iter().filter_map(|g| RelPath::new(g).ok()).collect();
         for g in gone.chunks(BATCH) {
             wire.send(&Message::FsDelete {
@@ -232,6 +301,55 @@ impl FileSync {
             deleted: gone.len(),
             bytes: wire.sent - start,
         })
+    }
+
+    /// Sends the files' data, read and compressed by a thread of its own.
+    async fn send_data(
+        &mut self,
+        wire: &mut Wire,
+        root: &Path,
+        files: Vec<(RelPath, u64, bool)>,
+        interrupted: &Arc<AtomicBool>,
+    ) -> Result<(), SyncError> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Piece>(8);
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let mut packer = std::mem::take(&mut self.packer);
+        let (root, stop) = (root.to_path_buf(), interrupted.clone());
+        let reader = std::thread::Builder::new()
+            .name("ferry-read".into())
+            .spawn(move || {
+                read_files(&root, files, &mut packer, &tx, &back_rx, &stop);
+                packer
+            })
+            .map_err(|source| SyncError::Io {
+                what: "starting the reader thread".into(),
+                source,
+            })?;
+        let r = async {
+            while let Some(p) = rx.recv().await {
+                match p {
+                    Piece::Data(msg) => {
+                        wire.send(&msg).await?;
+                        if let Message::FsData(d) = msg {
+                            let _ = back_tx.send(d.data);
+                        }
+                    }
+                    Piece::Signature(path, sig) => {
+                        self.signatures.insert(path, sig);
+                    }
+                    Piece::Failed(e) => return Err(e),
+                }
+            }
+            Ok(())
+        }
+        .await;
+        // The reader stops at its next piece once nobody takes them.
+        drop(rx);
+        self.packer = reader.join().unwrap_or_default();
+        r
     }
 
     /// Sends `rel` as a delta against what the destination holds (`sig`), if the delta is worth
@@ -259,7 +377,7 @@ impl FileSync {
             return Ok(None);
         };
         let len = data.len() as u64;
-        let c = &mut self.counters;
+        let c = &mut self.deltas;
         c.delta_files += 1;
         c.delta_file_bytes += len;
         c.delta_bytes += delta.len() as u64;

@@ -251,7 +251,31 @@ fn empty_dir(d: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The destination side of ferry's session: applies passes, acknowledges each once applied.
+/// Applies one message of a pass.
+fn apply(a: &mut Applier, m: &Message) -> Result<()> {
+    let on = |p: &migrate_proto::path::RelPath| format!("applying {}", p.as_str());
+    match m {
+        Message::FsEntries { entries, .. } => {
+            for e in entries {
+                a.entry(e).with_context(|| on(&e.path))?;
+            }
+        }
+        Message::FsData(d) => a.data(d).with_context(|| on(&d.path))?,
+        Message::FsDelta(d) => a.delta(d).with_context(|| on(&d.path))?,
+        Message::FsDelete { paths, .. } => {
+            for p in paths {
+                a.delete(p).with_context(|| on(p))?;
+            }
+        }
+        Message::FsPassDone { .. } => a.finish()?,
+        other => bail!("unexpected {other:?}"),
+    }
+    Ok(())
+}
+
+/// The destination side of ferry's session, run as the agent runs a migration's destination
+/// (a task on a two-worker runtime, file work in `block_in_place`, so the connection keeps
+/// being served meanwhile): applies passes, acknowledges each once applied.
 fn ferry_receiver(
     netns: &str,
     id: Identity,
@@ -261,48 +285,32 @@ fn ferry_receiver(
     ready: std::sync::mpsc::Sender<()>,
 ) -> std::thread::JoinHandle<Result<()>> {
     in_netns(netns, move || -> Result<()> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        rt.block_on(async move {
-            let ep = quic::server(&id, Pins::Fixed(vec![client_fp]), addr)?;
-            ready.send(()).ok();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let ep = rt.block_on(async { quic::server(&id, Pins::Fixed(vec![client_fp]), addr) })?;
+        ready.send(()).ok();
+        let task = rt.spawn(async move {
             let conn = ep.accept().await.context("no connection")?.await?;
             let (send, recv) = conn.accept_bi().await?;
             let mut wire = Wire::new(send, recv);
             let mut a = Applier::new(&dst);
             loop {
                 let m = wire.recv(Duration::from_secs(300)).await?;
-                let on = |p: &migrate_proto::path::RelPath| format!("applying {}", p.as_str());
-                match &m {
-                    Message::FsEntries { entries, .. } => {
-                        for e in entries {
-                            a.entry(e).with_context(|| on(&e.path))?;
-                        }
+                tokio::task::block_in_place(|| apply(&mut a, &m))?;
+                if let Message::FsPassDone { pass, last } = m {
+                    wire.send(&Message::FsPassDone { pass, last }).await?;
+                    if last {
+                        break;
                     }
-                    Message::FsData(d) => a.data(d).with_context(|| on(&d.path))?,
-                    Message::FsDelta(d) => a.delta(d).with_context(|| on(&d.path))?,
-                    Message::FsDelete { paths, .. } => {
-                        for p in paths {
-                            a.delete(p).with_context(|| on(p))?;
-                        }
-                    }
-                    Message::FsPassDone { pass, last } => {
-                        a.finish()?;
-                        wire.send(&Message::FsPassDone {
-                            pass: *pass,
-                            last: *last,
-                        })
-                        .await?;
-                        if *last {
-                            break;
-                        }
-                    }
-                    other => bail!("unexpected {other:?}"),
                 }
             }
             wire.finish().await;
             let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
-            Ok(())
-        })
+            Ok::<(), anyhow::Error>(())
+        });
+        rt.block_on(task).map_err(|e| anyhow!("ferry's receiver: {e}"))?
     })
 }
 
@@ -327,7 +335,7 @@ fn ferry_once(lab: &Lab, keys: &(Identity, Identity), src: &Path, dst: &Path) ->
     let sent = in_netns(&lab.host("hostA").netns, move || -> Result<Sample> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         rt.block_on(async move {
-            let stop = AtomicBool::new(false);
+            let stop = std::sync::Arc::new(AtomicBool::new(false));
             let mut files = FileSync::new(&src);
             let mut s = Sample::default();
             let b0 = link_bytes_here()?;
