@@ -529,8 +529,20 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
             }
         }
         if done || (m.is_finished() && m.custody() != Custody::Unknown) {
-            // Give the last message a moment to leave; the peer may also ask to resolve.
-            let _ = tokio::time::timeout(Duration::from_secs(2), wire.recv(Duration::from_secs(2))).await;
+            if m.custody() == Custody::Released {
+                // Aborted: the source may still be sending a pass and reads our Abort only at
+                // its end. Take (and drop) what it sends until it has read the reason and gone,
+                // so it learns why instead of seeing the link drop.
+                let until = Instant::now() + Duration::from_secs(15);
+                while let Some(left) = until.checked_duration_since(Instant::now()) {
+                    if wire.recv(left).await.is_err() {
+                        break;
+                    }
+                }
+            } else {
+                // Give the last message a moment to leave; the peer may also ask to resolve.
+                let _ = tokio::time::timeout(Duration::from_secs(2), wire.recv(Duration::from_secs(2))).await;
+            }
             wire.finish().await;
             return;
         }

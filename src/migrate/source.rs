@@ -710,7 +710,14 @@ async fn run_source(
                                 cx.report.fs_bytes += bytes;
                                 Some(Event::FsPassSent { pass, bytes })
                             }
-                            Err(MigrateError::Wire(_)) => Some(Event::LinkLost),
+                            // The destination may have said why before it went.
+                            Err(MigrateError::Wire(_)) => match cx.wire.recv(Duration::from_secs(1)).await {
+                                Ok(msg @ Message::Abort(_)) => {
+                                    queue.extend(m.handle_message(t0.elapsed(), msg));
+                                    None
+                                }
+                                _ => Some(Event::LinkLost),
+                            },
                             Err(e) => Some(Event::Failed(AbortReason::Local(e.to_string()))),
                         }
                     }
