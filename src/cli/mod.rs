@@ -180,6 +180,11 @@ pub fn report(prog: &str, err: &anyhow::Error) -> i32 {
 pub struct Progress {
     bar: Option<indicatif::ProgressBar>,
     quiet: bool,
+    /// Stops the thread that shows a byte counter.
+    ticker: Option<(
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<()>,
+    )>,
 }
 
 impl Progress {
@@ -189,7 +194,35 @@ impl Progress {
             b.enable_steady_tick(std::time::Duration::from_millis(120));
             b
         });
-        Self { bar, quiet }
+        Self {
+            bar,
+            quiet,
+            ticker: None,
+        }
+    }
+
+    /// On a terminal: a counter whose bytes and rate the display shows beside the message,
+    /// updated by a thread of its own (the work may keep this one busy). None elsewhere.
+    pub fn count_bytes(&mut self) -> Option<std::sync::Arc<std::sync::atomic::AtomicU64>> {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        let bar = self.bar.clone()?;
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{spinner} {msg}  [{binary_bytes} sent, {binary_bytes_per_sec}]")
+        {
+            bar.set_style(style);
+        }
+        let count = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, s) = (count.clone(), stop.clone());
+        let h = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                bar.set_position(c.load(Ordering::Relaxed));
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        });
+        self.ticker = Some((stop, h));
+        Some(count)
     }
 
     /// Plain lines on stderr, terminal or not (for a parent process that reads them).
@@ -197,6 +230,7 @@ impl Progress {
         Self {
             bar: None,
             quiet: false,
+            ticker: None,
         }
     }
 
@@ -214,6 +248,10 @@ impl Progress {
     }
 
     pub fn finish(&mut self) {
+        if let Some((stop, h)) = self.ticker.take() {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = h.join();
+        }
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }

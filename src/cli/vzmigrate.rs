@@ -119,6 +119,7 @@ pub fn run(args: Args) -> Result<()> {
         check_only: args.check_only,
         max_downtime,
         bwlimit,
+        sent: None,
     };
     let tokio_rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut progress = if args.progress_lines {
@@ -126,6 +127,9 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         Progress::new(args.global.quiet || args.json)
     };
+    // On a terminal: the bytes sent and the rate beside the phase.
+    let mut opts = opts;
+    opts.sent = progress.count_bytes();
     let r = tokio_rt.block_on(migrate(&rt, ctid, &peer, &id, opts, &mut |m| progress.line(m)));
     progress.finish();
     let r = r?;

@@ -60,6 +60,8 @@ pub struct MigrateOptions {
     pub max_downtime: Duration,
     /// Bandwidth limit of everything this side sends.
     pub bwlimit: RateSource,
+    /// Counts the bytes sent, for a progress display.
+    pub sent: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// What a migration did, for `--times` and `--json`.
@@ -602,7 +604,7 @@ pub async fn migrate(
         ctid,
         ct,
         opts: opts.clone(),
-        wire: wire.throttled(opts.bwlimit.clone()),
+        wire: wire.throttled(opts.bwlimit.clone()).counted(opts.sent.clone()),
         files: FileSync::new(&ct_private),
         work,
         freezer: None,

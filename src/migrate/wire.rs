@@ -132,6 +132,8 @@ pub struct Wire {
     throttle: Option<Throttle>,
     /// Bytes put on the wire so far.
     pub sent: u64,
+    /// The same, for a progress display on another thread.
+    shared: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Wire {
@@ -143,7 +145,14 @@ impl Wire {
             buf: vec![0; 1 << 20],
             throttle: None,
             sent: 0,
+            shared: None,
         }
+    }
+
+    /// Also counts what this wire sends into `counter`.
+    pub fn counted(mut self, counter: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>) -> Self {
+        self.shared = counter;
+        self
     }
 
     /// Limits what this wire sends to a rate.
@@ -162,6 +171,9 @@ impl Wire {
             }
         }
         self.send.write_all(&b).await?;
+        if let Some(c) = &self.shared {
+            c.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(())
     }
 

@@ -147,6 +147,7 @@ fn run(args: Args) -> Result<()> {
         eprintln!("vzbench: transport");
         let r = transport::run(args.smoke, runs.max(3))?;
         done.push(("transport", stamp(r, runs.max(3))));
+        save(&header, &out, &done)?;
     }
     // What was asked for, else the smoke or the full configuration.
     fn pick<T: Clone>(given: &[T], smoke: bool, small: &[T], full: &[T]) -> Vec<T> {
@@ -173,6 +174,7 @@ fn run(args: Args) -> Result<()> {
         };
         let r = migration::run(&cfg, &out)?;
         done.push(("migration", stamp(r, runs)));
+        save(&header, &out, &done)?;
     }
     if want("sync") {
         eprintln!("vzbench: sync");
@@ -182,21 +184,31 @@ fn run(args: Args) -> Result<()> {
             links: links.clone(),
         };
         done.push(("sync", stamp(filesync::run(&cfg)?, runs)));
+        save(&header, &out, &done)?;
     }
     if want("checkpoint") {
         eprintln!("vzbench: checkpoint");
         let cfg = checkpoint::Config {
-            sizes: pick(&args.sizes, args.smoke, &[16], &[0, 256, 1024]),
+            sizes: pick(&args.sizes, args.smoke, &[16], &[1, 256, 1024]),
             runs: if args.smoke { runs } else { runs.max(5) },
         };
         let n = cfg.runs;
         done.push(("checkpoint", stamp(checkpoint::run(&cfg)?, n)));
+        save(&header, &out, &done)?;
     }
-    let (md, json) = merge(&header, &out, done);
+    if let Ok(md) = std::fs::read_to_string(out.join("RESULTS.md")) {
+        print!("{md}");
+    }
+    eprintln!("vzbench: report in {}", out.join("RESULTS.md").display());
+    Ok(())
+}
+
+/// Writes the report with the families measured so far (so a later family's failure loses
+/// nothing measured before it).
+fn save(header: &str, out: &std::path::Path, done: &[(&str, Section)]) -> Result<()> {
+    let (md, json) = merge(header, out, done);
     std::fs::write(out.join("RESULTS.md"), &md)?;
     std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&json)?)?;
-    print!("{md}");
-    eprintln!("vzbench: report in {}", out.join("RESULTS.md").display());
     Ok(())
 }
 
@@ -256,7 +268,7 @@ fn sections_of(md: &str) -> Vec<(&'static str, String)> {
 }
 
 /// This run's sections, and the earlier report's for the families this run did not measure.
-fn merge(header: &str, out: &std::path::Path, done: Vec<(&str, Section)>) -> (String, serde_json::Value) {
+fn merge(header: &str, out: &std::path::Path, done: &[(&str, Section)]) -> (String, serde_json::Value) {
     let old_md = std::fs::read_to_string(out.join("RESULTS.md")).unwrap_or_default();
     let old_json: serde_json::Value = std::fs::read(out.join("results.json"))
         .ok()

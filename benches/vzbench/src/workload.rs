@@ -62,6 +62,9 @@ pub struct Load {
 /// the memory is filled.
 pub fn container(lab: &Lab, host: &str, vzctl: &Path, memhog: &Path, ctid: &str, ip: &str, load: Load) -> Result<()> {
     let Load { mib, dirty } = load;
+    if mib == 0 {
+        bail!("memhog holds at least 1 MiB");
+    }
     on(lab, host, vzctl, &["create", ctid, "--ipadd", ip])?;
     let private = lab.host(host).root.join(format!("vz/private/{ctid}"));
     std::fs::copy(memhog, private.join("bin/memhog")).context("copying memhog into the container")?;
@@ -79,29 +82,9 @@ pub fn container(lab: &Lab, host: &str, vzctl: &Path, memhog: &Path, ctid: &str,
         ],
     )?;
     let t0 = Instant::now();
-    let mut relaunched = false;
     while !private.join("tmp/ready").exists() {
         if t0.elapsed() > Duration::from_secs(300) {
             bail!("memhog did not fill {mib} MiB in 300 s");
-        }
-        // Seldom, a process started this early in the container's life is gone at once
-        // (seen once in many hundred starts); start memhog again, once.
-        if !relaunched && t0.elapsed() > Duration::from_secs(2) && !private.join("tmp/ready").exists() {
-            let running = on(lab, host, vzctl, &["exec", ctid, "pidof memhog"]).is_ok_and(|o| !o.trim().is_empty());
-            if !running {
-                relaunched = true;
-                eprintln!("    memhog was not running in {ctid}: starting it again");
-                on(
-                    lab,
-                    host,
-                    vzctl,
-                    &[
-                        "exec",
-                        ctid,
-                        &format!("/bin/memhog {mib} {dirty} 3600 /tmp/ready </dev/null >/dev/null 2>&1 &"),
-                    ],
-                )?;
-            }
         }
         std::thread::sleep(Duration::from_millis(50));
     }
