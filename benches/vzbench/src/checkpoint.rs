@@ -84,14 +84,7 @@ impl Bench {
         cfg.hosts = vec!["hostA".into()];
         let lab = Lab::up(&cfg)?;
         let tmpfs = lab.host("hostA").root.join("vz/dump");
-        std::fs::create_dir_all(&tmpfs)?;
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={}m", 2 * max_mib + 512), "tmpfs"])
-            .arg(&tmpfs)
-            .status()?;
-        if !st.success() {
-            bail!("mounting a tmpfs on {}", tmpfs.display());
-        }
+        crate::workload::mount_tmpfs(&tmpfs, 2 * max_mib + 512)?;
         let criu = ferry::criu::Criu::locate()
             .map_err(|e| anyhow!("{e} (scripts/setup.sh installs CRIU)"))?
             .bin;

@@ -88,15 +88,7 @@ impl Bench {
         let mut tmpfs = Vec::new();
         for h in &lab.hosts {
             let d = h.root.join("vz/dump");
-            std::fs::create_dir_all(&d)?;
-            let size = format!("size={}m", 2 * max_mib + 512);
-            let st = Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &size, "tmpfs"])
-                .arg(&d)
-                .status()?;
-            if !st.success() {
-                bail!("mounting a tmpfs on {}", d.display());
-            }
+            crate::workload::mount_tmpfs(&d, 2 * max_mib + 512)?;
             tmpfs.push(d);
         }
         Ok(Bench {

@@ -91,6 +91,19 @@ pub fn container(lab: &Lab, host: &str, vzctl: &Path, memhog: &Path, ctid: &str,
     Ok(())
 }
 
+/// Mounts a tmpfs of `mib` MiB on `dir` (made if missing): where the benchmarks keep images.
+pub fn mount_tmpfs(dir: &Path, mib: u64) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+        .arg(dir)
+        .status()?;
+    if !st.success() {
+        bail!("mounting a tmpfs on {}", dir.display());
+    }
+    Ok(())
+}
+
 /// Stops and removes a container wherever it is (ignoring what is not there).
 pub fn remove(lab: &Lab, vzctl: &Path, ctid: &str) {
     for h in &lab.hosts {
