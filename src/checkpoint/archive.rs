@@ -278,14 +278,44 @@ fn check_frame(path: &Path) -> Result<(), ArchiveError> {
     Ok(())
 }
 
-/// Verifies an archive and unpacks its payload into `dest` (`images/`, `fs.tar`).
+/// The frame and the manifest, without reading the payload (`unpack` checks the hash as it
+/// reads); a damaged archive gets `verify`'s diagnosis.
+pub fn inspect(path: &Path) -> Result<Manifest, ArchiveError> {
+    match check_frame(path).and_then(|_| read_manifest(path)) {
+        Ok((m, _, _)) => Ok(m),
+        Err(e) => Err(verify(path).err().unwrap_or(e)),
+    }
+}
+
+/// A reader that hashes what passes through it.
+struct HashingReader<'a, R: Read> {
+    inner: R,
+    hasher: &'a mut blake3::Hasher,
+}
+
+impl<R: Read> Read for HashingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Unpacks an archive's payload into `dest` (`images/`, `fs.tar`), checking its hash in the
+/// same pass (one read of the archive, not one to verify and one to unpack): what it unpacked
+/// is only to be used if this returns Ok, and a damaged archive reads as a checksum mismatch
+/// even where the decompression or tar failed first.
 pub fn unpack(path: &Path, dest: &Path) -> Result<Manifest, ArchiveError> {
-    let manifest = verify(path)?;
-    let (_, off, len) = read_manifest(path)?;
-    let mut f = File::open(path).map_err(io_err("opening", path))?;
-    f.seek(SeekFrom::Start(off)).map_err(io_err("reading", path))?;
-    let limited = f.take(len);
-    let mut dec = zstd::stream::read::Decoder::new(limited).map_err(io_err("decompressing", path))?;
+    check_frame(path)?;
+    let (manifest, off, len) = match read_manifest(path) {
+        Ok(m) => m,
+        Err(e) => return Err(verify(path).err().unwrap_or(e)),
+    };
+    let mut f = BufReader::with_capacity(1 << 20, File::open(path).map_err(io_err("opening", path))?);
+    let mut hasher = blake3::Hasher::new();
+    let mut head = vec![0u8; off as usize];
+    f.read_exact(&mut head).map_err(io_err("reading", path))?;
+    hasher.update(&head);
     std::fs::create_dir_all(dest).map_err(io_err("creating", dest))?;
     let mut tar = Command::new("tar")
         .args(["--numeric-owner", "-C"])
@@ -295,9 +325,25 @@ pub fn unpack(path: &Path, dest: &Path) -> Result<Manifest, ArchiveError> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(io_err("running tar for", path))?;
-    let copied = io::copy(&mut dec, tar.stdin.as_mut().unwrap());
+    let mut payload = HashingReader {
+        inner: (&mut f).take(len),
+        hasher: &mut hasher,
+    };
+    let copied = zstd::stream::read::Decoder::new(&mut payload)
+        .and_then(|mut dec| io::copy(&mut dec, tar.stdin.as_mut().unwrap()));
     drop(tar.stdin.take());
     let out = tar.wait_with_output().map_err(io_err("running tar for", path))?;
+    // What the decoder left (or all of it, had it failed) still counts for the hash.
+    io::copy(&mut payload, &mut io::sink()).map_err(io_err("reading", path))?;
+    let mut trailer = [0u8; TRAILER as usize];
+    f.read_exact(&mut trailer).map_err(io_err("reading", path))?;
+    hasher.update(&trailer[..8]);
+    if hasher.finalize().as_bytes() != &trailer[8..] {
+        return Err(ArchiveError::Damaged {
+            path: path.to_path_buf(),
+            why: "checksum mismatch".into(),
+        });
+    }
     copied.map_err(io_err("decompressing", path))?;
     if !out.status.success() {
         return Err(ArchiveError::Tool {
@@ -374,5 +420,38 @@ mod tests {
         assert!(matches!(verify(&t), Err(ArchiveError::TooNew { found: 2, .. })));
         std::fs::write(&t, b"").unwrap();
         assert!(verify(&t).is_err());
+    }
+
+    #[test]
+    fn unpacking_checks_the_hash_wherever_the_damage_is() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, m) = sample(d.path());
+        let bytes = std::fs::read(&a).unwrap();
+        let t = d.path().join("t.ckpt");
+        // In the payload (where decompression may fail first), in the manifest, in the
+        // trailer's length: each reads as damage, from unpack as from verify.
+        let (_, off, len) = read_manifest(&a).unwrap();
+        for at in [off as usize + len as usize / 2, off as usize + 3, 20, bytes.len() - 40] {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 0x01;
+            std::fs::write(&t, &flipped).unwrap();
+            let out = d.path().join(format!("out-{at}"));
+            match unpack(&t, &out) {
+                Err(ArchiveError::Damaged { .. }) => {}
+                other => panic!("a flipped byte at {at}: {other:?}"),
+            }
+        }
+        std::fs::write(&t, &bytes[..bytes.len() - 100]).unwrap();
+        assert!(matches!(
+            unpack(&t, &d.path().join("cut")),
+            Err(ArchiveError::Damaged { .. })
+        ));
+        // And whole, it unpacks; inspect reads the manifest without the payload.
+        assert_eq!(inspect(&a).unwrap(), m);
+        assert_eq!(unpack(&a, &d.path().join("whole")).unwrap(), m);
+        assert_eq!(
+            std::fs::read(d.path().join("whole/images/core-1.img")).unwrap(),
+            vec![7u8; 100_000]
+        );
     }
 }
