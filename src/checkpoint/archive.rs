@@ -5,8 +5,10 @@
 //! | payload: zstd-compressed tar of images/ and fs.tar | payload length u64 BE
 //! | BLAKE3 of every byte before it (32)
 //! ```
-//! Reading checks the magic, the format version, the sizes and the hash before anything is
-//! unpacked or handed to CRIU, so a truncated, damaged or foreign file is refused up front.
+//! Reading checks the magic, the format version and the sizes first; the hash is checked over
+//! the whole file either up front (`verify`) or as the payload is unpacked (`unpack`, whose
+//! output is used only if it matches), so a truncated, damaged or foreign file never reaches
+//! CRIU or the private area.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
