@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use ferry_testbed::{Lab, LabConfig};
 
-use crate::stats::{verdict, Spread};
-use crate::workload::{container, on, remove, Load};
+use crate::stats::{at_most, Spread};
+use crate::workload::{fresh_container, on, remove, Load};
 use crate::{bin, Section};
 
 const CTID: &str = "302";
@@ -98,16 +98,7 @@ impl Bench {
     }
 
     fn setup(&self, mib: u64) -> Result<()> {
-        remove(&self.lab, &self.vzctl, CTID);
-        container(
-            &self.lab,
-            "hostA",
-            &self.vzctl,
-            &self.memhog,
-            CTID,
-            IP,
-            Load { mib, dirty: 0.0 },
-        )
+        fresh_container(&self.lab, &self.vzctl, &self.memhog, CTID, IP, Load { mib, dirty: 0.0 })
     }
 
     fn ms(t: Instant) -> f64 {
@@ -287,13 +278,15 @@ pub fn run(cfg: &Config) -> Result<Section> {
             sp(&cl, |s| s.restore).show(0),
             rr.show(2),
         ));
-        targets.push(format!(
-            "- {mib} MiB: vzctl chkpnt within 10% of criu dump: {}",
-            verdict(rd.median, 1.1, true)
+        targets.push(at_most(
+            &format!("{mib} MiB: vzctl chkpnt within 10% of criu dump"),
+            rd.median,
+            1.1,
         ));
-        targets.push(format!(
-            "- {mib} MiB: vzctl restore within 10% of criu restore: {}",
-            verdict(rr.median, 1.1, true)
+        targets.push(at_most(
+            &format!("{mib} MiB: vzctl restore within 10% of criu restore"),
+            rr.median,
+            1.1,
         ));
         json.push(serde_json::json!({
             "mib": mib, "ferry": fe, "criu": cl, "chkpnt_over_dump": rd, "restore_over_restore": rr,
@@ -301,14 +294,6 @@ pub fn run(cfg: &Config) -> Result<Section> {
     }
     drop(bench);
     let _ = std::fs::remove_dir_all(&work);
-    md.push_str("\n### Targets\n\n");
-    for t in targets {
-        md.push_str(&t);
-        md.push('\n');
-    }
     md.push('\n');
-    Ok(Section {
-        markdown: md,
-        json: serde_json::Value::Array(json),
-    })
+    Ok(Section::with_targets(md, &targets, json))
 }

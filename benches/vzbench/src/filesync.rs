@@ -25,7 +25,7 @@ use ferry::migrate::wire::Wire;
 use ferry_testbed::{Lab, LabConfig};
 use migrate_proto::msg::Message;
 
-use crate::stats::{verdict, Spread};
+use crate::stats::{at_most, Spread};
 use crate::workload::in_netns;
 use crate::Section;
 
@@ -623,17 +623,20 @@ fn run_in(cfg: &Config, work: &Path) -> Result<Section> {
             ));
         }
         md.push('\n');
-        targets.push(format!(
-            "- {name}: full sync no slower than rsync: {}",
-            verdict(full_t.median, 1.0, true)
+        targets.push(at_most(
+            &format!("{name}: full sync no slower than rsync"),
+            full_t.median,
+            1.0,
         ));
-        targets.push(format!(
-            "- {name}: second pass sends no more bytes than rsync: {}",
-            verdict(sec_b.median, 1.0, true)
+        targets.push(at_most(
+            &format!("{name}: second pass sends no more bytes than rsync"),
+            sec_b.median,
+            1.0,
         ));
-        targets.push(format!(
-            "- {name}: second pass takes no longer than rsync: {}",
-            verdict(sec_t.median, 1.0, true)
+        targets.push(at_most(
+            &format!("{name}: second pass takes no longer than rsync"),
+            sec_t.median,
+            1.0,
         ));
         json.push(serde_json::json!({
             "link": name, "files": files, "bytes": bytes,
@@ -643,16 +646,7 @@ fn run_in(cfg: &Config, work: &Path) -> Result<Section> {
         }));
         drop(lab);
     }
-    md.push_str("### Targets\n\n");
-    for t in targets {
-        md.push_str(&t);
-        md.push('\n');
-    }
-    md.push('\n');
-    Ok(Section {
-        markdown: md,
-        json: serde_json::Value::Array(json),
-    })
+    Ok(Section::with_targets(md, &targets, json))
 }
 
 #[cfg(test)]

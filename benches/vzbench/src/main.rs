@@ -291,6 +291,22 @@ fn merge(header: &str, out: &std::path::Path, done: &[(&str, Section)]) -> (Stri
     (md, serde_json::Value::Object(json))
 }
 
+impl Section {
+    /// A family's section: its text, then its targets' lines under "Targets".
+    pub fn with_targets(mut markdown: String, targets: &[String], json: Vec<serde_json::Value>) -> Section {
+        markdown.push_str("### Targets\n\n");
+        for t in targets {
+            markdown.push_str(t);
+            markdown.push('\n');
+        }
+        markdown.push('\n');
+        Section {
+            markdown,
+            json: serde_json::Value::Array(json),
+        }
+    }
+}
+
 /// A family's part of the report.
 pub struct Section {
     pub markdown: String,

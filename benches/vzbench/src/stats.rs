@@ -50,6 +50,11 @@ pub fn verdict(value: f64, limit: f64, at_most: bool) -> String {
     }
 }
 
+/// A report line for a target of the form "at most `limit`": "- what: met (...)".
+pub fn at_most(what: &str, value: f64, limit: f64) -> String {
+    format!("- {what}: {}", verdict(value, limit, true))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

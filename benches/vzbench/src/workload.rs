@@ -58,6 +58,12 @@ pub struct Load {
     pub dirty: f64,
 }
 
+/// A fresh container on hostA (whatever had its CTID removed first), as `container`.
+pub fn fresh_container(lab: &Lab, vzctl: &Path, memhog: &Path, ctid: &str, ip: &str, load: Load) -> Result<()> {
+    remove(lab, vzctl, ctid);
+    container(lab, "hostA", vzctl, memhog, ctid, ip, load)
+}
+
 /// A container on `host` with memhog under `load` and an echo server on port 7; returns once
 /// the memory is filled.
 pub fn container(lab: &Lab, host: &str, vzctl: &Path, memhog: &Path, ctid: &str, ip: &str, load: Load) -> Result<()> {
