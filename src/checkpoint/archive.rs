@@ -283,10 +283,15 @@ fn check_frame(path: &Path) -> Result<(), ArchiveError> {
 /// The frame and the manifest, without reading the payload (`unpack` checks the hash as it
 /// reads); a damaged archive gets `verify`'s diagnosis.
 pub fn inspect(path: &Path) -> Result<Manifest, ArchiveError> {
-    match check_frame(path).and_then(|_| read_manifest(path)) {
-        Ok((m, _, _)) => Ok(m),
-        Err(e) => Err(verify(path).err().unwrap_or(e)),
-    }
+    framed_manifest(path).map(|(m, _, _)| m)
+}
+
+/// `check_frame` and `read_manifest`; where either fails, the diagnosis `verify` gives (so
+/// damage in the manifest reads as a checksum mismatch, as anywhere else).
+fn framed_manifest(path: &Path) -> Result<(Manifest, u64, u64), ArchiveError> {
+    check_frame(path)
+        .and_then(|_| read_manifest(path))
+        .map_err(|e| verify(path).err().unwrap_or(e))
 }
 
 /// A reader that hashes what passes through it.
@@ -308,11 +313,7 @@ impl<R: Read> Read for HashingReader<'_, R> {
 /// is only to be used if this returns Ok, and a damaged archive reads as a checksum mismatch
 /// even where the decompression or tar failed first.
 pub fn unpack(path: &Path, dest: &Path) -> Result<Manifest, ArchiveError> {
-    check_frame(path)?;
-    let (manifest, off, len) = match read_manifest(path) {
-        Ok(m) => m,
-        Err(e) => return Err(verify(path).err().unwrap_or(e)),
-    };
+    let (manifest, off, len) = framed_manifest(path)?;
     let mut f = BufReader::with_capacity(1 << 20, File::open(path).map_err(io_err("opening", path))?);
     let mut hasher = blake3::Hasher::new();
     let mut head = vec![0u8; off as usize];

@@ -162,10 +162,13 @@ pub(crate) fn console_key(init_pid: i32) -> Option<String> {
 }
 
 /// CRIU's options for dumping a container's tree: the same for `vzctl chkpnt` and a
-/// migration's final dump (which leaves it running, frozen, until the commit).
+/// migration's final dump (which leaves it running, frozen, until the commit). `console` is
+/// the init's console as `console_key` names it, which the caller also records for the
+/// restore.
 pub fn dump_opts(
     ct: &crate::host::Container,
     init_pid: i32,
+    console: Option<&str>,
     freezer_dir: Option<&Path>,
     leave_running: bool,
 ) -> criu::Opts {
@@ -176,7 +179,7 @@ pub fn dump_opts(
         file_locks: Some(true),
         manage_cgroups: Some(true),
         manage_cgroups_mode: Some(criu::rpc::cg_mode::SOFT),
-        external: console_key(init_pid).into_iter().collect(),
+        external: console.map(str::to_string).into_iter().collect(),
         leave_running: Some(leave_running),
         freeze_cgroup: freezer_dir.map(|d| d.display().to_string()),
         notify_scripts: Some(true),
@@ -243,7 +246,8 @@ impl Runtime {
         let cg = self.cgroups(ctid)?;
         let freezer = cg.freezers(ctid).first().copied();
         let dir = freezer.and_then(|f| cg.freezer_dir(ctid, f).ok());
-        Ok(dump_opts(&ct, st.init_pid, dir.as_deref(), false))
+        let console = console_key(st.init_pid);
+        Ok(dump_opts(&ct, st.init_pid, console.as_deref(), dir.as_deref(), false))
     }
 
     /// The restore `vzctl restore` would make of a container, as CRIU options.
@@ -440,7 +444,13 @@ impl Runtime {
         let t0 = Instant::now();
         cg.freeze(ctid, freezer, Duration::from_secs(30))
             .map_err(|e| RuntimeError::Cgroup(ctid, e))?;
-        let dump_opts = dump_opts(&ct, st.init_pid, Some(&freezer_dir), opts.keep_running);
+        let dump_opts = dump_opts(
+            &ct,
+            st.init_pid,
+            console.as_deref(),
+            Some(&freezer_dir),
+            opts.keep_running,
+        );
         if let Err(mut e) = criu.dump(&images, dump_opts, &mut |_| Ok(())) {
             if let CriuError::Failed { log_errors, .. } = &mut e {
                 if log_errors.iter().any(|l| l.contains("Can't get rlimit")) && !criu::has_cap(24) {

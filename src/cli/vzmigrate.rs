@@ -112,6 +112,12 @@ pub fn run(args: Args) -> Result<()> {
     })?;
     let id = Identity::load_or_create(&host.layout, &host.setting("AGENT_NAME", "ferry-host"))?;
     let rt = Runtime::new(host);
+    let tokio_rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut progress = if args.progress_lines {
+        Progress::lines()
+    } else {
+        Progress::new(args.global.quiet || args.json)
+    };
     let opts = MigrateOptions {
         online: args.online,
         keep_dst: args.keep_dst,
@@ -119,17 +125,9 @@ pub fn run(args: Args) -> Result<()> {
         check_only: args.check_only,
         max_downtime,
         bwlimit,
-        sent: None,
+        // On a terminal: the bytes sent and the rate beside the phase.
+        sent: progress.count_bytes(),
     };
-    let tokio_rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let mut progress = if args.progress_lines {
-        Progress::lines()
-    } else {
-        Progress::new(args.global.quiet || args.json)
-    };
-    // On a terminal: the bytes sent and the rate beside the phase.
-    let mut opts = opts;
-    opts.sent = progress.count_bytes();
     let r = tokio_rt.block_on(migrate(&rt, ctid, &peer, &id, opts, &mut |m| progress.line(m)));
     progress.finish();
     let r = r?;

@@ -281,11 +281,7 @@ fn apply(inc: &mut Incoming, m: &Message) -> Result<(), AbortReason> {
         Message::Image(c) => {
             let dir = inc.images.as_ref().unwrap();
             let p = confined(dir, &c.name).map_err(fail)?;
-            let data = if c.compressed {
-                zstd::bulk::decompress(&c.data, migrate_proto::limits::MAX_CHUNK).map_err(fail)?
-            } else {
-                c.data.clone()
-            };
+            let data = a.unpack(c.compressed, &c.data).map_err(fail)?;
             use std::os::unix::fs::FileExt;
             let f = std::fs::OpenOptions::new()
                 .create(true)

@@ -254,27 +254,6 @@ pub fn open_beneath(root: &Path, rel: &str) -> io::Result<File> {
     Ok(f)
 }
 
-/// Decompresses a chunk into a buffer of the size its frame declares, refusing one that
-/// declares more than `max` (or turns out larger than it declared).
-pub fn unzstd(z: &mut Option<zstd::bulk::Decompressor<'static>>, data: &[u8], max: usize) -> io::Result<Vec<u8>> {
-    let size = zstd::zstd_safe::get_frame_content_size(data)
-        .ok()
-        .flatten()
-        .map_or(max as u64, |n| n);
-    if size > max as u64 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("a chunk that would decompress to {size} bytes, over {max}"),
-        ));
-    }
-    let Some(d) = z.as_mut() else {
-        return zstd::bulk::decompress(data, max);
-    };
-    let mut out = Vec::with_capacity(size as usize);
-    d.decompress_to_buffer(data, &mut out)?;
-    Ok(out)
-}
-
 /// Applies entries below a root on the destination.
 pub struct Applier {
     root: PathBuf,
@@ -339,6 +318,33 @@ impl Applier {
             self.dirs.insert(parent);
         }
         Ok(p)
+    }
+
+    /// A chunk of this migration as it was before the wire (file data or an image): itself,
+    /// or decompressed into a buffer of the size its frame declares, refusing one that declares
+    /// more than a chunk holds (or turns out larger than it declared). One decompression
+    /// context serves every chunk.
+    pub fn unpack<'d>(&mut self, compressed: bool, data: &'d [u8]) -> io::Result<std::borrow::Cow<'d, [u8]>> {
+        let max = migrate_proto::limits::MAX_CHUNK;
+        if !compressed {
+            return Ok(std::borrow::Cow::Borrowed(data));
+        }
+        let size = zstd::zstd_safe::get_frame_content_size(data)
+            .ok()
+            .flatten()
+            .map_or(max as u64, |n| n);
+        if size > max as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a chunk that would decompress to {size} bytes, over {max}"),
+            ));
+        }
+        let Some(d) = self.zstd.as_mut() else {
+            return zstd::bulk::decompress(data, max).map(std::borrow::Cow::Owned);
+        };
+        let mut out = Vec::with_capacity(size as usize);
+        d.decompress_to_buffer(data, &mut out)?;
+        Ok(std::borrow::Cow::Owned(out))
     }
 
     fn remove(&mut self, p: &Path) -> io::Result<()> {
@@ -419,15 +425,9 @@ impl Applier {
 
     pub fn data(&mut self, d: &FsData) -> io::Result<()> {
         let p = self.confine(&d.path)?;
-        let unpacked;
-        let bytes: &[u8] = if d.compressed {
-            unpacked = unzstd(&mut self.zstd, &d.data, migrate_proto::limits::MAX_CHUNK)?;
-            &unpacked
-        } else {
-            &d.data
-        };
+        let bytes = self.unpack(d.compressed, &d.data)?;
         let f = OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(&p)?;
-        f.write_all_at(bytes, d.offset)?;
+        f.write_all_at(&bytes, d.offset)?;
         Ok(())
     }
 

@@ -13,6 +13,7 @@ use migrate_proto::msg::{AbortReason, ImageChunk, Layout, Message, Plan};
 use migrate_proto::path::RelPath;
 use thiserror::Error;
 
+use super::sync::{FileSync, SyncError, CHUNK};
 use super::wire::{RateSource, Wire, WireError};
 use crate::agent::quic::QuicError;
 use crate::agent::trust::{Identity, Peer};
@@ -95,8 +96,6 @@ pub struct Report {
     /// The final CRIU dump's own time, within the frozen time.
     pub dump_ms: u64,
 }
-
-use super::sync::{FileSync, SyncError, CHUNK};
 
 struct Ctx<'a> {
     rt: &'a Runtime,
@@ -314,7 +313,8 @@ impl Ctx<'_> {
         let cg = self.rt.cgroups(self.ctid)?;
         let freezer_dir = self.freezer.and_then(|f| cg.freezer_dir(self.ctid, f).ok());
         let console = crate::checkpoint::console_key(st.init_pid);
-        let opts = crate::checkpoint::dump_opts(&self.ct, st.init_pid, freezer_dir.as_deref(), true);
+        let opts =
+            crate::checkpoint::dump_opts(&self.ct, st.init_pid, console.as_deref(), freezer_dir.as_deref(), true);
         let dump_t = Instant::now();
         criu.dump(&images, opts, &mut |_| Ok(()))
             .map_err(|e| MigrateError::Aborted {

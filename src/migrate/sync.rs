@@ -51,9 +51,8 @@ pub struct Counters {
 /// One pass's result.
 #[derive(Debug, Clone, Copy)]
 pub struct PassStats {
-    /// Entries sent (new or changed) and deleted.
+    /// Entries sent (new or changed).
     pub changed: usize,
-    pub deleted: usize,
     /// Bytes this pass put on the wire.
     pub bytes: u64,
 }
@@ -62,9 +61,6 @@ pub struct PassStats {
 pub struct FileSync {
     root: PathBuf,
     snapshot: Snapshot,
-    /// Hard-link groups whose data this pass sent (with the first member; the others are
-    /// links to it on the destination).
-    sent_groups: HashSet<u64>,
     /// Signatures of what the destination holds of files it could take a delta for.
     signatures: HashMap<String, fast_rsync::Signature>,
     /// The delta counters (the compression counters are the packer's).
@@ -199,7 +195,6 @@ impl FileSync {
         Self {
             root: root.to_path_buf(),
             snapshot: Snapshot::new(),
-            sent_groups: HashSet::new(),
             signatures: HashMap::new(),
             deltas: Counters::default(),
             packer: Packer::default(),
@@ -236,9 +231,10 @@ impl FileSync {
         let (changed, gone) = tree::changes(&self.snapshot, &cur);
         let changed: HashSet<String> = changed.into_iter().collect();
         let start = wire.sent;
-        // A group whose file changed arrives anew in this pass (the destination starts its
-        // groups afresh at each pass's end): its first member with the data, then the links.
-        self.sent_groups.clear();
+        // Hard-link groups whose data this pass sends, with the first member (the others are
+        // links to it on the destination). A group whose file changed arrives anew in each
+        // pass, as the destination starts its groups afresh at each pass's end.
+        let mut sent_groups = HashSet::new();
         for g in &gone {
             self.signatures.remove(g);
         }
@@ -268,7 +264,7 @@ impl FileSync {
             }
             if e.kind == FileKind::Regular
                 && !by_delta.contains_key(rel)
-                && e.hardlink_group.is_none_or(|g| self.sent_groups.insert(g))
+                && e.hardlink_group.is_none_or(|g| sent_groups.insert(g))
             {
                 let sign =
                     e.hardlink_group.is_none() && (tree::DELTA_MIN_FILE..=tree::DELTA_MAX_FILE).contains(&md.len());
@@ -298,7 +294,6 @@ impl FileSync {
         self.snapshot = cur;
         Ok(PassStats {
             changed: changed.len(),
-            deleted: gone.len(),
             bytes: wire.sent - start,
         })
     }

@@ -142,12 +142,10 @@ fn run(args: Args) -> Result<()> {
         ),
         json: s.json,
     };
-    let mut done: Vec<(&str, Section)> = Vec::new();
     if want("transport") {
         eprintln!("vzbench: transport");
         let r = transport::run(args.smoke, runs.max(3))?;
-        done.push(("transport", stamp(r, runs.max(3))));
-        save(&header, &out, &done)?;
+        save(&header, &out, "transport", stamp(r, runs.max(3)))?;
     }
     // What was asked for, else the smoke or the full configuration.
     fn pick<T: Clone>(given: &[T], smoke: bool, small: &[T], full: &[T]) -> Vec<T> {
@@ -173,8 +171,7 @@ fn run(args: Args) -> Result<()> {
             runs,
         };
         let r = migration::run(&cfg, &out)?;
-        done.push(("migration", stamp(r, runs)));
-        save(&header, &out, &done)?;
+        save(&header, &out, "migration", stamp(r, runs))?;
     }
     if want("sync") {
         eprintln!("vzbench: sync");
@@ -183,8 +180,7 @@ fn run(args: Args) -> Result<()> {
             runs,
             links: links.clone(),
         };
-        done.push(("sync", stamp(filesync::run(&cfg)?, runs)));
-        save(&header, &out, &done)?;
+        save(&header, &out, "sync", stamp(filesync::run(&cfg)?, runs))?;
     }
     if want("checkpoint") {
         eprintln!("vzbench: checkpoint");
@@ -193,8 +189,7 @@ fn run(args: Args) -> Result<()> {
             runs: if args.smoke { runs } else { runs.max(5) },
         };
         let n = cfg.runs;
-        done.push(("checkpoint", stamp(checkpoint::run(&cfg)?, n)));
-        save(&header, &out, &done)?;
+        save(&header, &out, "checkpoint", stamp(checkpoint::run(&cfg)?, n))?;
     }
     if let Ok(md) = std::fs::read_to_string(out.join("RESULTS.md")) {
         print!("{md}");
@@ -203,10 +198,10 @@ fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Writes the report with the families measured so far (so a later family's failure loses
-/// nothing measured before it).
-fn save(header: &str, out: &std::path::Path, done: &[(&str, Section)]) -> Result<()> {
-    let (md, json) = merge(header, out, done);
+/// Writes a family's section into the report as soon as it is measured (so a later family's
+/// failure loses nothing measured before it), keeping the other families' sections.
+fn save(header: &str, out: &std::path::Path, family: &str, section: Section) -> Result<()> {
+    let (md, json) = merge(header, out, family, section);
     std::fs::write(out.join("RESULTS.md"), &md)?;
     std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&json)?)?;
     Ok(())
@@ -267,8 +262,8 @@ fn sections_of(md: &str) -> Vec<(&'static str, String)> {
     out
 }
 
-/// This run's sections, and the earlier report's for the families this run did not measure.
-fn merge(header: &str, out: &std::path::Path, done: &[(&str, Section)]) -> (String, serde_json::Value) {
+/// The report with `family`'s new section and the report's sections of the other families.
+fn merge(header: &str, out: &std::path::Path, family: &str, section: Section) -> (String, serde_json::Value) {
     let old_md = std::fs::read_to_string(out.join("RESULTS.md")).unwrap_or_default();
     let old_json: serde_json::Value = std::fs::read(out.join("results.json"))
         .ok()
@@ -278,9 +273,9 @@ fn merge(header: &str, out: &std::path::Path, done: &[(&str, Section)]) -> (Stri
     let mut md = header.to_string();
     let mut json = serde_json::Map::new();
     for (k, _) in FAMILIES {
-        if let Some((_, s)) = done.iter().find(|(f, _)| *f == k) {
-            md.push_str(&s.markdown);
-            json.insert(k.into(), s.json.clone());
+        if k == family {
+            md.push_str(&section.markdown);
+            json.insert(k.into(), section.json.clone());
         } else if let Some((_, s)) = old.iter().find(|(f, _)| *f == k) {
             md.push_str(s);
             if let Some(v) = old_json.get(k) {
@@ -289,6 +284,12 @@ fn merge(header: &str, out: &std::path::Path, done: &[(&str, Section)]) -> (Stri
         }
     }
     (md, serde_json::Value::Object(json))
+}
+
+/// A family's part of the report.
+pub struct Section {
+    pub markdown: String,
+    pub json: serde_json::Value,
 }
 
 impl Section {
@@ -305,10 +306,4 @@ impl Section {
             json: serde_json::Value::Array(json),
         }
     }
-}
-
-/// A family's part of the report.
-pub struct Section {
-    pub markdown: String,
-    pub json: serde_json::Value,
 }
