@@ -623,6 +623,10 @@ fn a_link_cut_during_the_final_transfer_rolls_back() {
 fn an_interrupted_vzmigrate_rolls_back() {
     let m = MigLab::new("mi", &["hostA", "hostB"], Some("50mbit"));
     let t = FrozenTransfer::start(&m);
+    // vzmigrate holds the container's lock: nothing else changes it meanwhile.
+    let o = m.vz("hostA", &["set", "101", "--cpuunits", "500"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(o.stderr.contains("locked by another command"), "{o:?}");
     // The administrator presses Ctrl-C while the container is frozen.
     // SAFETY: signalling the vzmigrate this test started.
     assert_eq!(unsafe { libc::kill(t.vzmigrate.id() as i32, libc::SIGINT) }, 0);
@@ -640,7 +644,9 @@ fn an_interrupted_vzmigrate_rolls_back() {
 
 #[test]
 fn a_killed_vzmigrate_is_recovered_on_the_source() {
-    let m = MigLab::new("mz", &["hostA", "hostB"], Some("50mbit"));
+    let mut m = MigLab::new("mz", &["hostA", "hostB"], Some("50mbit"));
+    // By hand here: hostA's agent would settle it on its own (the next tests).
+    m.kill_agent("hostA");
     let mut t = FrozenTransfer::start(&m);
     // vzmigrate dies outright while the container is frozen and cut off.
     t.vzmigrate.kill().unwrap();
@@ -659,4 +665,130 @@ fn a_killed_vzmigrate_is_recovered_on_the_source() {
     let o = m.migrate("hostA", &["--recover", "101"]);
     assert_ne!(o.code, 0, "{o:?}");
     assert!(o.stderr.contains("no interrupted migration"), "{}", o.stderr);
+}
+
+/// Runs an online migration of 101 from hostA to hostB whose vzmigrate dies (SIGKILL) at the
+/// fault point `fault`, with a client session of `n` echoes running; returns the session.
+fn migration_killed_at(m: &MigLab, fault: &str, n: usize) -> std::thread::JoinHandle<Result<usize, String>> {
+    busy_container(m, 0);
+    let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", n, Duration::from_millis(30));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = m.migrate_cmd("hostA", &["--online", "hostB", "101"]);
+    c.env("FERRY_FAULT", fault);
+    let o = run(c, Duration::from_secs(180));
+    assert_eq!(o.code, 128 + 9, "vzmigrate was to die at {fault}: {o:?}");
+    let journal = m.lab.host("hostA").root.join("vz/run/migrate-out-101.json");
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&journal).unwrap()).unwrap();
+    assert_eq!(j["phase"], "Commit", "{j}");
+    assert_eq!(j["migration_id"].as_str().map(str::len), Some(32), "{j}");
+    session
+}
+
+#[test]
+fn a_vzmigrate_killed_after_sending_the_commit_is_settled_by_the_agent() {
+    let mut m = MigLab::new("mb", &["hostA", "hostB"], None);
+    m.kill_agent("hostA");
+    let session = migration_killed_at(&m, "vzmigrate-after-commit", 300);
+    // hostB had the commit: the container runs there, and the copy on hostA stays frozen, cut
+    // off, with its journal.
+    wait_until("the container to run on hostB", Duration::from_secs(30), || {
+        m.status("hostB", "101") == "CTID 101 exist mounted running"
+    });
+    assert_eq!(m.status("hostA", "101"), "CTID 101 exist mounted running");
+    let cg = ferry::cgroup::Cgroups::detect(&m.lab.host("hostA").cgroup_parent).unwrap();
+    let id = ferry::ctid::Ctid::new(101).unwrap();
+    assert!(cg.freezers(id).iter().any(|f| cg.is_frozen(id, *f).unwrap()));
+    // A new migration is refused until it is settled.
+    let o = m.migrate("hostA", &["--online", "hostB", "101"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    // hostA's agent, started again, asks hostB, which says it committed: the copy here goes.
+    m.start_agent("hostA");
+    wait_until(
+        "hostA's agent to remove the copy left there",
+        Duration::from_secs(60),
+        || m.status("hostA", "101") == "CTID 101 deleted unmounted down",
+    );
+    let log = m.agent_log("hostA");
+    assert!(
+        log.contains("runs on hostB: the migration had committed there"),
+        "{log}"
+    );
+    assert!(!m.private("hostA", "101").exists());
+    assert!(!m.lab.host("hostA").root.join("vz/run/migrate-out-101.json").exists());
+    assert!(m.agent_log("hostB").contains("a source asked how migration"));
+    // Exactly one copy runs, on hostB, and the client's session went on there.
+    let at_b = counter(&m, "hostB");
+    wait_until("the counter to go on on hostB", Duration::from_secs(10), || {
+        counter(&m, "hostB") > at_b
+    });
+    assert_eq!(session.join().unwrap(), Ok(300), "the client's session broke");
+    // Nothing is left to recover.
+    let o = m.migrate("hostA", &["--recover", "101"]);
+    assert_ne!(o.code, 0, "{o:?}");
+}
+
+#[test]
+fn a_vzmigrate_killed_before_sending_the_commit_resumes_after_asking() {
+    let mut m = MigLab::new("mq", &["hostA", "hostB"], None);
+    m.kill_agent("hostA");
+    let session = migration_killed_at(&m, "vzmigrate-before-commit", 200);
+    // The commit phase was journaled but the commit never left: --recover asks hostB, which
+    // records that it never will commit, and the container resumes here.
+    let o = m.migrate("hostA", &["--recover", "101"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("resumed here"), "{}", o.stdout);
+    assert!(o.stdout.contains("hostB confirms it did not commit"), "{}", o.stdout);
+    assert_source_keeps_running(&m, session, 200);
+    // hostB gives up the restored copy it never ran once the dead connection times out.
+    wait_until("hostB to clean up", Duration::from_secs(90), || {
+        m.status("hostB", "101") == "CTID 101 deleted unmounted down"
+    });
+    assert_nothing_left_on(&m, "hostB");
+    // Its answer stands across a restart of its agent: the decision is on disk.
+    let decisions = std::fs::read_to_string(m.lab.host("hostB").root.join("vz/run/migrate-decisions.json")).unwrap();
+    assert!(decisions.contains("\"committed\":false"), "{decisions}");
+}
+
+#[test]
+fn a_destination_agent_killed_before_acknowledging_the_commit() {
+    let mut m = MigLab::new("mv", &["hostA", "hostB"], None);
+    m.kill_agent("hostB");
+    m.start_agent_env("hostB", &[("FERRY_FAULT", "vzagentd-before-commit-ack")]);
+    busy_container(&m, 0);
+    let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 300, Duration::from_millis(30));
+    std::thread::sleep(Duration::from_millis(300));
+    let vzmigrate = spawn_online_migration(&m);
+    // hostB commits, runs the container and dies before it says so.
+    wait_until(
+        "hostB's agent to die at the fault point",
+        Duration::from_secs(120),
+        || m.agent_exited("hostB"),
+    );
+    let journal = std::fs::read_to_string(m.lab.host("hostB").root.join("vz/run/migrate-in-101.json")).unwrap();
+    assert!(journal.contains("\"phase\":\"Done\""), "{journal}");
+    // vzmigrate, in doubt, keeps asking; hostB's agent comes back, finishes the commit from its
+    // journal and answers from its decisions on disk: committed.
+    std::thread::sleep(Duration::from_secs(2));
+    m.start_agent("hostB");
+    let out = vzmigrate.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("migrated to hostB"), "{stdout}");
+    assert!(
+        m.agent_log("hostB")
+            .contains("recovered the committed migration of container 101"),
+        "{}",
+        m.agent_log("hostB")
+    );
+    assert_eq!(m.status("hostA", "101"), "CTID 101 deleted unmounted down");
+    assert!(!m.lab.host("hostA").root.join("vz/run/migrate-out-101.json").exists());
+    assert_eq!(m.status("hostB", "101"), "CTID 101 exist mounted running");
+    let at_b = counter(&m, "hostB");
+    wait_until("the counter to go on on hostB", Duration::from_secs(10), || {
+        counter(&m, "hostB") > at_b
+    });
+    assert_eq!(session.join().unwrap(), Ok(300), "the client's session broke");
 }

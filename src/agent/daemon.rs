@@ -33,6 +33,9 @@ pub enum DaemonError {
     Listen(String),
 }
 
+/// How often the agent tries to settle interrupted outgoing migrations.
+const RECOVERY_EVERY: Duration = Duration::from_secs(30);
+
 /// The default number of checkpoints kept when CHECKPOINT_KEEP is not set.
 pub const DEFAULT_KEEP: usize = 10;
 
@@ -77,7 +80,8 @@ fn listen(host: &Host, addr: std::net::SocketAddr) -> Result<(), DaemonError> {
         vzctl,
         name,
         caps,
-        decisions: Default::default(),
+        decisions: crate::migrate::dest::Decisions::load(&layout)
+            .map_err(|e| DaemonError::Listen(format!("reading the migrations' decisions: {e}")))?,
         busy: Default::default(),
     });
     crate::migrate::dest::recover(&ctx);
@@ -172,7 +176,16 @@ pub fn run_with(host: Host, tick: Duration, listen_on: Option<std::net::SocketAd
     }
     let rt = Runtime::new(host);
     let mut last_attempt: HashMap<Ctid, u64> = HashMap::new();
+    let mut last_recovery: Option<std::time::Instant> = None;
     while !STOP.load(Ordering::SeqCst) {
+        // Outgoing migrations whose vzmigrate died: settled with their destinations (at start,
+        // then every half minute while any is left).
+        if last_recovery.is_none_or(|t| t.elapsed() >= RECOVERY_EVERY) {
+            last_recovery = Some(std::time::Instant::now());
+            for line in crate::migrate::source::recover_interrupted(&rt) {
+                log(&format!("interrupted migration: {line}"));
+            }
+        }
         for ctid in rt.host.ctids().unwrap_or_default() {
             if STOP.load(Ordering::SeqCst) {
                 break;

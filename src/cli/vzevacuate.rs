@@ -251,7 +251,8 @@ fn exists_here(rt: &Runtime, ctid: u32) -> bool {
 }
 
 /// Brings the journal up to date after an interrupted run: waits for migrations still running,
-/// takes back those whose vzmigrate died before the commit, and notes which containers arrived
+/// settles those whose vzmigrate died (resumed here, or gone if the destination says it
+/// committed), and notes which containers arrived
 /// or came back.
 fn settle(rt: &Runtime, journal: &mut Journal, ui: &mut Ui) -> Result<()> {
     for i in 0..journal.entries.len() {
@@ -278,7 +279,12 @@ fn settle(rt: &Runtime, journal: &mut Journal, ui: &mut Ui) -> Result<()> {
                     match crate::migrate::source::recover(rt, id, false) {
                         Ok(msg) => {
                             ui.line(ctid, &peer, &msg);
-                            e.state = State::Planned;
+                            // Resumed here, or (the destination had committed) gone from here.
+                            e.state = if exists_here(rt, ctid) {
+                                State::Planned
+                            } else {
+                                State::Moved
+                            };
                         }
                         Err(err) => {
                             e.state = State::Failed;

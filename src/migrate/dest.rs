@@ -14,6 +14,7 @@ use migrate_proto::msg::{AbortReason, Capabilities, Layout, Message, MigrationId
 
 use super::fs::{confined, Applier};
 use super::wire::{Wire, WireError};
+use super::{id_hex, parse_id};
 use crate::layout::HostLayout;
 
 /// What the agent shares between migrations.
@@ -22,13 +23,85 @@ pub struct DestCtx {
     pub vzctl: PathBuf,
     pub name: String,
     pub caps: Capabilities,
-    /// Final decisions by migration id: committed or not (for `Resolve`).
-    pub decisions: Mutex<HashMap<MigrationId, bool>>,
+    /// Final decisions by migration id: committed or not (for `Resolve`), kept on disk.
+    pub decisions: Decisions,
     /// Containers being received, so one CTID is migrated in at most once at a time.
     pub busy: Mutex<Vec<u32>>,
 }
 
 use crate::agent::daemon::log;
+
+/// How many decisions [`Decisions`] keeps (the oldest go first).
+const DECISIONS_KEPT: usize = 4096;
+
+/// The final word on each incoming migration, committed or aborted, kept on disk
+/// (`vz/run/migrate-decisions.json`) so that a source in doubt (its connection broke after it
+/// sent the commit) gets the same answer from this host however often it asks, across restarts
+/// of this agent. The first decision recorded for a migration stands: once a source asked and
+/// was told "not committed", a commit that still arrives for it is refused, so the source may
+/// resume its copy without two ever running.
+pub struct Decisions {
+    path: PathBuf,
+    map: Mutex<HashMap<String, Decision>>,
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+struct Decision {
+    committed: bool,
+    ctid: u32,
+    /// Seconds since the epoch, for keeping the newest.
+    at: u64,
+}
+
+impl Decisions {
+    /// This host's decisions (none if the file is missing; an unreadable file is an error, since
+    /// answering from nothing could contradict an earlier answer).
+    pub fn load(layout: &HostLayout) -> std::io::Result<Self> {
+        let path = layout.run_dir().join("migrate-decisions.json");
+        let map = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(Self {
+            path,
+            map: Mutex::new(map),
+        })
+    }
+
+    /// The decision recorded for `id`, if any.
+    pub fn get(&self, id: &MigrationId) -> Option<bool> {
+        self.map.lock().unwrap().get(&id_hex(id)).map(|d| d.committed)
+    }
+
+    /// Records `committed` for `id` unless a decision stands already, and returns the one that
+    /// stands; it is on disk (synced) before this returns.
+    pub fn decide(&self, id: &MigrationId, ctid: u32, committed: bool) -> std::io::Result<bool> {
+        let mut map = self.map.lock().unwrap();
+        if let Some(d) = map.get(&id_hex(id)) {
+            return Ok(d.committed);
+        }
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut next = map.clone();
+        next.insert(id_hex(id), Decision { committed, ctid, at });
+        if next.len() > DECISIONS_KEPT {
+            let mut ages: Vec<(u64, String)> = next.iter().map(|(k, d)| (d.at, k.clone())).collect();
+            ages.sort();
+            for (_, k) in ages.into_iter().take(next.len() - DECISIONS_KEPT) {
+                next.remove(&k);
+            }
+        }
+        let bytes = serde_json::to_vec(&next).map_err(std::io::Error::other)?;
+        crate::fsutil::write_atomic(&self.path, &bytes, 0o600)?;
+        *map = next;
+        Ok(committed)
+    }
+}
 
 struct Incoming {
     ctid: Option<u32>,
@@ -45,6 +118,9 @@ struct Incoming {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Journal {
     pub phase: String,
+    /// The migration's id (hex), for the decision a crash left to take.
+    #[serde(default)]
+    pub migration_id: Option<String>,
     pub ctid: u32,
     pub private: Option<PathBuf>,
     pub images: Option<PathBuf>,
@@ -56,11 +132,12 @@ fn journal_path(layout: &HostLayout, ctid: u32) -> PathBuf {
     layout.run_dir().join(format!("migrate-in-{ctid}.json"))
 }
 
-fn journal(ctx: &DestCtx, inc: &Incoming, phase: Phase) {
+fn journal(ctx: &DestCtx, inc: &Incoming, id: Option<&MigrationId>, phase: Phase) {
     let Some(ctid) = inc.ctid else { return };
     let private = inc.applier.as_ref().map(|_| private_of(ctx, inc)).flatten();
     let j = Journal {
         phase: format!("{phase:?}"),
+        migration_id: id.map(id_hex),
         ctid,
         private,
         images: inc.images.clone(),
@@ -101,7 +178,14 @@ pub fn recover(ctx: &DestCtx) {
             continue;
         };
         let id = j.ctid.to_string();
-        if j.phase == "Done" {
+        // A commit recorded just before the crash counts even if the journal missed it; any
+        // other migration is decided here and now: aborted.
+        let mid = j.migration_id.as_deref().and_then(parse_id);
+        let committed = j.phase == "Done" || mid.is_some_and(|m| ctx.decisions.get(&m) == Some(true));
+        if let Some(m) = mid {
+            let _ = ctx.decisions.decide(&m, j.ctid, committed);
+        }
+        if committed {
             if j.online {
                 let _ = vzctl(ctx, &["attach", &id]);
             }
@@ -365,8 +449,21 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
             .max(Duration::from_millis(1));
         let actions = match wire.recv(wait).await {
             Ok(Message::Resolve { migration_id: id }) if first => {
-                // A source in doubt asks how a migration ended.
-                let committed = ctx.decisions.lock().unwrap().get(&id).copied().unwrap_or(false);
+                // A source in doubt asks how a migration ended. Without a recorded commit the
+                // answer is no, and it is recorded first: a commit still on its way is refused.
+                let committed = match ctx.decisions.decide(&id, 0, false) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Without a record, no answer: the source stays in doubt and asks again.
+                        log(&format!("cannot record a migration's decision: {e}"));
+                        return;
+                    }
+                };
+                log(&format!(
+                    "a source asked how migration {} ended: {}",
+                    id_hex(&id),
+                    if committed { "committed" } else { "not committed" }
+                ));
                 let _ = wire
                     .send(&Message::Resolved {
                         migration_id: id,
@@ -399,7 +496,25 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                         }
                     }
                 }
-                m.handle_message(t0.elapsed(), msg)
+                if let (Message::Commit, Some(id)) = (&msg, migration_id) {
+                    // The decision is recorded before anything acts on it, and only if no
+                    // source asked for resolution before (which recorded "not committed").
+                    match ctx.decisions.decide(&id, inc.ctid.unwrap_or(0), true) {
+                        Ok(true) => m.handle_message(t0.elapsed(), msg),
+                        Ok(false) => m.handle_event(
+                            t0.elapsed(),
+                            Event::Failed(AbortReason::Protocol(
+                                "the source asked for resolution before the commit arrived".into(),
+                            )),
+                        ),
+                        Err(e) => m.handle_event(
+                            t0.elapsed(),
+                            Event::Failed(AbortReason::Local(format!("recording the commit: {e}"))),
+                        ),
+                    }
+                } else {
+                    m.handle_message(t0.elapsed(), msg)
+                }
             }
             Err(WireError::Timeout(_)) => m.handle_timeout(t0.elapsed()),
             Err(WireError::Decode(e)) => {
@@ -414,11 +529,14 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
             let now = t0.elapsed();
             match a {
                 Action::Send(msg) => {
+                    if matches!(msg, Message::CommitAck) {
+                        super::fault_point("vzagentd-before-commit-ack").await;
+                    }
                     if wire.send(&msg).await.is_err() {
                         queue.extend(m.handle_event(now, Event::LinkLost));
                     }
                 }
-                Action::Journal(p) => journal(&ctx, &inc, p),
+                Action::Journal(p) => journal(&ctx, &inc, migration_id.as_ref(), p),
                 Action::CheckPlan(plan) => {
                     let ctx2 = ctx.clone();
                     let source = m.peer_caps().cloned();
@@ -490,7 +608,9 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                 Action::Finished(o) => {
                     let committed = o == Outcome::Committed;
                     if let Some(id) = migration_id {
-                        ctx.decisions.lock().unwrap().insert(id, committed);
+                        // A commit is on record already; an abort is recorded here (a failure to
+                        // record it leaves a later question answered "not committed" anyway).
+                        let _ = ctx.decisions.decide(&id, inc.ctid.unwrap_or(0), committed);
                     }
                     if let Some(ctid) = inc.ctid {
                         ctx.busy.lock().unwrap().retain(|c| *c != ctid);
@@ -548,6 +668,63 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_decision_stands_and_outlives_the_agent() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = HostLayout::new(d.path());
+        std::fs::create_dir_all(layout.run_dir()).unwrap();
+        let (a, b) = ([1u8; 16], [2u8; 16]);
+        let ds = Decisions::load(&layout).unwrap();
+        assert_eq!(ds.get(&a), None);
+        // A source asked first: the commit that comes after is refused.
+        assert!(!ds.decide(&a, 101, false).unwrap());
+        assert!(!ds.decide(&a, 101, true).unwrap());
+        assert!(ds.decide(&b, 102, true).unwrap());
+        assert!(ds.decide(&b, 102, false).unwrap());
+        let again = Decisions::load(&layout).unwrap();
+        assert_eq!((again.get(&a), again.get(&b)), (Some(false), Some(true)));
+        // A damaged record is an error, never an empty answer.
+        std::fs::write(layout.run_dir().join("migrate-decisions.json"), b"{not json").unwrap();
+        assert!(Decisions::load(&layout).is_err());
+    }
+
+    #[test]
+    fn decisions_keep_the_newest() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = HostLayout::new(d.path());
+        std::fs::create_dir_all(layout.run_dir()).unwrap();
+        let ds = Decisions::load(&layout).unwrap();
+        // Seed the file past the bound with old entries, then decide one more.
+        let old: HashMap<String, Decision> = (0..DECISIONS_KEPT as u32 + 10)
+            .map(|i| {
+                let mut id = [0u8; 16];
+                id[..4].copy_from_slice(&i.to_be_bytes());
+                (
+                    id_hex(&id),
+                    Decision {
+                        committed: true,
+                        ctid: 101,
+                        at: u64::from(i),
+                    },
+                )
+            })
+            .collect();
+        *ds.map.lock().unwrap() = old;
+        assert!(!ds.decide(&[0xff; 16], 101, false).unwrap());
+        let again = Decisions::load(&layout).unwrap();
+        assert_eq!(again.map.lock().unwrap().len(), DECISIONS_KEPT);
+        assert_eq!(again.get(&[0xff; 16]), Some(false));
+        assert_eq!(again.get(&[0u8; 16]), None, "the oldest went first");
+    }
+
+    #[test]
+    fn migration_ids_read_back_from_hex() {
+        let id: MigrationId = core::array::from_fn(|i| (i * 17) as u8);
+        assert_eq!(parse_id(&id_hex(&id)), Some(id));
+        assert_eq!(parse_id("abc"), None);
+        assert_eq!(parse_id(&"zz".repeat(16)), None);
+    }
 
     fn caps(criu: &str) -> Capabilities {
         Capabilities {

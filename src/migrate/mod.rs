@@ -10,7 +10,7 @@ pub mod source;
 pub mod sync;
 pub mod wire;
 
-use migrate_proto::msg::Capabilities;
+use migrate_proto::msg::{Capabilities, MigrationId};
 
 /// Connects to a pinned peer (mutual TLS, its key checked) and opens the connection's stream.
 pub(crate) async fn dial(
@@ -23,6 +23,37 @@ pub(crate) async fn dial(
         .await
         .map_err(|e| source::MigrateError::Wire(wire::WireError::Write(quinn::WriteError::ConnectionLost(e))))?;
     Ok((conn, wire::Wire::new(send, recv)))
+}
+
+/// Fault injection for the root-only tests, in the manner of CRIU's `CRIU_FAULT`: with
+/// `FERRY_FAULT=NAME` in its environment the process dies at the point called NAME, as if killed
+/// (SIGKILL: no destructor runs, no connection is closed), after a moment for what it sent to
+/// leave. Points: `vzmigrate-before-commit` (the commit journaled, not sent),
+/// `vzmigrate-after-commit` (the commit sent, its answer not read), `vzagentd-before-commit-ack`
+/// (the destination committed and runs the container, its acknowledgement not sent).
+pub(crate) async fn fault_point(name: &str) {
+    if std::env::var("FERRY_FAULT").is_ok_and(|v| v == name) {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        // SAFETY: signalling this process.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}
+
+/// A migration id as the journals write it (hex).
+pub(crate) fn id_hex(id: &MigrationId) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A migration id from its hex form.
+pub(crate) fn parse_id(hex: &str) -> Option<MigrationId> {
+    let mut id = [0u8; 16];
+    if hex.len() != 32 {
+        return None;
+    }
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(id)
 }
 
 /// What this host tells a peer of itself in the handshake: its CRIU and kernel, its CPU as

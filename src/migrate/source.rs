@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use migrate_proto::machine::{Action, Event, Outcome, Source, SourceConfig};
-use migrate_proto::msg::{AbortReason, ImageChunk, Layout, Message, Plan};
+use migrate_proto::msg::{AbortReason, ImageChunk, Layout, Message, MigrationId, Plan};
 use migrate_proto::path::RelPath;
 use thiserror::Error;
 
@@ -34,7 +34,7 @@ pub enum MigrateError {
     Unsupported(Ctid, String),
     #[error("container {ctid}: the migration was aborted ({reason}); the container stays on this host")]
     Aborted { ctid: Ctid, reason: String },
-    #[error("container {ctid}: the connection broke after the commit was sent; its copy here stays frozen: check whether it runs on the destination, then either remove this copy (vzctl stop --fast, vzctl destroy) or resume it here (vzmigrate --recover {ctid} --force)")]
+    #[error("container {ctid}: the connection broke after the commit was sent and the destination could not say how it ended; its copy here stays frozen until it can: vzagentd asks it again at every tick, `vzmigrate --recover {ctid}` asks now; if the destination is gone for good, check whether it runs there, then either remove this copy (vzctl stop --fast, vzctl destroy) or resume it here (vzmigrate --recover {ctid} --force)")]
     InDoubt { ctid: Ctid },
     #[error("container {ctid}: {why}")]
     Recover { ctid: Ctid, why: String },
@@ -407,20 +407,7 @@ impl Ctx<'_> {
 
     /// The destination owns the container: the frozen copy here goes.
     fn destroy_source(&mut self) {
-        let cg = self.rt.cgroups(self.ctid).ok();
-        if let Some(cg) = cg {
-            let _ = cg.kill_all(self.ctid, Duration::from_millis(50));
-            if let Some(f) = self.freezer {
-                let _ = cg.thaw(self.ctid, f);
-            }
-        }
-        let _ = self.rt.stop(self.ctid, true, Some(Duration::from_secs(10)));
-        if self.opts.remove_area {
-            let _ = self.rt.destroy(self.ctid);
-        }
-        crate::net::unmute(self.ctid.get());
-        // It left: whoever moved it here can no longer ask it back from this host.
-        let _ = std::fs::remove_file(super::pull::arrival_path(&self.rt.host.layout, self.ctid.get()));
+        remove_left_copy(self.rt, self.ctid, self.opts.remove_area);
         let _ = std::fs::remove_dir_all(&self.work);
     }
 
@@ -435,6 +422,24 @@ impl Ctx<'_> {
         }
         let _ = std::fs::remove_dir_all(&self.work);
     }
+}
+
+/// The destination owns the container: the frozen copy left here is killed and stopped, and
+/// unless `remove_area` is false, destroyed.
+fn remove_left_copy(rt: &Runtime, ctid: Ctid, remove_area: bool) {
+    if let Ok(cg) = rt.cgroups(ctid) {
+        let _ = cg.kill_all(ctid, Duration::from_millis(50));
+        for f in cg.freezers(ctid) {
+            let _ = cg.thaw(ctid, f);
+        }
+    }
+    let _ = rt.stop(ctid, true, Some(Duration::from_secs(10)));
+    if remove_area {
+        let _ = rt.destroy(ctid);
+    }
+    crate::net::unmute(ctid.get());
+    // It left: whoever moved it here can no longer ask it back from this host.
+    let _ = std::fs::remove_file(super::pull::arrival_path(&rt.host.layout, ctid.get()));
 }
 
 /// The container runs on here as before a migration froze it: thawed, its host links up, its
@@ -463,9 +468,14 @@ pub fn moving_pid(rt: &Runtime, ctid: Ctid) -> Option<u32> {
     crate::runtime::proc::runs_as(pid, "vzmigrate").then_some(pid)
 }
 
-/// Takes back a container whose outgoing migration was interrupted (vzmigrate killed, the
-/// host crashed): before the commit was sent the destination cannot have it, so it is resumed
-/// here; after, only with `force` (the administrator checked the destination does not run it).
+/// Settles a container whose outgoing migration was interrupted (vzmigrate killed, the host
+/// crashed, the connection lost after the commit was sent). Before the commit was sent the
+/// destination cannot have it, so it is resumed here. After, the destination is asked how the
+/// migration ended (its answer is final: a destination that had not committed records that it
+/// never will): committed, the copy left here is removed (its private area too if the
+/// migration was to remove it); not committed, it is resumed here. A destination that cannot
+/// be reached leaves the container as it is, unless `force` (the administrator checked that it
+/// does not run there) resumes it here without asking.
 pub fn recover(rt: &Runtime, ctid: Ctid, force: bool) -> Result<String, MigrateError> {
     let path = journal_path(rt, ctid);
     let text = match std::fs::read_to_string(&path) {
@@ -494,32 +504,139 @@ pub fn recover(rt: &Runtime, ctid: Ctid, force: bool) -> Result<String, MigrateE
             why: format!("vzmigrate (pid {pid}) is still moving it to {peer}"),
         });
     }
-    let committed = !matches!(
+    // Nothing else changes the container while this decides (another --recover, the agent's).
+    let _hold = rt.hold(ctid)?;
+    if !path.exists() {
+        return Err(MigrateError::Recover {
+            ctid,
+            why: "no interrupted migration of this container on this host (another command settled it)".into(),
+        });
+    }
+    let commit_sent = !matches!(
         phase.as_str(),
         "Handshake" | "Plan" | "FsSync" | "MemPrecopy" | "Freeze" | "FinalSync" | "Restore" | "Aborted"
     );
-    if committed && !force {
-        return Err(MigrateError::Recover {
-            ctid,
-            why: format!(
-                "the migration to {peer} reached phase {phase}: the commit may have been sent and the container may run there. \
-                 Check there; if it does not run there, run again with --force; if it does, remove this copy (vzctl stop --fast, vzctl destroy)"
-            ),
-        });
-    }
-    resume_online(rt, ctid);
-    let dump = rt.host.layout.dump_dir().join(ctid.to_string());
-    if let Ok(rd) = std::fs::read_dir(&dump) {
-        for e in rd.flatten() {
-            if e.file_name().to_string_lossy().starts_with(".migrate-") {
-                let _ = std::fs::remove_dir_all(e.path());
+    let clean_work = || {
+        let dump = rt.host.layout.dump_dir().join(ctid.to_string());
+        if let Ok(rd) = std::fs::read_dir(&dump) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(".migrate-") {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    };
+    if commit_sent && !force {
+        let asked = j["migration_id"]
+            .as_str()
+            .and_then(super::parse_id)
+            .ok_or_else(|| "the journal does not name the migration".to_string())
+            .and_then(|mid| ask_destination(rt, &peer, &mid));
+        match asked {
+            Ok(true) => {
+                remove_left_copy(rt, ctid, j["remove_area"].as_bool().unwrap_or(true));
+                clean_work();
+                return Ok(format!(
+                    "container {ctid} runs on {peer}: the migration had committed there; the copy left here was removed"
+                ));
+            }
+            Ok(false) => {}
+            Err(why) => {
+                return Err(MigrateError::Recover {
+                    ctid,
+                    why: format!(
+                        "the migration to {peer} reached phase {phase}: the commit was sent and the container may run there, \
+                         and {peer} cannot say how it ended ({why}). Try again once it is reachable (vzagentd tries at every tick); \
+                         or check there: if it does not run there, run again with --force; if it does, remove this copy (vzctl stop --fast, vzctl destroy)"
+                    ),
+                });
             }
         }
     }
-    let _ = std::fs::remove_file(&path);
+    resume_online(rt, ctid);
+    clean_work();
     Ok(format!(
-        "container {ctid} resumed here (its migration to {peer} was interrupted in phase {phase})"
+        "container {ctid} resumed here (its migration to {peer} was interrupted in phase {phase}{})",
+        if commit_sent && !force {
+            format!("; {peer} confirms it did not commit")
+        } else {
+            String::new()
+        }
     ))
+}
+
+/// Asks the destination (by its pinned name) whether migration `mid` committed there.
+fn ask_destination(rt: &Runtime, peer_name: &str, mid: &MigrationId) -> Result<bool, String> {
+    let store = crate::agent::trust::TrustStore::load(&rt.host.layout).map_err(|e| e.to_string())?;
+    let peer = store
+        .find(peer_name)
+        .cloned()
+        .ok_or_else(|| format!("{peer_name} is no longer a pinned peer"))?;
+    let id = Identity::load_or_create(&rt.host.layout, &rt.host.setting("AGENT_NAME", "ferry-host"))
+        .map_err(|e| e.to_string())?;
+    let tokio_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    tokio_rt.block_on(async {
+        let ask = async {
+            let (_conn, mut wire) = super::dial(&id, &peer).await.map_err(|e| chain(&e))?;
+            wire.send(&Message::Resolve { migration_id: *mid })
+                .await
+                .map_err(|e| chain(&e))?;
+            match wire.recv(RESOLVE_WAIT).await.map_err(|e| chain(&e))? {
+                Message::Resolved {
+                    migration_id,
+                    committed,
+                } if migration_id == *mid => Ok(committed),
+                other => Err(format!("it answered {:?}", other.kind())),
+            }
+        };
+        tokio::time::timeout(RESOLVE_WAIT, ask)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {} s", RESOLVE_WAIT.as_secs())))
+    })
+}
+
+/// How long one question to the destination about a migration's end may take.
+const RESOLVE_WAIT: Duration = Duration::from_secs(15);
+
+/// How long vzmigrate keeps asking a destination it lost after sending the commit.
+const IN_DOUBT_FOR: Duration = Duration::from_secs(60);
+
+fn chain(e: &dyn std::error::Error) -> String {
+    crate::agent::daemon::chain_of(e)
+}
+
+/// Settles, where the vzmigrate that started them is gone, the outgoing migrations of this
+/// host (vzagentd at start and at every tick). Returns one line per container looked at.
+pub fn recover_interrupted(rt: &Runtime) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(rt.host.layout.run_dir()) else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_prefix("migrate-out-").and_then(|n| n.strip_suffix(".json")) else {
+            continue;
+        };
+        let Ok(ctid) = id
+            .parse::<u32>()
+            .map_err(|_| ())
+            .and_then(|n| Ctid::new(n).map_err(|_| ()))
+        else {
+            continue;
+        };
+        if moving_pid(rt, ctid).is_some() {
+            continue;
+        }
+        out.push(match recover(rt, ctid, false) {
+            Ok(msg) => msg,
+            Err(e) => chain(&e),
+        });
+    }
+    out
 }
 
 /// Moves a container to a pinned peer.
@@ -540,6 +657,8 @@ pub async fn migrate(
             "only simfs private areas can be migrated so far".into(),
         ));
     }
+    // Nothing else stops, sets or checkpoints the container until the migration has ended.
+    let _hold = rt.hold(ctid)?;
     if journal_path(rt, ctid).exists() {
         return Err(MigrateError::Recover {
             ctid,
@@ -640,7 +759,7 @@ pub async fn migrate(
             signalled.notify_one();
         })
     };
-    let r = run_source(&mut cx, &mut m, t0, rt, ctid, peer, &opts, running, &signalled).await;
+    let r = run_source(&mut cx, &mut m, t0, (id, peer), &opts, running, &signalled).await;
     watcher.abort();
     r
 }
@@ -651,14 +770,17 @@ async fn run_source(
     cx: &mut Ctx<'_>,
     m: &mut Source,
     t0: Instant,
-    rt: &Runtime,
-    ctid: Ctid,
-    peer: &Peer,
+    (id, peer): (&Identity, &Peer),
     opts: &MigrateOptions,
     running: bool,
     signalled: &tokio::sync::Notify,
 ) -> Result<Report, MigrateError> {
+    let (rt, ctid) = (cx.rt, cx.ctid);
+    let mid = m.migration_id();
     let mut told_interrupt = false;
+    // After the commit was sent and the connection lost: since when, and the new connection.
+    let mut in_doubt_since: Option<Instant> = None;
+    let mut _resolving: Option<quinn::Connection> = None;
     let mut queue: VecDeque<Action> = m.start(t0.elapsed()).into();
     let mut phase_t = Instant::now();
     let mut phase = format!("{:?}", m.phase());
@@ -678,9 +800,16 @@ async fn run_source(
             }
             let ev = match a {
                 Action::Send(msg) => {
+                    let commit = matches!(msg, Message::Commit);
+                    if commit {
+                        super::fault_point("vzmigrate-before-commit").await;
+                    }
                     if cx.wire.send(&msg).await.is_err() {
                         Some(Event::LinkLost)
                     } else {
+                        if commit {
+                            super::fault_point("vzmigrate-after-commit").await;
+                        }
                         None
                     }
                 }
@@ -689,6 +818,8 @@ async fn run_source(
                         "phase": format!("{p:?}"),
                         "peer": peer.name,
                         "pid": std::process::id(),
+                        "migration_id": super::id_hex(&mid),
+                        "remove_area": opts.remove_area,
                     });
                     let _ = crate::fsutil::write_atomic(&journal_path(rt, ctid), format!("{j}\n").as_bytes(), 0o644);
                     None
@@ -800,7 +931,24 @@ async fn run_source(
             };
         }
         if m.phase() == migrate_proto::machine::Phase::InDoubt {
-            return Err(MigrateError::InDoubt { ctid });
+            // The commit was sent and the connection lost: ask the destination on a new one
+            // how it ended, for a while. Its answer settles it; giving up leaves the journal
+            // to `vzmigrate --recover` and the agent.
+            let since = *in_doubt_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= IN_DOUBT_FOR || cx.interrupted.load(Ordering::SeqCst) {
+                return Err(MigrateError::InDoubt { ctid });
+            }
+            (cx.progress)("the connection broke after the commit was sent: asking the destination how it ended");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            match tokio::time::timeout(RESOLVE_WAIT, super::dial(id, peer)).await {
+                Ok(Ok((conn, wire))) => {
+                    _resolving = Some(conn);
+                    cx.wire = wire.counted(opts.sent.clone());
+                    queue.extend(m.handle_event(t0.elapsed(), Event::Reconnected));
+                }
+                _ => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+            continue;
         }
         let wait = m
             .poll_timeout()

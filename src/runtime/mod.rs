@@ -184,6 +184,23 @@ pub struct CreateOptions {
 pub struct Runtime {
     pub host: Host,
     cgroups: std::cell::OnceCell<Cgroups>,
+    /// Containers whose lock a [`Hold`] of this runtime keeps: its operations on them do not
+    /// lock again.
+    held: std::cell::RefCell<Vec<Ctid>>,
+}
+
+/// A container's lock kept across several operations of one runtime (a migration: nothing else
+/// may stop, set or checkpoint the container between its steps). Released on drop.
+pub struct Hold<'a> {
+    rt: &'a Runtime,
+    ctid: Ctid,
+    _lock: CtLock,
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        self.rt.held.borrow_mut().retain(|c| *c != self.ctid);
+    }
 }
 
 impl Runtime {
@@ -191,6 +208,7 @@ impl Runtime {
         Self {
             host,
             cgroups: std::cell::OnceCell::new(),
+            held: Default::default(),
         }
     }
 
@@ -207,8 +225,24 @@ impl Runtime {
         crate::net::HostNet::detect(self.host.global.get("UPLINK"), self.host.global.get("BRIDGE"))
     }
 
-    pub(crate) fn lock(&self, ctid: Ctid) -> Result<CtLock> {
-        Ok(CtLock::acquire(&self.host.layout.lock_dir(), ctid)?)
+    /// The container's lock for one operation (none needed while a [`Hold`] keeps it).
+    pub(crate) fn lock(&self, ctid: Ctid) -> Result<Option<CtLock>> {
+        if self.held.borrow().contains(&ctid) {
+            return Ok(None);
+        }
+        Ok(Some(CtLock::acquire(&self.host.layout.lock_dir(), ctid)?))
+    }
+
+    /// Takes the container's lock until the returned guard is dropped; this runtime's own
+    /// operations on it go ahead meanwhile, every other command's are refused.
+    pub fn hold(&self, ctid: Ctid) -> Result<Hold<'_>> {
+        let lock = CtLock::acquire(&self.host.layout.lock_dir(), ctid)?;
+        self.held.borrow_mut().push(ctid);
+        Ok(Hold {
+            rt: self,
+            ctid,
+            _lock: lock,
+        })
     }
 
     /// The running state, if the container's init is alive.

@@ -67,12 +67,19 @@ impl Agents {
 
     /// Starts (or restarts) one host's agent and waits until it listens.
     pub fn start_one(&mut self, lab: &Lab, host: &str) -> Result<()> {
+        self.start_one_env(lab, host, &[])
+    }
+
+    /// As [`Agents::start_one`], with variables added to the agent's environment (the tests'
+    /// fault points, `FERRY_FAULT`).
+    pub fn start_one_env(&mut self, lab: &Lab, host: &str, env: &[(&str, &str)]) -> Result<()> {
         let h = lab.host(host);
         let log = std::fs::File::create(self.log_path(host))?;
         let child = Lab::cmd(&h.netns, &self.vzagentd)
             .arg("--root-dir")
             .arg(&h.root)
             .args(["run", "--tick", "5", "--listen", &h.addr])
+            .envs(env.iter().copied())
             .stderr(log)
             .stdout(Stdio::null())
             .spawn()
@@ -86,6 +93,15 @@ impl Agents {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(())
+    }
+
+    /// Has the agent last started on `host` exited (on its own)?
+    pub fn exited(&mut self, host: &str) -> bool {
+        self.children
+            .iter_mut()
+            .rev()
+            .find(|(h, _)| h == host)
+            .is_some_and(|(_, c)| matches!(c.try_wait(), Ok(Some(_))))
     }
 
     /// Kills one host's agent (SIGKILL: as in a crash).

@@ -48,6 +48,14 @@ impl MigLab {
         self.agents.start_one(&self.lab, host).unwrap();
     }
 
+    pub fn start_agent_env(&mut self, host: &str, env: &[(&str, &str)]) {
+        self.agents.start_one_env(&self.lab, host, env).unwrap();
+    }
+
+    pub fn agent_exited(&mut self, host: &str) -> bool {
+        self.agents.exited(host)
+    }
+
     pub fn kill_agent(&mut self, host: &str) {
         self.agents.kill(host);
     }

@@ -91,6 +91,11 @@ impl Source {
         }
     }
 
+    /// The migration's id, as sent in `Hello` (and asked about in `Resolve`).
+    pub fn migration_id(&self) -> crate::msg::MigrationId {
+        self.cfg.migration_id
+    }
+
     pub fn phase(&self) -> Phase {
         match self.state {
             State::Idle | State::Handshake => Phase::Handshake,
