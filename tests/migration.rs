@@ -792,3 +792,59 @@ fn a_destination_agent_killed_before_acknowledging_the_commit() {
     });
     assert_eq!(session.join().unwrap(), Ok(300), "the client's session broke");
 }
+
+#[test]
+fn online_migration_over_ipv6_holds_its_clients_packets() {
+    let m = MigLab::new("m6", &["hostA", "hostB"], None);
+    m.vz_ok("hostA", &["create", "101", "--ipadd", "2001:2::10"]);
+    m.vz_ok("hostA", &["start", "101"]);
+    serve_echo_and_count(&m, "hostA");
+    std::thread::sleep(Duration::from_millis(300));
+    // hostB counts the IPv6 packets for the container that come from hostA's MAC: only the
+    // held ones do (the client sends its own from its own MAC).
+    let ns = |h: &str| m.lab.host(h).netns.clone();
+    let sh = |h: &str, script: &str| {
+        let mut c = ferry_testbed::Lab::cmd(&ns(h), "sh");
+        c.args(["-c", script]);
+        run(c, Duration::from_secs(10))
+    };
+    let mac_a = sh(
+        "hostA",
+        "ip -o link show $(ip -4 route get 198.18.0.2 | grep -o 'dev [^ ]*' | cut -d' ' -f2) \
+         | grep -o 'link/ether [^ ]*' | cut -d' ' -f2",
+    )
+    .stdout
+    .trim()
+    .to_string();
+    assert_eq!(mac_a.len(), 17, "{mac_a:?}");
+    let o = sh(
+        "hostB",
+        &format!("ip6tables -w -I FORWARD -d 2001:2::10 -m mac --mac-source {mac_a} -j ACCEPT"),
+    );
+    assert_eq!(o.code, 0, "{o:?}");
+    let session = echo_session(m.lab.client.clone(), "[2001:2::10]:7", 200, Duration::from_millis(30));
+    std::thread::sleep(Duration::from_secs(1));
+    let o = m.migrate("hostA", &["--online", "--times", "hostB", "101"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    // Only the IPv6 client talks: what it sent while the container was frozen was held and
+    // sent on to hostB as frames, not blackholed.
+    let held: u32 = o
+        .stdout
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("packets held while frozen and sent on to the destination: ")
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no held-packets line: {}", o.stdout));
+    assert!(held >= 1, "nothing held: {}", o.stdout);
+    assert_eq!(m.status("hostB", "101"), "CTID 101 exist mounted running");
+    assert_eq!(session.join().unwrap(), Ok(200), "the client's IPv6 session broke");
+    let counted = sh("hostB", "ip6tables -w -L FORWARD -v -n -x | grep -i 'MAC'").stdout;
+    let arrived: u64 = counted
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(arrived >= 1, "no held packet reached hostB: {counted}");
+}

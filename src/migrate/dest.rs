@@ -134,7 +134,7 @@ fn journal_path(layout: &HostLayout, ctid: u32) -> PathBuf {
 
 fn journal(ctx: &DestCtx, inc: &Incoming, id: Option<&MigrationId>, phase: Phase) {
     let Some(ctid) = inc.ctid else { return };
-    let private = inc.applier.as_ref().map(|_| private_of(ctx, inc)).flatten();
+    let private = inc.applier.as_ref().and_then(|_| private_of(ctx, inc));
     let j = Journal {
         phase: format!("{phase:?}"),
         migration_id: id.map(id_hex),

@@ -171,7 +171,7 @@ impl Ctx<'_> {
             .map_err(|e| RuntimeError::Cgroup(self.ctid, e))?;
         self.freezer = Some(f);
         // Nothing reaches the frozen copy from here on: its addresses go to a blackhole, and
-        // (live, IPv4) from there to a device that holds what arrives for the destination.
+        // (live) from there to a device that holds what arrives for the destination.
         if let Ok(Some(st)) = self.rt.run_state(self.ctid) {
             crate::net::suspend(&st.net);
             crate::net::mute(self.ctid.get());

@@ -90,10 +90,15 @@ pub fn na_body(mac: [u8; 6], ip: Ipv6Addr) -> [u8; 32] {
 }
 
 pub fn garp(uplink: &str, ip: Ipv4Addr) -> io::Result<()> {
-    let idx = ifindex(uplink)?;
-    let mac = hwaddr(uplink)?;
-    let frame = garp_frame(mac, ip);
-    let proto = (libc::ETH_P_ARP as u16).to_be();
+    let frame = garp_frame(hwaddr(uplink)?, ip);
+    send_frames(uplink, libc::ETH_P_ARP as u16, [0xff; 6], &[&frame[..]]).map(|_| ())
+}
+
+/// Sends whole Ethernet frames (headers included) on `dev`, addressed to `to`; returns how
+/// many went out.
+pub fn send_frames(dev: &str, ethertype: u16, to: [u8; 6], frames: &[&[u8]]) -> io::Result<usize> {
+    let idx = ifindex(dev)?;
+    let proto = ethertype.to_be();
     // SAFETY: a raw packet socket, closed when the OwnedFd drops.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, proto as i32) };
     if fd < 0 {
@@ -107,22 +112,29 @@ pub fn garp(uplink: &str, ip: Ipv4Addr) -> io::Result<()> {
     sa.sll_protocol = proto;
     sa.sll_ifindex = idx;
     sa.sll_halen = 6;
-    sa.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-    // SAFETY: sending our frame to a valid sockaddr_ll.
-    let r = unsafe {
-        libc::sendto(
-            std::os::fd::AsRawFd::as_raw_fd(&s),
-            frame.as_ptr() as *const libc::c_void,
-            frame.len(),
-            0,
-            &sa as *const libc::sockaddr_ll as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
+    sa.sll_addr[..6].copy_from_slice(&to);
+    let mut sent = 0;
+    for frame in frames {
+        // SAFETY: sending our frame to a valid sockaddr_ll.
+        let r = unsafe {
+            libc::sendto(
+                std::os::fd::AsRawFd::as_raw_fd(&s),
+                frame.as_ptr() as *const libc::c_void,
+                frame.len(),
+                0,
+                &sa as *const libc::sockaddr_ll as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if r < 0 {
+            if sent == 0 {
+                return Err(io::Error::last_os_error());
+            }
+            break;
+        }
+        sent += 1;
     }
-    Ok(())
+    Ok(sent)
 }
 
 pub fn unsolicited_na(uplink: &str, ip: Ipv6Addr) -> io::Result<()> {

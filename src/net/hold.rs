@@ -7,8 +7,11 @@
 //! the packets wait in the device's queue (up to its txqueuelen); at the commit they are read
 //! out and sent on to the destination host, where the restored container answers at once.
 //!
-//! IPv4 only; IPv6 addresses stay blackholed (their clients wait for their retransmission).
-//! Closing the device (the hold dropped, or vzmigrate dying) removes its routes with it.
+//! IPv4 packets are sent on by a raw socket through a host route to the destination; IPv6
+//! packets (Linux routes IPv6 through an IPv4 gateway only for MPLS, and the destination's IPv6
+//! address is not known here) go out as Ethernet frames to the MAC of the next hop towards the
+//! destination's IPv4 address, which routes them to the container like any other. Closing the
+//! device (the hold dropped, or vzmigrate dying) removes its routes with it.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
@@ -22,7 +25,7 @@ const QUEUE: usize = 2048;
 pub struct Hold {
     /// The device (it lives as long as this descriptor).
     fd: OwnedFd,
-    addrs: Vec<Ipv4Addr>,
+    addrs: Vec<IpAddr>,
 }
 
 #[repr(C)]
@@ -35,16 +38,10 @@ struct IfReq {
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 
 impl Hold {
-    /// Routes the container's IPv4 addresses to a new TUN device (replacing their blackhole
+    /// Routes the container's addresses to a new TUN device (replacing their blackhole
     /// routes). `None` when there is nothing to hold.
     pub fn start(ctid: u32, addrs: &[IpAddr]) -> io::Result<Option<Hold>> {
-        let addrs: Vec<Ipv4Addr> = addrs
-            .iter()
-            .filter_map(|a| match a {
-                IpAddr::V4(v4) => Some(*v4),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
+        let addrs = addrs.to_vec();
         if addrs.is_empty() {
             return Ok(None);
         }
@@ -74,7 +71,8 @@ impl Hold {
         let fail = |e: super::NetError| io::Error::other(e.to_string());
         ip::host(&["link", "set", &name, "txqueuelen", &QUEUE.to_string(), "up"]).map_err(fail)?;
         for a in &addrs {
-            ip::host(&["-4", "route", "replace", &format!("{a}/32"), "dev", &name]).map_err(fail)?;
+            let (fam, host) = route_of(a);
+            ip::host(&[fam, "route", "replace", &host, "dev", &name]).map_err(fail)?;
         }
         Ok(Some(Hold { fd, addrs }))
     }
@@ -103,17 +101,83 @@ impl Hold {
         if packets.is_empty() {
             return 0;
         }
-        for a in &self.addrs {
-            if ip::host(&["-4", "route", "replace", &format!("{a}/32"), "via", &via.to_string()]).is_err() {
-                return 0;
+        let (v4, v6): (Vec<Vec<u8>>, Vec<Vec<u8>>) = packets.into_iter().partition(|p| p[0] >> 4 == 4);
+        let mut sent = 0;
+        if !v4.is_empty() {
+            let ok = self
+                .addrs
+                .iter()
+                .filter(|a| a.is_ipv4())
+                .all(|a| ip::host(&["-4", "route", "replace", &route_of(a).1, "via", &via.to_string()]).is_ok());
+            if ok {
+                sent += send_raw(&v4);
             }
         }
-        let sent = send_raw(&packets);
+        if !v6.is_empty() {
+            sent += next_hop(via)
+                .and_then(|(dev, mac)| {
+                    let own = super::announce::hwaddr(&dev)?;
+                    let frames: Vec<Vec<u8>> = v6.iter().map(|p| ethernet(mac, own, 0x86dd, p)).collect();
+                    let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+                    super::announce::send_frames(&dev, 0x86dd, mac, &refs)
+                })
+                .unwrap_or(0);
+        }
         for a in &self.addrs {
-            let _ = ip::host(&["-4", "route", "replace", "blackhole", &format!("{a}/32")]);
+            let (fam, host) = route_of(a);
+            let _ = ip::host(&[fam, "route", "replace", "blackhole", &host]);
         }
         sent
     }
+}
+
+/// The `ip` family flag and host prefix of an address's route.
+fn route_of(a: &IpAddr) -> (&'static str, String) {
+    match a {
+        IpAddr::V4(_) => ("-4", format!("{a}/32")),
+        IpAddr::V6(_) => ("-6", format!("{a}/128")),
+    }
+}
+
+/// The device and the MAC of the next hop towards `to` (from the routing and neighbour
+/// tables; the migration's connection has just used it, so it is known).
+fn next_hop(to: Ipv4Addr) -> io::Result<(String, [u8; 6])> {
+    let route = ip::host(&["-4", "route", "get", &to.to_string()]).map_err(|e| io::Error::other(e.to_string()))?;
+    let words: Vec<&str> = route.split_whitespace().collect();
+    let after = |key: &str| words.windows(2).find(|w| w[0] == key).map(|w| w[1].to_string());
+    let dev = after("dev").ok_or_else(|| io::Error::other(format!("no device in {route:?}")))?;
+    let hop = after("via").unwrap_or_else(|| to.to_string());
+    let arp = std::fs::read_to_string("/proc/net/arp")?;
+    arp_entry(&arp, &hop, &dev).ok_or_else(|| io::Error::other(format!("no neighbour entry for {hop} on {dev}")))
+}
+
+/// The MAC of `ip` on `dev` in /proc/net/arp's text.
+fn arp_entry(text: &str, ip: &str, dev: &str) -> Option<(String, [u8; 6])> {
+    text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 6 || f[0] != ip || f[5] != dev || f[2] == "0x0" {
+            return None;
+        }
+        let mut mac = [0u8; 6];
+        let parts: Vec<&str> = f[3].split(':').collect();
+        if parts.len() != 6 {
+            return None;
+        }
+        for (b, p) in mac.iter_mut().zip(parts) {
+            *b = u8::from_str_radix(p, 16).ok()?;
+        }
+        (mac != [0; 6]).then(|| (dev.to_string(), mac))
+    })
+}
+
+/// An Ethernet frame around `payload`.
+fn ethernet(to: [u8; 6], from: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + payload.len());
+    f.extend_from_slice(&to);
+    f.extend_from_slice(&from);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
 }
 
 /// Sends whole IPv4 packets (headers included) as they are; the kernel routes each by its
@@ -156,4 +220,34 @@ fn send_raw(packets: &[Vec<u8>]) -> usize {
         }
     }
     sent
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_hops_mac_is_read_from_the_arp_table() {
+        let text = "IP address       HW type     Flags       HW address            Mask     Device\n\
+                    198.18.0.2       0x1         0x2         02:aa:bb:cc:dd:0e     *        eth0\n\
+                    198.18.0.3       0x1         0x0         00:00:00:00:00:00     *        eth0\n\
+                    198.18.0.2       0x1         0x2         02:00:00:00:00:99     *        eth1\n";
+        assert_eq!(
+            arp_entry(text, "198.18.0.2", "eth0"),
+            Some(("eth0".into(), [2, 0xaa, 0xbb, 0xcc, 0xdd, 0x0e]))
+        );
+        assert_eq!(arp_entry(text, "198.18.0.2", "eth1").map(|e| e.1[5]), Some(0x99));
+        // Incomplete entries and other addresses are not next hops.
+        assert_eq!(arp_entry(text, "198.18.0.3", "eth0"), None);
+        assert_eq!(arp_entry(text, "198.18.0.4", "eth0"), None);
+    }
+
+    #[test]
+    fn frames_carry_the_packet_whole() {
+        let f = ethernet([1; 6], [2; 6], 0x86dd, &[0x60, 0, 0, 0]);
+        assert_eq!(&f[..6], &[1; 6]);
+        assert_eq!(&f[6..12], &[2; 6]);
+        assert_eq!(&f[12..14], &[0x86, 0xdd]);
+        assert_eq!(&f[14..], &[0x60, 0, 0, 0]);
+    }
 }
