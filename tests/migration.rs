@@ -848,3 +848,42 @@ fn online_migration_over_ipv6_holds_its_clients_packets() {
         .unwrap_or(0);
     assert!(arrived >= 1, "no held packet reached hostB: {counted}");
 }
+
+#[test]
+fn a_bridged_container_migrates_live_with_its_mac_and_sessions() {
+    let m = MigLab::new("mn", &["hostA", "hostB"], None);
+    m.vz_ok("hostA", &["create", "101"]);
+    m.vz_ok("hostA", &["set", "101", "--netif_add", "eth0", "--save"]);
+    m.vz_ok("hostA", &["start", "101"]);
+    m.vz_ok("hostA", &["exec", "101", "ip addr add 198.18.0.50/24 dev eth0"]);
+    let mac = |h: &str| m.vz_ok(h, &["exec", "101", "cat /sys/class/net/eth0/address"]);
+    let mac_a = mac("hostA");
+    serve_echo_and_count(&m, "hostA");
+    std::thread::sleep(Duration::from_millis(300));
+    let session = echo_session(m.lab.client.clone(), "198.18.0.50:7", 200, Duration::from_millis(30));
+    std::thread::sleep(Duration::from_secs(1));
+    // While the source is frozen its bridge port passes nothing: hostA's bridge reports the
+    // port disabled while its link is still up (the link goes down, which disables the port
+    // too, only once the dump is done).
+    let mut monitor = ferry_testbed::Lab::cmd(&m.lab.host("hostA").netns, "bridge")
+        .args(["monitor", "link"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let o = m.migrate("hostA", &["--online", "hostB", "101"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = monitor.kill();
+    let events = std::io::read_to_string(monitor.stdout.take().unwrap()).unwrap();
+    let _ = monitor.wait();
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("veth101.0") && l.contains(",UP,LOWER_UP>") && l.contains("state disabled")),
+        "the frozen copy's bridge port was never disabled with its link up:\n{events}"
+    );
+    assert_eq!(m.status("hostB", "101"), "CTID 101 exist mounted running");
+    assert_eq!(mac("hostB"), mac_a, "the MAC changed");
+    assert_eq!(session.join().unwrap(), Ok(200), "the client's session broke");
+}

@@ -174,7 +174,7 @@ impl Ctx<'_> {
         // (live) from there to a device that holds what arrives for the destination.
         if let Ok(Some(st)) = self.rt.run_state(self.ctid) {
             crate::net::suspend(&st.net);
-            crate::net::mute(self.ctid.get());
+            crate::net::mute(self.ctid.get(), &st.net);
             if self.opts.online {
                 let addrs: Vec<std::net::IpAddr> = st
                     .net
@@ -437,7 +437,8 @@ fn remove_left_copy(rt: &Runtime, ctid: Ctid, remove_area: bool) {
     if remove_area {
         let _ = rt.destroy(ctid);
     }
-    crate::net::unmute(ctid.get());
+    // Its links go with it; only the routed link's rule would stay.
+    crate::net::unmute(ctid.get(), &[]);
     // It left: whoever moved it here can no longer ask it back from this host.
     let _ = std::fs::remove_file(super::pull::arrival_path(&rt.host.layout, ctid.get()));
 }

@@ -31,6 +31,14 @@ pub fn host(args: &[&str]) -> Result<String, NetError> {
     run(c, format!("ip {}", args.join(" ")))
 }
 
+/// `bridge ARGS` in vzctl's own network namespace (iproute2's bridge tool: `ip link set ...
+/// type bridge_slave state N` is accepted and ignored by some versions).
+pub fn bridge(args: &[&str]) -> Result<String, NetError> {
+    let mut c = Command::new("bridge");
+    c.args(args);
+    run(c, format!("bridge {}", args.join(" ")))
+}
+
 /// `ip ARGS` inside the network namespace of process `pid`.
 pub fn inside(pid: i32, args: &[&str]) -> Result<String, NetError> {
     let mut c = Command::new("nsenter");

@@ -424,10 +424,12 @@ pub fn suspend(state: &NetState) {
 }
 
 /// Stops everything a frozen container's kernel still sends (segments queued before the
-/// freeze, ACKs) at the host side of its routed link, so that what its peers saw last is what
-/// the dump records (a TCP timestamp they saw later than the dump's would make them refuse the
-/// restored copy's segments for a while). Bridged interfaces are not covered.
-pub fn mute(ctid: u32) {
+/// freeze, ACKs) at the host sides of its links, so that what its peers saw last is what the
+/// dump records (a TCP timestamp they saw later than the dump's would make them refuse the
+/// restored copy's segments for a while): an iptables FORWARD rule on its routed link, and its
+/// bridged interfaces' ports disabled in their bridges (which then pass nothing either way,
+/// the link itself untouched).
+pub fn mute(ctid: u32, state: &NetState) {
     let dev = venet_host_ifname(ctid);
     for cmd in ["iptables", "ip6tables"] {
         let _ = std::process::Command::new(cmd)
@@ -435,10 +437,13 @@ pub fn mute(ctid: u32) {
             .stderr(std::process::Stdio::null())
             .status();
     }
+    for port in &state.netifs {
+        let _ = ip::bridge(&["link", "set", "dev", port, "state", "0"]);
+    }
 }
 
-/// Undoes [`mute`] (every copy of the rule).
-pub fn unmute(ctid: u32) {
+/// Undoes [`mute`] (every copy of the rule; the ports of `netifs` forward again).
+pub fn unmute(ctid: u32, netifs: &[String]) {
     let dev = venet_host_ifname(ctid);
     for cmd in ["iptables", "ip6tables"] {
         for _ in 0..8 {
@@ -451,6 +456,9 @@ pub fn unmute(ctid: u32) {
                 break;
             }
         }
+    }
+    for port in netifs {
+        let _ = ip::bridge(&["link", "set", "dev", port, "state", "3"]);
     }
 }
 
@@ -466,7 +474,7 @@ pub fn host_links(ctid: u32, state: &NetState) -> Vec<String> {
 /// Undoes a migration's cut-off of a running container: the host sides of its links up, its
 /// addresses routed to it again (no longer to a blackhole), and announced.
 pub fn unsuspend(ctid: u32, state: &NetState) {
-    unmute(ctid);
+    unmute(ctid, &state.netifs);
     for link in host_links(ctid, state) {
         let _ = ip::host(&["link", "set", &link, "up"]);
     }
