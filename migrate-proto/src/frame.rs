@@ -31,6 +31,7 @@ fn payload(msg: &Message) -> Result<Vec<u8>, postcard::Error> {
         Message::FsPassDone { pass, last } => enc(&(pass, last)),
         Message::Pages(m) => enc(m),
         Message::MemRoundDone(m) => enc(m),
+        Message::MemRoundAck { round } => enc(round),
         Message::Image(m) => enc(m),
         Message::ImagePages(m) => enc(m),
         Message::FinalDone { images, bytes } => enc(&(images, bytes)),
@@ -105,6 +106,7 @@ fn decode_payload(kind: Kind, p: &[u8]) -> Result<Message, postcard::Error> {
         }
         Kind::Pages => Message::Pages(dec(p)?),
         Kind::MemRoundDone => Message::MemRoundDone(dec(p)?),
+        Kind::MemRoundAck => Message::MemRoundAck { round: dec(p)? },
         Kind::Frozen => return empty(Message::Frozen),
         Kind::Image => Message::Image(dec(p)?),
         Kind::ImagePages => Message::ImagePages(dec(p)?),

@@ -16,7 +16,7 @@ pub mod policy;
 pub mod sim;
 
 /// The protocol version this build speaks; it also accepts the previous one.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Why bytes from a peer were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -288,6 +288,12 @@ pub enum Message {
     },
     Pages(PageBatch),
     MemRoundDone(RoundReport),
+    /// The destination holds every page of the round (version 3): the source freezes only
+    /// once the last round before the freeze is acknowledged, so no pre-copy data is still on
+    /// its way while the container is frozen.
+    MemRoundAck {
+        round: u32,
+    },
     /// The source froze the container; the final transfer follows.
     Frozen,
     Image(ImageChunk),
@@ -339,6 +345,7 @@ pub enum Kind {
     FsPassDone = 15,
     Pages = 20,
     MemRoundDone = 21,
+    MemRoundAck = 22,
     Frozen = 30,
     Image = 31,
     FinalDone = 32,
@@ -372,6 +379,7 @@ impl Kind {
             15 => FsPassDone,
             20 => Pages,
             21 => MemRoundDone,
+            22 => MemRoundAck,
             30 => Frozen,
             31 => Image,
             32 => FinalDone,
@@ -449,6 +457,7 @@ impl Message {
             Message::FsPassDone { .. } => Kind::FsPassDone,
             Message::Pages(_) => Kind::Pages,
             Message::MemRoundDone(_) => Kind::MemRoundDone,
+            Message::MemRoundAck { .. } => Kind::MemRoundAck,
             Message::Frozen => Kind::Frozen,
             Message::Image(_) => Kind::Image,
             Message::FinalDone { .. } => Kind::FinalDone,
@@ -520,6 +529,7 @@ impl Message {
             Message::PlanAccepted
             | Message::FsPassDone { .. }
             | Message::MemRoundDone(_)
+            | Message::MemRoundAck { .. }
             | Message::Frozen
             | Message::FinalDone { .. }
             | Message::Restored

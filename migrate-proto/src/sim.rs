@@ -143,6 +143,8 @@ pub struct SimResult {
     pub dest_phase: Phase,
     pub version: Option<u32>,
     pub page_refs_seen: bool,
+    /// The destination acknowledged a memory round (version 3).
+    pub round_acks_seen: bool,
     pub frames: u64,
     pub bytes: u64,
     pub rounds: usize,
@@ -187,6 +189,7 @@ pub struct Sim {
     frames: u64,
     bytes: u64,
     page_refs_seen: bool,
+    round_acks_seen: bool,
     phases_seen: Vec<(Side, Phase)>,
     faults_fired: Vec<bool>,
     reconnect_at: Option<Duration>,
@@ -291,6 +294,7 @@ impl Sim {
             frames: 0,
             bytes: 0,
             page_refs_seen: false,
+            round_acks_seen: false,
             phases_seen: Vec::new(),
             faults_fired: vec![false; n],
             reconnect_at: None,
@@ -621,6 +625,7 @@ impl Sim {
                 let (_, bytes) = self.link.to_src.pop_front().unwrap();
                 self.src_reader.push(&bytes);
                 while let Some(m) = self.src_reader.next().expect("frames from the destination decode") {
+                    self.round_acks_seen |= matches!(m, Message::MemRoundAck { .. });
                     let acts = self.src.handle_message(now, m);
                     self.perform(Side::Source, acts);
                 }
@@ -669,6 +674,7 @@ impl Sim {
             dest_phase: self.dst.phase(),
             version: self.src.version(),
             page_refs_seen: self.page_refs_seen,
+            round_acks_seen: self.round_acks_seen,
             frames: self.frames,
             bytes: self.bytes,
             rounds: self.src.policy().rounds().len(),

@@ -54,8 +54,9 @@ fn rolled_back(r: &SimResult) {
 fn normal_online_migration() {
     let r = run(SimConfig::default());
     committed(&r);
-    assert_eq!(r.version, Some(2));
-    assert!(r.page_refs_seen, "version 2 should use page references");
+    assert_eq!(r.version, Some(3));
+    assert!(r.page_refs_seen, "version 3 should use page references");
+    assert!(r.round_acks_seen, "version 3 should acknowledge memory rounds");
     assert!(r.rounds >= 1);
     for p in SOURCE_PHASES {
         assert!(r.phases_seen.contains(&(Side::Source, *p)), "source never in {p:?}");
@@ -143,30 +144,44 @@ fn a_cut_after_commit_is_resolved_by_asking() {
 }
 
 #[test]
-fn an_older_destination_speaks_version_1_without_page_references() {
+fn an_older_destination_speaks_version_2_without_round_acknowledgements() {
     let r = run(SimConfig {
+        dest_versions: Some((1, 2)),
+        ..SimConfig::default()
+    });
+    committed(&r);
+    assert_eq!(r.version, Some(2));
+    assert!(r.page_refs_seen);
+    assert!(!r.round_acks_seen, "the source waited for what version 2 never sends");
+}
+
+#[test]
+fn a_source_that_speaks_version_1_only_sends_no_page_references() {
+    let r = run(SimConfig {
+        source_versions: Some((1, 1)),
         dest_versions: Some((1, 1)),
         ..SimConfig::default()
     });
     committed(&r);
     assert_eq!(r.version, Some(1));
     assert!(!r.page_refs_seen);
+    assert!(!r.round_acks_seen);
 }
 
 #[test]
 fn a_newer_destination_meets_us_at_our_version() {
     let r = run(SimConfig {
-        dest_versions: Some((2, 3)),
+        dest_versions: Some((3, 4)),
         ..SimConfig::default()
     });
     committed(&r);
-    assert_eq!(r.version, Some(2));
+    assert_eq!(r.version, Some(3));
 }
 
 #[test]
 fn incompatible_versions_abort_and_the_source_keeps_the_container() {
     let r = run(SimConfig {
-        dest_versions: Some((3, 4)),
+        dest_versions: Some((4, 5)),
         ..SimConfig::default()
     });
     rolled_back(&r);
@@ -174,8 +189,8 @@ fn incompatible_versions_abort_and_the_source_keeps_the_container() {
         matches!(
             r.source_outcome,
             Some(Outcome::Aborted(AbortReason::VersionMismatch {
-                ours_min: 3,
-                ours_max: 4
+                ours_min: 4,
+                ours_max: 5
             }))
         ),
         "{r:#?}"

@@ -230,6 +230,17 @@ impl Destination {
                 self.state = State::Receiving { frozen, mem: true };
                 vec![Action::Apply(Message::Pages(b))]
             }
+            // Every page before it was applied (messages are handled in order): acknowledged,
+            // so the source can freeze with nothing of the pre-copy still on its way.
+            (
+                State::Receiving {
+                    frozen: false,
+                    mem: true,
+                },
+                Message::MemRoundDone(r),
+            ) if self.version.is_some_and(super::round_acks) => {
+                vec![Action::Send(Message::MemRoundAck { round: r.round })]
+            }
             (State::Receiving { .. }, Message::MemRoundDone(_)) => vec![],
             (State::Receiving { frozen: false, mem }, Message::Frozen) => {
                 self.state = State::Receiving { frozen: true, mem };

@@ -159,6 +159,11 @@ pub fn page_refs(version: u32) -> bool {
     version >= 2
 }
 
+/// Whether a negotiated version acknowledges memory rounds (`MemRoundAck`).
+pub fn round_acks(version: u32) -> bool {
+    version >= 3
+}
+
 /// The highest version both ranges contain.
 pub fn negotiate(a: (u32, u32), b: (u32, u32)) -> Option<u32> {
     let hi = a.1.min(b.1);

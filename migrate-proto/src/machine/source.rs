@@ -50,8 +50,16 @@ enum State {
     Handshake,
     Planning,
     Stopping,
-    FsSync { pass: u32 },
-    MemPrecopy { round: u32 },
+    FsSync {
+        pass: u32,
+    },
+    MemPrecopy {
+        round: u32,
+    },
+    /// The policy decided to freeze after `round`: waiting for the destination to hold it.
+    Draining {
+        round: u32,
+    },
     Freezing,
     FinalSync,
     AwaitRestore,
@@ -101,7 +109,7 @@ impl Source {
             State::Idle | State::Handshake => Phase::Handshake,
             State::Planning | State::Stopping => Phase::Plan,
             State::FsSync { .. } => Phase::FsSync,
-            State::MemPrecopy { .. } => Phase::MemPrecopy,
+            State::MemPrecopy { .. } | State::Draining { .. } => Phase::MemPrecopy,
             State::Freezing => Phase::Freeze,
             State::FinalSync => Phase::FinalSync,
             State::AwaitRestore => Phase::Restore,
@@ -261,6 +269,17 @@ impl Source {
             // Commit was sent, an abort means the destination decided before Commit reached it.
             (State::CommitSent | State::Resolving, Message::Abort(r)) => self.rollback(r),
             (_, Message::Abort(r)) => self.rollback(r),
+            (State::Draining { round }, Message::MemRoundAck { round: r }) if r == round => {
+                self.deadline = None;
+                self.state = State::Freezing;
+                vec![Action::Journal(Phase::Freeze), Action::Freeze]
+            }
+            // Acknowledgements of earlier rounds (the source does not wait for those).
+            (State::MemPrecopy { round } | State::Draining { round }, Message::MemRoundAck { round: r })
+                if r <= round =>
+            {
+                vec![]
+            }
             (State::AwaitRestore, Message::Restored) => {
                 self.state = State::CommitSent;
                 self.wait_peer(now);
@@ -368,6 +387,11 @@ impl Source {
                             round: round + 1,
                             page_refs: self.refs(),
                         });
+                    }
+                    Decision::Freeze { .. } if self.version.is_some_and(super::round_acks) => {
+                        // Nothing of the pre-copy may still be on its way once frozen.
+                        self.state = State::Draining { round };
+                        self.wait_peer(now);
                     }
                     Decision::Freeze { .. } => {
                         self.state = State::Freezing;
