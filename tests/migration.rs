@@ -887,3 +887,72 @@ fn a_bridged_container_migrates_live_with_its_mac_and_sessions() {
     assert_eq!(mac("hostB"), mac_a, "the MAC changed");
     assert_eq!(session.join().unwrap(), Ok(200), "the client's session broke");
 }
+
+#[test]
+fn image_private_areas_migrate_live_and_offline() {
+    let m = MigLab::new("mg", &["hostA", "hostB"], None);
+    m.vz_ok(
+        "hostA",
+        &[
+            "create",
+            "101",
+            "--layout",
+            "image",
+            "--diskspace",
+            "400M:420M",
+            "--ipadd",
+            "198.18.0.10",
+        ],
+    );
+    m.vz_ok("hostA", &["start", "101"]);
+    m.vz_ok(
+        "hostA",
+        &["exec", "101", "echo kept > /root/file; ln /root/file /root/link"],
+    );
+    serve_echo_and_count(&m, "hostA");
+    std::thread::sleep(Duration::from_millis(300));
+    let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 150, Duration::from_millis(30));
+    std::thread::sleep(Duration::from_millis(500));
+    let image = |h: &str| m.private(h, "101").join("root.hdd");
+    let fstype = |h: &str| {
+        let root = m.lab.host(h).root.join("vz/root/101");
+        let o = Command::new("findmnt")
+            .args(["-n", "-o", "FSTYPE"])
+            .arg(&root)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+
+    // Live: the destination makes an image of the same size, fills it and restores into it.
+    let o = m.migrate("hostA", &["--online", "hostB", "101"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(m.status("hostB", "101"), "CTID 101 exist mounted running");
+    assert_eq!(std::fs::metadata(image("hostB")).unwrap().len(), 420 << 20);
+    assert_eq!(fstype("hostB"), "xfs");
+    assert_eq!(
+        m.vz_ok("hostB", &["exec", "101", "cat /root/link; stat -c %h /root/file"]),
+        "kept\n2\n"
+    );
+    assert_eq!(session.join().unwrap(), Ok(150), "the client's session broke");
+    assert_eq!(m.status("hostA", "101"), "CTID 101 deleted unmounted down");
+    assert!(!m.private("hostA", "101").exists());
+
+    // Offline and back: stopped there, started here, from an image again.
+    let o = m.migrate("hostB", &["hostA", "101"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(m.status("hostA", "101"), "CTID 101 exist mounted running");
+    assert_eq!(fstype("hostA"), "xfs");
+    assert_eq!(m.vz_ok("hostA", &["exec", "101", "cat /root/file"]), "kept\n");
+    assert_eq!(m.status("hostB", "101"), "CTID 101 deleted unmounted down");
+
+    // A stopped image container arrives stopped and unmounted; -r no keeps the source's copy
+    // as it was (stopped, unmounted).
+    m.vz_ok("hostA", &["stop", "101"]);
+    let o = m.migrate("hostA", &["-r", "no", "hostB", "101"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(m.status("hostB", "101"), "CTID 101 exist unmounted down");
+    assert_eq!(m.status("hostA", "101"), "CTID 101 exist unmounted down");
+    m.vz_ok("hostB", &["start", "101"]);
+    assert_eq!(m.vz_ok("hostB", &["exec", "101", "cat /root/file"]), "kept\n");
+}

@@ -110,6 +110,8 @@ struct Incoming {
     images: Option<PathBuf>,
     wrote_config: bool,
     created_private: bool,
+    /// Where this migration mounted an image (offline, unmounted before the container starts).
+    mounted_root: Option<PathBuf>,
     /// Pre-copied memory, by content (live migrations).
     store: Option<super::pages::Store>,
 }
@@ -134,7 +136,11 @@ fn journal_path(layout: &HostLayout, ctid: u32) -> PathBuf {
 
 fn journal(ctx: &DestCtx, inc: &Incoming, id: Option<&MigrationId>, phase: Phase) {
     let Some(ctid) = inc.ctid else { return };
-    let private = inc.applier.as_ref().and_then(|_| private_of(ctx, inc));
+    let private = if inc.created_private {
+        private_of(ctx, inc)
+    } else {
+        None
+    };
     let j = Journal {
         phase: format!("{phase:?}"),
         migration_id: id.map(id_hex),
@@ -288,11 +294,19 @@ fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan, source: Option<&Ca
     if ctx.layout.ct_conf(ctid).exists() {
         return Err(format!("container {ctid} already exists on this host"));
     }
-    if plan.layout != Layout::Simfs {
-        return Err("only simfs private areas can be migrated so far".into());
-    }
     let config = crate::config::Config::parse(&plan.config, Path::new("(plan)"))
         .map_err(|e| format!("the container's configuration: {e}"))?;
+    // An image is made as large as the source's (its DISKSPACE hard limit).
+    let image_bytes = match plan.layout {
+        Layout::Simfs => None,
+        Layout::Image => {
+            let limits = crate::resources::Limits::from_config(&config).map_err(|e| e.to_string())?;
+            match limits.diskspace {
+                Some((_, hard)) if hard != u64::MAX / 1024 && hard > 0 => Some(hard.saturating_mul(1024)),
+                _ => return Err("an image private area needs a finite DISKSPACE in the configuration".into()),
+            }
+        }
+    };
     let ct = host.container_from(ctid, config);
     if ct.private.exists() {
         return Err(format!("{} already exists on this host", ct.private.display()));
@@ -324,6 +338,27 @@ fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan, source: Option<&Ca
     inc.ctid = Some(plan.ctid);
     std::fs::create_dir(&ct.private).map_err(|e| e.to_string())?;
     inc.created_private = true;
+    // The files go into the private area, or into the image's file system mounted on the
+    // container's root (private, as vzctl mounts it; `vzctl restore` finds it mounted).
+    let tree = match image_bytes {
+        None => ct.private.clone(),
+        Some(bytes) => {
+            crate::storage::create_image(&crate::storage::image_path(&ct.private), bytes).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(&ct.root).map_err(|e| e.to_string())?;
+            crate::storage::mount_image(&crate::storage::image_path(&ct.private), &ct.root)
+                .map_err(|e| e.to_string())?;
+            inc.mounted_root = Some(ct.root.clone());
+            let ok = Command::new("mount")
+                .arg("--make-private")
+                .arg(&ct.root)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                return Err(format!("making {} private", ct.root.display()));
+            }
+            ct.root.clone()
+        }
+    };
     let images = ctx
         .layout
         .dump_dir()
@@ -332,7 +367,7 @@ fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan, source: Option<&Ca
         .join("images");
     let _ = std::fs::remove_dir_all(&images);
     std::fs::create_dir_all(&images).map_err(|e| e.to_string())?;
-    inc.applier = Some(Applier::new(&ct.private));
+    inc.applier = Some(Applier::new(&tree));
     if plan.online {
         // Every distinct page the source may send while the container's memory churns; a
         // hostile source gets no further than this.
@@ -437,6 +472,7 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
         images: None,
         wrote_config: false,
         created_private: false,
+        mounted_root: None,
         store: None,
     };
     let mut migration_id: Option<MigrationId> = None;
@@ -561,6 +597,15 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                             .map_err(|e| e.to_string())?;
                         inc.wrote_config = true;
                         let images = inc.images.as_ref().ok_or("no images")?.display().to_string();
+                        // Offline, the container is left (or started) as a stopped one is:
+                        // its image unmounted, vzctl mounting it itself.
+                        if let (false, Some(root)) = (plan.online, inc.mounted_root.take()) {
+                            inc.applier = None;
+                            let ok = Command::new("umount").arg(&root).status().is_ok_and(|s| s.success());
+                            if !ok {
+                                return Err(format!("unmounting {}", root.display()));
+                            }
+                        }
                         if plan.online {
                             vzctl(
                                 &ctx,

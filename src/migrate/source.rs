@@ -95,6 +95,9 @@ pub struct Report {
     pub page_data: u64,
     /// The final CRIU dump's own time, within the frozen time.
     pub dump_ms: u64,
+    /// From the end of the last pre-copy round to the destination's acknowledgement of it (the
+    /// freeze waits for it, so no pre-copy data is still on its way while frozen).
+    pub drain_ms: u64,
 }
 
 struct Ctx<'a> {
@@ -105,6 +108,10 @@ struct Ctx<'a> {
     wire: Wire,
     /// The private area's passes.
     files: FileSync,
+    /// The private area is an image, its files read where it is mounted (the root).
+    image: bool,
+    /// The migration mounted the image (it is unmounted again if the container stays).
+    mounted_here: bool,
     work: PathBuf,
     freezer: Option<Freezer>,
     report: Report,
@@ -419,6 +426,8 @@ impl Ctx<'_> {
             resume_online(self.rt, self.ctid);
         } else if self.was_running && self.rt.run_state(self.ctid).ok().flatten().is_none() {
             let _ = self.rt.start(self.ctid);
+        } else if self.mounted_here && !self.was_running {
+            let _ = self.rt.umount(self.ctid);
         }
         let _ = std::fs::remove_dir_all(&self.work);
     }
@@ -436,6 +445,9 @@ fn remove_left_copy(rt: &Runtime, ctid: Ctid, remove_area: bool) {
     let _ = rt.stop(ctid, true, Some(Duration::from_secs(10)));
     if remove_area {
         let _ = rt.destroy(ctid);
+    } else {
+        // Kept, as a stopped container is: unmounted (an image the migration mounted).
+        let _ = rt.umount(ctid);
     }
     // Its links go with it; only the routed link's rule would stay.
     crate::net::unmute(ctid.get(), &[]);
@@ -651,13 +663,9 @@ pub async fn migrate(
 ) -> Result<Report, MigrateError> {
     let t0 = Instant::now();
     let ct = rt.host.container(ctid).map_err(RuntimeError::from)?;
-    if crate::storage::Layout::parse(ct.get("VE_LAYOUT").unwrap_or("simfs")).ok() != Some(crate::storage::Layout::Simfs)
-    {
-        return Err(MigrateError::Unsupported(
-            ctid,
-            "only simfs private areas can be migrated so far".into(),
-        ));
-    }
+    let image = crate::storage::Layout::parse(ct.get("VE_LAYOUT").unwrap_or("simfs"))
+        .map_err(|e| MigrateError::Unsupported(ctid, e.to_string()))?
+        == crate::storage::Layout::Image;
     // Nothing else stops, sets or checkpoints the container until the migration has ended.
     let _hold = rt.hold(ctid)?;
     if journal_path(rt, ctid).exists() {
@@ -682,7 +690,7 @@ pub async fn migrate(
     let plan = Plan {
         ctid: ctid.get(),
         config,
-        layout: Layout::Simfs,
+        layout: if image { Layout::Image } else { Layout::Simfs },
         private_bytes: needs.private_bytes,
         private_inodes: needs.private_inodes,
         ram_bytes: needs.ram_bytes,
@@ -718,14 +726,23 @@ pub async fn migrate(
         .dump_dir()
         .join(ctid.to_string())
         .join(format!(".migrate-{}", std::process::id()));
-    let ct_private = ct.private.clone();
+    // The tree the file passes read: the private area, or an image's file system, mounted on
+    // the container's root (here, if it was not: a stopped container's).
+    let mut mounted_here = false;
+    if image && !crate::fsutil::is_mountpoint(&ct.root).unwrap_or(false) {
+        rt.mount(ctid)?;
+        mounted_here = true;
+    }
+    let tree = if image { ct.root.clone() } else { ct.private.clone() };
     let mut cx = Ctx {
         rt,
         ctid,
         ct,
         opts: opts.clone(),
         wire: wire.throttled(opts.bwlimit.clone()).counted(opts.sent.clone()),
-        files: FileSync::new(&ct_private),
+        files: FileSync::new(&tree),
+        image,
+        mounted_here,
         work,
         freezer: None,
         report: Report {
@@ -786,6 +803,7 @@ async fn run_source(
     let mut phase_t = Instant::now();
     let mut phase = format!("{:?}", m.phase());
     let mut frozen_at: Option<Instant> = None;
+    let mut round_sent_at: Option<Instant> = None;
     let mut outcome: Option<Outcome> = None;
     loop {
         while let Some(a) = queue.pop_front() {
@@ -829,7 +847,18 @@ async fn run_source(
                 Action::StopContainer => match rt.stop(ctid, false, None) {
                     Ok(()) => {
                         frozen_at = Some(Instant::now());
-                        Some(Event::ContainerStopped)
+                        // Stopping unmounted an image; the last pass reads it mounted again.
+                        if cx.image {
+                            match rt.mount(ctid) {
+                                Ok(()) => {
+                                    cx.mounted_here = true;
+                                    Some(Event::ContainerStopped)
+                                }
+                                Err(e) => Some(Event::Failed(AbortReason::Local(e.to_string()))),
+                            }
+                        } else {
+                            Some(Event::ContainerStopped)
+                        }
                     }
                     Err(e) => Some(Event::Failed(AbortReason::Local(e.to_string()))),
                 },
@@ -857,11 +886,21 @@ async fn run_source(
                     }
                 }
                 Action::StartMemRound { round, .. } => match cx.mem_round(round).await {
-                    Ok(stats) => Some(Event::MemRoundSent(stats)),
+                    Ok(stats) => {
+                        round_sent_at = Some(Instant::now());
+                        Some(Event::MemRoundSent(stats))
+                    }
                     Err(MigrateError::Wire(_)) => Some(Event::LinkLost),
                     Err(e) => Some(Event::Failed(AbortReason::Local(e.to_string()))),
                 },
                 Action::Freeze => {
+                    if let Some(t) = round_sent_at.take() {
+                        cx.report.drain_ms = t.elapsed().as_millis() as u64;
+                        (cx.progress)(&format!(
+                            "pre-copy acknowledged {} ms after its last round",
+                            cx.report.drain_ms
+                        ));
+                    }
                     // The frozen time counts from the start of the freeze.
                     frozen_at = Some(Instant::now());
                     match cx.freeze() {

@@ -52,6 +52,9 @@ struct Sample {
     /// last pre-copy round).
     dirty_bytes: u64,
     rounds: u32,
+    /// ferry: from the end of the last pre-copy round to the destination's acknowledgement of
+    /// it (what crossed the link before the freeze instead of during it).
+    drain_ms: f64,
     /// ferry: the engine's phases and their times (ms).
     phases: Vec<(String, u64)>,
     timeline: Vec<(f64, f64)>,
@@ -131,6 +134,7 @@ impl Bench {
             frozen_bytes: n("final_fs_bytes") + n("image_bytes"),
             dirty_bytes: n("page_data") * 4096,
             rounds: n("memory_rounds") as u32,
+            drain_ms: n("drain_ms") as f64,
             phases: serde_json::from_value(r["phases_ms"].clone()).unwrap_or_default(),
             timeline: gaps.timeline,
             all: gaps.all,
@@ -386,7 +390,7 @@ pub fn run(cfg: &Config, out: &Path) -> Result<Section> {
         eprintln!("  link {name}");
         let bench = Bench::up(link.as_deref(), max_mib, &memhog)?;
         md.push_str(&format!(
-            "### Link: {name}\n\n| M | D %/s | ferry frozen | ferry client gap | ferry total | on the wire (live + frozen) | by hand downtime | by hand gap | by hand bytes | floor | frozen / by hand | frozen / floor |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+            "### Link: {name}\n\n| M | D %/s | ferry frozen | ferry client gap | ferry total | ferry pre-copy drain | on the wire (live + frozen) | by hand downtime | by hand gap | by hand bytes | floor | frozen / by hand | frozen / floor |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         ));
         for &mib in &cfg.sizes {
             for &dirty in &cfg.dirty {
@@ -415,10 +419,11 @@ pub fn run(cfg: &Config, out: &Path) -> Result<Section> {
                 let ratio_floor: Vec<f64> = fe.iter().zip(fl).map(|(a, b)| a.downtime_ms / b.downtime_ms).collect();
                 let (rn, rf) = (Spread::of(&ratio_naive), Spread::of(&ratio_floor));
                 md.push_str(&format!(
-                    "| {mib} | {dirty} | {} | {} | {} | {} ({} + {}) | {} | {} | {} | {} | {} | {} |\n",
+                    "| {mib} | {dirty} | {} | {} | {} | {} | {} ({} + {}) | {} | {} | {} | {} | {} | {} |\n",
                     spread(fe, |s| s.downtime_ms).show(0),
                     spread(fe, |s| s.gap_ms).show(0),
                     spread(fe, |s| s.total_ms).show(0),
+                    spread(fe, |s| s.drain_ms).show(0),
                     spread(fe, |s| mb(s.wire_bytes as f64)).show(1),
                     spread(fe, |s| mb(s.live_bytes as f64)).show(1),
                     spread(fe, |s| mb(s.frozen_bytes as f64)).show(1),
