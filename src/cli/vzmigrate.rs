@@ -52,12 +52,14 @@ pub struct Args {
     /// JSON output
     #[arg(short = 'j', long)]
     pub json: bool,
-    /// Take back a container whose migration from this host was interrupted (vzmigrate killed,
-    /// host crash): resumes it here if the commit was not sent yet
+    /// Settle a container whose migration from this host was interrupted (vzmigrate killed,
+    /// host crash, link lost after the commit): resumes it here if the commit was not sent yet,
+    /// else asks the destination and removes the copy here (it committed) or resumes it (it did
+    /// not); vzagentd does the same on its own
     #[arg(long, value_name = "CTID", conflicts_with_all = ["online", "keep_dst", "check_only", "json"])]
     pub recover: Option<CtRef>,
-    /// With --recover: resume it here even though the commit may have been sent (after checking
-    /// that the destination does not run it)
+    /// With --recover: resume it here without asking the destination (one gone for good, after
+    /// checking that it does not run the container)
     #[arg(long, requires = "recover")]
     pub force: bool,
     #[arg(required_unless_present = "recover")]

@@ -371,9 +371,13 @@ fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan, source: Option<&Ca
     if plan.online {
         // Every distinct page the source may send while the container's memory churns; a
         // hostile source gets no further than this.
-        inc.store = Some(super::pages::Store::new(
-            plan.ram_bytes.saturating_mul(3).saturating_add(256 << 20),
-        ));
+        inc.store = Some(
+            super::pages::Store::new(
+                images.parent().unwrap_or(&images),
+                plan.ram_bytes.saturating_mul(3).saturating_add(256 << 20),
+            )
+            .map_err(|e| format!("creating the page store: {e}"))?,
+        );
     }
     inc.images = Some(images);
     inc.plan = Some(plan.clone());

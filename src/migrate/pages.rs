@@ -172,21 +172,43 @@ pub fn is_pages_image(name: &str) -> bool {
     name.starts_with("pages-") && name.ends_with(".img")
 }
 
-/// The destination's store of pre-copied pages, by content.
+/// The destination's store of pre-copied pages, by content: the pages one after another in an
+/// unnamed file of the migration's work directory (O_TMPFILE: gone with its descriptor, even
+/// after a crash), an index of where each content is in memory. The memory the pages take is
+/// the file system's (page cache on a disk, reclaimable), not the agent's, so a destination
+/// does not need the container's memory twice over while it writes the pages images and CRIU
+/// restores from them.
 pub struct Store {
-    pages: HashMap<Hash, Box<[u8]>>,
+    file: File,
+    index: HashMap<Hash, u64>,
     bytes: u64,
     cap: u64,
 }
 
+fn io_reason(e: std::io::Error) -> AbortReason {
+    if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
+        AbortReason::NoSpace(e.to_string())
+    } else {
+        AbortReason::Local(e.to_string())
+    }
+}
+
 impl Store {
-    /// A store that refuses to grow past `cap` bytes.
-    pub fn new(cap: u64) -> Self {
-        Self {
-            pages: HashMap::new(),
+    /// A store in `dir` that refuses to grow past `cap` bytes.
+    pub fn new(dir: &Path, cap: u64) -> std::io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_TMPFILE)
+            .open(dir)?;
+        Ok(Self {
+            file,
+            index: HashMap::new(),
             bytes: 0,
             cap,
-        }
+        })
     }
 
     pub fn bytes(&self) -> u64 {
@@ -201,45 +223,77 @@ impl Store {
                 if hash(d) != p.hash {
                     return Err(AbortReason::Protocol("a page does not match its hash".into()));
                 }
-                if !self.pages.contains_key(&p.hash) {
+                if !self.index.contains_key(&p.hash) {
                     if self.bytes + PAGE_SIZE as u64 > self.cap {
                         return Err(AbortReason::NoSpace(format!(
                             "the pre-copied memory outgrew its budget of {} MiB",
                             self.cap >> 20
                         )));
                     }
+                    self.file.write_all_at(d, self.bytes).map_err(io_reason)?;
+                    self.index.insert(p.hash, self.bytes);
                     self.bytes += PAGE_SIZE as u64;
-                    self.pages.insert(p.hash, d.clone().into_boxed_slice());
                 }
                 Ok(())
             }
-            None if self.pages.contains_key(&p.hash) => Ok(()),
+            None if self.index.contains_key(&p.hash) => Ok(()),
             None => Err(AbortReason::Protocol("a reference to a page never sent".into())),
         }
     }
 
-    /// Writes part of a pages image from the message's data and the store.
+    /// Writes part of a pages image from the message's data and the store (each page copied
+    /// inside the kernel, file to file).
     pub fn write_image(&mut self, path: &Path, m: &ImagePages) -> Result<(), AbortReason> {
-        let io = |e: std::io::Error| {
-            if e.raw_os_error() == Some(libc::ENOSPC) {
-                AbortReason::NoSpace(e.to_string())
-            } else {
-                AbortReason::Local(e.to_string())
-            }
-        };
         let f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)
-            .map_err(io)?;
+            .map_err(io_reason)?;
+        let mut buf = Vec::new();
         for p in &m.pages {
             self.put(p)?;
-            let data = self.pages.get(&p.hash).expect("put keeps or finds it");
-            f.write_all_at(data, p.vaddr).map_err(io)?;
+            let at = *self.index.get(&p.hash).expect("put keeps or finds it");
+            copy_page(&self.file, at, &f, p.vaddr, &mut buf).map_err(io_reason)?;
         }
         Ok(())
     }
+}
+
+/// Copies one page from `from` at `at` to `to` at `to_at`: copy_file_range, or (where the
+/// kernel cannot between these files) a read and a write.
+fn copy_page(from: &File, at: u64, to: &File, to_at: u64, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (mut off_in, mut off_out) = (at as i64, to_at as i64);
+    let mut left = PAGE_SIZE;
+    while left > 0 {
+        // SAFETY: both descriptors are open; the offsets are ours.
+        let n = unsafe { libc::copy_file_range(from.as_raw_fd(), &mut off_in, to.as_raw_fd(), &mut off_out, left, 0) };
+        if n > 0 {
+            left -= n as usize;
+            continue;
+        }
+        let e = std::io::Error::last_os_error();
+        if n == 0
+            || matches!(
+                e.raw_os_error(),
+                Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+            )
+        {
+            break;
+        }
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        return Err(e);
+    }
+    if left > 0 {
+        let done = (PAGE_SIZE - left) as u64;
+        buf.resize(left, 0);
+        from.read_exact_at(buf, at + done)?;
+        to.write_all_at(buf, to_at + done)?;
+    }
+    Ok(())
 }
 
 /// The pids of a container's processes, from its cgroup.
@@ -329,7 +383,10 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
                 data: Some(d),
             }
         };
-        let mut s = Store::new(2 * PAGE_SIZE as u64);
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::new(dir.path(), 2 * PAGE_SIZE as u64).unwrap();
+        // The store is an unnamed file: nothing is left in the directory.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         s.put(&page(1)).unwrap();
         s.put(&page(1)).unwrap();
         assert_eq!(s.bytes(), PAGE_SIZE as u64);
@@ -341,7 +398,6 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
         s.put(&page(2)).unwrap();
         assert!(matches!(s.put(&page(5)), Err(AbortReason::NoSpace(_))));
         // An image from a reference and a new page.
-        let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("pages-1.img");
         let m = ImagePages {
             name: migrate_proto::path::RelPath::new("pages-1.img").unwrap(),
