@@ -18,6 +18,18 @@ fn spawn_online_migration(m: &MigLab) -> std::process::Child {
         .unwrap()
 }
 
+/// The packets held while frozen and sent on, from `vzmigrate --times`' output.
+fn held_packets(times: &str) -> u32 {
+    times
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("packets held while frozen and sent on to the destination: ")
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no held-packets line: {times}"))
+}
+
 fn counter(m: &MigLab, host: &str) -> u64 {
     std::fs::read_to_string(m.private(host, "101").join("tmp/count"))
         .unwrap_or_default()
@@ -90,16 +102,7 @@ fn online_migration_there_and_back_keeps_tcp_counter_pids_and_files() {
     );
     // The client talks every 30 ms: what it sent while the container was frozen was held and
     // handed to hostB at the commit, not dropped.
-    let held: u32 = o
-        .stdout
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("packets held while frozen and sent on to the destination: ")
-        })
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no held-packets line: {}", o.stdout));
-    assert!(held >= 1, "nothing held: {}", o.stdout);
+    assert!(held_packets(&o.stdout) >= 1, "nothing held: {}", o.stdout);
     assert_eq!(m.status("hostB", "101"), "CTID 101 exist mounted running");
     assert_eq!(m.status("hostA", "101"), "CTID 101 deleted unmounted down");
     assert!(
@@ -828,16 +831,7 @@ fn online_migration_over_ipv6_holds_its_clients_packets() {
     assert_eq!(o.code, 0, "{o:?}");
     // Only the IPv6 client talks: what it sent while the container was frozen was held and
     // sent on to hostB as frames, not blackholed.
-    let held: u32 = o
-        .stdout
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("packets held while frozen and sent on to the destination: ")
-        })
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no held-packets line: {}", o.stdout));
-    assert!(held >= 1, "nothing held: {}", o.stdout);
+    assert!(held_packets(&o.stdout) >= 1, "nothing held: {}", o.stdout);
     assert_eq!(m.status("hostB", "101"), "CTID 101 exist mounted running");
     assert_eq!(session.join().unwrap(), Ok(200), "the client's IPv6 session broke");
     let counted = sh("hostB", "ip6tables -w -L FORWARD -v -n -x | grep -i 'MAC'").stdout;

@@ -218,6 +218,7 @@ fn message() -> impl Strategy<Value = Message> {
         (rel_path(), prop::collection::vec(page(), 0..4))
             .prop_map(|(name, pages)| Message::ImagePages(ImagePages { name, pages })),
         round_report().prop_map(Message::MemRoundDone),
+        any::<u32>().prop_map(|round| Message::MemRoundAck { round }),
         Just(Message::Frozen),
         (rel_path(), any::<u64>(), any::<bool>(), bytes(100)).prop_map(|(name, offset, compressed, data)| {
             Message::Image(ImageChunk {

@@ -231,14 +231,15 @@ impl Destination {
                 vec![Action::Apply(Message::Pages(b))]
             }
             // Every page before it was applied (messages are handled in order): acknowledged,
-            // so the source can freeze with nothing of the pre-copy still on its way.
-            (
-                State::Receiving {
+            // so the source can weigh the round and freeze with nothing of the pre-copy still on
+            // its way. (A round may have had no new page to send.)
+            (State::Receiving { frozen: false, .. }, Message::MemRoundDone(r))
+                if self.version.is_some_and(super::round_acks) && self.plan.as_ref().is_some_and(|p| p.online) =>
+            {
+                self.state = State::Receiving {
                     frozen: false,
                     mem: true,
-                },
-                Message::MemRoundDone(r),
-            ) if self.version.is_some_and(super::round_acks) => {
+                };
                 vec![Action::Send(Message::MemRoundAck { round: r.round })]
             }
             (State::Receiving { .. }, Message::MemRoundDone(_)) => vec![],

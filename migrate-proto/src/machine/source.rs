@@ -56,8 +56,9 @@ enum State {
     MemPrecopy {
         round: u32,
     },
-    /// The policy decided to freeze after `round`: waiting for the destination to hold it.
-    Draining {
+    /// `round` was sent: waiting for the destination to hold it (version 3) before the policy
+    /// weighs it, so its time is the time its pages took to arrive, not to be buffered.
+    AwaitRoundAck {
         round: u32,
     },
     Freezing,
@@ -79,6 +80,9 @@ pub struct Source {
     deadline: Option<Duration>,
     started: Option<Duration>,
     frozen_at: Option<Duration>,
+    /// When the current memory round started, and (version 3) its figures until acknowledged.
+    round_started: Duration,
+    round_sent: Option<crate::policy::RoundStats>,
     stats: Stats,
     abort_reason: Option<AbortReason>,
 }
@@ -94,6 +98,8 @@ impl Source {
             deadline: None,
             started: None,
             frozen_at: None,
+            round_started: Duration::ZERO,
+            round_sent: None,
             stats: Stats::default(),
             abort_reason: None,
         }
@@ -109,7 +115,7 @@ impl Source {
             State::Idle | State::Handshake => Phase::Handshake,
             State::Planning | State::Stopping => Phase::Plan,
             State::FsSync { .. } => Phase::FsSync,
-            State::MemPrecopy { .. } | State::Draining { .. } => Phase::MemPrecopy,
+            State::MemPrecopy { .. } | State::AwaitRoundAck { .. } => Phase::MemPrecopy,
             State::Freezing => Phase::Freeze,
             State::FinalSync => Phase::FinalSync,
             State::AwaitRestore => Phase::Restore,
@@ -218,6 +224,33 @@ impl Source {
         out
     }
 
+    /// The policy weighs a finished round: another round, the freeze, or giving up.
+    fn after_round(&mut self, now: Duration, stats: crate::policy::RoundStats) -> Vec<Action> {
+        let round = stats.round;
+        match self.policy.record(stats) {
+            Decision::Continue => {
+                self.state = State::MemPrecopy { round: round + 1 };
+                self.round_started = now;
+                vec![Action::StartMemRound {
+                    round: round + 1,
+                    page_refs: self.refs(),
+                }]
+            }
+            Decision::Freeze { .. } => {
+                self.state = State::Freezing;
+                vec![Action::Journal(Phase::Freeze), Action::Freeze]
+            }
+            Decision::GiveUp { predicted } => self.abort(
+                AbortReason::NotConverging(format!(
+                    "predicted frozen time {} ms exceeds the budget of {} ms by too much",
+                    predicted.as_millis(),
+                    self.cfg.plan.max_downtime_ms
+                )),
+                true,
+            ),
+        }
+    }
+
     fn protocol_error(&mut self, what: &str) -> Vec<Action> {
         match self.state {
             // After Commit was sent, the outcome is the destination's to tell; a confused peer
@@ -269,16 +302,15 @@ impl Source {
             // Commit was sent, an abort means the destination decided before Commit reached it.
             (State::CommitSent | State::Resolving, Message::Abort(r)) => self.rollback(r),
             (_, Message::Abort(r)) => self.rollback(r),
-            (State::Draining { round }, Message::MemRoundAck { round: r }) if r == round => {
+            (State::AwaitRoundAck { round }, Message::MemRoundAck { round: r }) if r == round => {
                 self.deadline = None;
-                self.state = State::Freezing;
-                vec![Action::Journal(Phase::Freeze), Action::Freeze]
-            }
-            // Acknowledgements of earlier rounds (the source does not wait for those).
-            (State::MemPrecopy { round } | State::Draining { round }, Message::MemRoundAck { round: r })
-                if r <= round =>
-            {
-                vec![]
+                let mut stats = self.round_sent.take().expect("a sent round awaits its acknowledgement");
+                // The round took until its pages arrived.
+                stats.duration = stats.duration.max(now.saturating_sub(self.round_started));
+                if let Some(r) = self.stats.rounds.last_mut() {
+                    r.duration_ms = stats.duration.as_millis() as u64;
+                }
+                self.after_round(now, stats)
             }
             (State::AwaitRestore, Message::Restored) => {
                 self.state = State::CommitSent;
@@ -357,6 +389,7 @@ impl Source {
                 } else {
                     if self.cfg.mem_precopy {
                         self.state = State::MemPrecopy { round: 1 };
+                        self.round_started = now;
                         out.push(Action::Journal(Phase::MemPrecopy));
                         out.push(Action::StartMemRound {
                             round: 1,
@@ -380,34 +413,12 @@ impl Source {
                 };
                 self.stats.rounds.push(report.clone());
                 let mut out = vec![Action::Send(Message::MemRoundDone(report))];
-                match self.policy.record(stats) {
-                    Decision::Continue => {
-                        self.state = State::MemPrecopy { round: round + 1 };
-                        out.push(Action::StartMemRound {
-                            round: round + 1,
-                            page_refs: self.refs(),
-                        });
-                    }
-                    Decision::Freeze { .. } if self.version.is_some_and(super::round_acks) => {
-                        // Nothing of the pre-copy may still be on its way once frozen.
-                        self.state = State::Draining { round };
-                        self.wait_peer(now);
-                    }
-                    Decision::Freeze { .. } => {
-                        self.state = State::Freezing;
-                        out.push(Action::Journal(Phase::Freeze));
-                        out.push(Action::Freeze);
-                    }
-                    Decision::GiveUp { predicted } => {
-                        out.extend(self.abort(
-                            AbortReason::NotConverging(format!(
-                                "predicted frozen time {} ms exceeds the budget of {} ms by too much",
-                                predicted.as_millis(),
-                                self.cfg.plan.max_downtime_ms
-                            )),
-                            true,
-                        ));
-                    }
+                if self.version.is_some_and(super::round_acks) {
+                    self.state = State::AwaitRoundAck { round };
+                    self.round_sent = Some(stats);
+                    self.wait_peer(now);
+                } else {
+                    out.extend(self.after_round(now, stats));
                 }
                 out
             }
