@@ -89,6 +89,11 @@ fn routed_addresses_serve_clients_change_live_and_move_between_hosts() {
         ],
     );
     vz_ok(&lab, "hostA", &["start", "101"]);
+    // The host side answers the container's ARP requests for its peers at once (a proxied
+    // answer is otherwise delayed up to 0.8 s, which a restored container pays after a move).
+    let mut c = Lab::cmd(&lab.host("hostA").netns, "cat");
+    c.arg("/proc/sys/net/ipv4/neigh/venet101/proxy_delay");
+    assert_eq!(run(c, Duration::from_secs(10)).stdout.trim(), "0");
     serve(&lab, "hostA", "101", "hello-101");
     assert_eq!(get(&lab, "198.18.0.10").as_deref(), Some("hello-101"));
     assert_eq!(
