@@ -83,6 +83,7 @@ fn listen(host: &Host, addr: std::net::SocketAddr) -> Result<(), DaemonError> {
         decisions: crate::migrate::dest::Decisions::load(&layout)
             .map_err(|e| DaemonError::Listen(format!("reading the migrations' decisions: {e}")))?,
         busy: Default::default(),
+        live: Default::default(),
     });
     crate::migrate::dest::recover(&ctx);
     let (tx, rx) = std::sync::mpsc::channel();

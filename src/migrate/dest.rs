@@ -27,6 +27,9 @@ pub struct DestCtx {
     pub decisions: Decisions,
     /// Containers being received, so one CTID is migrated in at most once at a time.
     pub busy: Mutex<Vec<u32>>,
+    /// Migrations being received, by id, with the key of the host sending each: only that host
+    /// may ask how one ended (and so decide it) while it runs.
+    pub live: Mutex<HashMap<MigrationId, Option<String>>>,
 }
 
 use crate::agent::daemon::log;
@@ -328,6 +331,22 @@ fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan, source: Option<&Ca
             base.display()
         ));
     }
+    if plan.online {
+        // The pages images of the final dump, and the pre-copied pages' store beside them, go
+        // below vz/dump: at least the container's memory and a margin must fit there (the store
+        // may grow past that while the memory churns; then the migration stops with "no space"
+        // and the source keeps the container).
+        let dump = ctx.layout.dump_dir();
+        std::fs::create_dir_all(&dump).map_err(|e| e.to_string())?;
+        let need = plan.ram_bytes.saturating_add(256 << 20);
+        let free = super::capacity::disk_space(&dump).0;
+        if free < need {
+            return Err(format!(
+                "not enough space for the memory images: {free} bytes free in {}, {need} needed",
+                dump.display()
+            ));
+        }
+    }
     {
         let mut busy = ctx.busy.lock().unwrap();
         if busy.contains(&plan.ctid) {
@@ -489,6 +508,14 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
             .max(Duration::from_millis(1));
         let actions = match wire.recv(wait).await {
             Ok(Message::Resolve { migration_id: id }) if first => {
+                let sender = ctx.live.lock().unwrap().get(&id).cloned();
+                if sender.is_some_and(|s| s != from) {
+                    log(&format!(
+                        "refused a question about migration {} from {peer}: another host sends it",
+                        id_hex(&id)
+                    ));
+                    return;
+                }
                 // A source in doubt asks how a migration ended. Without a recorded commit the
                 // answer is no, and it is recorded first: a commit still on its way is refused.
                 let committed = match ctx.decisions.decide(&id, 0, false) {
@@ -527,6 +554,7 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                 first = false;
                 if let Message::Hello(h) = &msg {
                     migration_id = Some(h.migration_id);
+                    ctx.live.lock().unwrap().insert(h.migration_id, from.clone());
                     log(&format!("incoming migration from {peer}"));
                 }
                 if matches!(msg, Message::FsPassDone { .. } | Message::FinalDone { .. }) {
@@ -660,6 +688,7 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                         // A commit is on record already; an abort is recorded here (a failure to
                         // record it leaves a later question answered "not committed" anyway).
                         let _ = ctx.decisions.decide(&id, inc.ctid.unwrap_or(0), committed);
+                        ctx.live.lock().unwrap().remove(&id);
                     }
                     if let Some(ctid) = inc.ctid {
                         ctx.busy.lock().unwrap().retain(|c| *c != ctid);

@@ -91,7 +91,9 @@ impl Bench {
         let mut tmpfs = Vec::new();
         for h in &lab.hosts {
             let d = h.root.join("vz/dump");
-            crate::workload::mount_tmpfs(&d, 2 * max_mib + 512)?;
+            // The destination's page store lives here too (up to three times the container's
+            // memory when it churns), beside the images.
+            crate::workload::mount_tmpfs(&d, 5 * max_mib + 1024)?;
             tmpfs.push(d);
         }
         Ok(Bench {
