@@ -950,3 +950,40 @@ fn image_private_areas_migrate_live_and_offline() {
     m.vz_ok("hostB", &["start", "101"]);
     assert_eq!(m.vz_ok("hostB", &["exec", "101", "cat /root/file"]), "kept\n");
 }
+
+#[test]
+fn only_the_sending_host_may_ask_how_a_running_migration_ended() {
+    let m = MigLab::new("mw", &["hostA", "hostB", "hostC"], Some("50mbit"));
+    // A migration from hostA that lasts (40 MB of incompressible files on a 50 Mbit/s link: about
+    // 7 s of file sync).
+    busy_container(&m, 40);
+    let vzmigrate = spawn_online_migration(&m);
+    let journal = m.lab.host("hostA").root.join("vz/run/migrate-out-101.json");
+    wait_until("hostA's migration to start", Duration::from_secs(30), || {
+        std::fs::read_to_string(&journal).is_ok_and(|t| t.contains("FsSync"))
+    });
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&journal).unwrap()).unwrap();
+    // hostC, also pinned by hostB, asks about it as if it were its own interrupted migration.
+    m.vz_ok("hostC", &["create", "101"]);
+    let forged = serde_json::json!({
+        "phase": "Commit", "peer": "hostB", "pid": 0,
+        "migration_id": j["migration_id"], "remove_area": true,
+    });
+    let c_run = m.lab.host("hostC").root.join("vz/run");
+    std::fs::create_dir_all(&c_run).unwrap();
+    std::fs::write(c_run.join("migrate-out-101.json"), forged.to_string()).unwrap();
+    let o = m.migrate("hostC", &["--recover", "101"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(o.stderr.contains("cannot say how it ended"), "{o:?}");
+    assert!(
+        m.agent_log("hostB").contains("refused a question about migration"),
+        "{}",
+        m.agent_log("hostB")
+    );
+    // Nothing was decided for hostA's migration: it commits.
+    let out = vzmigrate.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(m.status("hostB", "101"), "CTID 101 exist mounted running");
+    // hostC's own container is untouched.
+    assert_eq!(m.status("hostC", "101"), "CTID 101 exist unmounted down");
+}
