@@ -224,6 +224,14 @@ impl Container {
     pub fn name(&self) -> Option<&str> {
         self.get("NAME")
     }
+    /// The private area's layout (VE_LAYOUT; simfs when unset).
+    pub fn layout(&self) -> Result<crate::storage::Layout, crate::storage::StorageError> {
+        crate::storage::Layout::parse(self.get("VE_LAYOUT").unwrap_or("simfs"))
+    }
+    /// Is the private area an image? (A VE_LAYOUT that does not parse reads as simfs.)
+    pub fn is_image(&self) -> bool {
+        self.layout().ok() == Some(crate::storage::Layout::Image)
+    }
     /// IP_ADDRESS holds the addresses separated by spaces.
     pub fn ip_addresses(&self) -> Vec<String> {
         self.get("IP_ADDRESS")

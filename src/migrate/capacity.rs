@@ -83,12 +83,7 @@ pub fn local(layout: &HostLayout, name: &str) -> Capacity {
 
 /// Asks a pinned peer what it can take.
 pub async fn query(id: &Identity, peer: &Peer) -> Result<Capacity, MigrateError> {
-    let (conn, mut wire) = super::dial(id, peer).await?;
-    wire.send(&Message::CapacityQuery).await?;
-    let answer = wire.recv(Duration::from_secs(20)).await?;
-    wire.finish().await;
-    conn.close(0u32.into(), b"done");
-    match answer {
+    match super::ask(id, peer, &Message::CapacityQuery, Duration::from_secs(20)).await? {
         Message::Capacity(c) => Ok(c),
         other => Err(MigrateError::Wire(WireError::Decode(
             migrate_proto::DecodeError::Invalid(if matches!(other, Message::Abort(_)) {

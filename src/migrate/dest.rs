@@ -404,13 +404,7 @@ fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan, source: Option<&Ca
 }
 
 fn apply(inc: &mut Incoming, m: &Message) -> Result<(), AbortReason> {
-    let fail = |e: std::io::Error| {
-        if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
-            AbortReason::NoSpace(e.to_string())
-        } else {
-            AbortReason::Local(e.to_string())
-        }
-    };
+    let fail = super::io_abort;
     let a = inc
         .applier
         .as_mut()

@@ -39,6 +39,16 @@ pub(crate) async fn fault_point(name: &str) {
     }
 }
 
+/// Why a destination gives up after a failed write: out of space (or quota), or anything else.
+pub(crate) fn io_abort(e: std::io::Error) -> migrate_proto::msg::AbortReason {
+    use migrate_proto::msg::AbortReason;
+    if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
+        AbortReason::NoSpace(e.to_string())
+    } else {
+        AbortReason::Local(e.to_string())
+    }
+}
+
 /// A migration id as the journals write it (hex).
 pub(crate) fn id_hex(id: &MigrationId) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
@@ -54,6 +64,22 @@ pub(crate) fn parse_id(hex: &str) -> Option<MigrationId> {
         *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(id)
+}
+
+/// One question on a connection of its own (the peer API's calls other than a migration):
+/// sends `request`, waits up to `wait` for the answer, and closes the connection.
+pub(crate) async fn ask(
+    id: &crate::agent::trust::Identity,
+    peer: &crate::agent::trust::Peer,
+    request: &migrate_proto::msg::Message,
+    wait: std::time::Duration,
+) -> Result<migrate_proto::msg::Message, source::MigrateError> {
+    let (conn, mut wire) = dial(id, peer).await?;
+    wire.send(request).await?;
+    let answer = wire.recv(wait).await?;
+    wire.finish().await;
+    conn.close(0u32.into(), b"done");
+    Ok(answer)
 }
 
 /// What this host tells a peer of itself in the handshake: its CRIU and kernel, its CPU as

@@ -185,14 +185,6 @@ pub struct Store {
     cap: u64,
 }
 
-fn io_reason(e: std::io::Error) -> AbortReason {
-    if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
-        AbortReason::NoSpace(e.to_string())
-    } else {
-        AbortReason::Local(e.to_string())
-    }
-}
-
 impl Store {
     /// A store in `dir` that refuses to grow past `cap` bytes.
     pub fn new(dir: &Path, cap: u64) -> std::io::Result<Self> {
@@ -230,7 +222,7 @@ impl Store {
                             self.cap >> 20
                         )));
                     }
-                    self.file.write_all_at(d, self.bytes).map_err(io_reason)?;
+                    self.file.write_all_at(d, self.bytes).map_err(super::io_abort)?;
                     self.index.insert(p.hash, self.bytes);
                     self.bytes += PAGE_SIZE as u64;
                 }
@@ -249,12 +241,12 @@ impl Store {
             .truncate(false)
             .write(true)
             .open(path)
-            .map_err(io_reason)?;
+            .map_err(super::io_abort)?;
         let mut buf = Vec::new();
         for p in &m.pages {
             self.put(p)?;
             let at = *self.index.get(&p.hash).expect("put keeps or finds it");
-            copy_page(&self.file, at, &f, p.vaddr, &mut buf).map_err(io_reason)?;
+            copy_page(&self.file, at, &f, p.vaddr, &mut buf).map_err(super::io_abort)?;
         }
         Ok(())
     }
@@ -269,23 +261,19 @@ fn copy_page(from: &File, at: u64, to: &File, to_at: u64, buf: &mut Vec<u8>) -> 
     while left > 0 {
         // SAFETY: both descriptors are open; the offsets are ours.
         let n = unsafe { libc::copy_file_range(from.as_raw_fd(), &mut off_in, to.as_raw_fd(), &mut off_out, left, 0) };
-        if n > 0 {
-            left -= n as usize;
-            continue;
+        match n {
+            1.. => left -= n as usize,
+            // The end of the store file: the rest is read (and fails there).
+            0 => break,
+            _ => {
+                let e = std::io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => {}
+                    Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => break,
+                    _ => return Err(e),
+                }
+            }
         }
-        let e = std::io::Error::last_os_error();
-        if n == 0
-            || matches!(
-                e.raw_os_error(),
-                Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
-            )
-        {
-            break;
-        }
-        if e.kind() == std::io::ErrorKind::Interrupted {
-            continue;
-        }
-        return Err(e);
     }
     if left > 0 {
         let done = (PAGE_SIZE - left) as u64;

@@ -594,11 +594,11 @@ fn ask_destination(rt: &Runtime, peer_name: &str, mid: &MigrationId) -> Result<b
         .map_err(|e| e.to_string())?;
     tokio_rt.block_on(async {
         let ask = async {
-            let (_conn, mut wire) = super::dial(&id, &peer).await.map_err(|e| chain(&e))?;
-            wire.send(&Message::Resolve { migration_id: *mid })
+            let question = Message::Resolve { migration_id: *mid };
+            match super::ask(&id, &peer, &question, RESOLVE_WAIT)
                 .await
-                .map_err(|e| chain(&e))?;
-            match wire.recv(RESOLVE_WAIT).await.map_err(|e| chain(&e))? {
+                .map_err(|e| chain(&e))?
+            {
                 Message::Resolved {
                     migration_id,
                     committed,
@@ -663,7 +663,8 @@ pub async fn migrate(
 ) -> Result<Report, MigrateError> {
     let t0 = Instant::now();
     let ct = rt.host.container(ctid).map_err(RuntimeError::from)?;
-    let image = crate::storage::Layout::parse(ct.get("VE_LAYOUT").unwrap_or("simfs"))
+    let image = ct
+        .layout()
         .map_err(|e| MigrateError::Unsupported(ctid, e.to_string()))?
         == crate::storage::Layout::Image;
     // Nothing else stops, sets or checkpoints the container until the migration has ended.
@@ -844,24 +845,21 @@ async fn run_source(
                     None
                 }
                 Action::StopContainer if !running => Some(Event::ContainerStopped),
-                Action::StopContainer => match rt.stop(ctid, false, None) {
-                    Ok(()) => {
+                Action::StopContainer => {
+                    let stopped = rt.stop(ctid, false, None).and_then(|()| {
                         frozen_at = Some(Instant::now());
                         // Stopping unmounted an image; the last pass reads it mounted again.
                         if cx.image {
-                            match rt.mount(ctid) {
-                                Ok(()) => {
-                                    cx.mounted_here = true;
-                                    Some(Event::ContainerStopped)
-                                }
-                                Err(e) => Some(Event::Failed(AbortReason::Local(e.to_string()))),
-                            }
-                        } else {
-                            Some(Event::ContainerStopped)
+                            rt.mount(ctid)?;
+                            cx.mounted_here = true;
                         }
+                        Ok(())
+                    });
+                    match stopped {
+                        Ok(()) => Some(Event::ContainerStopped),
+                        Err(e) => Some(Event::Failed(AbortReason::Local(e.to_string()))),
                     }
-                    Err(e) => Some(Event::Failed(AbortReason::Local(e.to_string()))),
-                },
+                }
                 Action::StartFsPass { pass, .. } => {
                     if opts.check_only {
                         Some(Event::Failed(AbortReason::Cancelled(

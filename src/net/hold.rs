@@ -71,7 +71,7 @@ impl Hold {
         let fail = |e: super::NetError| io::Error::other(e.to_string());
         ip::host(&["link", "set", &name, "txqueuelen", &QUEUE.to_string(), "up"]).map_err(fail)?;
         for a in &addrs {
-            let (fam, host) = route_of(a);
+            let (fam, host) = super::host_route(a);
             ip::host(&[fam, "route", "replace", &host, "dev", &name]).map_err(fail)?;
         }
         Ok(Some(Hold { fd, addrs }))
@@ -104,11 +104,17 @@ impl Hold {
         let (v4, v6): (Vec<Vec<u8>>, Vec<Vec<u8>>) = packets.into_iter().partition(|p| p[0] >> 4 == 4);
         let mut sent = 0;
         if !v4.is_empty() {
-            let ok = self
-                .addrs
-                .iter()
-                .filter(|a| a.is_ipv4())
-                .all(|a| ip::host(&["-4", "route", "replace", &route_of(a).1, "via", &via.to_string()]).is_ok());
+            let ok = self.addrs.iter().filter(|a| a.is_ipv4()).all(|a| {
+                ip::host(&[
+                    "-4",
+                    "route",
+                    "replace",
+                    &super::host_route(a).1,
+                    "via",
+                    &via.to_string(),
+                ])
+                .is_ok()
+            });
             if ok {
                 sent += send_raw(&v4);
             }
@@ -124,18 +130,10 @@ impl Hold {
                 .unwrap_or(0);
         }
         for a in &self.addrs {
-            let (fam, host) = route_of(a);
+            let (fam, host) = super::host_route(a);
             let _ = ip::host(&[fam, "route", "replace", "blackhole", &host]);
         }
         sent
-    }
-}
-
-/// The `ip` family flag and host prefix of an address's route.
-fn route_of(a: &IpAddr) -> (&'static str, String) {
-    match a {
-        IpAddr::V4(_) => ("-4", format!("{a}/32")),
-        IpAddr::V6(_) => ("-6", format!("{a}/128")),
     }
 }
 

@@ -415,14 +415,22 @@ mod tests {
     }
 }
 
+/// The `ip` family flag and the host route (/32 or /128) of an address.
+pub(crate) fn host_route(addr: &IpAddr) -> (&'static str, String) {
+    match addr {
+        IpAddr::V4(_) => ("-4", format!("{addr}/32")),
+        IpAddr::V6(_) => ("-6", format!("{addr}/128")),
+    }
+}
+
 /// After a checkpoint stopped the container: its links are gone with its network namespace,
 /// but its addresses stay claimed, routed to a blackhole, with their proxy entries, so peers'
 /// packets are dropped silently (they retransmit) instead of being refused until the restore.
 pub fn suspend(state: &NetState) {
     for s in &state.ips {
         if let Ok(a) = parse_ip(s) {
-            let (fam, len) = if a.addr.is_ipv4() { ("-4", 32) } else { ("-6", 128) };
-            let _ = ip::host(&[fam, "route", "replace", "blackhole", &format!("{}/{len}", a.addr)]);
+            let (fam, route) = host_route(&a.addr);
+            let _ = ip::host(&[fam, "route", "replace", "blackhole", &route]);
         }
     }
 }
@@ -486,8 +494,8 @@ pub fn unsuspend(ctid: u32, state: &NetState) {
     let mut addrs = Vec::new();
     for s in &state.ips {
         if let Ok(a) = parse_ip(s) {
-            let (fam, len) = if a.addr.is_ipv4() { ("-4", 32) } else { ("-6", 128) };
-            let _ = ip::host(&[fam, "route", "replace", &format!("{}/{len}", a.addr), "dev", &host_if]);
+            let (fam, route) = host_route(&a.addr);
+            let _ = ip::host(&[fam, "route", "replace", &route, "dev", &host_if]);
             addrs.push(a);
         }
     }
@@ -519,8 +527,8 @@ pub fn attach_restored(
         proxy_on(&uplink)?;
         for a in addrs {
             let addr = a.addr.to_string();
-            let (fam, len) = if a.addr.is_ipv4() { ("-4", 32) } else { ("-6", 128) };
-            ip::host(&[fam, "route", "replace", &format!("{addr}/{len}"), "dev", &host_if])?;
+            let (fam, route) = host_route(&a.addr);
+            ip::host(&[fam, "route", "replace", &route, "dev", &host_if])?;
             ip::host(&[fam, "neigh", "replace", "proxy", &addr, "dev", &uplink])?;
             state.ips.push(a.to_string());
         }

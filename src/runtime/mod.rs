@@ -535,8 +535,7 @@ impl Runtime {
 
     pub(crate) fn mount_root(&self, ct: &Container) -> Result<()> {
         fs::create_dir_all(&ct.root).map_err(io_err(ct.ctid, format!("mkdir {}", ct.root.display())))?;
-        let image = crate::storage::Layout::parse(ct.get("VE_LAYOUT").unwrap_or("simfs")).ok()
-            == Some(crate::storage::Layout::Image);
+        let image = ct.is_image();
         if image {
             crate::storage::mount_image(&crate::storage::image_path(&ct.private), &ct.root)
                 .map_err(|e| RuntimeError::Storage(ct.ctid, e))?;
@@ -1269,8 +1268,7 @@ impl Runtime {
 
         // Disk limits depend on the layout.
         let mut notes = Vec::new();
-        let image = crate::storage::Layout::parse(ct.get("VE_LAYOUT").unwrap_or("simfs")).ok()
-            == Some(crate::storage::Layout::Image);
+        let image = ct.is_image();
         let mounted = crate::fsutil::is_mountpoint(&ct.root).map_err(io_err(ctid, "reading the mount table"))?;
         if let Some((_, hard)) = new_limits.diskspace {
             if !image {
@@ -1390,8 +1388,7 @@ impl Runtime {
                 })
                 .sum()
         });
-        let image = crate::storage::Layout::parse(ct.get("VE_LAYOUT").unwrap_or("simfs")).ok()
-            == Some(crate::storage::Layout::Image);
+        let image = ct.is_image();
         let mounted = crate::fsutil::is_mountpoint(&ct.root).unwrap_or(false);
         let disk = if image {
             mounted.then(|| crate::storage::usage(&ct.root, true)).flatten()

@@ -56,10 +56,11 @@ enum State {
     MemPrecopy {
         round: u32,
     },
-    /// `round` was sent: waiting for the destination to hold it (version 3) before the policy
-    /// weighs it, so its time is the time its pages took to arrive, not to be buffered.
+    /// A round was sent (`sent`, as the engine measured it): waiting for the destination to hold
+    /// it (version 3) before the policy weighs it, so its time is the time its pages took to
+    /// arrive, not to be buffered.
     AwaitRoundAck {
-        round: u32,
+        sent: crate::policy::RoundStats,
     },
     Freezing,
     FinalSync,
@@ -80,9 +81,8 @@ pub struct Source {
     deadline: Option<Duration>,
     started: Option<Duration>,
     frozen_at: Option<Duration>,
-    /// When the current memory round started, and (version 3) its figures until acknowledged.
+    /// When the current memory round started.
     round_started: Duration,
-    round_sent: Option<crate::policy::RoundStats>,
     stats: Stats,
     abort_reason: Option<AbortReason>,
 }
@@ -99,7 +99,6 @@ impl Source {
             started: None,
             frozen_at: None,
             round_started: Duration::ZERO,
-            round_sent: None,
             stats: Stats::default(),
             abort_reason: None,
         }
@@ -302,9 +301,9 @@ impl Source {
             // Commit was sent, an abort means the destination decided before Commit reached it.
             (State::CommitSent | State::Resolving, Message::Abort(r)) => self.rollback(r),
             (_, Message::Abort(r)) => self.rollback(r),
-            (State::AwaitRoundAck { round }, Message::MemRoundAck { round: r }) if r == round => {
+            (State::AwaitRoundAck { sent }, Message::MemRoundAck { round }) if round == sent.round => {
                 self.deadline = None;
-                let mut stats = self.round_sent.take().expect("a sent round awaits its acknowledgement");
+                let mut stats = sent;
                 // The round took until its pages arrived.
                 stats.duration = stats.duration.max(now.saturating_sub(self.round_started));
                 if let Some(r) = self.stats.rounds.last_mut() {
@@ -414,8 +413,7 @@ impl Source {
                 self.stats.rounds.push(report.clone());
                 let mut out = vec![Action::Send(Message::MemRoundDone(report))];
                 if self.version.is_some_and(super::round_acks) {
-                    self.state = State::AwaitRoundAck { round };
-                    self.round_sent = Some(stats);
+                    self.state = State::AwaitRoundAck { sent: stats };
                     self.wait_peer(now);
                 } else {
                     out.extend(self.after_round(now, stats));
