@@ -949,6 +949,33 @@ fn image_private_areas_migrate_live_and_offline() {
     assert_eq!(m.status("hostA", "101"), "CTID 101 exist unmounted down");
     m.vz_ok("hostB", &["start", "101"]);
     assert_eq!(m.vz_ok("hostB", &["exec", "101", "cat /root/file"]), "kept\n");
+
+    // A destination that cannot make the image (a configuration asking for one too small)
+    // refuses the plan and leaves nothing behind.
+    m.vz_ok("hostB", &["stop", "101"]);
+    m.vz_ok("hostB", &["destroy", "101"]);
+    let conf = m.lab.host("hostA").root.join("etc/vz/conf/101.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let small: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("DISKSPACE=") {
+                "DISKSPACE=\"1024:1024\""
+            } else {
+                l
+            }
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&conf, small).unwrap();
+    let o = m.migrate("hostA", &["hostB", "101"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(
+        !m.private("hostB", "101").exists(),
+        "the refused plan left a private area"
+    );
+    assert_eq!(m.status("hostB", "101"), "CTID 101 deleted unmounted down");
+    assert_eq!(m.status("hostA", "101"), "CTID 101 exist unmounted down");
 }
 
 #[test]

@@ -355,6 +355,8 @@ fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan, source: Option<&Ca
         busy.push(plan.ctid);
     }
     inc.ctid = Some(plan.ctid);
+    // Known before anything is created, so that a failure from here on is cleaned up.
+    inc.plan = Some(plan.clone());
     std::fs::create_dir(&ct.private).map_err(|e| e.to_string())?;
     inc.created_private = true;
     // The files go into the private area, or into the image's file system mounted on the
@@ -399,7 +401,6 @@ fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan, source: Option<&Ca
         );
     }
     inc.images = Some(images);
-    inc.plan = Some(plan.clone());
     Ok(())
 }
 
