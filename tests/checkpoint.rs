@@ -321,3 +321,137 @@ fn a_failed_restore_leaves_the_container_stopped_and_the_checkpoint_intact() {
         2
     );
 }
+
+/// Pages a page-server dump hands on, written where CRIU would have put them.
+struct PagesInto(std::path::PathBuf);
+
+impl ferry::criu::page_server::PageSink for PagesInto {
+    fn open(&mut self, image: &str) -> std::io::Result<()> {
+        std::fs::File::create(self.0.join(image)).map(drop)
+    }
+    fn pages(&mut self, image: &str, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.0.join(image))?
+            .write_all_at(data, offset)
+    }
+}
+
+/// The files of an images directory whose names start with one of `prefixes`.
+fn images_named(dir: &std::path::Path, prefixes: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| prefixes.iter().any(|p| n.starts_with(p)))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_dump_through_the_page_server_writes_what_criu_writes_and_restores() {
+    use ferry::ctid::Ctid;
+    let h = TestHost::new("pgsrv");
+    h.vzctl(&["create", "105", "--ostemplate", "busybox"]).ok();
+    h.vzctl(&["set", "105", "--cpumask", "0", "--save"]).ok();
+    h.vzctl(&["start", "105"]).ok();
+    // A counter, and a shell holding 2 MB of random text whose checksum it writes at start and
+    // again on SIGUSR1.
+    h.exec(
+        "105",
+        "(i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done) </dev/null >/dev/null 2>&1 &",
+    );
+    h.exec(
+        "105",
+        "sh -c 'x=$(head -c 1500000 /dev/urandom | od -An -x); trap \"echo \\\"\\$x\\\" | md5sum > /tmp/after\" USR1; \
+         echo \"$x\" | md5sum > /tmp/before; echo $$ > /tmp/holder; while :; do sleep 1; done' </dev/null >/dev/null 2>&1 &",
+    );
+    wait_until("the holder's checksum", Duration::from_secs(20), || {
+        h.private("105").join("tmp/before").exists()
+    });
+    let layout = ferry::layout::HostLayout::new(h.root());
+    let rt = ferry::runtime::Runtime::new(ferry::host::Host::open(layout).unwrap());
+    let ctid = Ctid::new(105).unwrap();
+    let ct = rt.host.container(ctid).unwrap();
+    let st = rt.run_state(ctid).unwrap().unwrap();
+    let cg = rt.cgroups(ctid).unwrap();
+    let f = cg.freezers(ctid)[0];
+    cg.freeze(ctid, f, Duration::from_secs(30)).unwrap();
+    let freezer_dir = cg.freezer_dir(ctid, f).ok();
+    let console = ferry::checkpoint::console_key(st.init_pid);
+    let opts = ferry::checkpoint::dump_opts(&ct, st.init_pid, console.as_deref(), freezer_dir.as_deref(), true);
+    let criu = ferry::criu::Criu::locate().unwrap();
+    let dir = |n: &str| {
+        let d = h.root().join(n);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let (by_criu, by_server) = (dir("by-criu"), dir("by-server"));
+    criu.dump(&by_criu, opts.clone(), &mut |_| Ok(())).unwrap();
+    let served = ferry::criu::page_server::dump(&criu, &by_server, opts, &mut PagesInto(by_server.clone()))
+        .unwrap_or_else(|e| panic!("{}", ferry::agent::daemon::chain_of(&e)));
+    assert!(served.pages > 300, "{served:?}");
+    // The same pagemap and pages images, and CRIU itself wrote no pages image.
+    let names = images_named(&by_criu, &["pagemap-", "pages-"]);
+    assert!(names.len() >= 4, "{names:?}");
+    assert_eq!(images_named(&by_server, &["pagemap-", "pages-"]), names);
+    assert_eq!(served.pagemaps.len() + served.pages_images.len(), names.len());
+    // Byte for byte what CRIU writes (the container runs on one CPU: the kernel writes the CPU
+    // a task last ran on into its rseq area, which would differ between any two dumps).
+    for n in &names {
+        let (a, b) = (
+            std::fs::read(by_criu.join(n)).unwrap(),
+            std::fs::read(by_server.join(n)).unwrap(),
+        );
+        let differ: Vec<usize> = a
+            .chunks(4096)
+            .zip(b.chunks(4096))
+            .enumerate()
+            .filter(|(_, (x, y))| x != y)
+            .map(|(i, _)| i)
+            .collect();
+        assert!(
+            a.len() == b.len() && differ.is_empty(),
+            "{n}: {} bytes by CRIU, {} through the page server, pages {differ:?} differ",
+            a.len(),
+            b.len()
+        );
+    }
+    // The copy left frozen goes (killed while frozen, as a migration's source copy); the
+    // container comes back from the page server's images.
+    let before = std::fs::read_to_string(h.private("105").join("tmp/before")).unwrap();
+    let _ = cg.kill_all(ctid, Duration::from_millis(50));
+    cg.thaw(ctid, f).unwrap();
+    wait_until("the frozen copy to be gone", Duration::from_secs(10), || {
+        rt.run_state(ctid).unwrap().is_none()
+    });
+    let at_dump: u64 = std::fs::read_to_string(h.private("105").join("tmp/count"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::fs::write(by_server.join("ferry-console"), console.unwrap_or_default()).unwrap();
+    h.vzctl(&["restore", "105", "--images", by_server.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        h.vzctl(&["status", "105"]).stdout.trim(),
+        "CTID 105 exist mounted running"
+    );
+    h.exec("105", "kill -USR1 $(cat /tmp/holder)");
+    wait_until("the holder's second checksum", Duration::from_secs(20), || {
+        h.private("105").join("tmp/after").exists()
+    });
+    assert_eq!(
+        std::fs::read_to_string(h.private("105").join("tmp/after")).unwrap(),
+        before
+    );
+    wait_until("the counter to move on", Duration::from_secs(10), || {
+        std::fs::read_to_string(h.private("105").join("tmp/count"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > at_dump)
+    });
+    h.vzctl(&["stop", "105", "--fast"]).ok();
+}

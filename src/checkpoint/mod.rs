@@ -155,7 +155,7 @@ fn tar(ctid: Ctid, args: &[&str], what: &str) -> Result<()> {
 }
 
 /// The console descriptor of a container's init as CRIU names external ttys.
-pub(crate) fn console_key(init_pid: i32) -> Option<String> {
+pub fn console_key(init_pid: i32) -> Option<String> {
     let md = fs::metadata(format!("/proc/{init_pid}/fd/0")).ok()?;
     let is_pts = libc::major(md.rdev()) == 136;
     is_pts.then(|| format!("tty[{:x}:{:x}]", md.rdev(), md.dev()))

@@ -7,6 +7,7 @@
 //! whole response, passes extra descriptors (the images directory, inherited ttys), and
 //! answers notifications through a closure.
 
+pub mod page_server;
 pub mod rpc;
 
 use std::io;
@@ -311,7 +312,19 @@ impl Criu {
     pub fn dump(
         &self,
         dir: &Path,
+        opts: rpc::Opts,
+        notify: &mut dyn FnMut(&str) -> Result<(), String>,
+    ) -> Result<(), CriuError> {
+        self.dump_with_fds(dir, opts, &[], notify)
+    }
+
+    /// [`Criu::dump`], with more descriptors made available to CRIU under their numbers (a
+    /// page server's socket named in `opts.ps`).
+    pub fn dump_with_fds(
+        &self,
+        dir: &Path,
         mut opts: rpc::Opts,
+        fds: &[RawFd],
         notify: &mut dyn FnMut(&str) -> Result<(), String>,
     ) -> Result<(), CriuError> {
         let fd = Self::images_fd(dir)?;
@@ -319,6 +332,8 @@ impl Criu {
         opts.images_dir_fd = base.images_dir_fd;
         opts.log_level = base.log_level;
         opts.log_file = base.log_file;
+        let mut all = vec![fd.as_raw_fd()];
+        all.extend_from_slice(fds);
         let r = self.call(
             &rpc::Req {
                 r#type: rpc::req_type::DUMP,
@@ -326,7 +341,7 @@ impl Criu {
                 notify_success: None,
                 features: None,
             },
-            &[fd.as_raw_fd()],
+            &all,
             notify,
         )?;
         if r.success {

@@ -19,6 +19,14 @@ pub struct CgroupRoot {
     pub path: String,
 }
 
+/// Where a dump sends its pages instead of writing pages images (`criu_page_server_info`):
+/// ferry only ever gives CRIU a connected socket (`fd`, swrk mode only).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PageServerInfo {
+    #[prost(int32, optional, tag = "4")]
+    pub fd: Option<i32>,
+}
+
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct InheritFd {
     #[prost(string, required, tag = "1")]
@@ -97,6 +105,9 @@ impl Opts {
         if let Some(t) = self.timeout {
             a.extend(["--timeout".into(), t.to_string()]);
         }
+        if let Some(fd) = self.ps.as_ref().and_then(|p| p.fd) {
+            a.extend(["--page-server".into(), "--ps-socket".into(), fd.to_string()]);
+        }
         a
     }
 }
@@ -158,6 +169,9 @@ pub struct Opts {
     pub log_level: Option<i32>,
     #[prost(string, optional, tag = "10")]
     pub log_file: Option<String>,
+    /// Dump: send the pages to a page server (see `criu::page_server`).
+    #[prost(message, optional, tag = "11")]
+    pub ps: Option<PageServerInfo>,
     #[prost(bool, optional, tag = "12")]
     pub notify_scripts: Option<bool>,
     #[prost(string, optional, tag = "13")]
