@@ -63,6 +63,10 @@ CGROUP_PARENT="ferry"
 
 ## Seconds that vzctl stop waits for a clean shutdown before killing the container
 STOP_TIMEOUT="60"
+
+## A live migration's final dump streams its pages from CRIU's page server straight to the
+## destination; "no" writes them to pages images first and reads them back (slower)
+#MIGRATE_PAGE_SERVER="yes"
 "#;
 
 /// The sample configuration that `vzctl create` starts from unless `--config` names another.

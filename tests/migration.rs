@@ -103,6 +103,7 @@ fn online_migration_there_and_back_keeps_tcp_counter_pids_and_files() {
     // The client talks every 30 ms: what it sent while the container was frozen was held and
     // handed to hostB at the commit, not dropped.
     assert!(held_packets(&o.stdout) >= 1, "nothing held: {}", o.stdout);
+    assert!(o.stdout.contains("streamed from CRIU's page server"), "{}", o.stdout);
     assert_eq!(m.status("hostB", "101"), "CTID 101 exist mounted running");
     assert_eq!(m.status("hostA", "101"), "CTID 101 deleted unmounted down");
     assert!(
@@ -115,7 +116,12 @@ fn online_migration_there_and_back_keeps_tcp_counter_pids_and_files() {
     });
     assert_eq!(procs(&m, "hostB"), pids, "pids changed");
 
-    // And back, keeping the private area on hostB (-r no) to compare the trees.
+    // And back, keeping the private area on hostB (-r no) to compare the trees, with the final
+    // dump written to pages images and read back (hostB's setting) rather than streamed.
+    let conf = m.lab.host("hostB").root.join("etc/vz/vz.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("MIGRATE_PAGE_SERVER=\"no\"\n");
+    std::fs::write(&conf, text).unwrap();
     std::thread::sleep(Duration::from_secs(1));
     let o = m.migrate("hostB", &["--online", "-r", "no", "--json", "hostA", "101"]);
     assert_eq!(o.code, 0, "{o:?}");
@@ -130,6 +136,7 @@ fn online_migration_there_and_back_keeps_tcp_counter_pids_and_files() {
     // Memory went ahead while the container ran: the final dump's pages went mostly as
     // references to what the pre-copy sent.
     assert!(report["memory_rounds"].as_u64().unwrap() >= 1, "{report}");
+    assert_eq!(report["pages_streamed"], false, "{report}");
     assert!(
         report["page_refs"].as_u64().unwrap() > report["page_data"].as_u64().unwrap(),
         "{report}"

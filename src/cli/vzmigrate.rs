@@ -168,8 +168,16 @@ pub fn run(args: Args) -> Result<()> {
         );
         if args.online {
             println!(
-                "  memory pre-copy: {} round(s), {} bytes; pages of the final dump: {} by reference, {} sent",
-                r.memory_rounds, r.mem_bytes, r.page_refs, r.page_data
+                "  memory pre-copy: {} round(s), {} bytes; pages of the final dump: {} by reference, {} sent{}",
+                r.memory_rounds,
+                r.mem_bytes,
+                r.page_refs,
+                r.page_data,
+                if r.pages_streamed {
+                    " (streamed from CRIU's page server as dumped)"
+                } else {
+                    " (read from the dump's pages images)"
+                }
             );
             println!(
                 "  packets held while frozen and sent on to the destination: {}",

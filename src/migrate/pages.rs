@@ -167,6 +167,109 @@ impl Precopy {
     }
 }
 
+/// Pages of the final dump sent as references to pre-copied content, and as data.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FinalCounts {
+    pub refs: u64,
+    pub data: u64,
+}
+
+impl Precopy {
+    /// Part of a pages image (`data`, whole pages, at `offset` in image `name`) as blocks: a
+    /// reference where the destination holds the content, the data where not (and from then on
+    /// it holds it).
+    pub fn image_pages(
+        &mut self,
+        name: &migrate_proto::path::RelPath,
+        offset: u64,
+        data: &[u8],
+        counts: &mut FinalCounts,
+    ) -> ImagePages {
+        let pages = data
+            .chunks_exact(PAGE_SIZE)
+            .enumerate()
+            .map(|(i, block)| {
+                let hash = hash(block);
+                let known = !self.held.insert(hash);
+                if known {
+                    counts.refs += 1;
+                } else {
+                    counts.data += 1;
+                }
+                Page {
+                    pid: 0,
+                    vaddr: offset + (i * PAGE_SIZE) as u64,
+                    hash,
+                    data: (!known).then(|| block.to_vec()),
+                }
+            })
+            .collect();
+        ImagePages {
+            name: name.clone(),
+            pages,
+        }
+    }
+}
+
+/// The final dump's pages as CRIU's page server hands them over (`criu::page_server`): each
+/// run becomes the message that carries it to the destination, passed to the sending side
+/// through a bounded channel (a full channel holds the dump back; a closed one, the wire gone,
+/// fails it).
+pub struct FinalPages {
+    pub precopy: Precopy,
+    pub counts: FinalCounts,
+    tx: tokio::sync::mpsc::Sender<migrate_proto::msg::Message>,
+}
+
+impl FinalPages {
+    pub fn new(precopy: Precopy, tx: tokio::sync::mpsc::Sender<migrate_proto::msg::Message>) -> Self {
+        Self {
+            precopy,
+            counts: FinalCounts::default(),
+            tx,
+        }
+    }
+
+    /// What the pre-copy holds now and what was counted; the channel closes (its sender is
+    /// dropped), which ends the sending side's loop.
+    pub fn finish(self) -> (Precopy, FinalCounts) {
+        (self.precopy, self.counts)
+    }
+
+    fn send(&self, m: migrate_proto::msg::Message) -> std::io::Result<()> {
+        self.tx
+            .blocking_send(m)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the migration stopped sending"))
+    }
+
+    fn name(image: &str) -> std::io::Result<migrate_proto::path::RelPath> {
+        migrate_proto::path::RelPath::new(image)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("image name {image}: {e}")))
+    }
+}
+
+impl crate::criu::page_server::PageSink for FinalPages {
+    fn open(&mut self, image: &str) -> std::io::Result<()> {
+        // The file exists on the destination even if no page lands in it.
+        self.send(migrate_proto::msg::Message::Image(migrate_proto::msg::ImageChunk {
+            name: Self::name(image)?,
+            offset: 0,
+            compressed: false,
+            data: vec![],
+        }))
+    }
+
+    fn pages(&mut self, image: &str, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let name = Self::name(image)?;
+        for (i, part) in data.chunks(migrate_proto::limits::MAX_PAGES * PAGE_SIZE).enumerate() {
+            let at = offset + (i * migrate_proto::limits::MAX_PAGES * PAGE_SIZE) as u64;
+            let m = self.precopy.image_pages(&name, at, part, &mut self.counts);
+            self.send(migrate_proto::msg::Message::ImagePages(m))?;
+        }
+        Ok(())
+    }
+}
+
 /// Is this CRIU image a pages image (plain 4 KiB pages)?
 pub fn is_pages_image(name: &str) -> bool {
     name.starts_with("pages-") && name.ends_with(".img")

@@ -95,6 +95,9 @@ pub struct Report {
     pub page_data: u64,
     /// The final CRIU dump's own time, within the frozen time.
     pub dump_ms: u64,
+    /// The final dump's pages went straight from CRIU's page server to the wire (rather than
+    /// through pages images written and read back: `MIGRATE_PAGE_SERVER="no"`).
+    pub pages_streamed: bool,
     /// From the end of the last pre-copy round to the destination's acknowledgement of it (the
     /// freeze waits for it, so no pre-copy data is still on its way while frozen).
     pub drain_ms: u64,
@@ -250,7 +253,6 @@ impl Ctx<'_> {
     /// fresh allocation as large as the container's memory (3 s for 1 GiB here).
     async fn send_pages_image(&mut self, rel: &RelPath, path: &Path) -> Result<(), MigrateError> {
         use migrate_proto::limits::{MAX_PAGES, PAGE_SIZE};
-        use migrate_proto::msg::{ImagePages, Page};
         use std::os::unix::fs::FileExt;
         let io = |e: std::io::Error| RuntimeError::Io {
             ctid: self.ctid,
@@ -260,6 +262,7 @@ impl Ctx<'_> {
         let f = std::fs::File::open(path).map_err(io)?;
         let mut buf = vec![0u8; MAX_PAGES * PAGE_SIZE];
         let mut off = 0u64;
+        let mut counts = super::pages::FinalCounts::default();
         loop {
             let mut n = 0;
             while n < buf.len() {
@@ -273,34 +276,57 @@ impl Ctx<'_> {
                 break;
             }
             let blocks = &buf[..n - n % PAGE_SIZE];
-            let mut pages = Vec::with_capacity(MAX_PAGES);
-            for (i, block) in blocks.chunks(PAGE_SIZE).enumerate() {
-                let hash = super::pages::hash(block);
-                let known = self.precopy.holds(&hash);
-                if known {
-                    self.report.page_refs += 1;
-                } else {
-                    self.precopy.mark_held(hash);
-                    self.report.page_data += 1;
-                }
-                pages.push(Page {
-                    pid: 0,
-                    vaddr: off + (i * PAGE_SIZE) as u64,
-                    hash,
-                    data: (!known).then(|| block.to_vec()),
-                });
-            }
-            self.wire
-                .send(&Message::ImagePages(ImagePages {
-                    name: rel.clone(),
-                    pages,
-                }))
-                .await?;
+            let m = self.precopy.image_pages(rel, off, blocks, &mut counts);
+            self.wire.send(&Message::ImagePages(m)).await?;
             off += blocks.len() as u64;
             if n < buf.len() {
                 break;
             }
         }
+        self.report.page_refs += counts.refs;
+        self.report.page_data += counts.data;
+        Ok(())
+    }
+
+    /// The final dump with its pages through CRIU's page server (`criu::page_server`): CRIU
+    /// hands each run of pages over as it dumps it, and it goes on the wire at once, most as
+    /// references to pre-copied content, while CRIU dumps the rest. Nothing of the container's
+    /// memory is written to a file here.
+    async fn dump_streaming(
+        &mut self,
+        criu: &Criu,
+        images: &Path,
+        opts: crate::criu::Opts,
+    ) -> Result<(), MigrateError> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let mut sink = super::pages::FinalPages::new(std::mem::take(&mut self.precopy), tx);
+        let (criu, images_dir) = (criu.clone(), images.to_path_buf());
+        std::thread::spawn(move || {
+            let r = crate::criu::page_server::dump(&criu, &images_dir, opts, &mut sink);
+            let _ = done_tx.send((r, sink.finish()));
+        });
+        let mut sent = Ok(());
+        while let Some(m) = rx.recv().await {
+            if let Err(e) = self.wire.send(&m).await {
+                sent = Err(e);
+                break;
+            }
+        }
+        // A failed send closes the channel: the page server stops, which fails the dump.
+        drop(rx);
+        let (dumped, (precopy, counts)) = done_rx.await.map_err(|_| MigrateError::Aborted {
+            ctid: self.ctid,
+            reason: "the dump's thread ended without a word".into(),
+        })?;
+        self.precopy = precopy;
+        self.report.page_refs += counts.refs;
+        self.report.page_data += counts.data;
+        sent?;
+        dumped.map_err(|e| MigrateError::Aborted {
+            ctid: self.ctid,
+            reason: crate::agent::daemon::chain_of(&e),
+        })?;
         Ok(())
     }
 
@@ -323,13 +349,31 @@ impl Ctx<'_> {
         let opts =
             crate::checkpoint::dump_opts(&self.ct, st.init_pid, console.as_deref(), freezer_dir.as_deref(), true);
         let dump_t = Instant::now();
-        criu.dump(&images, opts, &mut |_| Ok(()))
-            .map_err(|e| MigrateError::Aborted {
-                ctid: self.ctid,
-                reason: e.to_string(),
-            })?;
+        let start = self.wire.sent;
+        let streaming = page_refs && self.rt.host.setting("MIGRATE_PAGE_SERVER", "yes") != "no";
+        if streaming {
+            self.report.pages_streamed = true;
+            self.dump_streaming(&criu, &images, opts).await?;
+        } else {
+            criu.dump(&images, opts, &mut |_| Ok(()))
+                .map_err(|e| MigrateError::Aborted {
+                    ctid: self.ctid,
+                    reason: e.to_string(),
+                })?;
+        }
         self.report.dump_ms = dump_t.elapsed().as_millis() as u64;
-        (self.progress)(&format!("final dump: {} ms", self.report.dump_ms));
+        (self.progress)(&format!(
+            "final dump: {} ms{}",
+            self.report.dump_ms,
+            if streaming {
+                format!(
+                    " with its pages sent as dumped ({} references, {} pages of data)",
+                    self.report.page_refs, self.report.page_data
+                )
+            } else {
+                String::new()
+            }
+        ));
         // CRIU leaves a cgroup it found frozen frozen; make sure.
         if let Some(f) = self.freezer {
             let _ = cg.freeze(self.ctid, f, Duration::from_secs(10));
@@ -346,14 +390,12 @@ impl Ctx<'_> {
         if let Some(c) = &console {
             let _ = std::fs::write(images.join("ferry-console"), c);
         }
-        let before = self.wire.sent;
         let last = self.report.phases_ms.len() as u32 + 100;
         let t_fs = Instant::now();
         self.report.final_fs_bytes = self.fs_pass(last).await?;
         let fs_ms = t_fs.elapsed().as_millis();
         let t_img = Instant::now();
         let mut count = 0;
-        let start = self.wire.sent;
         for e in std::fs::read_dir(&images)
             .map_err(|e| RuntimeError::Io {
                 ctid: self.ctid,
@@ -403,13 +445,15 @@ impl Ctx<'_> {
             }
             count += 1;
         }
-        self.report.image_bytes = self.wire.sent - start;
+        // Everything sent while frozen but the final file pass: the images (pages streamed
+        // during the dump included).
+        self.report.image_bytes = self.wire.sent - start - self.report.final_fs_bytes;
         (self.progress)(&format!(
             "frozen transfer: {count} image files, {} bytes (CPU description {cpu_ms} ms, files {fs_ms} ms, images {} ms)",
-            self.wire.sent - before,
+            self.wire.sent - start,
             t_img.elapsed().as_millis()
         ));
-        Ok((count, self.wire.sent - before))
+        Ok((count, self.wire.sent - start))
     }
 
     /// The destination owns the container: the frozen copy here goes.
