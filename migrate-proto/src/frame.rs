@@ -34,6 +34,10 @@ fn payload(msg: &Message) -> Result<Vec<u8>, postcard::Error> {
         Message::MemRoundAck { round } => enc(round),
         Message::Image(m) => enc(m),
         Message::ImagePages(m) => enc(m),
+        Message::PageSlots(m) => enc(m),
+        Message::ImageRuns(m) => enc(m),
+        Message::BulkStream { index } => enc(index),
+        Message::Flush { frames } => enc(frames),
         Message::FinalDone { images, bytes } => enc(&(images, bytes)),
         Message::Abort(m) => enc(m),
         Message::Progress { phase, done, total } => enc(&(phase, done, total)),
@@ -110,6 +114,10 @@ fn decode_payload(kind: Kind, p: &[u8]) -> Result<Message, postcard::Error> {
         Kind::Frozen => return empty(Message::Frozen),
         Kind::Image => Message::Image(dec(p)?),
         Kind::ImagePages => Message::ImagePages(dec(p)?),
+        Kind::PageSlots => Message::PageSlots(dec(p)?),
+        Kind::ImageRuns => Message::ImageRuns(dec(p)?),
+        Kind::BulkStream => Message::BulkStream { index: dec(p)? },
+        Kind::Flush => Message::Flush { frames: dec(p)? },
         Kind::FinalDone => {
             let (images, bytes) = dec(p)?;
             Message::FinalDone { images, bytes }

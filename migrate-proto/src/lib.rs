@@ -14,6 +14,7 @@ pub mod msg;
 pub mod path;
 pub mod policy;
 pub mod sim;
+pub mod streams;
 
 /// The protocol version this build speaks; it also accepts the previous one.
 pub const PROTOCOL_VERSION: u32 = 3;

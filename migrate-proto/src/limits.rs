@@ -30,3 +30,11 @@ pub const PAGE_SIZE: usize = 4096;
 pub const MAX_BLOB: usize = 8 << 20;
 /// Capabilities: compression names offered.
 pub const MAX_LIST: usize = 16;
+/// Bulk streams beside the control stream (version 4).
+pub const MAX_STREAMS: usize = 8;
+/// Runs in one `ImageRuns` message, and the pages they describe (a run of held pages costs
+/// the destination a copy, not bytes on the wire, so this bounds the work one frame asks for).
+pub const MAX_RUNS: usize = 4096;
+pub const MAX_RUN_PAGES: u64 = 1 << 16;
+/// Largest CRIU image a peer may write (1 TiB: far beyond any container's memory).
+pub const MAX_IMAGE_BYTES: u64 = 1 << 40;

@@ -169,6 +169,57 @@ pub struct ImagePages {
     pub pages: Vec<Page>,
 }
 
+/// Source to destination, version 4: pre-copied content new to the destination, put in slots
+/// of its page store that the source assigns, one after another: `data` holds
+/// `data.len() / PAGE_SIZE` pages for slots `first_slot`, `first_slot + 1`, ... Each slot is
+/// filled once; the source knows which content every slot holds, so later it names pages by
+/// slot (4 bytes, and runs of them) instead of by hash (32).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageSlots {
+    pub round: u32,
+    pub first_slot: u32,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// Consecutive pages of a pages image (version 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PageRun {
+    /// `count` pages whose contents are in store slots `slot`, `slot + 1`, ...
+    Held { slot: u32, count: u32 },
+    /// `count` pages carried in the message's `data`, in order.
+    Data { count: u32 },
+    /// `count` pages of zeros.
+    Zero { count: u32 },
+}
+
+impl PageRun {
+    pub fn count(&self) -> u32 {
+        match *self {
+            PageRun::Held { count, .. } | PageRun::Data { count } | PageRun::Zero { count } => count,
+        }
+    }
+}
+
+/// Source to destination, version 4: part of a CRIU pages image (plain runs of 4 KiB pages)
+/// from `offset` on, as runs; `data` holds the pages of the `Data` runs, in order. With no runs,
+/// it only makes sure the image exists (a process without present pages has an empty one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRuns {
+    pub name: RelPath,
+    pub offset: u64,
+    pub runs: Vec<PageRun>,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+impl ImageRuns {
+    /// Pages the runs describe.
+    pub fn pages(&self) -> u64 {
+        self.runs.iter().map(|r| u64::from(r.count())).sum()
+    }
+}
+
 /// Source to destination: a chunk of a CRIU image file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageChunk {
@@ -298,6 +349,21 @@ pub enum Message {
     Frozen,
     Image(ImageChunk),
     ImagePages(ImagePages),
+    /// Version 4: pre-copied content in store slots.
+    PageSlots(PageSlots),
+    /// Version 4: a pages image as runs of held slots, zeros and data.
+    ImageRuns(ImageRuns),
+    /// Version 4: the first frame of a bulk stream, naming it (0 carries the file passes, the
+    /// others memory and images).
+    BulkStream {
+        index: u32,
+    },
+    /// Version 4, on the control stream: how many frames the source has sent on each bulk
+    /// stream so far; the destination handles the next control message only once it has
+    /// applied that many from each.
+    Flush {
+        frames: Vec<u64>,
+    },
     FinalDone {
         images: u32,
         bytes: u64,
@@ -346,10 +412,12 @@ pub enum Kind {
     Pages = 20,
     MemRoundDone = 21,
     MemRoundAck = 22,
+    PageSlots = 23,
     Frozen = 30,
     Image = 31,
     FinalDone = 32,
     ImagePages = 33,
+    ImageRuns = 34,
     Restored = 40,
     Commit = 41,
     CommitAck = 42,
@@ -361,6 +429,8 @@ pub enum Kind {
     CapacityQuery = 70,
     Capacity = 71,
     Pull = 72,
+    BulkStream = 80,
+    Flush = 81,
 }
 
 impl Kind {
@@ -380,10 +450,12 @@ impl Kind {
             20 => Pages,
             21 => MemRoundDone,
             22 => MemRoundAck,
+            23 => PageSlots,
             30 => Frozen,
             31 => Image,
             32 => FinalDone,
             33 => ImagePages,
+            34 => ImageRuns,
             40 => Restored,
             41 => Commit,
             42 => CommitAck,
@@ -395,6 +467,8 @@ impl Kind {
             70 => CapacityQuery,
             71 => Capacity,
             72 => Pull,
+            80 => BulkStream,
+            81 => Flush,
             _ => return None,
         })
     }
@@ -433,6 +507,48 @@ fn pages_ok(pages: &[Page]) -> Result<(), DecodeError> {
     Ok(())
 }
 
+fn runs_ok(m: &ImageRuns) -> Result<(), DecodeError> {
+    too_long("page runs", m.runs.len(), MAX_RUNS)?;
+    if m.offset % PAGE_SIZE as u64 != 0 {
+        return Err(DecodeError::Invalid("image offset not page-aligned"));
+    }
+    let mut pages = 0u64;
+    let mut data_pages = 0u64;
+    for r in &m.runs {
+        if r.count() == 0 {
+            return Err(DecodeError::Invalid("an empty page run"));
+        }
+        pages += u64::from(r.count());
+        match *r {
+            PageRun::Held { slot, count } => {
+                if u64::from(slot) + u64::from(count) > u64::from(u32::MAX) {
+                    return Err(DecodeError::Invalid("page slots past the last one"));
+                }
+            }
+            PageRun::Data { count } => data_pages += u64::from(count),
+            PageRun::Zero { .. } => {}
+        }
+    }
+    if pages > MAX_RUN_PAGES {
+        return Err(DecodeError::Limit {
+            what: "pages in runs",
+            len: pages as usize,
+            max: MAX_RUN_PAGES as usize,
+        });
+    }
+    too_long("page data", m.data.len(), MAX_CHUNK)?;
+    if m.data.len() as u64 != data_pages * PAGE_SIZE as u64 {
+        return Err(DecodeError::Invalid("page data does not match its runs"));
+    }
+    if m.offset
+        .checked_add(pages * PAGE_SIZE as u64)
+        .is_none_or(|end| end > MAX_IMAGE_BYTES)
+    {
+        return Err(DecodeError::Invalid("pages past the largest image"));
+    }
+    Ok(())
+}
+
 fn reason_ok(r: &AbortReason) -> Result<(), DecodeError> {
     use AbortReason::*;
     match r {
@@ -462,6 +578,10 @@ impl Message {
             Message::Image(_) => Kind::Image,
             Message::FinalDone { .. } => Kind::FinalDone,
             Message::ImagePages(_) => Kind::ImagePages,
+            Message::PageSlots(_) => Kind::PageSlots,
+            Message::ImageRuns(_) => Kind::ImageRuns,
+            Message::BulkStream { .. } => Kind::BulkStream,
+            Message::Flush { .. } => Kind::Flush,
             Message::Restored => Kind::Restored,
             Message::Commit => Kind::Commit,
             Message::CommitAck => Kind::CommitAck,
@@ -518,6 +638,24 @@ impl Message {
             Message::FsDelete { paths, .. } => too_long("deletions", paths.len(), MAX_ENTRIES),
             Message::Pages(b) => pages_ok(&b.pages),
             Message::ImagePages(b) => pages_ok(&b.pages),
+            Message::PageSlots(b) => {
+                too_long("page data", b.data.len(), MAX_PAGES * PAGE_SIZE)?;
+                if b.data.is_empty() || b.data.len() % PAGE_SIZE != 0 {
+                    return Err(DecodeError::Invalid("page data is not whole pages"));
+                }
+                if u64::from(b.first_slot) + (b.data.len() / PAGE_SIZE) as u64 > u64::from(u32::MAX) {
+                    return Err(DecodeError::Invalid("page slots past the last one"));
+                }
+                Ok(())
+            }
+            Message::ImageRuns(m) => runs_ok(m),
+            Message::BulkStream { index } => {
+                if *index as usize >= MAX_STREAMS {
+                    return Err(DecodeError::Invalid("bulk stream index out of range"));
+                }
+                Ok(())
+            }
+            Message::Flush { frames } => too_long("bulk streams", frames.len(), MAX_STREAMS),
             Message::Image(c) => too_long("image data", c.data.len(), MAX_CHUNK),
             Message::Abort(r) => reason_ok(r),
             Message::Progress { phase, .. } => too_long("phase", phase.len(), MAX_STRING),

@@ -17,10 +17,12 @@ use std::collections::VecDeque;
 use crate::frame::{encode, FrameReader};
 use crate::machine::{Action, Custody, DestConfig, Destination, Event, Outcome, Phase, Source, SourceConfig};
 use crate::msg::{
-    AbortReason, Capabilities, FileKind, FsData, FsEntry, ImageChunk, Layout, Message, Page, PageBatch, Plan,
+    AbortReason, Capabilities, FileKind, FsData, FsEntry, ImageChunk, ImageRuns, Layout, Message, Page, PageBatch,
+    PageRun, PageSlots, Plan,
 };
 use crate::path::RelPath;
 use crate::policy::RoundStats;
+use crate::streams;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -52,6 +54,9 @@ pub struct LinkConfig {
     pub detect_cut: Duration,
     /// How long after a cut the source reconnects (to resolve an in-doubt commit).
     pub reconnect_after: Duration,
+    /// Version 4: the extra delay of bulk stream N is N times this, so bulk frames arrive after
+    /// control frames sent later (streams are ordered each, not with each other).
+    pub bulk_skew: Duration,
 }
 
 impl Default for LinkConfig {
@@ -63,6 +68,7 @@ impl Default for LinkConfig {
             rto: Duration::from_millis(20),
             detect_cut: Duration::from_secs(1),
             reconnect_after: Duration::from_secs(5),
+            bulk_skew: Duration::from_millis(3),
         }
     }
 }
@@ -145,6 +151,12 @@ pub struct SimResult {
     pub page_refs_seen: bool,
     /// The destination acknowledged a memory round (version 3).
     pub round_acks_seen: bool,
+    /// Version 4: frames on bulk streams, flushes, control frames that waited for bulk data at
+    /// the destination, and bulk frames that arrived after a control frame sent after them.
+    pub bulk_frames: u64,
+    pub flushes: u64,
+    pub held_for_flush: u64,
+    pub overtaken: u64,
     pub frames: u64,
     pub bytes: u64,
     pub rounds: usize,
@@ -166,6 +178,9 @@ impl SimResult {
 struct Link {
     up: bool,
     epoch: u32,
+    /// Version 4: bulk frames to the destination (arrival, stream, bytes, control frames sent
+    /// before it), each stream in order.
+    bulk: VecDeque<(Duration, usize, Vec<u8>, u64)>,
     to_dst: VecDeque<(Duration, Vec<u8>)>,
     to_src: VecDeque<(Duration, Vec<u8>)>,
     busy_until: [Duration; 2],
@@ -190,6 +205,18 @@ pub struct Sim {
     bytes: u64,
     page_refs_seen: bool,
     round_acks_seen: bool,
+    /// Version 4: the source's bulk streams (opened, frame counts), the destination's barrier,
+    /// control frames waiting for it, and counters.
+    out_streams: Option<(Vec<bool>, streams::Outgoing)>,
+    in_streams: streams::Incoming,
+    held_control: VecDeque<Message>,
+    control_sent: u64,
+    control_arrived: u64,
+    bulk_frames: u64,
+    flushes: u64,
+    held_for_flush: u64,
+    overtaken: u64,
+    next_slot: u32,
     phases_seen: Vec<(Side, Phase)>,
     faults_fired: Vec<bool>,
     reconnect_at: Option<Duration>,
@@ -278,6 +305,7 @@ impl Sim {
             link: Link {
                 up: true,
                 epoch: 0,
+                bulk: VecDeque::new(),
                 to_dst: VecDeque::new(),
                 to_src: VecDeque::new(),
                 busy_until: [Duration::ZERO; 2],
@@ -295,6 +323,16 @@ impl Sim {
             bytes: 0,
             page_refs_seen: false,
             round_acks_seen: false,
+            out_streams: None,
+            in_streams: streams::Incoming::new(),
+            held_control: VecDeque::new(),
+            control_sent: 0,
+            control_arrived: 0,
+            bulk_frames: 0,
+            flushes: 0,
+            held_for_flush: 0,
+            overtaken: 0,
+            next_slot: 0,
             phases_seen: Vec::new(),
             faults_fired: vec![false; n],
             reconnect_at: None,
@@ -310,7 +348,59 @@ impl Sim {
         }
     }
 
+    /// Version 4 negotiated (the source's bulk streams are in use).
+    fn streams(&self) -> bool {
+        self.src.version().is_some_and(crate::machine::streams_and_slots)
+    }
+
+    /// A data message from the source's engine: on a bulk stream in version 4 (named by its
+    /// first frame), on the control stream before.
+    fn send_bulk(&mut self, stream: usize, msg: &Message, nominal_extra: u64) {
+        if !self.streams() {
+            return self.send(Side::Source, msg, nominal_extra);
+        }
+        let (opened, out) = self
+            .out_streams
+            .get_or_insert_with(|| (vec![false; 3], streams::Outgoing::new(3)));
+        let name = !std::mem::replace(&mut opened[stream], true);
+        out.count(stream);
+        if !self.link.up {
+            return;
+        }
+        let mut frames = Vec::new();
+        if name {
+            frames.push(encode(&Message::BulkStream { index: stream as u32 }).unwrap());
+        }
+        frames.push(encode(msg).expect("the engine only emits encodable messages"));
+        for bytes in frames {
+            self.frames += 1;
+            self.bulk_frames += 1;
+            self.bytes += bytes.len() as u64;
+            let start = self.now.max(self.link.busy_until[0]);
+            let done = start + self.transfer_time(bytes.len() as u64 + nominal_extra);
+            self.link.busy_until[0] = done;
+            let at = done + self.cfg.link.latency + self.cfg.link.bulk_skew * stream as u32;
+            let at = self
+                .link
+                .bulk
+                .iter()
+                .filter(|f| f.1 == stream)
+                .map(|f| f.0)
+                .fold(at, Duration::max);
+            self.link.bulk.push_back((at, stream, bytes, self.control_sent));
+        }
+    }
+
     fn send(&mut self, from: Side, msg: &Message, nominal_extra: u64) {
+        if from == Side::Source && self.streams() && !matches!(msg, Message::Flush { .. }) {
+            if let Some(f) = self.out_streams.as_mut().and_then(|(_, o)| o.flush()) {
+                self.flushes += 1;
+                self.send(Side::Source, &f, 0);
+            }
+        }
+        if from == Side::Source && self.link.up {
+            self.control_sent += 1;
+        }
         let bytes = encode(msg).expect("the machines only emit encodable messages");
         if !self.link.up {
             return;
@@ -355,6 +445,18 @@ impl Sim {
         q.push_back((at, bytes));
     }
 
+    /// Hands the destination the control messages no flush holds back any more.
+    fn release_control(&mut self, now: Duration) {
+        if !self.in_streams.ready() && !self.held_control.is_empty() {
+            self.held_for_flush += 1;
+        }
+        while self.in_streams.ready() {
+            let Some(m) = self.held_control.pop_front() else { break };
+            let acts = self.dst.handle_message(now, m);
+            self.perform(Side::Destination, acts);
+        }
+    }
+
     fn later(&mut self, after: Duration, side: Side, ev: Event) {
         self.events.push((self.now + after, side, ev, self.link.epoch));
     }
@@ -379,16 +481,16 @@ impl Sim {
                     } else {
                         self.cfg.workload.private_bytes / 100
                     };
-                    self.send(
-                        side,
+                    self.send_bulk(
+                        streams::FILES,
                         &Message::FsEntries {
                             pass,
                             entries: vec![entry("etc/hostname"), entry("var/log/messages")],
                         },
                         0,
                     );
-                    self.send(
-                        side,
+                    self.send_bulk(
+                        streams::FILES,
                         &Message::FsData(FsData {
                             path: RelPath::new("etc/hostname").unwrap(),
                             offset: 0,
@@ -423,7 +525,22 @@ impl Sim {
                     if page_refs && round > 1 {
                         self.page_refs_seen = true;
                     }
-                    self.send(side, &Message::Pages(PageBatch { round, pages }), sent);
+                    if self.streams() {
+                        // Two batches of new content on the memory streams.
+                        for k in 0..2u64 {
+                            let first_slot = self.next_slot;
+                            self.next_slot += 2;
+                            let m = Message::PageSlots(PageSlots {
+                                round,
+                                first_slot,
+                                data: vec![k as u8; 2 * 4096],
+                            });
+                            let stream = 1 + (k as usize % 2);
+                            self.send_bulk(stream, &m, sent / 2);
+                        }
+                    } else {
+                        self.send(side, &Message::Pages(PageBatch { round, pages }), sent);
+                    }
                     self.later(
                         t,
                         Side::Source,
@@ -441,8 +558,8 @@ impl Sim {
                 }
                 Action::FinalSync { page_refs } => {
                     let final_bytes = self.dirty_pending + (4 << 20);
-                    self.send(
-                        side,
+                    self.send_bulk(
+                        1,
                         &Message::Image(ImageChunk {
                             name: RelPath::new("core-1.img").unwrap(),
                             offset: 0,
@@ -458,9 +575,27 @@ impl Sim {
                         data: if page_refs { None } else { Some(vec![9; 4096]) },
                     }];
                     self.page_refs_seen |= page_refs;
-                    self.send(side, &Message::Pages(PageBatch { round: 0, pages }), self.dirty_pending);
-                    self.send(
-                        side,
+                    if self.streams() {
+                        // The pages image: held slots, zeros and a dirtied page, over both
+                        // memory streams.
+                        for (k, offset) in [0u64, 3 * 4096].into_iter().enumerate() {
+                            let m = Message::ImageRuns(ImageRuns {
+                                name: RelPath::new("pages-1.img").unwrap(),
+                                offset,
+                                runs: vec![
+                                    PageRun::Held { slot: 0, count: 1 },
+                                    PageRun::Zero { count: 1 },
+                                    PageRun::Data { count: 1 },
+                                ],
+                                data: vec![9; 4096],
+                            });
+                            self.send_bulk(1 + k, &m, self.dirty_pending / 2);
+                        }
+                    } else {
+                        self.send(side, &Message::Pages(PageBatch { round: 0, pages }), self.dirty_pending);
+                    }
+                    self.send_bulk(
+                        streams::FILES,
                         &Message::FsEntries {
                             pass: 99,
                             entries: vec![entry("var/log/messages")],
@@ -567,6 +702,11 @@ impl Sim {
         self.link.epoch += 1;
         self.link.to_dst.clear();
         self.link.to_src.clear();
+        self.link.bulk.clear();
+        // Bulk streams belong to their connection.
+        self.out_streams = None;
+        self.in_streams = streams::Incoming::new();
+        self.held_control.clear();
         self.src_reader = FrameReader::new();
         self.dst_reader = FrameReader::new();
         let d = self.cfg.link.detect_cut;
@@ -582,6 +722,8 @@ impl Sim {
         src_done
             && self.dst.is_finished()
             && self.link.to_dst.is_empty()
+            && self.link.bulk.is_empty()
+            && self.held_control.is_empty()
             && self.link.to_src.is_empty()
             && self.events.iter().all(|e| matches!(e.2, Event::LinkLost))
     }
@@ -597,6 +739,7 @@ impl Sim {
         while !self.done() && self.now < self.cfg.horizon {
             let mut next = self.cfg.horizon;
             for t in [
+                self.link.bulk.iter().map(|f| f.0).min(),
                 self.link.to_dst.front().map(|f| f.0),
                 self.link.to_src.front().map(|f| f.0),
                 self.src.poll_timeout(),
@@ -613,14 +756,43 @@ impl Sim {
             }
             self.now = next.max(self.now);
             let now = self.now;
-            if self.link.to_dst.front().is_some_and(|f| f.0 <= now) {
+            if let Some(i) = (0..self.link.bulk.len()).find(|i| self.link.bulk[*i].0 <= now) {
+                let (_, stream, bytes, control_before) = self.link.bulk.remove(i).unwrap();
+                if control_before < self.control_arrived {
+                    self.overtaken += 1;
+                }
+                let mut r = FrameReader::new();
+                r.push(&bytes);
+                let m = r.next().expect("bulk frames decode").expect("one whole frame");
+                match m {
+                    Message::BulkStream { index } => {
+                        self.in_streams.open(index).expect("each stream named once");
+                    }
+                    m => {
+                        self.dest_trace.push(DestInput::Frame(bytes.clone()));
+                        let acts = self.dst.handle_message(now, m);
+                        self.perform(Side::Destination, acts);
+                        self.in_streams.applied(stream);
+                        self.release_control(now);
+                    }
+                }
+            } else if self.link.to_dst.front().is_some_and(|f| f.0 <= now) {
                 let (_, bytes) = self.link.to_dst.pop_front().unwrap();
-                self.dest_trace.push(DestInput::Frame(bytes.clone()));
+                self.control_arrived += 1;
                 self.dst_reader.push(&bytes);
                 while let Some(m) = self.dst_reader.next().expect("frames from the source decode") {
-                    let acts = self.dst.handle_message(now, m);
-                    self.perform(Side::Destination, acts);
+                    if let (Message::Flush { frames }, true) =
+                        (&m, self.dst.version().is_some_and(crate::machine::streams_and_slots))
+                    {
+                        self.in_streams
+                            .flush(frames.clone())
+                            .expect("a flush names at most 8 streams");
+                        continue;
+                    }
+                    self.dest_trace.push(DestInput::Frame(encode(&m).unwrap()));
+                    self.held_control.push_back(m);
                 }
+                self.release_control(now);
             } else if self.link.to_src.front().is_some_and(|f| f.0 <= now) {
                 let (_, bytes) = self.link.to_src.pop_front().unwrap();
                 self.src_reader.push(&bytes);
@@ -675,6 +847,10 @@ impl Sim {
             version: self.src.version(),
             page_refs_seen: self.page_refs_seen,
             round_acks_seen: self.round_acks_seen,
+            bulk_frames: self.bulk_frames,
+            flushes: self.flushes,
+            held_for_flush: self.held_for_flush,
+            overtaken: self.overtaken,
             frames: self.frames,
             bytes: self.bytes,
             rounds: self.src.policy().rounds().len(),

@@ -217,6 +217,38 @@ fn message() -> impl Strategy<Value = Message> {
             .prop_map(|(round, pages)| Message::Pages(PageBatch { round, pages })),
         (rel_path(), prop::collection::vec(page(), 0..4))
             .prop_map(|(name, pages)| Message::ImagePages(ImagePages { name, pages })),
+        (any::<u32>(), 0u32..1_000_000, 1usize..4).prop_map(|(round, first_slot, n)| Message::PageSlots(PageSlots {
+            round,
+            first_slot,
+            data: vec![first_slot as u8; n * PAGE_SIZE],
+        })),
+        (
+            rel_path(),
+            0u64..1 << 20,
+            prop::collection::vec((0u8..3, 0u32..1 << 20, 1u32..64), 0..6)
+        )
+            .prop_map(|(name, page, runs)| {
+                let runs: Vec<PageRun> = runs
+                    .into_iter()
+                    .map(|(k, slot, count)| match k {
+                        0 => PageRun::Held { slot, count },
+                        1 => PageRun::Data { count: count % 4 + 1 },
+                        _ => PageRun::Zero { count },
+                    })
+                    .collect();
+                let data_pages: u32 = runs
+                    .iter()
+                    .map(|r| if let PageRun::Data { count } = r { *count } else { 0 })
+                    .sum();
+                Message::ImageRuns(ImageRuns {
+                    name,
+                    offset: page * PAGE_SIZE as u64,
+                    runs,
+                    data: vec![3; data_pages as usize * PAGE_SIZE],
+                })
+            }),
+        (0u32..MAX_STREAMS as u32).prop_map(|index| Message::BulkStream { index }),
+        prop::collection::vec(any::<u64>(), 0..MAX_STREAMS).prop_map(|frames| Message::Flush { frames }),
         round_report().prop_map(Message::MemRoundDone),
         any::<u32>().prop_map(|round| Message::MemRoundAck { round }),
         Just(Message::Frozen),
@@ -435,6 +467,82 @@ fn counts_and_sizes_over_the_limits_are_refused() {
     assert!(matches!(
         decode(&frame_with(Kind::FsDelete as u16, &payload)),
         Err(DecodeError::Payload { .. })
+    ));
+}
+
+#[test]
+fn version_4_messages_over_their_limits_are_refused() {
+    let name = RelPath::new("pages-1.img").unwrap();
+    let runs = |runs: Vec<PageRun>, data: usize, offset: u64| {
+        Message::ImageRuns(ImageRuns {
+            name: name.clone(),
+            offset,
+            runs,
+            data: vec![0; data],
+        })
+    };
+    let invalid = |m: &Message| matches!(encode(m), Err(DecodeError::Invalid(_)) | Err(DecodeError::Limit { .. }));
+    // Slots: whole pages, at least one, not past the last slot, at most a batch.
+    for data in [0, 100, PAGE_SIZE + 1, (MAX_PAGES + 1) * PAGE_SIZE] {
+        let m = Message::PageSlots(PageSlots {
+            round: 1,
+            first_slot: 0,
+            data: vec![0; data],
+        });
+        assert!(invalid(&m), "{data} bytes of slots");
+    }
+    assert!(invalid(&Message::PageSlots(PageSlots {
+        round: 1,
+        first_slot: u32::MAX,
+        data: vec![0; 2 * PAGE_SIZE],
+    })));
+    // Runs: data matching the data runs, no empty run, aligned, bounded in count and pages.
+    assert!(encode(&runs(
+        vec![PageRun::Data { count: 2 }, PageRun::Zero { count: 5 }],
+        2 * PAGE_SIZE,
+        0
+    ))
+    .is_ok());
+    assert!(invalid(&runs(vec![PageRun::Data { count: 2 }], PAGE_SIZE, 0)));
+    assert!(invalid(&runs(vec![PageRun::Zero { count: 0 }], 0, 0)));
+    assert!(invalid(&runs(vec![PageRun::Zero { count: 1 }], 0, 100)));
+    assert!(invalid(&runs(vec![PageRun::Zero { count: 1 }; MAX_RUNS + 1], 0, 0)));
+    assert!(invalid(&runs(
+        vec![PageRun::Held {
+            slot: 0,
+            count: MAX_RUN_PAGES as u32 + 1
+        }],
+        0,
+        0
+    )));
+    assert!(invalid(&runs(
+        vec![PageRun::Held {
+            slot: u32::MAX - 1,
+            count: 2
+        }],
+        0,
+        0
+    )));
+    assert!(invalid(&runs(vec![PageRun::Zero { count: 1 }], 0, MAX_IMAGE_BYTES)));
+    assert!(invalid(&runs(vec![PageRun::Zero { count: 1 }], 0, u64::MAX - 4095)));
+    // Streams: named within range, flushes naming at most every stream.
+    assert!(invalid(&Message::BulkStream {
+        index: MAX_STREAMS as u32
+    }));
+    assert!(invalid(&Message::Flush {
+        frames: vec![0; MAX_STREAMS + 1]
+    }));
+    // The same refusals when the bytes come from a peer rather than our encoder.
+    let payload = postcard::to_allocvec(&ImageRuns {
+        name: name.clone(),
+        offset: 0,
+        runs: vec![PageRun::Data { count: 3 }],
+        data: vec![0; PAGE_SIZE],
+    })
+    .unwrap();
+    assert!(matches!(
+        decode(&frame_with(Kind::ImageRuns as u16, &payload)),
+        Err(DecodeError::Invalid(_))
     ));
 }
 

@@ -268,3 +268,93 @@ fn online_migration_without_memory_precopy_freezes_after_the_file_sync() {
         assert!(r.exactly_one_owner(), "cut in {phase:?}: {r:#?}");
     }
 }
+
+/// Both sides speak version 4 (streams and slots).
+fn v4(cfg: SimConfig) -> SimConfig {
+    SimConfig {
+        source_versions: Some((3, 4)),
+        dest_versions: Some((3, 4)),
+        ..cfg
+    }
+}
+
+#[test]
+fn version_4_carries_bulk_data_on_streams_that_overtake_nothing_that_matters() {
+    let r = run(v4(SimConfig::default()));
+    committed(&r);
+    assert_eq!(r.version, Some(4));
+    assert!(r.round_acks_seen);
+    assert!(r.bulk_frames > 0 && r.flushes > 0, "{r:#?}");
+    // The streams really were out of step with the control stream: bulk frames arrived after
+    // control frames sent after them, and control messages waited for bulk data.
+    assert!(r.overtaken > 0, "no bulk frame arrived late: {r:#?}");
+    assert!(r.held_for_flush > 0, "no control message had to wait: {r:#?}");
+    for p in SOURCE_PHASES {
+        assert!(r.phases_seen.contains(&(Side::Source, *p)), "source never in {p:?}");
+    }
+    let r = run(v4(SimConfig {
+        online: false,
+        ..SimConfig::default()
+    }));
+    committed(&r);
+    assert_eq!(r.rounds, 0);
+}
+
+#[test]
+fn version_4_over_a_slow_lossy_link_with_skewed_streams() {
+    let link = LinkConfig {
+        latency: Duration::from_millis(40),
+        bandwidth: 12_500_000,
+        loss_every: 2,
+        rto: Duration::from_millis(200),
+        bulk_skew: Duration::from_millis(150),
+        ..LinkConfig::default()
+    };
+    let r = run(v4(SimConfig {
+        link,
+        max_downtime: Duration::from_secs(3),
+        ..SimConfig::default()
+    }));
+    committed(&r);
+    assert!(r.overtaken > 0 && r.held_for_flush > 0, "{r:#?}");
+}
+
+#[test]
+fn version_4_failures_and_cuts_at_every_phase_leave_one_owner() {
+    for (side, phases) in [(Side::Source, SOURCE_PHASES), (Side::Destination, DEST_PHASES)] {
+        for phase in phases {
+            for fault in [Fault::Fail(side, *phase), Fault::Cut(side, *phase)] {
+                let r = run(v4(SimConfig {
+                    faults: vec![fault.clone()],
+                    ..SimConfig::default()
+                }));
+                assert_eq!(r.faults_fired, 1, "{fault:?} never fired");
+                assert!(r.exactly_one_owner(), "{fault:?}: {r:#?}");
+                assert!(
+                    r.source_outcome.is_some(),
+                    "{fault:?}: the source never resolved: {r:#?}"
+                );
+            }
+        }
+    }
+    for fault in [Fault::PlanRefused, Fault::RestoreFails] {
+        rolled_back(&run(v4(SimConfig {
+            faults: vec![fault],
+            ..SimConfig::default()
+        })));
+    }
+}
+
+#[test]
+fn version_4_meets_a_version_3_peer_at_3_either_way() {
+    for (src, dst) in [((3, 4), (2, 3)), ((2, 3), (3, 4))] {
+        let r = run(SimConfig {
+            source_versions: Some(src),
+            dest_versions: Some(dst),
+            ..SimConfig::default()
+        });
+        committed(&r);
+        assert_eq!(r.version, Some(3));
+        assert_eq!(r.bulk_frames, 0, "no bulk streams below version 4");
+    }
+}

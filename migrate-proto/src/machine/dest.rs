@@ -3,7 +3,9 @@
 
 use core::time::Duration;
 
-use super::{negotiate, Action, Custody, Event, Outcome, Phase, Timeouts, VERSION_CURRENT, VERSION_MIN};
+use super::{
+    negotiate, streams_and_slots, Action, Custody, Event, Outcome, Phase, Timeouts, VERSION_CURRENT, VERSION_MIN,
+};
 use crate::msg::{AbortReason, Capabilities, HelloAck, Message, MigrationId, Plan};
 
 #[derive(Debug, Clone)]
@@ -115,6 +117,10 @@ impl Destination {
         self.deadline = Some(now + self.cfg.timeouts.peer);
     }
 
+    fn streams(&self) -> bool {
+        self.version.is_some_and(streams_and_slots)
+    }
+
     fn keep_files(&self) -> bool {
         self.plan.as_ref().is_some_and(|p| p.keep_dst)
     }
@@ -206,9 +212,40 @@ impl Destination {
                 State::Receiving { frozen, mem },
                 m @ (Message::FsEntries { .. } | Message::FsData(_) | Message::FsDelta(_) | Message::FsDelete { .. }),
             ) => {
-                // File data after memory pre-copy began is only legal as the final delta.
-                if mem && !frozen {
+                // File data after memory pre-copy began is only legal as the final delta (with
+                // bulk streams, the file stream may still be draining a pass when memory begins:
+                // the flush before each control message keeps the order that matters).
+                if mem && !frozen && !self.streams() {
                     return self.abort(AbortReason::Protocol("file data during memory pre-copy".into()), true);
+                }
+                vec![Action::Apply(m)]
+            }
+            (State::Receiving { .. }, m @ (Message::PageSlots(_) | Message::ImageRuns(_))) => {
+                if !self.streams() {
+                    return self.abort(
+                        AbortReason::Protocol(format!("{:?} before protocol version 4", m.kind())),
+                        true,
+                    );
+                }
+                if !self.plan.as_ref().is_some_and(|p| p.online) {
+                    return self.abort(AbortReason::Protocol("memory in an offline migration".into()), true);
+                }
+                if let State::Receiving { frozen, .. } = self.state {
+                    if matches!(m, Message::PageSlots(_)) {
+                        self.state = State::Receiving { frozen, mem: true };
+                    }
+                }
+                vec![Action::Apply(m)]
+            }
+            (State::Receiving { .. }, m @ (Message::Pages(_) | Message::ImagePages(_))) if self.streams() => self
+                .abort(
+                    AbortReason::Protocol(format!("{:?} in protocol version 4 (pages travel by slot)", m.kind())),
+                    true,
+                ),
+            // Images may overtake the control stream's `Frozen` on their bulk stream.
+            (State::Receiving { .. }, m @ Message::Image(_)) if self.streams() => {
+                if !self.plan.as_ref().is_some_and(|p| p.online) {
+                    return self.abort(AbortReason::Protocol("images in an offline migration".into()), true);
                 }
                 vec![Action::Apply(m)]
             }

@@ -150,7 +150,8 @@ impl Default for Timeouts {
 }
 
 /// Protocol versions: 1 sends every page's data; 2 adds references to pages the destination
-/// already holds. A side accepts its own version and the previous one.
+/// already holds; 3 acknowledges memory rounds; 4 names pages by store slot and in runs, and
+/// carries bulk data on streams of its own. A side accepts its own version and the previous one.
 pub const VERSION_CURRENT: u32 = crate::PROTOCOL_VERSION;
 pub const VERSION_MIN: u32 = crate::PROTOCOL_VERSION - 1;
 
@@ -162,6 +163,13 @@ pub fn page_refs(version: u32) -> bool {
 /// Whether a negotiated version acknowledges memory rounds (`MemRoundAck`).
 pub fn round_acks(version: u32) -> bool {
     version >= 3
+}
+
+/// Whether a negotiated version carries pages by store slot and runs (`PageSlots`,
+/// `ImageRuns`) and bulk data on streams of its own (`BulkStream`, `Flush`: see
+/// [`crate::streams`]).
+pub fn streams_and_slots(version: u32) -> bool {
+    version >= 4
 }
 
 /// The highest version both ranges contain.
