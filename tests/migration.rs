@@ -104,6 +104,12 @@ fn online_migration_there_and_back_keeps_tcp_counter_pids_and_files() {
     // handed to hostB at the commit, not dropped.
     assert!(held_packets(&o.stdout) >= 1, "nothing held: {}", o.stdout);
     assert!(o.stdout.contains("streamed from CRIU's page server"), "{}", o.stdout);
+    assert!(
+        o.stdout
+            .contains("protocol version 4, 3 bulk streams beside the control stream"),
+        "{}",
+        o.stdout
+    );
     assert_eq!(m.status("hostB", "101"), "CTID 101 exist mounted running");
     assert_eq!(m.status("hostA", "101"), "CTID 101 deleted unmounted down");
     assert!(
@@ -137,6 +143,12 @@ fn online_migration_there_and_back_keeps_tcp_counter_pids_and_files() {
     // references to what the pre-copy sent.
     assert!(report["memory_rounds"].as_u64().unwrap() >= 1, "{report}");
     assert_eq!(report["pages_streamed"], false, "{report}");
+    assert_eq!(
+        (report["protocol"].as_u64(), report["bulk_streams"].as_u64()),
+        (Some(4), Some(3))
+    );
+    // Version 4 names the final dump's pages by store slot and in runs.
+    assert!(report["page_refs"].as_u64().unwrap() > 0, "{report}");
     assert!(
         report["page_refs"].as_u64().unwrap() > report["page_data"].as_u64().unwrap(),
         "{report}"
@@ -506,8 +518,8 @@ fn a_hostile_peer_cannot_write_outside_the_area() {
             };
             let hello = Message::Hello(Hello {
                 migration_id: [7; 16],
-                version_min: 1,
-                version_max: 2,
+                version_min: 3,
+                version_max: 4,
                 host: "evil".into(),
                 caps,
             });
@@ -1020,4 +1032,241 @@ fn only_the_sending_host_may_ask_how_a_running_migration_ended() {
     assert_eq!(m.status("hostB", "101"), "CTID 101 exist mounted running");
     // hostC's own container is untouched.
     assert_eq!(m.status("hostC", "101"), "CTID 101 exist unmounted down");
+}
+
+#[test]
+fn hosts_of_protocol_versions_3_and_4_migrate_either_way() {
+    let mut m = MigLab::new("mv", &["hostA", "hostB"], None);
+    busy_container(&m, 8);
+    let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 300, Duration::from_millis(30));
+    // hostB speaks version 3 only (a host of the previous release): no bulk streams, pages by
+    // hash.
+    m.kill_agent("hostB");
+    m.start_agent_env("hostB", &[("FERRY_PROTOCOL_MAX", "3")]);
+    let o = m.migrate("hostA", &["--online", "--json", "hostB", "101"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let r: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(
+        (r["protocol"].as_u64(), r["bulk_streams"].as_u64()),
+        (Some(3), Some(0)),
+        "{r}"
+    );
+    assert!(r["page_refs"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(m.status("hostB", "101"), "CTID 101 exist mounted running");
+    // Back with a vzmigrate of version 3 to hostA's agent of version 4.
+    m.kill_agent("hostB");
+    m.start_agent("hostB");
+    std::thread::sleep(Duration::from_secs(1));
+    let mut c = m.migrate_cmd("hostB", &["--online", "--json", "hostA", "101"]);
+    c.env("FERRY_PROTOCOL_MAX", "3");
+    let o = run(c, Duration::from_secs(180));
+    assert_eq!(o.code, 0, "{o:?}");
+    let r: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(
+        (r["protocol"].as_u64(), r["bulk_streams"].as_u64()),
+        (Some(3), Some(0)),
+        "{r}"
+    );
+    assert_eq!(m.status("hostA", "101"), "CTID 101 exist mounted running");
+    // And once more with both at version 4.
+    std::thread::sleep(Duration::from_secs(1));
+    let o = m.migrate("hostA", &["--online", "--json", "hostB", "101"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let r: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(
+        (r["protocol"].as_u64(), r["bulk_streams"].as_u64()),
+        (Some(4), Some(3)),
+        "{r}"
+    );
+    assert!(
+        r["page_refs"].as_u64().unwrap() > r["page_data"].as_u64().unwrap(),
+        "the pre-copy went ahead: {r}"
+    );
+    assert_eq!(session.join().unwrap(), Ok(300), "the client's session broke");
+}
+
+/// What a hostile peer of protocol version 4 does after its plan is accepted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum BulkAttack {
+    /// A bulk stream that does not name itself first.
+    Unnamed,
+    /// Two bulk streams naming themselves the same.
+    NamedTwice,
+    /// A pages image referring to a store slot never filled.
+    NeverFilled,
+    /// A store slot filled twice.
+    FilledTwice,
+    /// Slots far past the memory the plan claims.
+    PastTheBudget,
+    /// A pages image named `../../escaped` (bytes the real types cannot even hold).
+    ImageOutside,
+    /// A flush naming more streams than the protocol has.
+    FlushTooWide,
+}
+
+#[test]
+fn a_hostile_peer_cannot_abuse_bulk_streams_or_store_slots() {
+    use migrate_proto::msg::{Capabilities, Hello, ImageRuns, Layout, Message, PageRun, PageSlots, Plan};
+    let m = MigLab::new("mk", &["hostA", "hostB"], None);
+    let a = m.lab.host("hostA");
+    let id = ferry::agent::trust::Identity::load_or_create(&ferry::layout::HostLayout::new(&a.root), "x").unwrap();
+    let b = m.lab.host("hostB");
+    let fp_b = m.agentctl("hostB", &["fingerprint"]).stdout.trim().to_string();
+    let addr: std::net::SocketAddr = format!("{}:7447", b.addr).parse().unwrap();
+    let enc = |msg: &Message| migrate_proto::frame::encode(msg).unwrap();
+    let raw_frame = |kind: u16, payload: &[u8]| {
+        let mut h = crc32fast::Hasher::new();
+        h.update(&kind.to_be_bytes());
+        h.update(&(payload.len() as u32).to_be_bytes());
+        h.update(payload);
+        let mut f = kind.to_be_bytes().to_vec();
+        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        f.extend_from_slice(&h.finalize().to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    let page = vec![7u8; 4096];
+    let slots = |first_slot: u32| {
+        enc(&Message::PageSlots(PageSlots {
+            round: 1,
+            first_slot,
+            data: page.clone(),
+        }))
+    };
+    let outside = b.root.join("escaped");
+    for (attack, logged) in [
+        (BulkAttack::Unnamed, "did not begin by naming itself"),
+        (BulkAttack::NamedTwice, "opened twice"),
+        (BulkAttack::NeverFilled, "a reference to a store slot never filled"),
+        (BulkAttack::FilledTwice, "a store slot filled twice"),
+        (BulkAttack::PastTheBudget, "outgrew its budget"),
+        (BulkAttack::ImageOutside, "refused bad data"),
+        (BulkAttack::FlushTooWide, "refused bad data"),
+    ] {
+        let before = m.agent_log("hostB").len();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let frames: Vec<(Option<u32>, Vec<u8>)> = match attack {
+            // (bulk stream to send on, or None for control; the frame)
+            BulkAttack::Unnamed => vec![(Some(9), slots(0))],
+            BulkAttack::NamedTwice => vec![
+                (Some(1), enc(&Message::BulkStream { index: 1 })),
+                (Some(2), enc(&Message::BulkStream { index: 1 })),
+            ],
+            BulkAttack::NeverFilled => vec![
+                (Some(1), enc(&Message::BulkStream { index: 1 })),
+                (Some(1), slots(0)),
+                (
+                    Some(1),
+                    enc(&Message::ImageRuns(ImageRuns {
+                        name: migrate_proto::path::RelPath::new("pages-1.img").unwrap(),
+                        offset: 0,
+                        runs: vec![PageRun::Held { slot: 5, count: 1 }],
+                        data: vec![],
+                    })),
+                ),
+            ],
+            BulkAttack::FilledTwice => vec![
+                (Some(1), enc(&Message::BulkStream { index: 1 })),
+                (Some(1), slots(3)),
+                (Some(1), slots(3)),
+            ],
+            BulkAttack::PastTheBudget => vec![
+                (Some(1), enc(&Message::BulkStream { index: 1 })),
+                (Some(1), slots(1 << 30)),
+            ],
+            BulkAttack::ImageOutside => {
+                #[derive(serde::Serialize)]
+                struct EvilRuns {
+                    name: String,
+                    offset: u64,
+                    runs: Vec<PageRun>,
+                    data: Vec<u8>,
+                }
+                let evil = EvilRuns {
+                    name: "../../escaped".into(),
+                    offset: 0,
+                    runs: vec![PageRun::Data { count: 1 }],
+                    data: page.clone(),
+                };
+                vec![
+                    (Some(1), enc(&Message::BulkStream { index: 1 })),
+                    (Some(1), raw_frame(34, &postcard::to_allocvec(&evil).unwrap())),
+                ]
+            }
+            BulkAttack::FlushTooWide => vec![(None, raw_frame(81, &postcard::to_allocvec(&vec![0u64; 9]).unwrap()))],
+        };
+        let _ = rt.block_on(async {
+            ferry_testbed::enter_netns(&a.netns).unwrap();
+            let conn = ferry::agent::quic::connect(&id, &fp_b, addr).await.unwrap();
+            let (mut s, mut r) = conn.open_bi().await.unwrap();
+            let hello = Message::Hello(Hello {
+                migration_id: [9; 16],
+                version_min: 4,
+                version_max: 4,
+                host: "evil".into(),
+                caps: Capabilities {
+                    mem_dirty_tracking: false,
+                    compression: vec![],
+                    criu_version: "4.2.1".into(),
+                    kernel: "x".into(),
+                    cpu_description: vec![],
+                    free_ram: 0,
+                    free_disk: 0,
+                },
+            });
+            s.write_all(&enc(&hello)).await.unwrap();
+            let plan = Message::Plan(Plan {
+                ctid: 151,
+                config: "HOSTNAME=\"evil\"\n".into(),
+                layout: Layout::Simfs,
+                private_bytes: 0,
+                private_inodes: 0,
+                ram_bytes: 1 << 20,
+                online: true,
+                keep_dst: false,
+                bwlimit: 0,
+                max_downtime_ms: 0,
+                start: false,
+            });
+            s.write_all(&enc(&plan)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut streams: Vec<(u32, quinn::SendStream)> = Vec::new();
+            for (on, frame) in frames {
+                match on {
+                    None => s.write_all(&frame).await.unwrap(),
+                    Some(k) => {
+                        if !streams.iter().any(|(i, _)| *i == k) {
+                            streams.push((k, conn.open_uni().await.unwrap()));
+                        }
+                        let st = &mut streams.iter_mut().find(|(i, _)| *i == k).unwrap().1;
+                        let _ = st.write_all(&frame).await;
+                    }
+                }
+            }
+            let mut buf = vec![0u8; 1 << 16];
+            let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                while let Ok(Some(_)) = r.read(&mut buf).await {}
+            })
+            .await;
+        });
+        wait_until(
+            &format!("{attack:?}: the agent to refuse it"),
+            Duration::from_secs(20),
+            || m.agent_log("hostB")[before..].contains(logged),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!outside.exists(), "{attack:?}: a file was written outside the area");
+        assert!(
+            !m.private("hostB", "151").exists(),
+            "{attack:?}: the refused migration's area was left"
+        );
+        let dump = b.root.join("vz/dump/151");
+        assert!(
+            std::fs::read_dir(&dump).map(|d| d.count()).unwrap_or(0) == 0,
+            "{attack:?}: the refused migration's work directory was left"
+        );
+    }
 }

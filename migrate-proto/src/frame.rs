@@ -195,6 +195,11 @@ impl FrameReader {
         Self::default()
     }
 
+    /// Nothing buffered (a stream that ends here ended between frames).
+    pub fn is_empty(&self) -> bool {
+        self.start == self.buf.len()
+    }
+
     pub fn push(&mut self, bytes: &[u8]) {
         if self.start > 0 {
             self.buf.drain(..self.start);

@@ -17,7 +17,7 @@ pub mod sim;
 pub mod streams;
 
 /// The protocol version this build speaks; it also accepts the previous one.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Why bytes from a peer were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

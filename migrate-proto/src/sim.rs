@@ -369,26 +369,47 @@ impl Sim {
         }
         let mut frames = Vec::new();
         if name {
-            frames.push(encode(&Message::BulkStream { index: stream as u32 }).unwrap());
+            frames.push((encode(&Message::BulkStream { index: stream as u32 }).unwrap(), 0));
         }
-        frames.push(encode(msg).expect("the engine only emits encodable messages"));
-        for bytes in frames {
+        frames.push((
+            encode(msg).expect("the engine only emits encodable messages"),
+            nominal_extra,
+        ));
+        for (bytes, nominal_extra) in frames {
             self.frames += 1;
             self.bulk_frames += 1;
             self.bytes += bytes.len() as u64;
             let start = self.now.max(self.link.busy_until[0]);
             let done = start + self.transfer_time(bytes.len() as u64 + nominal_extra);
             self.link.busy_until[0] = done;
-            let at = done + self.cfg.link.latency + self.cfg.link.bulk_skew * stream as u32;
-            let at = self
-                .link
-                .bulk
-                .iter()
-                .filter(|f| f.1 == stream)
-                .map(|f| f.0)
-                .fold(at, Duration::max);
-            self.link.bulk.push_back((at, stream, bytes, self.control_sent));
+            let skew = self.cfg.link.latency + self.cfg.link.bulk_skew * stream as u32;
+            // A long transfer is many frames in reality: the destination hears from the stream
+            // all along (progress frames stand in for them; they count toward no flush).
+            let mut t = start + Duration::from_secs(1);
+            while t < done {
+                let p = encode(&Message::Progress {
+                    phase: "bulk".into(),
+                    done: 0,
+                    total: nominal_extra,
+                })
+                .unwrap();
+                self.push_bulk(t + skew, stream, p);
+                t += Duration::from_secs(1);
+            }
+            self.push_bulk(done + skew, stream, bytes);
         }
+    }
+
+    /// Queues a bulk frame, in order on its stream.
+    fn push_bulk(&mut self, at: Duration, stream: usize, bytes: Vec<u8>) {
+        let at = self
+            .link
+            .bulk
+            .iter()
+            .filter(|f| f.1 == stream)
+            .map(|f| f.0)
+            .fold(at, Duration::max);
+        self.link.bulk.push_back((at, stream, bytes, self.control_sent));
     }
 
     fn send(&mut self, from: Side, msg: &Message, nominal_extra: u64) {
@@ -769,10 +790,13 @@ impl Sim {
                         self.in_streams.open(index).expect("each stream named once");
                     }
                     m => {
+                        let data = !matches!(m, Message::Progress { .. });
                         self.dest_trace.push(DestInput::Frame(bytes.clone()));
                         let acts = self.dst.handle_message(now, m);
                         self.perform(Side::Destination, acts);
-                        self.in_streams.applied(stream);
+                        if data {
+                            self.in_streams.applied(stream);
+                        }
                         self.release_control(now);
                     }
                 }

@@ -54,9 +54,10 @@ fn rolled_back(r: &SimResult) {
 fn normal_online_migration() {
     let r = run(SimConfig::default());
     committed(&r);
-    assert_eq!(r.version, Some(3));
-    assert!(r.page_refs_seen, "version 3 should use page references");
-    assert!(r.round_acks_seen, "version 3 should acknowledge memory rounds");
+    assert_eq!(r.version, Some(4));
+    assert!(r.page_refs_seen, "version 4 should use page references");
+    assert!(r.round_acks_seen, "version 4 should acknowledge memory rounds");
+    assert!(r.bulk_frames > 0, "version 4 should use bulk streams");
     assert!(r.rounds >= 1);
     for p in SOURCE_PHASES {
         assert!(r.phases_seen.contains(&(Side::Source, *p)), "source never in {p:?}");
@@ -146,6 +147,7 @@ fn a_cut_after_commit_is_resolved_by_asking() {
 #[test]
 fn an_older_destination_speaks_version_2_without_round_acknowledgements() {
     let r = run(SimConfig {
+        source_versions: Some((2, 3)),
         dest_versions: Some((1, 2)),
         ..SimConfig::default()
     });
@@ -171,17 +173,17 @@ fn a_source_that_speaks_version_1_only_sends_no_page_references() {
 #[test]
 fn a_newer_destination_meets_us_at_our_version() {
     let r = run(SimConfig {
-        dest_versions: Some((3, 4)),
+        dest_versions: Some((4, 5)),
         ..SimConfig::default()
     });
     committed(&r);
-    assert_eq!(r.version, Some(3));
+    assert_eq!(r.version, Some(4));
 }
 
 #[test]
 fn incompatible_versions_abort_and_the_source_keeps_the_container() {
     let r = run(SimConfig {
-        dest_versions: Some((4, 5)),
+        dest_versions: Some((5, 6)),
         ..SimConfig::default()
     });
     rolled_back(&r);
@@ -189,8 +191,8 @@ fn incompatible_versions_abort_and_the_source_keeps_the_container() {
         matches!(
             r.source_outcome,
             Some(Outcome::Aborted(AbortReason::VersionMismatch {
-                ours_min: 4,
-                ours_max: 5
+                ours_min: 5,
+                ours_max: 6
             }))
         ),
         "{r:#?}"

@@ -172,6 +172,8 @@ fn transport() -> Arc<quinn::TransportConfig> {
     t.stream_receive_window((64u32 << 20).into());
     t.receive_window((256u32 << 20).into());
     t.send_window(256 << 20);
+    // A migration's bulk streams (protocol version 4): a peer opens no more than that.
+    t.max_concurrent_uni_streams((migrate_proto::limits::MAX_STREAMS as u32).into());
     t.keep_alive_interval(Some(Duration::from_secs(2)));
     t.max_idle_timeout(Some(Duration::from_secs(15).try_into().expect("idle timeout")));
     Arc::new(t)

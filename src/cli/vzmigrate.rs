@@ -159,6 +159,15 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     if args.times {
+        println!(
+            "  protocol version {}{}",
+            r.protocol,
+            if r.bulk_streams > 0 {
+                format!(", {} bulk streams beside the control stream", r.bulk_streams)
+            } else {
+                String::new()
+            }
+        );
         for (phase, ms) in &r.phases_ms {
             println!("  {phase:<12} {ms:>8} ms");
         }

@@ -109,13 +109,23 @@ impl Decisions {
 struct Incoming {
     ctid: Option<u32>,
     plan: Option<Plan>,
-    applier: Option<Applier>,
+    /// What files, images and memory are written into, from the plan check to the restore.
+    targets: Option<Arc<Targets>>,
     images: Option<PathBuf>,
     wrote_config: bool,
     created_private: bool,
     /// Where this migration mounted an image (offline, unmounted before the container starts).
     mounted_root: Option<PathBuf>,
-    /// Pre-copied memory, by content (live migrations).
+}
+
+/// Where an incoming migration's data goes: the tree, the images directory, the pre-copied
+/// memory. Shared with the bulk streams' workers (protocol version 4), each of which holds it
+/// only while it applies a message, so dropping the incoming migration's reference at the
+/// restore releases it.
+struct Targets {
+    applier: Mutex<Applier>,
+    images: PathBuf,
+    /// Pre-copied memory (live migrations).
     store: Option<super::pages::Store>,
 }
 
@@ -388,37 +398,50 @@ fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan, source: Option<&Ca
         .join("images");
     let _ = std::fs::remove_dir_all(&images);
     std::fs::create_dir_all(&images).map_err(|e| e.to_string())?;
-    inc.applier = Some(Applier::new(&tree));
-    if plan.online {
-        // Every distinct page the source may send while the container's memory churns; a
-        // hostile source gets no further than this.
-        inc.store = Some(
+    inc.images = Some(images.clone());
+    // Every distinct page the source may send while the container's memory churns; a hostile
+    // source gets no further than this.
+    let store = if plan.online {
+        Some(
             super::pages::Store::new(
                 images.parent().unwrap_or(&images),
                 plan.ram_bytes.saturating_mul(3).saturating_add(256 << 20),
             )
             .map_err(|e| format!("creating the page store: {e}"))?,
-        );
-    }
-    inc.images = Some(images);
+        )
+    } else {
+        None
+    };
+    inc.targets = Some(Arc::new(Targets {
+        applier: Mutex::new(Applier::new(&tree)),
+        images,
+        store,
+    }));
     Ok(())
 }
 
-fn apply(inc: &mut Incoming, m: &Message) -> Result<(), AbortReason> {
+/// Writes what a data message carries.
+fn apply(t: &Targets, m: &Message) -> Result<(), AbortReason> {
     let fail = super::io_abort;
-    let a = inc
-        .applier
-        .as_mut()
-        .ok_or_else(|| AbortReason::Protocol("data before the plan".into()))?;
+    let store = || {
+        t.store
+            .as_ref()
+            .ok_or_else(|| AbortReason::Protocol("memory in an offline migration".into()))
+    };
     match m {
-        Message::FsEntries { entries, .. } => entries.iter().try_for_each(|e| a.entry(e)).map_err(fail),
-        Message::FsData(d) => a.data(d).map_err(fail),
-        Message::FsDelta(d) => a.delta(d).map_err(fail),
-        Message::FsDelete { paths, .. } => paths.iter().try_for_each(|p| a.delete(p)).map_err(fail),
+        Message::FsEntries { entries, .. } => {
+            let mut a = t.applier.lock().unwrap();
+            entries.iter().try_for_each(|e| a.entry(e)).map_err(fail)
+        }
+        Message::FsData(d) => t.applier.lock().unwrap().data(d).map_err(fail),
+        Message::FsDelta(d) => t.applier.lock().unwrap().delta(d).map_err(fail),
+        Message::FsDelete { paths, .. } => {
+            let mut a = t.applier.lock().unwrap();
+            paths.iter().try_for_each(|p| a.delete(p)).map_err(fail)
+        }
         Message::Image(c) => {
-            let dir = inc.images.as_ref().unwrap();
-            let p = confined(dir, &c.name).map_err(fail)?;
-            let data = a.unpack(c.compressed, &c.data).map_err(fail)?;
+            let p = confined(&t.images, &c.name).map_err(fail)?;
+            let data = t.applier.lock().unwrap().unpack(c.compressed, &c.data).map_err(fail)?;
             use std::os::unix::fs::FileExt;
             let f = std::fs::OpenOptions::new()
                 .create(true)
@@ -429,20 +452,12 @@ fn apply(inc: &mut Incoming, m: &Message) -> Result<(), AbortReason> {
             f.write_all_at(&data, c.offset).map_err(fail)
         }
         Message::Pages(b) => {
-            let store = inc
-                .store
-                .as_mut()
-                .ok_or_else(|| AbortReason::Protocol("pages in an offline migration".into()))?;
+            let store = store()?;
             b.pages.iter().try_for_each(|p| store.put(p))
         }
-        Message::ImagePages(m) => {
-            let dir = inc.images.as_ref().unwrap();
-            let p = confined(dir, &m.name).map_err(fail)?;
-            inc.store
-                .as_mut()
-                .ok_or_else(|| AbortReason::Protocol("image pages in an offline migration".into()))?
-                .write_image(&p, m)
-        }
+        Message::ImagePages(m) => store()?.write_image(&confined(&t.images, &m.name).map_err(fail)?, m),
+        Message::PageSlots(m) => store()?.put_slots(m),
+        Message::ImageRuns(m) => store()?.write_runs(&confined(&t.images, &m.name).map_err(fail)?, m),
         _ => Ok(()),
     }
 }
@@ -473,6 +488,75 @@ fn cleanup(ctx: &DestCtx, inc: &mut Incoming, keep_files: bool) {
     }
 }
 
+/// What a bulk stream's reader reports (protocol version 4).
+enum BulkIn {
+    /// The stream named itself.
+    Opened(u32),
+    Frame(usize, Message),
+    /// The stream broke, or sent something refused.
+    Failed(String),
+}
+
+/// Work queued for the worker of each bulk stream, and what is queued or being applied.
+struct Workers {
+    queues: Vec<tokio::sync::mpsc::UnboundedSender<(Message, Arc<Targets>)>>,
+    outstanding: usize,
+}
+
+/// Frames taken from the bulk streams but not yet applied, at most: the readers wait beyond
+/// that (and QUIC's flow control holds the source back).
+const MAX_OUTSTANDING: usize = 8;
+
+/// Accepts a migration's bulk streams (at most `MAX_STREAMS`), reading each on a task of its
+/// own: the first frame names the stream, the others go to the migration's loop.
+async fn accept_bulk(conn: quinn::Connection, tx: tokio::sync::mpsc::Sender<BulkIn>) {
+    let mut readers = tokio::task::JoinSet::new();
+    for _ in 0..migrate_proto::limits::MAX_STREAMS {
+        let Ok(recv) = conn.accept_uni().await else { break };
+        let tx = tx.clone();
+        readers.spawn(async move {
+            let mut frames = super::wire::Frames::new(recv);
+            let index = match frames.next().await {
+                Ok(Some(Message::BulkStream { index })) => index,
+                Ok(_) => {
+                    let _ = tx
+                        .send(BulkIn::Failed("a bulk stream did not begin by naming itself".into()))
+                        .await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(BulkIn::Failed(crate::agent::daemon::chain_of(&e))).await;
+                    return;
+                }
+            };
+            if tx.send(BulkIn::Opened(index)).await.is_err() {
+                return;
+            }
+            loop {
+                let m = match frames.next().await {
+                    Ok(Some(m)) => BulkIn::Frame(index as usize, m),
+                    Ok(None) => return,
+                    Err(e) => BulkIn::Failed(format!("bulk stream {index}: {}", crate::agent::daemon::chain_of(&e))),
+                };
+                let failed = matches!(m, BulkIn::Failed(_));
+                if tx.send(m).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+    }
+    // The readers end with their streams, or when the migration ends (this task is aborted,
+    // which aborts them: their streams are dropped, and the source's sends on them fail).
+    while readers.join_next().await.is_some() {}
+}
+
+/// What the migration's loop waits for.
+enum Input {
+    Control(Result<Message, WireError>),
+    Bulk(BulkIn),
+    Applied(usize, Result<(), AbortReason>),
+}
+
 /// Serves one incoming connection until its migration is over.
 pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
     let peer = conn.remote_address();
@@ -482,27 +566,71 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
     };
     let mut wire = Wire::new(send, recv);
     let t0 = Instant::now();
-    let mut m = Destination::new(DestConfig::new(ctx.name.clone(), ctx.caps.clone()));
+    let mut dc = DestConfig::new(ctx.name.clone(), ctx.caps.clone());
+    dc.versions = super::protocol_versions();
+    let mut m = Destination::new(dc);
     let mut inc = Incoming {
         ctid: None,
         plan: None,
-        applier: None,
+        targets: None,
         images: None,
         wrote_config: false,
         created_private: false,
         mounted_root: None,
-        store: None,
     };
     let mut migration_id: Option<MigrationId> = None;
     let mut first = true;
+    // Protocol version 4: the bulk streams (their readers' reports, the barrier each flush
+    // sets, the workers that apply their frames, and the workers' completions).
+    let (bulk_tx, mut bulk_rx) = tokio::sync::mpsc::channel::<BulkIn>(MAX_OUTSTANDING);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Result<(), AbortReason>)>();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut bulk: Option<(migrate_proto::streams::Incoming, Workers)> = None;
     loop {
         let wait = m
             .poll_timeout()
             .map(|d| d.saturating_sub(t0.elapsed()))
             .unwrap_or(Duration::from_secs(3600))
             .max(Duration::from_millis(1));
-        let actions = match wire.recv(wait).await {
-            Ok(Message::Resolve { migration_id: id }) if first => {
+        let control_ready = bulk.as_ref().is_none_or(|(b, _)| b.ready());
+        let room = bulk.as_ref().is_some_and(|(_, w)| w.outstanding < MAX_OUTSTANDING);
+        let input = tokio::select! {
+            biased;
+            Some((i, r)) = done_rx.recv() => Input::Applied(i, r),
+            Some(b) = bulk_rx.recv(), if room => Input::Bulk(b),
+            r = wire.recv(wait), if control_ready => Input::Control(r),
+            _ = tokio::time::sleep(wait), if !control_ready => Input::Control(Err(WireError::Timeout(wait))),
+        };
+        // The bulk stream a message came on (its apply goes to that stream's worker).
+        let mut origin: Option<usize> = None;
+        let actions = match input {
+            Input::Applied(i, r) => {
+                if let Some((b, w)) = bulk.as_mut() {
+                    w.outstanding -= 1;
+                    b.applied(i);
+                }
+                match r {
+                    Ok(()) => vec![],
+                    Err(reason) => m.handle_event(t0.elapsed(), Event::Failed(reason)),
+                }
+            }
+            Input::Bulk(BulkIn::Opened(index)) => match bulk.as_mut().map(|(b, _)| b.open(index)) {
+                Some(Ok(_)) => vec![],
+                Some(Err(e)) => {
+                    log(&format!("refused bad data from {peer}: {e}"));
+                    m.handle_event(t0.elapsed(), Event::Failed(AbortReason::Protocol(e.to_string())))
+                }
+                None => vec![],
+            },
+            Input::Bulk(BulkIn::Frame(i, msg)) => {
+                origin = Some(i);
+                m.handle_message(t0.elapsed(), msg)
+            }
+            Input::Bulk(BulkIn::Failed(why)) => {
+                log(&format!("refused bad data from {peer}: {why}"));
+                m.handle_event(t0.elapsed(), Event::Failed(AbortReason::Protocol(why)))
+            }
+            Input::Control(Ok(Message::Resolve { migration_id: id })) if first => {
                 let sender = ctx.live.lock().unwrap().get(&id).cloned();
                 if sender.is_some_and(|s| s != from) {
                     log(&format!(
@@ -535,17 +663,23 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                 wire.finish().await;
                 return;
             }
-            Ok(Message::Pull(req)) if first => {
+            Input::Control(Ok(Message::Pull(req))) if first => {
                 super::pull::serve(&ctx, from, req, &mut wire).await;
                 return;
             }
-            Ok(Message::CapacityQuery) if first => {
+            Input::Control(Ok(Message::CapacityQuery)) if first => {
                 let c = tokio::task::block_in_place(|| super::capacity::local(&ctx.layout, &ctx.name));
                 let _ = wire.send(&Message::Capacity(c)).await;
                 wire.finish().await;
                 return;
             }
-            Ok(msg) => {
+            Input::Control(Ok(Message::Flush { frames })) if bulk.is_some() => {
+                match bulk.as_mut().map(|(b, _)| b.flush(frames)) {
+                    Some(Err(e)) => m.handle_event(t0.elapsed(), Event::Failed(AbortReason::Protocol(e.to_string()))),
+                    _ => vec![],
+                }
+            }
+            Input::Control(Ok(msg)) => {
                 first = false;
                 if let Message::Hello(h) = &msg {
                     migration_id = Some(h.migration_id);
@@ -553,13 +687,13 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                     log(&format!("incoming migration from {peer}"));
                 }
                 if matches!(msg, Message::FsPassDone { .. } | Message::FinalDone { .. }) {
-                    if let Some(a) = inc.applier.as_mut() {
-                        if let Err(e) = a.finish() {
+                    if let Some(t) = inc.targets.as_ref() {
+                        if let Err(e) = t.applier.lock().unwrap().finish() {
                             log(&format!("applying file attributes: {e}"));
                         }
                     }
                 }
-                if let (Message::Commit, Some(id)) = (&msg, migration_id) {
+                let actions = if let (Message::Commit, Some(id)) = (&msg, migration_id) {
                     // The decision is recorded before anything acts on it, and only if no
                     // source asked for resolution before (which recorded "not committed").
                     match ctx.decisions.decide(&id, inc.ctid.unwrap_or(0), true) {
@@ -577,17 +711,44 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                     }
                 } else {
                     m.handle_message(t0.elapsed(), msg)
+                };
+                // Version 4: the source opens its bulk streams once it has our answer.
+                if bulk.is_none() && m.version().is_some_and(migrate_proto::machine::streams_and_slots) {
+                    let mut queues = Vec::new();
+                    for i in 0..migrate_proto::limits::MAX_STREAMS {
+                        let (qtx, mut qrx) = tokio::sync::mpsc::unbounded_channel::<(Message, Arc<Targets>)>();
+                        let done = done_tx.clone();
+                        tasks.spawn(async move {
+                            while let Some((msg, t)) = qrx.recv().await {
+                                let r = tokio::task::spawn_blocking(move || apply(&t, &msg))
+                                    .await
+                                    .unwrap_or_else(|e| Err(AbortReason::Local(format!("applying: {e}"))));
+                                if done.send((i, r)).is_err() {
+                                    return;
+                                }
+                            }
+                        });
+                        queues.push(qtx);
+                    }
+                    tasks.spawn(accept_bulk(conn.clone(), bulk_tx.clone()));
+                    bulk = Some((
+                        migrate_proto::streams::Incoming::new(),
+                        Workers { queues, outstanding: 0 },
+                    ));
                 }
+                actions
             }
-            Err(WireError::Timeout(_)) => m.handle_timeout(t0.elapsed()),
-            Err(WireError::Decode(e)) => {
+            Input::Control(Err(WireError::Timeout(_))) => m.handle_timeout(t0.elapsed()),
+            Input::Control(Err(WireError::Decode(e))) => {
                 log(&format!("refused bad data from {peer}: {e}"));
                 m.handle_event(t0.elapsed(), Event::Failed(AbortReason::Protocol(e.to_string())))
             }
-            Err(_) => m.handle_event(t0.elapsed(), Event::LinkLost),
+            Input::Control(Err(_)) => m.handle_event(t0.elapsed(), Event::LinkLost),
         };
         let mut queue: std::collections::VecDeque<Action> = actions.into();
         let mut done = false;
+        // A bulk frame counts once its apply is done (or at once if it had none to do).
+        let mut dispatched = false;
         while let Some(a) = queue.pop_front() {
             let now = t0.elapsed();
             match a {
@@ -610,13 +771,29 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                     queue.extend(m.handle_event(t0.elapsed(), Event::PlanChecked(r)));
                 }
                 Action::Apply(msg) => {
-                    if let Err(reason) = tokio::task::block_in_place(|| apply(&mut inc, &msg)) {
-                        queue.extend(m.handle_event(t0.elapsed(), Event::Failed(reason)));
+                    let Some(t) = inc.targets.clone() else {
+                        queue.extend(
+                            m.handle_event(now, Event::Failed(AbortReason::Protocol("data before the plan".into()))),
+                        );
+                        continue;
+                    };
+                    match (origin, bulk.as_mut()) {
+                        (Some(i), Some((_, w))) => {
+                            w.outstanding += 1;
+                            dispatched = true;
+                            let _ = w.queues[i].send((msg, t));
+                        }
+                        _ => {
+                            if let Err(reason) = tokio::task::block_in_place(|| apply(&t, &msg)) {
+                                queue.extend(m.handle_event(t0.elapsed(), Event::Failed(reason)));
+                            }
+                        }
                     }
                 }
                 Action::Restore => {
-                    // The pages images are written: the pre-copied memory is not needed.
-                    inc.store = None;
+                    // Everything is applied: the pre-copied memory and the tree's writer go
+                    // (the pages images are written).
+                    inc.targets = None;
                     let r = tokio::task::block_in_place(|| {
                         let plan = inc.plan.as_ref().ok_or("no plan")?;
                         let ctid = crate::ctid::Ctid::new(plan.ctid).map_err(|e| e.to_string())?;
@@ -627,7 +804,6 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                         // Offline, the container is left (or started) as a stopped one is:
                         // its image unmounted, vzctl mounting it itself.
                         if let (false, Some(root)) = (plan.online, inc.mounted_root.take()) {
-                            inc.applier = None;
                             let ok = Command::new("umount").arg(&root).status().is_ok_and(|s| s.success());
                             if !ok {
                                 return Err(format!("unmounting {}", root.display()));
@@ -675,6 +851,10 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                     }
                 }
                 Action::Cleanup { keep_files } => {
+                    // Nothing more is applied: the streams stop (the source's sends on them
+                    // fail and it reads why on the control stream), the workers let go.
+                    tasks.abort_all();
+                    inc.targets = None;
                     tokio::task::block_in_place(|| cleanup(&ctx, &mut inc, keep_files));
                 }
                 Action::Finished(o) => {
@@ -717,7 +897,11 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                 | Action::ResumeSource => {}
             }
         }
+        if let (Some(i), false, Some((b, _))) = (origin, dispatched, bulk.as_mut()) {
+            b.applied(i);
+        }
         if done || (m.is_finished() && m.custody() != Custody::Unknown) {
+            tasks.abort_all();
             if m.custody() == Custody::Released {
                 // Aborted: the source may still be sending a pass and reads our Abort only at
                 // its end. Take (and drop) what it sends until it has read the reason and gone,

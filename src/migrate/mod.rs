@@ -39,6 +39,23 @@ pub(crate) async fn fault_point(name: &str) {
     }
 }
 
+/// The protocol versions this build offers (source) and accepts (destination): the current
+/// one and the one before. `FERRY_PROTOCOL_MAX=N` caps them at N, for testing a host of this
+/// build against one of the previous release (as CRIU's `CRIU_FAULT`, a test hook).
+pub(crate) fn protocol_versions() -> (u32, u32) {
+    let (lo, hi) = (
+        migrate_proto::machine::VERSION_MIN,
+        migrate_proto::machine::VERSION_CURRENT,
+    );
+    match std::env::var("FERRY_PROTOCOL_MAX")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        Some(max) if (lo..=hi).contains(&max) => (lo.min(max), max),
+        _ => (lo, hi),
+    }
+}
+
 /// Why a destination gives up after a failed write: out of space (or quota), or anything else.
 pub(crate) fn io_abort(e: std::io::Error) -> migrate_proto::msg::AbortReason {
     use migrate_proto::msg::AbortReason;

@@ -9,16 +9,23 @@
 //! Frozen: CRIU's pages images are plain runs of 4 KiB pages, so the final transfer sends each
 //! of their blocks as a reference when its content was pre-copied, and as data otherwise.
 //!
-//! Destination: a store of pages by hash, bounded, each page checked against its hash, from
-//! which it writes the pages images back.
+//! Protocol version 4 names content by store slot: the source gives each content new to the
+//! destination the next slot (so it mirrors the destination's store exactly), pre-copy rounds
+//! send `PageSlots`, and the final dump's pages go as `ImageRuns`: runs of consecutive held
+//! slots (4 bytes name a whole run), zero pages, and data. Versions 2 and 3 name content by its
+//! hash (`Pages`, `ImagePages`).
+//!
+//! Destination: a store of pages, bounded, from which it writes the pages images back: by slot
+//! (version 4, filled by several streams at once), or by hash, each page checked against it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Mutex;
 
 use migrate_proto::limits::PAGE_SIZE;
-use migrate_proto::msg::{AbortReason, Hash, ImagePages, Page};
+use migrate_proto::msg::{AbortReason, Hash, ImagePages, ImageRuns, Page, PageRun, PageSlots};
 
 /// Pages read from a process at once.
 const WINDOW: usize = 1024;
@@ -61,10 +68,12 @@ pub fn hash(page: &[u8]) -> Hash {
     *blake3::hash(page).as_bytes()
 }
 
-/// The source's side: what the destination holds, and what each page held last round.
+/// The source's side: what the destination holds (and in which slot of its store), and what
+/// each page held last round.
 #[derive(Default)]
 pub struct Precopy {
-    held: HashSet<Hash>,
+    held: HashMap<Hash, u32>,
+    next_slot: u32,
     last: HashMap<(u32, u64), Hash>,
 }
 
@@ -79,11 +88,24 @@ pub struct Round {
 
 impl Precopy {
     pub fn holds(&self, h: &Hash) -> bool {
-        self.held.contains(h)
+        self.held.contains_key(h)
     }
 
+    /// The destination holds `h` from now on (in the next slot); false if it did already.
     pub fn mark_held(&mut self, h: Hash) -> bool {
-        self.held.insert(h)
+        match self.held.entry(h) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(self.next_slot);
+                self.next_slot += 1;
+                true
+            }
+        }
+    }
+
+    /// The store slot holding `h` (version 4).
+    pub fn slot_of(&self, h: &Hash) -> Option<u32> {
+        self.held.get(h).copied()
     }
 
     /// Reads one window of a process's memory: the pages to send (content new to the
@@ -134,7 +156,7 @@ impl Precopy {
             if self.last.insert(key, h) != Some(h) {
                 round.pages_changed += 1;
             }
-            if self.held.insert(h) {
+            if self.mark_held(h) {
                 round.pages_sent += 1;
                 out.push(Page {
                     pid: pid as u32,
@@ -167,11 +189,13 @@ impl Precopy {
     }
 }
 
-/// Pages of the final dump sent as references to pre-copied content, and as data.
+/// Pages of the final dump sent as references to pre-copied content, as data, and (version 4)
+/// as zero pages.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct FinalCounts {
     pub refs: u64,
     pub data: u64,
+    pub zero: u64,
 }
 
 impl Precopy {
@@ -190,7 +214,7 @@ impl Precopy {
             .enumerate()
             .map(|(i, block)| {
                 let hash = hash(block);
-                let known = !self.held.insert(hash);
+                let known = !self.mark_held(hash);
                 if known {
                     counts.refs += 1;
                 } else {
@@ -211,6 +235,49 @@ impl Precopy {
     }
 }
 
+impl Precopy {
+    /// Version 4: part of a pages image as runs: consecutive held slots, zero pages, and data
+    /// (new content is not given a slot: the destination keeps no store of the final transfer,
+    /// so a second copy of it goes as data again, which is rare but for zero pages).
+    pub fn image_runs(
+        &self,
+        name: &migrate_proto::path::RelPath,
+        offset: u64,
+        data: &[u8],
+        counts: &mut FinalCounts,
+    ) -> ImageRuns {
+        let mut runs: Vec<PageRun> = Vec::new();
+        let mut out = Vec::new();
+        for block in data.chunks_exact(PAGE_SIZE) {
+            let run = if block.iter().all(|b| *b == 0) {
+                counts.zero += 1;
+                PageRun::Zero { count: 1 }
+            } else if let Some(slot) = self.slot_of(&hash(block)) {
+                counts.refs += 1;
+                PageRun::Held { slot, count: 1 }
+            } else {
+                counts.data += 1;
+                out.extend_from_slice(block);
+                PageRun::Data { count: 1 }
+            };
+            match (runs.last_mut(), run) {
+                (Some(PageRun::Held { slot, count }), PageRun::Held { slot: s, .. }) if *slot + *count == s => {
+                    *count += 1
+                }
+                (Some(PageRun::Zero { count }), PageRun::Zero { .. })
+                | (Some(PageRun::Data { count }), PageRun::Data { .. }) => *count += 1,
+                _ => runs.push(run),
+            }
+        }
+        ImageRuns {
+            name: name.clone(),
+            offset,
+            runs,
+            data: out,
+        }
+    }
+}
+
 /// The final dump's pages as CRIU's page server hands them over (`criu::page_server`): each
 /// run becomes the message that carries it to the destination, passed to the sending side
 /// through a bounded channel (a full channel holds the dump back; a closed one, the wire gone,
@@ -218,14 +285,17 @@ impl Precopy {
 pub struct FinalPages {
     pub precopy: Precopy,
     pub counts: FinalCounts,
+    /// Version 4: runs of slots (else hash references).
+    slots: bool,
     tx: tokio::sync::mpsc::Sender<migrate_proto::msg::Message>,
 }
 
 impl FinalPages {
-    pub fn new(precopy: Precopy, tx: tokio::sync::mpsc::Sender<migrate_proto::msg::Message>) -> Self {
+    pub fn new(precopy: Precopy, slots: bool, tx: tokio::sync::mpsc::Sender<migrate_proto::msg::Message>) -> Self {
         Self {
             precopy,
             counts: FinalCounts::default(),
+            slots,
             tx,
         }
     }
@@ -251,6 +321,14 @@ impl FinalPages {
 impl crate::criu::page_server::PageSink for FinalPages {
     fn open(&mut self, image: &str) -> std::io::Result<()> {
         // The file exists on the destination even if no page lands in it.
+        if self.slots {
+            return self.send(migrate_proto::msg::Message::ImageRuns(ImageRuns {
+                name: Self::name(image)?,
+                offset: 0,
+                runs: vec![],
+                data: vec![],
+            }));
+        }
         self.send(migrate_proto::msg::Message::Image(migrate_proto::msg::ImageChunk {
             name: Self::name(image)?,
             offset: 0,
@@ -263,8 +341,12 @@ impl crate::criu::page_server::PageSink for FinalPages {
         let name = Self::name(image)?;
         for (i, part) in data.chunks(migrate_proto::limits::MAX_PAGES * PAGE_SIZE).enumerate() {
             let at = offset + (i * migrate_proto::limits::MAX_PAGES * PAGE_SIZE) as u64;
-            let m = self.precopy.image_pages(&name, at, part, &mut self.counts);
-            self.send(migrate_proto::msg::Message::ImagePages(m))?;
+            let m = if self.slots {
+                migrate_proto::msg::Message::ImageRuns(self.precopy.image_runs(&name, at, part, &mut self.counts))
+            } else {
+                migrate_proto::msg::Message::ImagePages(self.precopy.image_pages(&name, at, part, &mut self.counts))
+            };
+            self.send(m)?;
         }
         Ok(())
     }
@@ -275,17 +357,39 @@ pub fn is_pages_image(name: &str) -> bool {
     name.starts_with("pages-") && name.ends_with(".img")
 }
 
-/// The destination's store of pre-copied pages, by content: the pages one after another in an
-/// unnamed file of the migration's work directory (O_TMPFILE: gone with its descriptor, even
-/// after a crash), an index of where each content is in memory. The memory the pages take is
-/// the file system's (page cache on a disk, reclaimable), not the agent's, so a destination
-/// does not need the container's memory twice over while it writes the pages images and CRIU
-/// restores from them.
+/// The destination's store of pre-copied pages: the pages in an unnamed file of the
+/// migration's work directory (O_TMPFILE: gone with its descriptor, even after a crash), an
+/// index in memory. The memory the pages take is the file system's (page cache on a disk,
+/// reclaimable), not the agent's, so a destination does not need the container's memory twice
+/// over while it writes the pages images and CRIU restores from them.
+///
+/// Version 4 places each content in the slot the source names (`slot * PAGE_SIZE` in the file),
+/// each slot filled once; several bulk streams fill it at once. Versions 2 and 3 append each
+/// content and find it by hash.
 pub struct Store {
     file: File,
-    index: HashMap<Hash, u64>,
-    bytes: u64,
     cap: u64,
+    index: Mutex<StoreIndex>,
+}
+
+#[derive(Default)]
+struct StoreIndex {
+    /// Versions 2 and 3: where each content is, and the bytes appended.
+    by_hash: HashMap<Hash, u64>,
+    bytes: u64,
+    /// Version 4: the slots filled (a bit each).
+    slots: Vec<u64>,
+    filled: u64,
+    /// Bytes the images took from the store or from data (bounded like the store).
+    images: u64,
+}
+
+impl StoreIndex {
+    fn slot(&self, i: u64) -> bool {
+        self.slots
+            .get((i / 64) as usize)
+            .is_some_and(|w| w >> (i % 64) & 1 == 1)
+    }
 }
 
 impl Store {
@@ -300,72 +404,179 @@ impl Store {
             .open(dir)?;
         Ok(Self {
             file,
-            index: HashMap::new(),
-            bytes: 0,
             cap,
+            index: Mutex::new(StoreIndex::default()),
         })
     }
 
+    /// Bytes of pre-copied content held.
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        let i = self.index.lock().unwrap();
+        i.bytes + i.filled * PAGE_SIZE as u64
+    }
+
+    fn outgrew(&self) -> AbortReason {
+        AbortReason::NoSpace(format!(
+            "the pre-copied memory outgrew its budget of {} MiB",
+            self.cap >> 20
+        ))
     }
 
     /// Keeps a page the source sent (checked against its hash); a reference must name a page
-    /// held already.
-    pub fn put(&mut self, p: &Page) -> Result<(), AbortReason> {
+    /// held already (versions 2 and 3).
+    pub fn put(&self, p: &Page) -> Result<(), AbortReason> {
         match &p.data {
             Some(d) => {
                 if hash(d) != p.hash {
                     return Err(AbortReason::Protocol("a page does not match its hash".into()));
                 }
-                if !self.index.contains_key(&p.hash) {
-                    if self.bytes + PAGE_SIZE as u64 > self.cap {
-                        return Err(AbortReason::NoSpace(format!(
-                            "the pre-copied memory outgrew its budget of {} MiB",
-                            self.cap >> 20
-                        )));
+                let mut i = self.index.lock().unwrap();
+                if !i.by_hash.contains_key(&p.hash) {
+                    if i.bytes + PAGE_SIZE as u64 > self.cap {
+                        return Err(self.outgrew());
                     }
-                    self.file.write_all_at(d, self.bytes).map_err(super::io_abort)?;
-                    self.index.insert(p.hash, self.bytes);
-                    self.bytes += PAGE_SIZE as u64;
+                    let at = i.bytes;
+                    self.file.write_all_at(d, at).map_err(super::io_abort)?;
+                    i.by_hash.insert(p.hash, at);
+                    i.bytes += PAGE_SIZE as u64;
                 }
                 Ok(())
             }
-            None if self.index.contains_key(&p.hash) => Ok(()),
+            None if self.index.lock().unwrap().by_hash.contains_key(&p.hash) => Ok(()),
             None => Err(AbortReason::Protocol("a reference to a page never sent".into())),
         }
     }
 
     /// Writes part of a pages image from the message's data and the store (each page copied
-    /// inside the kernel, file to file).
-    pub fn write_image(&mut self, path: &Path, m: &ImagePages) -> Result<(), AbortReason> {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(super::io_abort)?;
+    /// inside the kernel, file to file); versions 2 and 3.
+    pub fn write_image(&self, path: &Path, m: &ImagePages) -> Result<(), AbortReason> {
+        let f = open_image(path)?;
         let mut buf = Vec::new();
         for p in &m.pages {
             self.put(p)?;
-            let at = *self.index.get(&p.hash).expect("put keeps or finds it");
-            copy_page(&self.file, at, &f, p.vaddr, &mut buf).map_err(super::io_abort)?;
+            let at = *self
+                .index
+                .lock()
+                .unwrap()
+                .by_hash
+                .get(&p.hash)
+                .expect("put keeps or finds it");
+            copy_range(&self.file, at, &f, p.vaddr, PAGE_SIZE as u64, &mut buf).map_err(super::io_abort)?;
+        }
+        Ok(())
+    }
+
+    /// Version 4: pre-copied content into the slots the source assigned.
+    pub fn put_slots(&self, m: &PageSlots) -> Result<(), AbortReason> {
+        let n = (m.data.len() / PAGE_SIZE) as u64;
+        let first = u64::from(m.first_slot);
+        if (first + n) * PAGE_SIZE as u64 > self.cap {
+            return Err(self.outgrew());
+        }
+        {
+            let mut i = self.index.lock().unwrap();
+            if (first..first + n).any(|s| i.slot(s)) {
+                return Err(AbortReason::Protocol("a store slot filled twice".into()));
+            }
+            let words = ((first + n).div_ceil(64)) as usize;
+            if i.slots.len() < words {
+                i.slots.resize(words, 0);
+            }
+            for s in first..first + n {
+                i.slots[(s / 64) as usize] |= 1 << (s % 64);
+            }
+            i.filled += n;
+        }
+        self.file
+            .write_all_at(&m.data, first * PAGE_SIZE as u64)
+            .map_err(super::io_abort)
+    }
+
+    /// Version 4: part of a pages image from runs of held slots, zeros and data. Writes never
+    /// shrink the file, so parts of one image may arrive on several streams in any order.
+    pub fn write_runs(&self, path: &Path, m: &ImageRuns) -> Result<(), AbortReason> {
+        let f = open_image(path)?;
+        let page = PAGE_SIZE as u64;
+        {
+            let mut i = self.index.lock().unwrap();
+            let written: u64 = m
+                .runs
+                .iter()
+                .filter(|r| !matches!(r, PageRun::Zero { .. }))
+                .map(|r| u64::from(r.count()) * page)
+                .sum();
+            if i.images + written > self.cap {
+                return Err(AbortReason::NoSpace(format!(
+                    "the final images outgrew their budget of {} MiB",
+                    self.cap >> 20
+                )));
+            }
+            i.images += written;
+            for r in &m.runs {
+                if let PageRun::Held { slot, count } = *r {
+                    let s = u64::from(slot);
+                    if !(s..s + u64::from(count)).all(|k| i.slot(k)) {
+                        return Err(AbortReason::Protocol("a reference to a store slot never filled".into()));
+                    }
+                }
+            }
+        }
+        let (mut at, mut data, mut buf) = (m.offset, &m.data[..], Vec::new());
+        for (k, r) in m.runs.iter().enumerate() {
+            let len = u64::from(r.count()) * page;
+            match *r {
+                PageRun::Held { slot, .. } => {
+                    copy_range(&self.file, u64::from(slot) * page, &f, at, len, &mut buf).map_err(super::io_abort)?
+                }
+                PageRun::Data { .. } => {
+                    let (here, rest) = data.split_at(len as usize);
+                    f.write_all_at(here, at).map_err(super::io_abort)?;
+                    data = rest;
+                }
+                // A hole reads as zeros; the image's last page is written so that its size
+                // covers the run.
+                PageRun::Zero { .. } if k + 1 == m.runs.len() => f
+                    .write_all_at(&[0u8; PAGE_SIZE], at + len - page)
+                    .map_err(super::io_abort)?,
+                PageRun::Zero { .. } => {}
+            }
+            at += len;
         }
         Ok(())
     }
 }
 
-/// Copies one page from `from` at `at` to `to` at `to_at`: copy_file_range, or (where the
-/// kernel cannot between these files) a read and a write.
-fn copy_page(from: &File, at: u64, to: &File, to_at: u64, buf: &mut Vec<u8>) -> std::io::Result<()> {
+/// A pages image being written: created if missing, never truncated (several messages, maybe
+/// on several streams, write its parts).
+fn open_image(path: &Path) -> Result<File, AbortReason> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(super::io_abort)
+}
+
+/// Copies `len` bytes from `from` at `at` to `to` at `to_at`: copy_file_range, or (where the
+/// kernel cannot between these files) reads and writes through `buf`.
+fn copy_range(from: &File, at: u64, to: &File, to_at: u64, len: u64, buf: &mut Vec<u8>) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let (mut off_in, mut off_out) = (at as i64, to_at as i64);
-    let mut left = PAGE_SIZE;
+    let mut left = len;
     while left > 0 {
         // SAFETY: both descriptors are open; the offsets are ours.
-        let n = unsafe { libc::copy_file_range(from.as_raw_fd(), &mut off_in, to.as_raw_fd(), &mut off_out, left, 0) };
+        let n = unsafe {
+            libc::copy_file_range(
+                from.as_raw_fd(),
+                &mut off_in,
+                to.as_raw_fd(),
+                &mut off_out,
+                left as usize,
+                0,
+            )
+        };
         match n {
-            1.. => left -= n as usize,
+            1.. => left -= n as u64,
             // The end of the store file: the rest is read (and fails there).
             0 => break,
             _ => {
@@ -378,11 +589,13 @@ fn copy_page(from: &File, at: u64, to: &File, to_at: u64, buf: &mut Vec<u8>) -> 
             }
         }
     }
-    if left > 0 {
-        let done = (PAGE_SIZE - left) as u64;
-        buf.resize(left, 0);
+    while left > 0 {
+        let done = len - left;
+        let n = left.min(1 << 20) as usize;
+        buf.resize(n, 0);
         from.read_exact_at(buf, at + done)?;
         to.write_all_at(buf, to_at + done)?;
+        left -= n as u64;
     }
     Ok(())
 }
@@ -475,7 +688,7 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
             }
         };
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::new(dir.path(), 2 * PAGE_SIZE as u64).unwrap();
+        let s = Store::new(dir.path(), 2 * PAGE_SIZE as u64).unwrap();
         // The store is an unnamed file: nothing is left in the directory.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         s.put(&page(1)).unwrap();
@@ -505,5 +718,116 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
         let back = std::fs::read(&img).unwrap();
         assert_eq!(back.len(), 2 * PAGE_SIZE);
         assert!(back[..PAGE_SIZE].iter().all(|b| *b == 2) && back[PAGE_SIZE..].iter().all(|b| *b == 1));
+    }
+
+    #[test]
+    fn slots_fill_once_and_runs_rebuild_an_image_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::new(dir.path(), 8 * PAGE_SIZE as u64).unwrap();
+        let pages = |bytes: &[u8]| bytes.iter().flat_map(|b| vec![*b; PAGE_SIZE]).collect::<Vec<u8>>();
+        s.put_slots(&PageSlots {
+            round: 1,
+            first_slot: 0,
+            data: pages(&[1, 2, 3]),
+        })
+        .unwrap();
+        s.put_slots(&PageSlots {
+            round: 2,
+            first_slot: 5,
+            data: pages(&[6]),
+        })
+        .unwrap();
+        assert_eq!(s.bytes(), 4 * PAGE_SIZE as u64);
+        // A slot filled twice, past the budget, and a reference to an empty slot.
+        let again = s.put_slots(&PageSlots {
+            round: 2,
+            first_slot: 2,
+            data: pages(&[9]),
+        });
+        assert!(matches!(again, Err(AbortReason::Protocol(_))), "{again:?}");
+        let past = s.put_slots(&PageSlots {
+            round: 2,
+            first_slot: 7,
+            data: pages(&[9, 9]),
+        });
+        assert!(matches!(past, Err(AbortReason::NoSpace(_))), "{past:?}");
+        let name = migrate_proto::path::RelPath::new("pages-1.img").unwrap();
+        let img = dir.path().join("pages-1.img");
+        let never = ImageRuns {
+            name: name.clone(),
+            offset: 0,
+            runs: vec![PageRun::Held { slot: 3, count: 1 }],
+            data: vec![],
+        };
+        assert!(matches!(s.write_runs(&img, &never), Err(AbortReason::Protocol(_))));
+        // The image's second half first (ending in zeros), then its first half: the file is
+        // whole either way, its size covering the zeros at the end.
+        let second = ImageRuns {
+            name: name.clone(),
+            offset: 4 * PAGE_SIZE as u64,
+            runs: vec![PageRun::Held { slot: 5, count: 1 }, PageRun::Zero { count: 2 }],
+            data: vec![],
+        };
+        let first = ImageRuns {
+            name: name.clone(),
+            offset: 0,
+            runs: vec![PageRun::Held { slot: 0, count: 3 }, PageRun::Data { count: 1 }],
+            data: pages(&[7]),
+        };
+        s.write_runs(&img, &second).unwrap();
+        s.write_runs(&img, &first).unwrap();
+        assert_eq!(std::fs::read(&img).unwrap(), pages(&[1, 2, 3, 7, 6, 0, 0]));
+        // An empty image exists.
+        let empty = dir.path().join("pages-2.img");
+        s.write_runs(
+            &empty,
+            &ImageRuns {
+                name,
+                offset: 0,
+                runs: vec![],
+                data: vec![],
+            },
+        )
+        .unwrap();
+        assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn the_final_dump_goes_as_runs_of_slots_zeros_and_data() {
+        let mut p = Precopy::default();
+        let page = |b: u8| vec![b; PAGE_SIZE];
+        // The pre-copy sent contents 1, 2, 3 (slots 0, 1, 2) and 9 (slot 3).
+        for b in [1u8, 2, 3, 9] {
+            assert!(p.mark_held(hash(&page(b))));
+        }
+        assert!(!p.mark_held(hash(&page(2))), "held already");
+        let mut dump = Vec::new();
+        for b in [1u8, 2, 3, 0, 0, 5, 9, 1] {
+            dump.extend(page(b));
+        }
+        let name = migrate_proto::path::RelPath::new("pages-1.img").unwrap();
+        let mut counts = FinalCounts::default();
+        let m = p.image_runs(&name, 8192, &dump, &mut counts);
+        assert_eq!(
+            m.runs,
+            [
+                PageRun::Held { slot: 0, count: 3 },
+                PageRun::Zero { count: 2 },
+                PageRun::Data { count: 1 },
+                PageRun::Held { slot: 3, count: 1 },
+                PageRun::Held { slot: 0, count: 1 },
+            ]
+        );
+        assert_eq!(m.data, page(5));
+        assert_eq!((m.offset, m.pages()), (8192, 8));
+        assert_eq!(
+            counts,
+            FinalCounts {
+                refs: 5,
+                data: 1,
+                zero: 2
+            }
+        );
+        migrate_proto::frame::encode(&migrate_proto::msg::Message::ImageRuns(m)).unwrap();
     }
 }

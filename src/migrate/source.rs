@@ -14,7 +14,7 @@ use migrate_proto::path::RelPath;
 use thiserror::Error;
 
 use super::sync::{FileSync, SyncError, CHUNK};
-use super::wire::{RateSource, Wire, WireError};
+use super::wire::{Lane, Link, RateSource, WireError};
 use crate::agent::quic::QuicError;
 use crate::agent::trust::{Identity, Peer};
 use crate::cgroup::Freezer;
@@ -72,6 +72,10 @@ pub struct Report {
     pub destination: String,
     pub online: bool,
     pub outcome: String,
+    /// The protocol version the two sides spoke, and the bulk streams beside the control
+    /// stream (version 4).
+    pub protocol: u32,
+    pub bulk_streams: u32,
     pub total_ms: u64,
     pub frozen_ms: u64,
     pub phases_ms: Vec<(String, u64)>,
@@ -93,6 +97,8 @@ pub struct Report {
     pub mem_bytes: u64,
     pub page_refs: u64,
     pub page_data: u64,
+    /// Pages of zeros in the final dump (version 4 names them without data or store).
+    pub page_zero: u64,
     /// The final CRIU dump's own time, within the frozen time.
     pub dump_ms: u64,
     /// The final dump's pages went straight from CRIU's page server to the wire (rather than
@@ -108,7 +114,12 @@ struct Ctx<'a> {
     ctid: Ctid,
     ct: crate::host::Container,
     opts: MigrateOptions,
-    wire: Wire,
+    /// The connection: control stream, and bulk streams from protocol version 4 on.
+    link: Link,
+    /// Protocol version 4: pages by store slot and in runs.
+    slots: bool,
+    /// Spreads memory messages over the memory streams.
+    lane_key: u64,
     /// The private area's passes.
     files: FileSync,
     /// The private area is an image, its files read where it is mounted (the root).
@@ -133,7 +144,7 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// Sends the tree, or what changed since the last pass.
     async fn fs_pass(&mut self, pass: u32) -> Result<u64, MigrateError> {
-        let r = self.files.pass(&mut self.wire, pass, &self.interrupted).await;
+        let r = self.files.pass(&mut self.link.files(), pass, &self.interrupted).await;
         let c = self.files.counters();
         self.report.delta_files = c.delta_files;
         self.report.delta_file_bytes = c.delta_file_bytes;
@@ -155,6 +166,18 @@ impl Ctx<'_> {
         };
         (self.progress)(&format!("{name}: {} changed, {} bytes", st.changed, st.bytes));
         Ok(st.bytes)
+    }
+
+    /// A send failed: the destination may have said why before it stopped reading (an abort
+    /// on the control stream: a full disk, a refused message). Else the link is lost.
+    async fn why_lost(&mut self, m: &mut Source, queue: &mut VecDeque<Action>, t0: Instant) -> Option<Event> {
+        match self.link.recv(Duration::from_secs(1)).await {
+            Ok(msg @ Message::Abort(_)) => {
+                queue.extend(m.handle_message(t0.elapsed(), msg));
+                None
+            }
+            _ => Some(Event::LinkLost),
+        }
     }
 
     fn interrupted_error(&self) -> MigrateError {
@@ -203,14 +226,42 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// CRIU dump of the frozen container (it stays frozen), the final file delta, the images.
+    /// The next memory lane (version 4 spreads memory over its streams).
+    fn memory_lane(&mut self) -> Lane {
+        self.lane_key += 1;
+        Lane::Memory(self.lane_key)
+    }
+
+    /// Pre-copied pages new to the destination: in the store slots they were given, one after
+    /// another (version 4), or each with its hash (before).
+    async fn send_pages(&mut self, round: u32, pages: Vec<migrate_proto::msg::Page>) -> Result<(), MigrateError> {
+        use migrate_proto::msg::{PageBatch, PageSlots};
+        if !self.slots {
+            return Ok(self.link.send(&Message::Pages(PageBatch { round, pages })).await?);
+        }
+        let Some(first_slot) = pages.first().and_then(|p| self.precopy.slot_of(&p.hash)) else {
+            return Ok(());
+        };
+        let mut data = Vec::with_capacity(pages.len() * migrate_proto::limits::PAGE_SIZE);
+        for (i, p) in pages.iter().enumerate() {
+            debug_assert_eq!(self.precopy.slot_of(&p.hash), Some(first_slot + i as u32));
+            data.extend_from_slice(p.data.as_deref().unwrap_or_default());
+        }
+        let lane = self.memory_lane();
+        let m = Message::PageSlots(PageSlots {
+            round,
+            first_slot,
+            data,
+        });
+        Ok(self.link.send_on(lane, &m).await?)
+    }
+
     /// One pre-copy round: the pages of the running container whose content the destination
     /// lacks.
     async fn mem_round(&mut self, round: u32) -> Result<migrate_proto::policy::RoundStats, MigrateError> {
         use migrate_proto::limits::{MAX_PAGES, PAGE_SIZE};
-        use migrate_proto::msg::PageBatch;
         let t = Instant::now();
-        let start = self.wire.sent;
+        let start = self.link.sent();
         let mut r = super::pages::Round::default();
         let mut buf = Vec::new();
         let mut batch = Vec::new();
@@ -224,16 +275,14 @@ impl Ctx<'_> {
                 while batch.len() >= MAX_PAGES {
                     let rest = batch.split_off(MAX_PAGES);
                     let pages = std::mem::replace(&mut batch, rest);
-                    self.wire.send(&Message::Pages(PageBatch { round, pages })).await?;
+                    self.send_pages(round, pages).await?;
                 }
             }
         }
         if !batch.is_empty() {
-            self.wire
-                .send(&Message::Pages(PageBatch { round, pages: batch }))
-                .await?;
+            self.send_pages(round, batch).await?;
         }
-        let sent_bytes = self.wire.sent - start;
+        let sent_bytes = self.link.sent() - start;
         self.report.mem_bytes += sent_bytes;
         let dirty = if round == 1 { r.pages_sent } else { r.pages_changed };
         (self.progress)(&format!(
@@ -254,8 +303,9 @@ impl Ctx<'_> {
     async fn send_pages_image(&mut self, rel: &RelPath, path: &Path) -> Result<(), MigrateError> {
         use migrate_proto::limits::{MAX_PAGES, PAGE_SIZE};
         use std::os::unix::fs::FileExt;
+        let ctid = self.ctid;
         let io = |e: std::io::Error| RuntimeError::Io {
-            ctid: self.ctid,
+            ctid,
             what: format!("reading image {rel}"),
             source: e,
         };
@@ -276,8 +326,14 @@ impl Ctx<'_> {
                 break;
             }
             let blocks = &buf[..n - n % PAGE_SIZE];
-            let m = self.precopy.image_pages(rel, off, blocks, &mut counts);
-            self.wire.send(&Message::ImagePages(m)).await?;
+            if self.slots {
+                let m = Message::ImageRuns(self.precopy.image_runs(rel, off, blocks, &mut counts));
+                let lane = self.memory_lane();
+                self.link.send_on(lane, &m).await?;
+            } else {
+                let m = self.precopy.image_pages(rel, off, blocks, &mut counts);
+                self.link.send(&Message::ImagePages(m)).await?;
+            }
             off += blocks.len() as u64;
             if n < buf.len() {
                 break;
@@ -285,6 +341,18 @@ impl Ctx<'_> {
         }
         self.report.page_refs += counts.refs;
         self.report.page_data += counts.data;
+        self.report.page_zero += counts.zero;
+        if off == 0 && self.slots {
+            // An empty pages image exists on the destination too.
+            let m = Message::ImageRuns(migrate_proto::msg::ImageRuns {
+                name: rel.clone(),
+                offset: 0,
+                runs: vec![],
+                data: vec![],
+            });
+            let lane = self.memory_lane();
+            self.link.send_on(lane, &m).await?;
+        }
         Ok(())
     }
 
@@ -300,7 +368,7 @@ impl Ctx<'_> {
     ) -> Result<(), MigrateError> {
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let mut sink = super::pages::FinalPages::new(std::mem::take(&mut self.precopy), tx);
+        let mut sink = super::pages::FinalPages::new(std::mem::take(&mut self.precopy), self.slots, tx);
         let (criu, images_dir) = (criu.clone(), images.to_path_buf());
         std::thread::spawn(move || {
             let r = crate::criu::page_server::dump(&criu, &images_dir, opts, &mut sink);
@@ -308,7 +376,11 @@ impl Ctx<'_> {
         });
         let mut sent = Ok(());
         while let Some(m) = rx.recv().await {
-            if let Err(e) = self.wire.send(&m).await {
+            let lane = match &m {
+                Message::Image(c) => Lane::Memory(lane_key(c.name.as_str())),
+                _ => self.memory_lane(),
+            };
+            if let Err(e) = self.link.send_on(lane, &m).await {
                 sent = Err(e);
                 break;
             }
@@ -322,6 +394,7 @@ impl Ctx<'_> {
         self.precopy = precopy;
         self.report.page_refs += counts.refs;
         self.report.page_data += counts.data;
+        self.report.page_zero += counts.zero;
         sent?;
         dumped.map_err(|e| MigrateError::Aborted {
             ctid: self.ctid,
@@ -349,7 +422,7 @@ impl Ctx<'_> {
         let opts =
             crate::checkpoint::dump_opts(&self.ct, st.init_pid, console.as_deref(), freezer_dir.as_deref(), true);
         let dump_t = Instant::now();
-        let start = self.wire.sent;
+        let start = self.link.sent();
         let streaming = page_refs && self.rt.host.setting("MIGRATE_PAGE_SERVER", "yes") != "no";
         if streaming {
             self.report.pages_streamed = true;
@@ -422,38 +495,38 @@ impl Ctx<'_> {
                 what: format!("reading image {name}"),
                 source: e,
             })?;
+            // A file's chunks keep their order on one stream (its first one truncates).
+            let lane = Lane::Memory(lane_key(&name));
             for (i, chunk) in data.chunks(CHUNK).enumerate() {
                 let (compressed, data) = self.files.compress(chunk.to_vec());
-                self.wire
-                    .send(&Message::Image(ImageChunk {
-                        name: rel.clone(),
-                        offset: (i * CHUNK) as u64,
-                        compressed,
-                        data,
-                    }))
-                    .await?;
+                let m = Message::Image(ImageChunk {
+                    name: rel.clone(),
+                    offset: (i * CHUNK) as u64,
+                    compressed,
+                    data,
+                });
+                self.link.send_on(lane, &m).await?;
             }
             if data.is_empty() {
-                self.wire
-                    .send(&Message::Image(ImageChunk {
-                        name: rel.clone(),
-                        offset: 0,
-                        compressed: false,
-                        data: vec![],
-                    }))
-                    .await?;
+                let m = Message::Image(ImageChunk {
+                    name: rel.clone(),
+                    offset: 0,
+                    compressed: false,
+                    data: vec![],
+                });
+                self.link.send_on(lane, &m).await?;
             }
             count += 1;
         }
         // Everything sent while frozen but the final file pass: the images (pages streamed
         // during the dump included).
-        self.report.image_bytes = self.wire.sent - start - self.report.final_fs_bytes;
+        self.report.image_bytes = self.link.sent() - start - self.report.final_fs_bytes;
         (self.progress)(&format!(
             "frozen transfer: {count} image files, {} bytes (CPU description {cpu_ms} ms, files {fs_ms} ms, images {} ms)",
-            self.wire.sent - start,
+            self.link.sent() - start,
             t_img.elapsed().as_millis()
         ));
-        Ok((count, self.wire.sent - start))
+        Ok((count, self.link.sent() - start))
     }
 
     /// The destination owns the container: the frozen copy here goes.
@@ -475,6 +548,13 @@ impl Ctx<'_> {
         }
         let _ = std::fs::remove_dir_all(&self.work);
     }
+}
+
+/// The lane key of an image file: all its chunks on one stream.
+fn lane_key(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// The destination owns the container: the frozen copy left here is killed and stopped, and
@@ -656,6 +736,9 @@ fn ask_destination(rt: &Runtime, peer_name: &str, mid: &MigrationId) -> Result<b
     })
 }
 
+/// Bulk streams of a version 4 migration: the file passes' and two for memory and images.
+const BULK_STREAMS: usize = 3;
+
 /// How long one question to the destination about a migration's end may take.
 const RESOLVE_WAIT: Duration = Duration::from_secs(15);
 
@@ -724,8 +807,9 @@ pub async fn migrate(
         return Err(RuntimeError::NotRunning(ctid).into());
     }
     progress(&format!("connecting to {} ({})", peer.name, peer.address));
-    // The connection lives as long as this function: its stream is the whole migration.
-    let (_conn, wire) = super::dial(id, peer).await?;
+    // The connection lives as long as the migration: its control stream, and from protocol
+    // version 4 on the bulk streams opened on it.
+    let (conn, wire) = super::dial(id, peer).await?;
     let config = std::fs::read_to_string(&ct.conf_path).map_err(|e| RuntimeError::Io {
         ctid,
         what: "reading the configuration".into(),
@@ -764,6 +848,7 @@ pub async fn migrate(
     );
     // Live: content-addressed memory pre-copy rounds (this kernel has no dirty tracking).
     cfg.mem_precopy = opts.online;
+    cfg.versions = super::protocol_versions();
     let mut m = Source::new(cfg);
     let work = rt
         .host
@@ -784,7 +869,12 @@ pub async fn migrate(
         ctid,
         ct,
         opts: opts.clone(),
-        wire: wire.throttled(opts.bwlimit.clone()).counted(opts.sent.clone()),
+        link: Link::new(
+            Some(conn),
+            wire.throttled(opts.bwlimit.clone()).counted(opts.sent.clone()),
+        ),
+        slots: false,
+        lane_key: 0,
         files: FileSync::new(&tree),
         image,
         mounted_here,
@@ -868,7 +958,7 @@ async fn run_source(
                     if commit {
                         super::fault_point("vzmigrate-before-commit").await;
                     }
-                    if cx.wire.send(&msg).await.is_err() {
+                    if cx.link.send(&msg).await.is_err() {
                         Some(Event::LinkLost)
                     } else {
                         if commit {
@@ -915,14 +1005,7 @@ async fn run_source(
                                 cx.report.fs_bytes += bytes;
                                 Some(Event::FsPassSent { pass, bytes })
                             }
-                            // The destination may have said why before it went.
-                            Err(MigrateError::Wire(_)) => match cx.wire.recv(Duration::from_secs(1)).await {
-                                Ok(msg @ Message::Abort(_)) => {
-                                    queue.extend(m.handle_message(t0.elapsed(), msg));
-                                    None
-                                }
-                                _ => Some(Event::LinkLost),
-                            },
+                            Err(MigrateError::Wire(_)) => cx.why_lost(m, &mut queue, t0).await,
                             Err(e) => Some(Event::Failed(AbortReason::Local(e.to_string()))),
                         }
                     }
@@ -932,7 +1015,7 @@ async fn run_source(
                         round_sent_at = Some(Instant::now());
                         Some(Event::MemRoundSent(stats))
                     }
-                    Err(MigrateError::Wire(_)) => Some(Event::LinkLost),
+                    Err(MigrateError::Wire(_)) => cx.why_lost(m, &mut queue, t0).await,
                     Err(e) => Some(Event::Failed(AbortReason::Local(e.to_string()))),
                 },
                 Action::Freeze => {
@@ -952,7 +1035,7 @@ async fn run_source(
                 }
                 Action::FinalSync { page_refs } => match cx.final_sync(page_refs).await {
                     Ok((images, bytes)) => Some(Event::FinalSent { images, bytes }),
-                    Err(MigrateError::Wire(_)) => Some(Event::LinkLost),
+                    Err(MigrateError::Wire(_)) => cx.why_lost(m, &mut queue, t0).await,
                     Err(e) => Some(Event::Failed(AbortReason::DumpFailed(e.to_string()))),
                 },
                 Action::DestroySource => {
@@ -986,9 +1069,9 @@ async fn run_source(
             cx.report
                 .phases_ms
                 .push((phase.clone(), phase_t.elapsed().as_millis() as u64));
-            cx.wire.finish().await;
+            cx.link.finish().await;
             cx.report.total_ms = t0.elapsed().as_millis() as u64;
-            cx.report.wire_bytes = cx.wire.sent;
+            cx.report.wire_bytes = cx.link.sent();
             let c = cx.files.counters();
             cx.report.compression_ratio = if c.compressed_bytes > 0 {
                 c.raw_bytes as f64 / c.compressed_bytes as f64
@@ -996,6 +1079,7 @@ async fn run_source(
                 1.0
             };
             cx.report.memory_rounds = m.stats().rounds.len() as u32;
+            cx.report.protocol = m.version().unwrap_or(0);
             let _ = std::fs::remove_file(journal_path(rt, ctid));
             return match o {
                 Outcome::Committed => {
@@ -1025,7 +1109,7 @@ async fn run_source(
             match tokio::time::timeout(RESOLVE_WAIT, super::dial(id, peer)).await {
                 Ok(Ok((conn, wire))) => {
                     _resolving = Some(conn);
-                    cx.wire = wire.counted(opts.sent.clone());
+                    cx.link = Link::new(None, wire.counted(opts.sent.clone()));
                     queue.extend(m.handle_event(t0.elapsed(), Event::Reconnected));
                 }
                 _ => tokio::time::sleep(Duration::from_secs(1)).await,
@@ -1047,7 +1131,7 @@ async fn run_source(
             continue;
         }
         let received = tokio::select! {
-            r = cx.wire.recv(wait) => Some(r),
+            r = cx.link.recv(wait) => Some(r),
             _ = signalled.notified(), if !told_interrupt => None,
         };
         let actions = match received {
@@ -1056,6 +1140,16 @@ async fn run_source(
             Some(Err(WireError::Timeout(_))) => m.handle_timeout(t0.elapsed()),
             Some(Err(_)) => m.handle_event(t0.elapsed(), Event::LinkLost),
         };
+        // Protocol version 4: bulk data goes on streams of its own from now on.
+        if !cx.link.streams() && m.version().is_some_and(migrate_proto::machine::streams_and_slots) {
+            match cx.link.use_streams(BULK_STREAMS).await {
+                Ok(()) => {
+                    cx.slots = true;
+                    cx.report.bulk_streams = BULK_STREAMS as u32;
+                }
+                Err(_) => queue.extend(m.handle_event(t0.elapsed(), Event::LinkLost)),
+            }
+        }
         queue.extend(actions);
     }
 }

@@ -15,7 +15,7 @@ use migrate_proto::path::RelPath;
 use thiserror::Error;
 
 use super::fs::{self as tree, Snapshot};
-use super::wire::{Wire, WireError};
+use super::wire::{Outbox, WireError};
 
 /// Entries per `FsEntries` message.
 const BATCH: usize = 512;
@@ -220,7 +220,7 @@ impl FileSync {
     /// done: in a migration, the state machine does).
     pub async fn pass(
         &mut self,
-        wire: &mut Wire,
+        wire: &mut impl Outbox,
         pass: u32,
         interrupted: &Arc<AtomicBool>,
     ) -> Result<PassStats, SyncError> {
@@ -230,7 +230,7 @@ impl FileSync {
         let cur: Snapshot = list.iter().map(|(p, m)| (p.clone(), tree::stamp(m))).collect();
         let (changed, gone) = tree::changes(&self.snapshot, &cur);
         let changed: HashSet<String> = changed.into_iter().collect();
-        let start = wire.sent;
+        let start = wire.sent();
         // Hard-link groups whose data this pass sends, with the first member (the others are
         // links to it on the destination). A group whose file changed arrives anew in each
         // pass, as the destination starts its groups afresh at each pass's end.
@@ -272,7 +272,7 @@ impl FileSync {
             }
             batch.push(e);
             if batch.len() >= BATCH {
-                wire.send(&Message::FsEntries {
+                wire.put(&Message::FsEntries {
                     pass,
                     entries: std::mem::take(&mut batch),
                 })
@@ -280,12 +280,12 @@ impl FileSync {
             }
         }
         if !batch.is_empty() {
-            wire.send(&Message::FsEntries { pass, entries: batch }).await?;
+            wire.put(&Message::FsEntries { pass, entries: batch }).await?;
         }
         self.send_data(wire, &root, data_files, interrupted).await?;
         let gone: Vec<RelPath> = gone.into_iter().filter_map(|g| RelPath::new(g).ok()).collect();
         for g in gone.chunks(BATCH) {
-            wire.send(&Message::FsDelete {
+            wire.put(&Message::FsDelete {
                 pass,
                 paths: g.to_vec(),
             })
@@ -294,14 +294,14 @@ impl FileSync {
         self.snapshot = cur;
         Ok(PassStats {
             changed: changed.len(),
-            bytes: wire.sent - start,
+            bytes: wire.sent() - start,
         })
     }
 
     /// Sends the files' data, read and compressed by a thread of its own.
     async fn send_data(
         &mut self,
-        wire: &mut Wire,
+        wire: &mut impl Outbox,
         root: &Path,
         files: Vec<(RelPath, u64, bool)>,
         interrupted: &Arc<AtomicBool>,
@@ -327,7 +327,7 @@ impl FileSync {
             while let Some(p) = rx.recv().await {
                 match p {
                     Piece::Data(msg) => {
-                        wire.send(&msg).await?;
+                        wire.put(&msg).await?;
                         if let Message::FsData(d) = msg {
                             let _ = back_tx.send(d.data);
                         }
@@ -352,7 +352,7 @@ impl FileSync {
     /// the file may have grown since the scan).
     async fn send_delta(
         &mut self,
-        wire: &mut Wire,
+        wire: &mut impl Outbox,
         rel: &str,
         sig: &fast_rsync::Signature,
     ) -> Result<Option<u64>, SyncError> {
@@ -378,7 +378,7 @@ impl FileSync {
         c.delta_bytes += delta.len() as u64;
         c.raw_bytes += len;
         c.compressed_bytes += delta.len() as u64;
-        wire.send(&Message::FsDelta(FsDelta {
+        wire.put(&Message::FsDelta(FsDelta {
             path,
             delta,
             result_size: len,

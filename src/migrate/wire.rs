@@ -161,7 +161,8 @@ impl Wire {
         self
     }
 
-    pub async fn send(&mut self, m: &Message) -> Result<(), WireError> {
+    /// A message as a frame, counted and paced: the bandwidth limit covers every stream.
+    async fn frame(&mut self, m: &Message) -> Result<Vec<u8>, WireError> {
         let b = encode(m)?;
         self.sent += b.len() as u64;
         if let Some(t) = self.throttle.as_mut() {
@@ -170,6 +171,11 @@ impl Wire {
                 tokio::time::sleep(wait).await;
             }
         }
+        Ok(b)
+    }
+
+    pub async fn send(&mut self, m: &Message) -> Result<(), WireError> {
+        let b = self.frame(m).await?;
         self.send.write_all(&b).await?;
         if let Some(c) = &self.shared {
             c.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -197,6 +203,215 @@ impl Wire {
     pub async fn finish(&mut self) {
         let _ = self.send.finish();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.send.stopped()).await;
+    }
+}
+
+/// Frames arriving on a bulk stream (the destination's side of version 4).
+pub struct Frames {
+    recv: quinn::RecvStream,
+    reader: FrameReader,
+    buf: Vec<u8>,
+}
+
+impl Frames {
+    pub fn new(recv: quinn::RecvStream) -> Self {
+        Self {
+            recv,
+            reader: FrameReader::new(),
+            buf: vec![0; 1 << 20],
+        }
+    }
+
+    /// The next message; None at the end of the stream.
+    pub async fn next(&mut self) -> Result<Option<Message>, WireError> {
+        loop {
+            if let Some(m) = self.reader.next()? {
+                return Ok(Some(m));
+            }
+            match self.recv.read(&mut self.buf).await? {
+                Some(n) => self.reader.push(&self.buf[..n]),
+                None if self.reader.is_empty() => return Ok(None),
+                None => return Err(WireError::Closed),
+            }
+        }
+    }
+}
+
+/// Where messages go: a file pass sends through this, on the control stream (versions before 4,
+/// and `vzbench`) or on the file passes' bulk stream.
+pub trait Outbox {
+    fn put(&mut self, m: &Message) -> impl std::future::Future<Output = Result<(), WireError>>;
+    /// Bytes put on the wire so far, all streams together.
+    fn sent(&self) -> u64;
+}
+
+impl Outbox for Wire {
+    async fn put(&mut self, m: &Message) -> Result<(), WireError> {
+        self.send(m).await
+    }
+    fn sent(&self) -> u64 {
+        self.sent
+    }
+}
+
+/// Which stream a message of the source travels on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Control,
+    /// The file passes (version 4: bulk stream 0).
+    Files,
+    /// Memory and images (version 4: the other bulk streams; the same key, the same stream).
+    Memory(u64),
+}
+
+/// Frames queued for one bulk stream.
+const BULK_QUEUE: usize = 4;
+
+/// One bulk stream: frames queued to a task that writes them, so a stream the peer is slow to
+/// read holds back only what goes on it.
+struct Bulk {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    /// Taken when its outcome is read.
+    task: Option<tokio::task::JoinHandle<Result<(), WireError>>>,
+}
+
+/// A migration's connection as its source uses it: the control stream (everything the state
+/// machines say, and before version 4 everything else too) and, from version 4 on, bulk streams
+/// (migrate_proto::streams): stream 0 for the file passes, the others for memory and images.
+/// Before each control message that follows bulk frames it sends `Flush`, so the destination
+/// handles that message only after the data it ends.
+pub struct Link {
+    pub control: Wire,
+    conn: Option<quinn::Connection>,
+    bulk: Vec<Bulk>,
+    out: Option<migrate_proto::streams::Outgoing>,
+}
+
+impl Link {
+    pub fn new(conn: Option<quinn::Connection>, control: Wire) -> Self {
+        Self {
+            control,
+            conn,
+            bulk: Vec::new(),
+            out: None,
+        }
+    }
+
+    /// Bulk streams in use?
+    pub fn streams(&self) -> bool {
+        self.out.is_some()
+    }
+
+    /// Version 4 was negotiated: opens `n` bulk streams (at most 8), each named by its first
+    /// frame, for everything but control from now on.
+    pub async fn use_streams(&mut self, n: usize) -> Result<(), WireError> {
+        let Some(conn) = self.conn.clone() else {
+            return Ok(());
+        };
+        let n = n.clamp(1, migrate_proto::limits::MAX_STREAMS);
+        for index in 0..n {
+            let mut send = conn
+                .open_uni()
+                .await
+                .map_err(|e| WireError::Write(quinn::WriteError::ConnectionLost(e)))?;
+            let shared = self.control.shared.clone();
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(BULK_QUEUE);
+            let name = encode(&Message::BulkStream { index: index as u32 })?;
+            let task = tokio::spawn(async move {
+                send.write_all(&name).await?;
+                while let Some(b) = rx.recv().await {
+                    send.write_all(&b).await?;
+                    if let Some(c) = &shared {
+                        c.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                let _ = send.finish();
+                let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
+                Ok(())
+            });
+            self.bulk.push(Bulk { tx, task: Some(task) });
+        }
+        self.out = Some(migrate_proto::streams::Outgoing::new(n));
+        Ok(())
+    }
+
+    /// A control message (after a `Flush` if bulk frames went out since the last one).
+    pub async fn send(&mut self, m: &Message) -> Result<(), WireError> {
+        if let Some(f) = self.out.as_mut().and_then(|o| o.flush()) {
+            self.control.send(&f).await?;
+        }
+        self.control.send(m).await
+    }
+
+    /// A message on its lane: control, or a bulk stream when they are in use.
+    pub async fn send_on(&mut self, lane: Lane, m: &Message) -> Result<(), WireError> {
+        let stream = match (&self.out, lane) {
+            (None, _) | (_, Lane::Control) => return self.send(m).await,
+            (Some(_), Lane::Files) => migrate_proto::streams::FILES,
+            (Some(o), Lane::Memory(key)) => o.memory_stream(key),
+        };
+        let b = self.control.frame(m).await?;
+        if let Some(o) = self.out.as_mut() {
+            o.count(stream);
+        }
+        if self.bulk[stream].tx.send(b).await.is_err() {
+            // The stream's task ended: its error says why (the peer stopped reading it).
+            return Err(self.bulk_error(stream).await);
+        }
+        Ok(())
+    }
+
+    async fn bulk_error(&mut self, stream: usize) -> WireError {
+        let Some(task) = self.bulk[stream].task.take() else {
+            return WireError::Closed;
+        };
+        match tokio::time::timeout(Duration::from_secs(1), task).await {
+            Ok(Ok(Err(e))) => e,
+            _ => WireError::Closed,
+        }
+    }
+
+    /// The next control message.
+    pub async fn recv(&mut self, timeout: Duration) -> Result<Message, WireError> {
+        self.control.recv(timeout).await
+    }
+
+    pub fn sent(&self) -> u64 {
+        self.control.sent
+    }
+
+    /// Ends every stream once what was queued has gone.
+    pub async fn finish(&mut self) {
+        for b in self.bulk.drain(..) {
+            drop(b.tx);
+            if let Some(t) = b.task {
+                let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+            }
+        }
+        self.control.finish().await;
+    }
+
+    /// A file pass's outbox: the file stream (or control).
+    pub fn files(&mut self) -> LaneOf<'_> {
+        LaneOf {
+            link: self,
+            lane: Lane::Files,
+        }
+    }
+}
+
+/// One lane of a [`Link`] as an [`Outbox`].
+pub struct LaneOf<'a> {
+    link: &'a mut Link,
+    lane: Lane,
+}
+
+impl Outbox for LaneOf<'_> {
+    async fn put(&mut self, m: &Message) -> Result<(), WireError> {
+        self.link.send_on(self.lane, m).await
+    }
+    fn sent(&self) -> u64 {
+        self.link.sent()
     }
 }
 
