@@ -142,6 +142,17 @@ fn online_migration_there_and_back_keeps_tcp_counter_pids_and_files() {
     // Memory went ahead while the container ran: the final dump's pages went mostly as
     // references to what the pre-copy sent.
     assert!(report["memory_rounds"].as_u64().unwrap() >= 1, "{report}");
+    // Each round with its time, bytes and dirtied bytes.
+    let rounds = report["rounds"].as_array().unwrap();
+    assert_eq!(
+        rounds.len() as u64,
+        report["memory_rounds"].as_u64().unwrap(),
+        "{report}"
+    );
+    assert!(
+        rounds[0]["sent_bytes"].as_u64().unwrap() > 0 && rounds[0]["dirty_bytes"].is_u64(),
+        "{report}"
+    );
     assert_eq!(report["pages_streamed"], false, "{report}");
     assert_eq!(
         (report["protocol"].as_u64(), report["bulk_streams"].as_u64()),

@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(short = 'r', long = "remove-area", default_value = "yes", value_parser = ["yes", "no"])]
     pub remove_area: String,
     /// Only check that the migration can be done; change nothing
-    #[arg(long = "check-only", alias = "dry-run")]
+    #[arg(long = "check-only", visible_alias = "dry-run")]
     pub check_only: bool,
     /// Print the time and bytes of each phase
     #[arg(short = 't', long)]
@@ -188,6 +188,12 @@ pub fn run(args: Args) -> Result<()> {
                     " (read from the dump's pages images)"
                 }
             );
+            for x in &r.rounds {
+                println!(
+                    "    round {}: {} ms, {} bytes sent, {} bytes dirtied since the round before",
+                    x.round, x.duration_ms, x.sent_bytes, x.dirty_bytes
+                );
+            }
             println!(
                 "  packets held while frozen and sent on to the destination: {}",
                 r.held_packets

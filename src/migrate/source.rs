@@ -85,6 +85,9 @@ pub struct Report {
     pub wire_bytes: u64,
     pub compression_ratio: f64,
     pub memory_rounds: u32,
+    /// Each pre-copy round: its time (until the destination held it), the bytes it sent, the
+    /// bytes of memory dirtied since the round before.
+    pub rounds: Vec<migrate_proto::msg::RoundReport>,
     /// Changed files sent as rsync deltas, their sizes, and the bytes of the deltas.
     pub delta_files: u32,
     pub delta_file_bytes: u64,
@@ -1079,6 +1082,7 @@ async fn run_source(
                 1.0
             };
             cx.report.memory_rounds = m.stats().rounds.len() as u32;
+            cx.report.rounds = m.stats().rounds.clone();
             cx.report.protocol = m.version().unwrap_or(0);
             let _ = std::fs::remove_file(journal_path(rt, ctid));
             return match o {

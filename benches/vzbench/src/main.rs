@@ -56,6 +56,10 @@ struct Args {
     /// Migration: links, "none" or a tbf rate (default none,1gbit; smoke none)
     #[arg(long, value_delimiter = ',')]
     links: Vec<String>,
+    /// Migration: also move the container with vzmigrate speaking this older protocol
+    /// version (FERRY_PROTOCOL_MAX), alternating with the current one, and compare them
+    #[arg(long)]
+    compare_protocol: Option<u32>,
 }
 
 /// Where the ferry binaries are: beside vzbench (cargo builds them all into one directory).
@@ -169,6 +173,7 @@ fn run(args: Args) -> Result<()> {
             dirty: pick(&args.dirty, args.smoke, &[0.0], &[0.0, 1.0, 10.0]),
             links: links.clone(),
             runs,
+            compare_protocol: args.compare_protocol,
         };
         let r = migration::run(&cfg, &out)?;
         save(&header, &out, "migration", stamp(r, runs))?;

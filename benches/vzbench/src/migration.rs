@@ -21,7 +21,7 @@ use ferry_testbed::agents::Agents;
 use ferry_testbed::{Lab, LabConfig};
 
 use crate::stats::{at_most, verdict, Spread};
-use crate::workload::{fresh_container, in_netns, on, remove, Client, Load};
+use crate::workload::{fresh_container, in_netns, on, on_with, remove, Client, Load};
 use crate::{bin, Section};
 
 const CTID: &str = "301";
@@ -34,6 +34,8 @@ pub struct Config {
     pub dirty: Vec<f64>,
     pub links: Vec<Option<String>>,
     pub runs: usize,
+    /// Also move with vzmigrate speaking this older protocol version, and compare.
+    pub compare_protocol: Option<u32>,
 }
 
 /// One move of one container.
@@ -55,8 +57,11 @@ struct Sample {
     /// ferry: from the end of the last pre-copy round to the destination's acknowledgement of
     /// it (what crossed the link before the freeze instead of during it).
     drain_ms: f64,
-    /// ferry: the engine's phases and their times (ms).
+    /// ferry: the engine's phases and their times (ms), the final dump's own time within the
+    /// frozen phase, and the protocol version spoken.
     phases: Vec<(String, u64)>,
+    dump_ms: f64,
+    protocol: u32,
     timeline: Vec<(f64, f64)>,
     /// Every echo's wait, for the timeline plot (not in results.json).
     #[serde(skip)]
@@ -114,12 +119,23 @@ impl Bench {
     }
 
     fn ferry(&self, mib: u64, dirty: f64) -> Result<Sample> {
+        self.ferry_at(mib, dirty, None)
+    }
+
+    /// ferry, its vzmigrate speaking protocol version `protocol` at most (None: the current).
+    fn ferry_at(&self, mib: u64, dirty: f64, protocol: Option<u32>) -> Result<Sample> {
         let client = self.setup(mib, dirty)?;
-        let out = on(
+        let max = protocol.map(|p| p.to_string()).unwrap_or_default();
+        let env: Vec<(&str, &str)> = protocol
+            .map(|_| ("FERRY_PROTOCOL_MAX", max.as_str()))
+            .into_iter()
+            .collect();
+        let out = on_with(
             &self.lab,
             "hostA",
             &self.vzmigrate,
             &["--online", "--json", "hostB", CTID],
+            &env,
         );
         std::thread::sleep(Duration::from_millis(300));
         let gaps = client.finish();
@@ -138,6 +154,8 @@ impl Bench {
             rounds: n("memory_rounds") as u32,
             drain_ms: n("drain_ms") as f64,
             phases: serde_json::from_value(r["phases_ms"].clone()).unwrap_or_default(),
+            dump_ms: n("dump_ms") as f64,
+            protocol: n("protocol") as u32,
             timeline: gaps.timeline,
             all: gaps.all,
         };
@@ -255,6 +273,27 @@ fn copy_over_tcp(lab: &Lab, src: &Path, dst: &Path) -> Result<u64> {
         bail!("the copy delivered {got} of {sent} bytes");
     }
     Ok(got)
+}
+
+/// A row of the frozen-time breakdown: the frozen time, the final dump, the rest of the final
+/// transfer, the restore (to the commit), the bytes sent while frozen, the protocol spoken.
+fn phase_row(mib: u64, dirty: f64, which: &str, samples: &[Sample]) -> String {
+    let phase = |s: &Sample, name: &str| {
+        s.phases
+            .iter()
+            .filter(|(p, _)| p == name)
+            .map(|(_, ms)| *ms as f64)
+            .sum::<f64>()
+    };
+    format!(
+        "| {mib} | {dirty} | {which} | {} | {} | {} | {} | {} | {} |\n",
+        spread(samples, |s| s.downtime_ms).show(0),
+        spread(samples, |s| s.dump_ms).show(0),
+        spread(samples, |s| phase(s, "FinalSync") - s.dump_ms).show(0),
+        spread(samples, |s| phase(s, "Restore") + phase(s, "Commit")).show(0),
+        spread(samples, |s| s.frozen_bytes as f64 / 1048576.0).show(1),
+        samples.first().map(|s| s.protocol).unwrap_or(0),
+    )
 }
 
 fn spread(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> Spread {
@@ -387,6 +426,7 @@ pub fn run(cfg: &Config, out: &Path) -> Result<Section> {
     let mut gap_checks: Vec<String> = Vec::new();
     let mut frozen_checks: Vec<String> = Vec::new();
     let plot_dirty = plotted_dirty(&cfg.dirty);
+    let mut phase_rows: Vec<String> = Vec::new();
     for link in &cfg.links {
         let name = link.clone().unwrap_or_else(|| "unshaped".into());
         eprintln!("  link {name}");
@@ -398,13 +438,21 @@ pub fn run(cfg: &Config, out: &Path) -> Result<Section> {
             for &dirty in &cfg.dirty {
                 let mut per: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
                 for run in 0..cfg.runs {
+                    let older = cfg.compare_protocol.map(|p| ("ferry-older", p));
                     for (method, f) in [
                         ("ferry", Bench::ferry as fn(&Bench, u64, f64) -> Result<Sample>),
                         ("naive", Bench::naive),
                         ("floor", Bench::floor),
-                    ] {
-                        let s = f(&bench, mib, dirty)
-                            .with_context(|| format!("{method}, {mib} MiB, {dirty} %/s, {name}"))?;
+                    ]
+                    .into_iter()
+                    .map(|(m, f)| (m, Some(f)))
+                    .chain(older.map(|(m, _)| (m, None)))
+                    {
+                        let s = match f {
+                            Some(f) => f(&bench, mib, dirty),
+                            None => bench.ferry_at(mib, dirty, cfg.compare_protocol),
+                        }
+                        .with_context(|| format!("{method}, {mib} MiB, {dirty} %/s, {name}"))?;
                         eprintln!(
                             "    {mib} MiB {dirty} %/s run {}: {method} down {:.0} ms, gap {:.0} ms, {} bytes",
                             run + 1,
@@ -436,6 +484,15 @@ pub fn run(cfg: &Config, out: &Path) -> Result<Section> {
                     rn.show(2),
                     rf.show(2),
                 ));
+                phase_rows.push(phase_row(mib, dirty, "current", fe));
+                if let (Some(p), Some(old)) = (cfg.compare_protocol, per.get("ferry-older")) {
+                    phase_rows.push(phase_row(mib, dirty, &format!("version {p}"), old));
+                    let ratio: Vec<f64> = fe.iter().zip(old).map(|(a, b)| a.downtime_ms / b.downtime_ms).collect();
+                    phase_rows.push(format!(
+                        "| {mib} | {dirty} | current / version {p} | {} | | | | | |\n",
+                        Spread::of(&ratio).show(2)
+                    ));
+                }
                 let fb = spread(fe, |s| s.frozen_bytes as f64).median;
                 let db = spread(fe, |s| s.dirty_bytes as f64).median;
                 frozen_checks.push(format!(
@@ -476,6 +533,9 @@ pub fn run(cfg: &Config, out: &Path) -> Result<Section> {
                     "ferry": fe, "naive": na, "floor": fl,
                     "frozen_over_naive": rn, "frozen_over_floor": rf,
                 });
+                if let (Some(p), Some(old)) = (cfg.compare_protocol, per.get("ferry-older")) {
+                    entry["ferry_older"] = serde_json::json!({ "protocol": p, "samples": old });
+                }
                 // Every echo's wait in the first run of each method, for the timeline plot.
                 if dirty == plot_dirty && mib == max_mib {
                     entry["timeline_all"] = serde_json::json!({ "ferry": fe[0].all, "by hand": na[0].all });
@@ -483,6 +543,14 @@ pub fn run(cfg: &Config, out: &Path) -> Result<Section> {
                 json.push(entry);
             }
         }
+        md.push_str(&format!(
+            "\nWhere ferry's frozen time goes on this link: the final dump (its pages streamed to the \
+             destination as CRIU dumps them), the rest of the final transfer (images, files), and the \
+             destination's restore up to the commit.\n\n| M | D %/s | ferry | frozen | final dump | rest of the final \
+             transfer | restore and commit | on the wire while frozen (MiB) | protocol |\n|---|---|---|---|---|---|---|---|---|\n{}",
+            phase_rows.concat()
+        ));
+        phase_rows.clear();
         md.push('\n');
         drop(bench);
     }

@@ -34,11 +34,17 @@ pub fn build_memhog(dir: &Path) -> Result<PathBuf> {
 /// Runs a ferry binary for a lab host (in its namespace, with its root); stdout, or an error
 /// with stderr.
 pub fn on(lab: &Lab, host: &str, prog: &Path, args: &[&str]) -> Result<String> {
+    on_with(lab, host, prog, args, &[])
+}
+
+/// [`on`], with more variables in the program's environment.
+pub fn on_with(lab: &Lab, host: &str, prog: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<String> {
     let h = lab.host(host);
     let out = Lab::cmd(&h.netns, prog)
         .arg("--root-dir")
         .arg(&h.root)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .with_context(|| format!("running {}", prog.display()))?;
     if !out.status.success() {
