@@ -1281,3 +1281,70 @@ fn a_hostile_peer_cannot_abuse_bulk_streams_or_store_slots() {
         );
     }
 }
+
+/// The count the container's counter wrote last, on `host`.
+fn count_on(m: &MigLab, host: &str) -> u64 {
+    std::fs::read_to_string(m.private(host, "101").join("tmp/count"))
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_pre_copy_that_misses_every_change_still_moves_memory_as_it_is() {
+    // FERRY_SOFT_DIRTY=on on a kernel without soft-dirty bits: every round after the first
+    // trusts bits that are never set and reads nothing, so everything written after the first
+    // round reaches the destination only through the final dump, compared page by page with
+    // what the destination holds. The memory must arrive as it was when frozen.
+    let m = MigLab::new("ms", &["hostA", "hostB"], None);
+    busy_container(&m, 0);
+    // A shell that rewrites 200 KB of text every 0.2 s, keeping its checksum beside it in
+    // memory; on SIGUSR1 it writes both (they agree only if its memory is whole).
+    m.vz_ok(
+        "hostA",
+        &[
+            "exec",
+            "101",
+            "sh -c 'trap \"echo \\\"\\$x\\\" | md5sum > /tmp/check; echo \\\"\\$s\\\" >> /tmp/check\" USR1; \
+             echo $$ > /tmp/holder; n=0; while [ $n -lt 3000 ]; do n=$((n+1)); \
+             x=$(head -c 100000 /dev/urandom | od -An -x | head -c 200000); s=$(echo \"$x\" | md5sum); \
+             sleep 0.2; done' </dev/null >/dev/null 2>&1 &",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 200, Duration::from_millis(30));
+    let mut c = m.migrate_cmd(
+        "hostA",
+        &["--online", "--json", "--max-downtime", "100ms", "hostB", "101"],
+    );
+    c.env("FERRY_SOFT_DIRTY", "on");
+    let o = run(c, Duration::from_secs(180));
+    assert_eq!(o.code, 0, "{o:?}");
+    let r: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(r["dirty_tracking"], true, "{r}");
+    // Rounds after the first read only processes that appeared since (their bits were never
+    // cleared): the long-lived ones, never.
+    let rounds = r["rounds"].as_array().unwrap();
+    assert!(rounds.len() >= 2, "one round only: {r}");
+    assert!(
+        rounds[1..].iter().any(|x| x["dirty_bytes"].as_u64() == Some(0)),
+        "every later round read pages: {r}"
+    );
+    // What changed after the first round went with the final dump.
+    assert!(r["page_data"].as_u64().unwrap() > 0, "{r}");
+    // The counter goes on from the value it had in memory when frozen, never back.
+    let at_freeze = count_on(&m, "hostB");
+    wait_until("the counter to go on on hostB", Duration::from_secs(10), || {
+        count_on(&m, "hostB") > at_freeze
+    });
+    // The text and its checksum agree.
+    m.vz_ok("hostB", &["exec", "101", "kill -USR1 $(cat /tmp/holder)"]);
+    wait_until("the holder's check", Duration::from_secs(10), || {
+        std::fs::read_to_string(m.private("hostB", "101").join("tmp/check")).is_ok_and(|t| t.lines().count() == 2)
+    });
+    let check = std::fs::read_to_string(m.private("hostB", "101").join("tmp/check")).unwrap();
+    let lines: Vec<&str> = check.lines().collect();
+    assert_eq!(lines[0], lines[1], "the memory arrived torn: {check}");
+    assert_eq!(session.join().unwrap(), Ok(200), "the client's session broke");
+}

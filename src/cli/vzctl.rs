@@ -558,16 +558,19 @@ pub fn run(args: Args) -> Result<i32> {
                 println!("{:<24} {}", "CRIU", format!("{} ({})", h.criu_version, h.criu_path));
                 println!("{:<24} {}", "kernel", h.kernel);
                 println!("{:<24} {}", "criu check", if h.criu_check { "ok" } else { "FAILED" });
+                // What a live migration's pre-copy does with it (ferry's own probe of the
+                // soft-dirty bits, which it reads itself rather than through CRIU's pre-dump).
+                let tracked = crate::migrate::pages::soft_dirty_works();
                 println!(
                     "{:<24} {}",
                     "memory dirty tracking",
                     format!(
                         "{}{}",
-                        yn(h.mem_dirty_track),
-                        if h.mem_dirty_track {
-                            " (CRIU pre-dump)"
+                        yn(tracked),
+                        if tracked {
+                            " (pre-copy rounds read only the pages written since the round before)"
                         } else {
-                            " (CRIU pre-dump unavailable here)"
+                            " (pre-copy rounds hash every present page to find what changed)"
                         }
                     )
                 );

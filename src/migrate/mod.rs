@@ -100,11 +100,11 @@ pub(crate) async fn ask(
 }
 
 /// What this host tells a peer of itself in the handshake: its CRIU and kernel, its CPU as
-/// CRIU describes it (`cpuinfo.img`), and that it has no memory dirty tracking (ENVIRONMENT.md).
+/// CRIU describes it (`cpuinfo.img`), and whether its kernel tracks written pages (soft-dirty).
 pub fn local_caps() -> Capabilities {
     let criu = crate::criu::Criu::locate().ok();
     Capabilities {
-        mem_dirty_tracking: false,
+        mem_dirty_tracking: pages::soft_dirty_works(),
         compression: vec!["zstd".into()],
         criu_version: criu
             .as_ref()

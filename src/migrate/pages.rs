@@ -64,6 +64,80 @@ pub fn regions(maps: &str) -> Vec<Region> {
     out
 }
 
+/// Pagemap entry bits: the page is present, and written since its soft-dirty bit was cleared.
+const PM_PRESENT: u64 = 1 << 63;
+const PM_SOFT_DIRTY: u64 = 1 << 55;
+
+/// The pages of a window to read (indices from `start`): the present ones, and with
+/// `dirty_only` of those only the soft-dirty ones. A pagemap that cannot be read yields none.
+pub fn choose(pagemap: &File, start: u64, pages: usize, dirty_only: bool) -> Vec<u16> {
+    let mut entries = vec![0u8; pages * 8];
+    if pagemap
+        .read_exact_at(&mut entries, start / PAGE_SIZE as u64 * 8)
+        .is_err()
+    {
+        return Vec::new();
+    }
+    let want = if dirty_only {
+        PM_PRESENT | PM_SOFT_DIRTY
+    } else {
+        PM_PRESENT
+    };
+    entries
+        .chunks_exact(8)
+        .enumerate()
+        .filter(|(_, e)| u64::from_le_bytes((*e).try_into().expect("8 bytes")) & want == want)
+        .map(|(i, _)| i as u16)
+        .collect()
+}
+
+/// Does this kernel track written pages (soft-dirty, CONFIG_MEM_SOFT_DIRTY)? Probed as CRIU
+/// probes it: a page written, the process's bits cleared (`clear_refs` 4), the page written
+/// again: its bit must be set again. `FERRY_SOFT_DIRTY=on|off` decides instead (a test hook:
+/// `on` where the kernel has no such bits makes every round after the first read nothing,
+/// which a migration must survive).
+pub fn soft_dirty_works() -> bool {
+    match std::env::var("FERRY_SOFT_DIRTY").as_deref() {
+        Ok("on") => return true,
+        Ok("off") => return false,
+        _ => {}
+    }
+    static PROBED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PROBED.get_or_init(|| {
+        // SAFETY: a private anonymous page of our own, unmapped below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                PAGE_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return false;
+        }
+        let bits = || -> Option<u64> {
+            let f = File::open("/proc/self/pagemap").ok()?;
+            let mut e = [0u8; 8];
+            f.read_exact_at(&mut e, p as u64 / PAGE_SIZE as u64 * 8).ok()?;
+            Some(u64::from_le_bytes(e))
+        };
+        // SAFETY: writing into our own page.
+        let touch = |v: u8| unsafe { std::ptr::write_volatile(p as *mut u8, v) };
+        touch(1);
+        let works =
+            std::fs::write("/proc/self/clear_refs", "4").is_ok() && bits().is_some_and(|b| b & PM_SOFT_DIRTY == 0) && {
+                touch(2);
+                bits().is_some_and(|b| b & (PM_SOFT_DIRTY | PM_PRESENT) == PM_SOFT_DIRTY | PM_PRESENT)
+            };
+        // SAFETY: the mapping made above.
+        unsafe { libc::munmap(p, PAGE_SIZE) };
+        works
+    })
+}
+
 pub fn hash(page: &[u8]) -> Hash {
     *blake3::hash(page).as_bytes()
 }
@@ -75,6 +149,9 @@ pub struct Precopy {
     held: HashMap<Hash, u32>,
     next_slot: u32,
     last: HashMap<(u32, u64), Hash>,
+    /// The kernel's soft-dirty bits guide the rounds, and the processes whose bits were cleared.
+    soft_dirty: bool,
+    cleared: std::collections::HashSet<i32>,
 }
 
 /// What one round found.
@@ -120,22 +197,16 @@ impl Precopy {
         buf: &mut Vec<u8>,
         round: &mut Round,
     ) -> Vec<Page> {
-        let mut present = vec![0u8; pages * 8];
-        if pagemap
-            .read_exact_at(&mut present, start / PAGE_SIZE as u64 * 8)
-            .is_err()
-        {
-            return Vec::new();
-        }
-        let is_present = |i: usize| {
-            let e = u64::from_le_bytes(present[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-            e >> 63 == 1
-        };
-        buf.resize(pages * PAGE_SIZE, 0);
-        let remote: Vec<nix::sys::uio::RemoteIoVec> = (0..pages)
-            .filter(|i| is_present(*i))
+        let chosen = choose(pagemap, start, pages, false);
+        self.read(pid, start, &chosen, buf, round)
+    }
+
+    /// Reads the pages `chosen` (indices from `start`) of a process: the pages to send.
+    pub fn read(&mut self, pid: i32, start: u64, chosen: &[u16], buf: &mut Vec<u8>, round: &mut Round) -> Vec<Page> {
+        let remote: Vec<nix::sys::uio::RemoteIoVec> = chosen
+            .iter()
             .map(|i| nix::sys::uio::RemoteIoVec {
-                base: (start + (i * PAGE_SIZE) as u64) as usize,
+                base: (start + (*i as usize * PAGE_SIZE) as u64) as usize,
                 len: PAGE_SIZE,
             })
             .collect();
@@ -143,6 +214,7 @@ impl Precopy {
             return Vec::new();
         }
         let n = remote.len();
+        buf.resize(n * PAGE_SIZE, 0);
         let read = {
             let mut local = [std::io::IoSliceMut::new(&mut buf[..n * PAGE_SIZE])];
             nix::sys::uio::process_vm_readv(nix::unistd::Pid::from_raw(pid), &mut local, &remote).unwrap_or(0)
@@ -167,6 +239,31 @@ impl Precopy {
             }
         }
         out
+    }
+
+    /// Reads only the pages the kernel saw written since the round before (soft-dirty), where
+    /// it tracks them. Correctness never depends on it: the final dump is compared page by page
+    /// with what the destination holds.
+    pub fn track_dirty(&mut self, on: bool) {
+        self.soft_dirty = on;
+    }
+
+    pub fn tracks_dirty(&self) -> bool {
+        self.soft_dirty
+    }
+
+    /// Whether this round may read only `pid`'s soft-dirty pages (its bits were cleared at a
+    /// round before).
+    pub fn dirty_only(&self, pid: i32) -> bool {
+        self.soft_dirty && self.cleared.contains(&pid)
+    }
+
+    /// Clears `pid`'s soft-dirty bits (after this round chose its pages, before it reads them:
+    /// a page written while the round reads is read again by the next).
+    pub fn clear_dirty(&mut self, pid: i32) {
+        if self.soft_dirty && std::fs::write(format!("/proc/{pid}/clear_refs"), "4").is_ok() {
+            self.cleared.insert(pid);
+        }
     }
 
     /// The windows of a process to read this round: (pagemap, start, pages).
@@ -829,5 +926,40 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
             }
         );
         migrate_proto::frame::encode(&migrate_proto::msg::Message::ImageRuns(m)).unwrap();
+    }
+
+    #[test]
+    fn a_round_chooses_present_pages_and_with_dirty_tracking_only_the_written_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pagemap");
+        // A pagemap of 6 pages from address 0x10000: present and dirty, present and clean,
+        // absent, swapped (not present), present and dirty, present and clean.
+        let entries = [
+            PM_PRESENT | PM_SOFT_DIRTY | 42,
+            PM_PRESENT | 43,
+            0,
+            1 << 62,
+            PM_PRESENT | PM_SOFT_DIRTY,
+            PM_PRESENT,
+        ];
+        let mut bytes = vec![0u8; 0x10 * 8];
+        for e in entries {
+            bytes.extend_from_slice(&e.to_le_bytes());
+        }
+        std::fs::write(&path, bytes).unwrap();
+        let f = File::open(&path).unwrap();
+        assert_eq!(choose(&f, 0x10000, 6, false), [0, 1, 4, 5]);
+        assert_eq!(choose(&f, 0x10000, 6, true), [0, 4]);
+        // Past the end of the pagemap: nothing.
+        assert!(choose(&f, 0x10_0000, 6, false).is_empty());
+        // The probe answers (this project's kernels have no soft-dirty bits; most others do).
+        let _ = soft_dirty_works();
+        let mut p = Precopy::default();
+        assert!(!p.dirty_only(1));
+        p.track_dirty(true);
+        assert!(
+            !p.dirty_only(1),
+            "a process whose bits were never cleared is read whole"
+        );
     }
 }

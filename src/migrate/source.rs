@@ -88,6 +88,9 @@ pub struct Report {
     /// Each pre-copy round: its time (until the destination held it), the bytes it sent, the
     /// bytes of memory dirtied since the round before.
     pub rounds: Vec<migrate_proto::msg::RoundReport>,
+    /// Rounds after the first read only the pages the kernel saw written (soft-dirty); else
+    /// every present page, its hash telling what changed.
+    pub dirty_tracking: bool,
     /// Changed files sent as rsync deltas, their sizes, and the bytes of the deltas.
     pub delta_files: u32,
     pub delta_file_bytes: u64,
@@ -272,9 +275,17 @@ impl Ctx<'_> {
             let Some((pagemap, windows)) = super::pages::Precopy::windows(pid) else {
                 continue;
             };
-            for (addr, n) in windows {
+            // The pages to read are chosen before the process's soft-dirty bits are cleared,
+            // and read after (where the kernel tracks written pages: else every present one).
+            let dirty_only = self.precopy.dirty_only(pid);
+            let chosen: Vec<(u64, Vec<u16>)> = windows
+                .into_iter()
+                .map(|(addr, n)| (addr, super::pages::choose(&pagemap, addr, n, dirty_only)))
+                .collect();
+            self.precopy.clear_dirty(pid);
+            for (addr, pages) in chosen {
                 self.check_interrupted()?;
-                batch.extend(self.precopy.window(pid, &pagemap, addr, n, &mut buf, &mut r));
+                batch.extend(self.precopy.read(pid, addr, &pages, &mut buf, &mut r));
                 while batch.len() >= MAX_PAGES {
                     let rest = batch.split_off(MAX_PAGES);
                     let pages = std::mem::replace(&mut batch, rest);
@@ -849,7 +860,8 @@ pub async fn migrate(
         super::local_caps(),
         plan,
     );
-    // Live: content-addressed memory pre-copy rounds (this kernel has no dirty tracking).
+    // Live: content-addressed memory pre-copy rounds, guided by the kernel's soft-dirty bits
+    // where it has them.
     cfg.mem_precopy = opts.online;
     cfg.versions = super::protocol_versions();
     let mut m = Source::new(cfg);
@@ -893,7 +905,11 @@ pub async fn migrate(
         interrupted: Arc::new(AtomicBool::new(false)),
         hold: None,
         peer_ip: peer.address.ip(),
-        precopy: Default::default(),
+        precopy: {
+            let mut p = super::pages::Precopy::default();
+            p.track_dirty(opts.online && super::pages::soft_dirty_works());
+            p
+        },
         progress,
     };
     // SIGINT and SIGTERM abandon the migration through the state machine (which rolls back,
@@ -1083,6 +1099,7 @@ async fn run_source(
             };
             cx.report.memory_rounds = m.stats().rounds.len() as u32;
             cx.report.rounds = m.stats().rounds.clone();
+            cx.report.dirty_tracking = cx.precopy.tracks_dirty();
             cx.report.protocol = m.version().unwrap_or(0);
             let _ = std::fs::remove_file(journal_path(rt, ctid));
             return match o {
