@@ -399,26 +399,41 @@ fn a_destination_agent_killed_mid_transfer_is_cleaned_up_on_restart() {
     assert_nothing_left_on(&m, "hostB");
 }
 
+/// A peer of hostB speaking the protocol by hand, for the hostile tests: hostA's identity (which
+/// hostB pins), hostB's key and address.
+struct RawPeer {
+    id: ferry::agent::trust::Identity,
+    fp_b: String,
+    addr: std::net::SocketAddr,
+}
+
+fn raw_peer(m: &MigLab) -> RawPeer {
+    let a = m.lab.host("hostA");
+    RawPeer {
+        id: ferry::agent::trust::Identity::load_or_create(&ferry::layout::HostLayout::new(&a.root), "x").unwrap(),
+        fp_b: m.agentctl("hostB", &["fingerprint"]).stdout.trim().to_string(),
+        addr: format!("{}:7447", m.lab.host("hostB").addr).parse().unwrap(),
+    }
+}
+
+/// A frame around any payload, as the wire has it (our encoder refuses what these tests send).
+fn raw_frame(kind: u16, payload: &[u8]) -> Vec<u8> {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&kind.to_be_bytes());
+    h.update(&(payload.len() as u32).to_be_bytes());
+    h.update(payload);
+    let mut f = kind.to_be_bytes().to_vec();
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(&h.finalize().to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
 #[test]
 fn a_hostile_peer_cannot_write_outside_the_area() {
     use migrate_proto::msg::{Capabilities, Hello, Layout, Message, Plan};
     let m = MigLab::new("mh", &["hostA", "hostB"], None);
-    let a = m.lab.host("hostA");
-    let id = ferry::agent::trust::Identity::load_or_create(&ferry::layout::HostLayout::new(&a.root), "x").unwrap();
-    let b = m.lab.host("hostB");
-    let fp_b = m.agentctl("hostB", &["fingerprint"]).stdout.trim().to_string();
-    let addr: std::net::SocketAddr = format!("{}:7447", b.addr).parse().unwrap();
-    let raw_frame = |kind: u16, payload: &[u8]| {
-        let mut h = crc32fast::Hasher::new();
-        h.update(&kind.to_be_bytes());
-        h.update(&(payload.len() as u32).to_be_bytes());
-        h.update(payload);
-        let mut f = kind.to_be_bytes().to_vec();
-        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        f.extend_from_slice(&h.finalize().to_be_bytes());
-        f.extend_from_slice(payload);
-        f
-    };
+    let (a, RawPeer { id, fp_b, addr }) = (m.lab.host("hostA"), raw_peer(&m));
     // A manifest entry in the wire layout, with a path the real types cannot even hold.
     #[derive(serde::Serialize)]
     struct EvilEntry {
@@ -736,15 +751,15 @@ fn a_vzmigrate_killed_after_sending_the_commit_is_settled_by_the_agent() {
     assert_ne!(o.code, 0, "{o:?}");
     // hostA's agent, started again, asks hostB, which says it committed: the copy here goes.
     m.start_agent("hostA");
+    // (The agent logs what it did once it has done it: wait for the line, not only the status.)
     wait_until(
-        "hostA's agent to remove the copy left there",
+        "hostA's agent to remove the copy left there and say so",
         Duration::from_secs(60),
-        || m.status("hostA", "101") == "CTID 101 deleted unmounted down",
-    );
-    let log = m.agent_log("hostA");
-    assert!(
-        log.contains("runs on hostB: the migration had committed there"),
-        "{log}"
+        || {
+            m.status("hostA", "101") == "CTID 101 deleted unmounted down"
+                && m.agent_log("hostA")
+                    .contains("runs on hostB: the migration had committed there")
+        },
     );
     assert!(!m.private("hostA", "101").exists());
     assert!(!m.lab.host("hostA").root.join("vz/run/migrate-out-101.json").exists());
@@ -1045,50 +1060,44 @@ fn only_the_sending_host_may_ask_how_a_running_migration_ended() {
     assert_eq!(m.status("hostC", "101"), "CTID 101 exist unmounted down");
 }
 
+/// One live migration from `from` to `to` (vzmigrate speaking at most version `max`) that must
+/// speak `(protocol, bulk streams)`; its report.
+fn moved(m: &MigLab, from: &str, to: &str, max: Option<&str>, spoken: (u64, u64)) -> serde_json::Value {
+    let mut c = m.migrate_cmd(from, &["--online", "--json", to, "101"]);
+    if let Some(v) = max {
+        c.env("FERRY_PROTOCOL_MAX", v);
+    }
+    let o = run(c, Duration::from_secs(180));
+    assert_eq!(o.code, 0, "{o:?}");
+    let r: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(
+        (r["protocol"].as_u64(), r["bulk_streams"].as_u64()),
+        (Some(spoken.0), Some(spoken.1)),
+        "{r}"
+    );
+    assert_eq!(m.status(to, "101"), "CTID 101 exist mounted running");
+    r
+}
+
 #[test]
 fn hosts_of_protocol_versions_3_and_4_migrate_either_way() {
-    let mut m = MigLab::new("mv", &["hostA", "hostB"], None);
+    let mut m = MigLab::new("ma", &["hostA", "hostB"], None);
     busy_container(&m, 8);
     let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 300, Duration::from_millis(30));
     // hostB speaks version 3 only (a host of the previous release): no bulk streams, pages by
     // hash.
     m.kill_agent("hostB");
     m.start_agent_env("hostB", &[("FERRY_PROTOCOL_MAX", "3")]);
-    let o = m.migrate("hostA", &["--online", "--json", "hostB", "101"]);
-    assert_eq!(o.code, 0, "{o:?}");
-    let r: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
-    assert_eq!(
-        (r["protocol"].as_u64(), r["bulk_streams"].as_u64()),
-        (Some(3), Some(0)),
-        "{r}"
-    );
+    let r = moved(&m, "hostA", "hostB", None, (3, 0));
     assert!(r["page_refs"].as_u64().unwrap() > 0, "{r}");
-    assert_eq!(m.status("hostB", "101"), "CTID 101 exist mounted running");
     // Back with a vzmigrate of version 3 to hostA's agent of version 4.
     m.kill_agent("hostB");
     m.start_agent("hostB");
     std::thread::sleep(Duration::from_secs(1));
-    let mut c = m.migrate_cmd("hostB", &["--online", "--json", "hostA", "101"]);
-    c.env("FERRY_PROTOCOL_MAX", "3");
-    let o = run(c, Duration::from_secs(180));
-    assert_eq!(o.code, 0, "{o:?}");
-    let r: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
-    assert_eq!(
-        (r["protocol"].as_u64(), r["bulk_streams"].as_u64()),
-        (Some(3), Some(0)),
-        "{r}"
-    );
-    assert_eq!(m.status("hostA", "101"), "CTID 101 exist mounted running");
+    moved(&m, "hostB", "hostA", Some("3"), (3, 0));
     // And once more with both at version 4.
     std::thread::sleep(Duration::from_secs(1));
-    let o = m.migrate("hostA", &["--online", "--json", "hostB", "101"]);
-    assert_eq!(o.code, 0, "{o:?}");
-    let r: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
-    assert_eq!(
-        (r["protocol"].as_u64(), r["bulk_streams"].as_u64()),
-        (Some(4), Some(3)),
-        "{r}"
-    );
+    let r = moved(&m, "hostA", "hostB", None, (4, 3));
     assert!(
         r["page_refs"].as_u64().unwrap() > r["page_data"].as_u64().unwrap(),
         "the pre-copy went ahead: {r}"
@@ -1118,24 +1127,9 @@ enum BulkAttack {
 #[test]
 fn a_hostile_peer_cannot_abuse_bulk_streams_or_store_slots() {
     use migrate_proto::msg::{Capabilities, Hello, ImageRuns, Layout, Message, PageRun, PageSlots, Plan};
-    let m = MigLab::new("mk", &["hostA", "hostB"], None);
-    let a = m.lab.host("hostA");
-    let id = ferry::agent::trust::Identity::load_or_create(&ferry::layout::HostLayout::new(&a.root), "x").unwrap();
-    let b = m.lab.host("hostB");
-    let fp_b = m.agentctl("hostB", &["fingerprint"]).stdout.trim().to_string();
-    let addr: std::net::SocketAddr = format!("{}:7447", b.addr).parse().unwrap();
+    let m = MigLab::new("mx", &["hostA", "hostB"], None);
+    let (a, b, RawPeer { id, fp_b, addr }) = (m.lab.host("hostA"), m.lab.host("hostB"), raw_peer(&m));
     let enc = |msg: &Message| migrate_proto::frame::encode(msg).unwrap();
-    let raw_frame = |kind: u16, payload: &[u8]| {
-        let mut h = crc32fast::Hasher::new();
-        h.update(&kind.to_be_bytes());
-        h.update(&(payload.len() as u32).to_be_bytes());
-        h.update(payload);
-        let mut f = kind.to_be_bytes().to_vec();
-        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        f.extend_from_slice(&h.finalize().to_be_bytes());
-        f.extend_from_slice(payload);
-        f
-    };
     let page = vec![7u8; 4096];
     let slots = |first_slot: u32| {
         enc(&Message::PageSlots(PageSlots {
@@ -1347,4 +1341,47 @@ fn a_pre_copy_that_misses_every_change_still_moves_memory_as_it_is() {
     let lines: Vec<&str> = check.lines().collect();
     assert_eq!(lines[0], lines[1], "the memory arrived torn: {check}");
     assert_eq!(session.join().unwrap(), Ok(200), "the client's session broke");
+}
+
+#[test]
+fn a_destination_agent_killed_during_the_memory_precopy_is_cleaned_up_on_restart() {
+    let mut m = MigLab::new("mp", &["hostA", "hostB"], Some("50mbit"));
+    busy_container(&m, 0);
+    // About 50 MB of process memory: the pre-copy takes seconds on this link.
+    m.vz_ok(
+        "hostA",
+        &[
+            "exec",
+            "101",
+            "sh -c 'x=$(head -c 20000000 /dev/urandom | od -An -x); while :; do sleep 1; done' \
+             </dev/null >/dev/null 2>&1 &",
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 500, Duration::from_millis(30));
+    let child = spawn_online_migration(&m);
+    // hostB journals the pre-copy once the first pages arrive; the source is still copying
+    // memory then (50 MB take about 8 s at 50 Mbit/s).
+    let (source_journal, dest_journal) = (
+        m.lab.host("hostA").root.join("vz/run/migrate-out-101.json"),
+        m.lab.host("hostB").root.join("vz/run/migrate-in-101.json"),
+    );
+    let in_precopy = |j: &std::path::Path| std::fs::read_to_string(j).is_ok_and(|t| t.contains("\"MemPrecopy\""));
+    wait_until("the memory pre-copy to reach hostB", Duration::from_secs(60), || {
+        in_precopy(&dest_journal)
+    });
+    assert!(in_precopy(&source_journal), "the pre-copy ended before the kill");
+    m.kill_agent("hostB");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(110), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_source_keeps_running(&m, session, 500);
+    assert!(m.private("hostB", "101").exists(), "nothing to clean up on hostB");
+    m.start_agent("hostB");
+    assert!(
+        m.agent_log("hostB")
+            .contains("aborted the migration of container 101 that a crash interrupted in phase MemPrecopy"),
+        "{}",
+        m.agent_log("hostB")
+    );
+    assert_nothing_left_on(&m, "hostB");
 }

@@ -232,6 +232,24 @@ pub enum DestInput {
     Timeout,
 }
 
+/// A long transfer is a stream of frames in reality: the receiver hears from the sender all
+/// along. A progress frame every second from `start` to `done` stands in for that stream.
+fn keepalives(start: Duration, done: Duration, total: u64) -> Vec<(Duration, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut t = start + Duration::from_secs(1);
+    while t < done {
+        let p = encode(&Message::Progress {
+            phase: "transfer".into(),
+            done: 0,
+            total,
+        })
+        .expect("a progress frame encodes");
+        out.push((t, p));
+        t += Duration::from_secs(1);
+    }
+    out
+}
+
 pub fn caps() -> Capabilities {
     Capabilities {
         mem_dirty_tracking: false,
@@ -383,18 +401,9 @@ impl Sim {
             let done = start + self.transfer_time(bytes.len() as u64 + nominal_extra);
             self.link.busy_until[0] = done;
             let skew = self.cfg.link.latency + self.cfg.link.bulk_skew * stream as u32;
-            // A long transfer is many frames in reality: the destination hears from the stream
-            // all along (progress frames stand in for them; they count toward no flush).
-            let mut t = start + Duration::from_secs(1);
-            while t < done {
-                let p = encode(&Message::Progress {
-                    phase: "bulk".into(),
-                    done: 0,
-                    total: nominal_extra,
-                })
-                .unwrap();
+            // (The progress frames count toward no flush.)
+            for (t, p) in keepalives(start, done, nominal_extra) {
                 self.push_bulk(t + skew, stream, p);
-                t += Duration::from_secs(1);
             }
             self.push_bulk(done + skew, stream, bytes);
         }
@@ -433,16 +442,7 @@ impl Sim {
         let start = self.now.max(self.link.busy_until[dir]);
         let done = start + self.transfer_time(bytes.len() as u64 + nominal_extra);
         self.link.busy_until[dir] = done;
-        // A long transfer is a stream of frames in reality; the receiver hears from the sender
-        // all along. Progress frames every second stand in for that stream.
-        let mut t = start + Duration::from_secs(1);
-        while t < done {
-            let p = encode(&Message::Progress {
-                phase: "transfer".into(),
-                done: 0,
-                total: nominal_extra,
-            })
-            .unwrap();
+        for (t, p) in keepalives(start, done, nominal_extra) {
             let q = if from == Side::Source {
                 &mut self.link.to_dst
             } else {
@@ -450,7 +450,6 @@ impl Sim {
             };
             let at = q.back().map_or(t, |(b, _)| t.max(*b));
             q.push_back((at + self.cfg.link.latency, p));
-            t += Duration::from_secs(1);
         }
         let mut at = done + self.cfg.link.latency;
         if self.cfg.link.loss_every > 0 && self.link.sent % self.cfg.link.loss_every == 0 {

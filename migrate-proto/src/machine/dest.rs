@@ -230,12 +230,15 @@ impl Destination {
                 if !self.plan.as_ref().is_some_and(|p| p.online) {
                     return self.abort(AbortReason::Protocol("memory in an offline migration".into()), true);
                 }
-                if let State::Receiving { frozen, .. } = self.state {
-                    if matches!(m, Message::PageSlots(_)) {
+                let mut out = Vec::new();
+                if let State::Receiving { frozen, mem } = self.state {
+                    if matches!(m, Message::PageSlots(_)) && !mem {
                         self.state = State::Receiving { frozen, mem: true };
+                        out.push(Action::Journal(Phase::MemPrecopy));
                     }
                 }
-                vec![Action::Apply(m)]
+                out.push(Action::Apply(m));
+                out
             }
             (State::Receiving { .. }, m @ (Message::Pages(_) | Message::ImagePages(_))) if self.streams() => self
                 .abort(
@@ -264,8 +267,14 @@ impl Destination {
                         true,
                     );
                 }
+                let first = !matches!(self.state, State::Receiving { mem: true, .. });
                 self.state = State::Receiving { frozen, mem: true };
-                vec![Action::Apply(Message::Pages(b))]
+                let mut out = Vec::new();
+                if first {
+                    out.push(Action::Journal(Phase::MemPrecopy));
+                }
+                out.push(Action::Apply(Message::Pages(b)));
+                out
             }
             // Every page before it was applied (messages are handled in order): acknowledged,
             // so the source can weigh the round and freeze with nothing of the pre-copy still on
