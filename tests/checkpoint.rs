@@ -368,8 +368,9 @@ fn a_dump_through_the_page_server_writes_what_criu_writes_and_restores() {
         "sh -c 'x=$(head -c 1500000 /dev/urandom | od -An -x); trap \"echo \\\"\\$x\\\" | md5sum > /tmp/after\" USR1; \
          echo \"$x\" | md5sum > /tmp/before; echo $$ > /tmp/holder; while :; do sleep 1; done' </dev/null >/dev/null 2>&1 &",
     );
-    wait_until("the holder's checksum", Duration::from_secs(20), || {
-        h.private("105").join("tmp/before").exists()
+    // (It writes its pid after its checksum.)
+    wait_until("the holder's checksum and pid", Duration::from_secs(20), || {
+        h.private("105").join("tmp/holder").exists()
     });
     let layout = ferry::layout::HostLayout::new(h.root());
     let rt = ferry::runtime::Runtime::new(ferry::host::Host::open(layout).unwrap());
@@ -440,8 +441,9 @@ fn a_dump_through_the_page_server_writes_what_criu_writes_and_restores() {
         "CTID 105 exist mounted running"
     );
     h.exec("105", "kill -USR1 $(cat /tmp/holder)");
+    // (The shell makes the file before md5sum writes its line.)
     wait_until("the holder's second checksum", Duration::from_secs(20), || {
-        h.private("105").join("tmp/after").exists()
+        std::fs::read_to_string(h.private("105").join("tmp/after")).is_ok_and(|t| t.ends_with('\n'))
     });
     assert_eq!(
         std::fs::read_to_string(h.private("105").join("tmp/after")).unwrap(),
