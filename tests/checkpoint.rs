@@ -54,7 +54,9 @@ fn tcp_session_counter_and_pids_survive_chkpnt_and_restore() {
             "(i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done) </dev/null >/dev/null 2>&1 &",
         ],
     );
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until("the counter to start", Duration::from_secs(20), || {
+        counter(&lab, "101") > 0
+    });
     let session = echo_session(lab.client.clone(), "198.18.0.10:7", 250, Duration::from_millis(20));
     std::thread::sleep(Duration::from_millis(1500));
     let pids_before = vz_ok(&lab, &["exec", "101", "ps -o pid,args | grep -v ps | sort"]);
@@ -114,8 +116,11 @@ fn keep_running_then_restore_rolls_memory_and_files_back() {
             "echo after > /root/marker; echo new > /root/newfile; rm /etc/os-release",
         ],
     );
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(counter(&lab, "102") > at_ckpt + 10);
+    wait_until(
+        "the counter to go on after the checkpoint",
+        Duration::from_secs(20),
+        || counter(&lab, "102") > at_ckpt + 10,
+    );
     vz_ok(&lab, &["stop", "102", "--fast"]);
     vz_ok(&lab, &["restore", "102"]);
     let files = vz_ok(
