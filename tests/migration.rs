@@ -1294,7 +1294,10 @@ fn a_pre_copy_that_misses_every_change_still_moves_memory_as_it_is() {
     let m = MigLab::new("ms", &["hostA", "hostB"], None);
     busy_container(&m, 0);
     // A shell that rewrites 200 KB of text every 0.2 s, keeping its checksum beside it in
-    // memory; on SIGUSR1 it writes both (they agree only if its memory is whole).
+    // memory; on SIGUSR1 it writes both (they agree only if its memory is whole). The new pair
+    // is made aside and then put in place by two assignments in a row, so the trap never sees
+    // a text without its own checksum (the shell runs traps between commands: while it waits
+    // for md5sum, the old pair is in place).
     m.vz_ok(
         "hostA",
         &[
@@ -1302,8 +1305,8 @@ fn a_pre_copy_that_misses_every_change_still_moves_memory_as_it_is() {
             "101",
             "sh -c 'trap \"echo \\\"\\$x\\\" | md5sum > /tmp/check; echo \\\"\\$s\\\" >> /tmp/check\" USR1; \
              echo $$ > /tmp/holder; n=0; while [ $n -lt 3000 ]; do n=$((n+1)); \
-             x=$(head -c 100000 /dev/urandom | od -An -x | head -c 200000); s=$(echo \"$x\" | md5sum); \
-             sleep 0.2; done' </dev/null >/dev/null 2>&1 &",
+             y=$(head -c 100000 /dev/urandom | od -An -x | head -c 200000); t=$(echo \"$y\" | md5sum); \
+             x=$y; s=$t; sleep 0.2; done' </dev/null >/dev/null 2>&1 &",
         ],
     );
     std::thread::sleep(Duration::from_secs(2));
