@@ -148,7 +148,15 @@ pub fn hash(page: &[u8]) -> Hash {
 pub struct Precopy {
     held: HashMap<Hash, u32>,
     next_slot: u32,
+    /// Version 4: slots whose content no page holds any more, given again to new content
+    /// (highest first in the vector, so the lowest goes first and new content lands in runs).
+    free: Vec<u32>,
+    /// New contents put in a freed slot.
+    reused: u64,
     last: HashMap<(u32, u64), Hash>,
+    /// The pages the current round read (what a round without dirty tracking did not find is
+    /// gone).
+    seen: std::collections::HashSet<(u32, u64)>,
     /// The kernel's soft-dirty bits guide the rounds, and the processes whose bits were cleared.
     soft_dirty: bool,
     cleared: std::collections::HashSet<i32>,
@@ -168,16 +176,66 @@ impl Precopy {
         self.held.contains_key(h)
     }
 
-    /// The destination holds `h` from now on (in the next slot); false if it did already.
+    /// The destination holds `h` from now on (in a free slot, else the next); false if it did
+    /// already.
     pub fn mark_held(&mut self, h: Hash) -> bool {
         match self.held.entry(h) {
             std::collections::hash_map::Entry::Occupied(_) => false,
             std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(self.next_slot);
-                self.next_slot += 1;
+                let slot = match self.free.pop() {
+                    Some(s) => {
+                        self.reused += 1;
+                        s
+                    }
+                    None => {
+                        self.next_slot += 1;
+                        self.next_slot - 1
+                    }
+                };
+                v.insert(slot);
                 true
             }
         }
+    }
+
+    /// Version 4, after a round: the slots of contents no page holds any more are free for
+    /// the next round's new content, so the destination's store stays near the container's
+    /// memory however much of it churns (it used to keep every content it was ever sent). A
+    /// page is forgotten when its process is gone (`live`), or, when this round read every
+    /// present page (no dirty tracking), when the round did not find it. A content
+    /// freed here that shows up again is sent again; the final dump names only what a page
+    /// holds now, so nothing it refers to is ever a freed slot.
+    pub fn recycle(&mut self, live: &std::collections::HashSet<u32>) {
+        let seen = std::mem::take(&mut self.seen);
+        let whole = !self.soft_dirty;
+        self.last
+            .retain(|k, _| live.contains(&k.0) && (!whole || seen.contains(k)));
+        let referred: std::collections::HashSet<&Hash> = self.last.values().collect();
+        let mut freed = Vec::new();
+        self.held.retain(|h, slot| {
+            let keep = referred.contains(h);
+            if !keep {
+                freed.push(*slot);
+            }
+            keep
+        });
+        self.free.extend(freed);
+        self.free.sort_unstable_by(|a, b| b.cmp(a));
+    }
+
+    /// A round begins: nothing read yet.
+    pub fn begin_round(&mut self) {
+        self.seen.clear();
+    }
+
+    /// Slots ever used (the destination's store is this many pages long at most), and how
+    /// many times new content took a slot freed before.
+    pub fn slots_used(&self) -> u32 {
+        self.next_slot
+    }
+
+    pub fn slots_reused(&self) -> u64 {
+        self.reused
     }
 
     /// The store slot holding `h` (version 4).
@@ -225,6 +283,7 @@ impl Precopy {
             let h = hash(data);
             round.pages_read += 1;
             let key = (pid as u32, r.base as u64);
+            self.seen.insert(key);
             if self.last.insert(key, h) != Some(h) {
                 round.pages_changed += 1;
             }
@@ -474,18 +533,17 @@ struct StoreIndex {
     /// Versions 2 and 3: where each content is, and the bytes appended.
     by_hash: HashMap<Hash, u64>,
     bytes: u64,
-    /// Version 4: the slots filled (a bit each).
-    slots: Vec<u64>,
+    /// Version 4: the round that last filled each slot (0: never), and how many are filled.
+    slots: Vec<u32>,
     filled: u64,
     /// Bytes the images took from the store or from data (bounded like the store).
     images: u64,
 }
 
 impl StoreIndex {
+    /// Is slot `i` filled?
     fn slot(&self, i: u64) -> bool {
-        self.slots
-            .get((i / 64) as usize)
-            .is_some_and(|w| w >> (i % 64) & 1 == 1)
+        self.slots.get(i as usize).is_some_and(|r| *r > 0)
     }
 }
 
@@ -570,19 +628,22 @@ impl Store {
         if (first + n) * PAGE_SIZE as u64 > self.cap {
             return Err(self.outgrew());
         }
+        // A slot takes new content in a later round than the one that filled it (the source
+        // frees the slots of contents no page holds any more), never twice in one round.
+        let round = m.round.max(1);
         {
             let mut i = self.index.lock().unwrap();
-            if (first..first + n).any(|s| i.slot(s)) {
-                return Err(AbortReason::Protocol("a store slot filled twice".into()));
+            let end = (first + n) as usize;
+            if i.slots.len() < end {
+                i.slots.resize(end, 0);
             }
-            let words = ((first + n).div_ceil(64)) as usize;
-            if i.slots.len() < words {
-                i.slots.resize(words, 0);
+            let here = &mut i.slots[first as usize..end];
+            if here.iter().any(|r| *r >= round) {
+                return Err(AbortReason::Protocol("a store slot filled twice in one round".into()));
             }
-            for s in first..first + n {
-                i.slots[(s / 64) as usize] |= 1 << (s % 64);
-            }
-            i.filled += n;
+            let fresh = here.iter().filter(|r| **r == 0).count() as u64;
+            here.fill(round);
+            i.filled += fresh;
         }
         self.file
             .write_all_at(&m.data, first * PAGE_SIZE as u64)
@@ -835,13 +896,27 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
         })
         .unwrap();
         assert_eq!(s.bytes(), 4 * PAGE_SIZE as u64);
-        // A slot filled twice, past the budget, and a reference to an empty slot.
+        // A slot filled twice in one round, past the budget, and a reference to an empty slot.
         let again = s.put_slots(&PageSlots {
             round: 2,
-            first_slot: 2,
+            first_slot: 5,
             data: pages(&[9]),
         });
         assert!(matches!(again, Err(AbortReason::Protocol(_))), "{again:?}");
+        // A later round may give a slot new content (the source freed it).
+        s.put_slots(&PageSlots {
+            round: 3,
+            first_slot: 5,
+            data: pages(&[6]),
+        })
+        .unwrap();
+        assert_eq!(s.bytes(), 4 * PAGE_SIZE as u64, "the same four slots");
+        let stale = s.put_slots(&PageSlots {
+            round: 2,
+            first_slot: 5,
+            data: pages(&[9]),
+        });
+        assert!(matches!(stale, Err(AbortReason::Protocol(_))), "{stale:?}");
         let past = s.put_slots(&PageSlots {
             round: 2,
             first_slot: 7,
@@ -961,5 +1036,40 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
             !p.dirty_only(1),
             "a process whose bits were never cleared is read whole"
         );
+    }
+
+    #[test]
+    fn slots_of_contents_no_page_holds_are_given_again() {
+        let mut p = Precopy::default();
+        let h = |b: u8| hash(&[b; PAGE_SIZE]);
+        // Round 1: pages A, B, C of process 7 hold contents 1, 2, 3 (slots 0, 1, 2).
+        p.begin_round();
+        for (a, b) in [(0x1000u64, 1u8), (0x2000, 2), (0x3000, 3)] {
+            assert!(p.mark_held(h(b)));
+            p.last.insert((7, a), h(b));
+            p.seen.insert((7, a));
+        }
+        let live: std::collections::HashSet<u32> = [7].into();
+        p.recycle(&live);
+        assert_eq!(p.free, Vec::<u32>::new());
+        // Round 2: B now holds 4, and C is gone: contents 2 and 3 are no page's, their slots free.
+        p.begin_round();
+        for (a, b) in [(0x1000u64, 1u8), (0x2000, 4)] {
+            p.mark_held(h(b));
+            p.last.insert((7, a), h(b));
+            p.seen.insert((7, a));
+        }
+        assert_eq!(p.slot_of(&h(4)), Some(3), "nothing was free yet");
+        p.recycle(&live);
+        assert_eq!((p.slot_of(&h(2)), p.slot_of(&h(3))), (None, None));
+        assert_eq!((p.slot_of(&h(1)), p.slot_of(&h(4))), (Some(0), Some(3)));
+        // New content takes the lowest free slots first, in a run.
+        assert!(p.mark_held(h(5)) && p.mark_held(h(6)));
+        assert_eq!((p.slot_of(&h(5)), p.slot_of(&h(6))), (Some(1), Some(2)));
+        assert_eq!((p.slots_used(), p.slots_reused()), (4, 2));
+        // A process that is gone takes its pages' contents with it.
+        p.begin_round();
+        p.recycle(&std::collections::HashSet::new());
+        assert!(p.held.is_empty() && p.last.is_empty());
     }
 }

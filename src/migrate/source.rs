@@ -105,6 +105,11 @@ pub struct Report {
     pub page_data: u64,
     /// Pages of zeros in the final dump (version 4 names them without data or store).
     pub page_zero: u64,
+    /// Version 4: the destination's store at its largest (slots used), which stays near the
+    /// container's memory however much of it the pre-copy sent again and again (`mem_bytes`),
+    /// and the pages the pre-copy put in slots it had freed.
+    pub store_bytes: u64,
+    pub store_reused: u64,
     /// The final CRIU dump's own time, within the frozen time.
     pub dump_ms: u64,
     /// The final dump's pages went straight from CRIU's page server to the wire (rather than
@@ -241,20 +246,40 @@ impl Ctx<'_> {
     /// Pre-copied pages new to the destination: in the store slots they were given, one after
     /// another (version 4), or each with its hash (before).
     async fn send_pages(&mut self, round: u32, pages: Vec<migrate_proto::msg::Page>) -> Result<(), MigrateError> {
-        use migrate_proto::msg::{PageBatch, PageSlots};
+        use migrate_proto::msg::PageBatch;
         if !self.slots {
             return Ok(self.link.send(&Message::Pages(PageBatch { round, pages })).await?);
         }
-        let Some(first_slot) = pages.first().and_then(|p| self.precopy.slot_of(&p.hash)) else {
-            return Ok(());
-        };
-        let mut data = Vec::with_capacity(pages.len() * migrate_proto::limits::PAGE_SIZE);
-        for (i, p) in pages.iter().enumerate() {
-            debug_assert_eq!(self.precopy.slot_of(&p.hash), Some(first_slot + i as u32));
-            data.extend_from_slice(p.data.as_deref().unwrap_or_default());
+        // One message per run of consecutive slots (new content takes the lowest free slots,
+        // so runs are long).
+        let mut run: Option<(u32, Vec<u8>)> = None;
+        for p in &pages {
+            let (Some(slot), Some(data)) = (self.precopy.slot_of(&p.hash), p.data.as_deref()) else {
+                continue;
+            };
+            match &mut run {
+                Some((first, d)) if *first as usize + d.len() / migrate_proto::limits::PAGE_SIZE == slot as usize => {
+                    d.extend_from_slice(data)
+                }
+                _ => {
+                    if let Some((first_slot, data)) = run.take() {
+                        self.send_slots(round, first_slot, data).await?;
+                    }
+                    let mut d = Vec::with_capacity(pages.len() * migrate_proto::limits::PAGE_SIZE);
+                    d.extend_from_slice(data);
+                    run = Some((slot, d));
+                }
+            }
         }
+        if let Some((first_slot, data)) = run {
+            self.send_slots(round, first_slot, data).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_slots(&mut self, round: u32, first_slot: u32, data: Vec<u8>) -> Result<(), MigrateError> {
         let lane = self.memory_lane();
-        let m = Message::PageSlots(PageSlots {
+        let m = Message::PageSlots(migrate_proto::msg::PageSlots {
             round,
             first_slot,
             data,
@@ -271,7 +296,9 @@ impl Ctx<'_> {
         let mut r = super::pages::Round::default();
         let mut buf = Vec::new();
         let mut batch = Vec::new();
-        for pid in super::pages::pids_of(self.rt, self.ctid) {
+        self.precopy.begin_round();
+        let pids = super::pages::pids_of(self.rt, self.ctid);
+        for &pid in &pids {
             let Some((pagemap, windows)) = super::pages::Precopy::windows(pid) else {
                 continue;
             };
@@ -295,6 +322,10 @@ impl Ctx<'_> {
         }
         if !batch.is_empty() {
             self.send_pages(round, batch).await?;
+        }
+        if self.slots {
+            // Slots no page refers to any more take the next round's new content.
+            self.precopy.recycle(&pids.iter().map(|p| *p as u32).collect());
         }
         let sent_bytes = self.link.sent() - start;
         self.report.mem_bytes += sent_bytes;
@@ -1100,6 +1131,10 @@ async fn run_source(
             cx.report.memory_rounds = m.stats().rounds.len() as u32;
             cx.report.rounds = m.stats().rounds.clone();
             cx.report.dirty_tracking = cx.precopy.tracks_dirty();
+            if cx.slots {
+                cx.report.store_bytes = u64::from(cx.precopy.slots_used()) * migrate_proto::limits::PAGE_SIZE as u64;
+                cx.report.store_reused = cx.precopy.slots_reused();
+            }
             cx.report.protocol = m.version().unwrap_or(0);
             let _ = std::fs::remove_file(journal_path(rt, ctid));
             return match o {
