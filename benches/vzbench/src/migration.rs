@@ -427,6 +427,8 @@ pub fn run(cfg: &Config, out: &Path) -> Result<Section> {
     let mut frozen_checks: Vec<String> = Vec::new();
     let plot_dirty = plotted_dirty(&cfg.dirty);
     let mut phase_rows: Vec<String> = Vec::new();
+    // The older protocol's failures, by configuration (the first reason).
+    let mut older_failures: BTreeMap<(u64, u64), String> = BTreeMap::new();
     for link in &cfg.links {
         let name = link.clone().unwrap_or_else(|| "unshaped".into());
         eprintln!("  link {name}");
@@ -450,7 +452,20 @@ pub fn run(cfg: &Config, out: &Path) -> Result<Section> {
                     {
                         let s = match f {
                             Some(f) => f(&bench, mib, dirty),
-                            None => bench.ferry_at(mib, dirty, cfg.compare_protocol),
+                            // The older protocol may fail where the current one does not (its
+                            // store keeps every page it was sent): that is a result, not the
+                            // end of the run.
+                            None => match bench.ferry_at(mib, dirty, cfg.compare_protocol) {
+                                Ok(s) => Ok(s),
+                                Err(e) => {
+                                    eprintln!("    {mib} MiB {dirty} %/s run {}: {method} failed: {e:#}", run + 1);
+                                    older_failures
+                                        .entry((mib, dirty.to_bits()))
+                                        .or_insert_with(|| format!("{e:#}"));
+                                    remove(&bench.lab, &bench.vzctl, CTID);
+                                    continue;
+                                }
+                            },
                         }
                         .with_context(|| format!("{method}, {mib} MiB, {dirty} %/s, {name}"))?;
                         eprintln!(
@@ -485,6 +500,14 @@ pub fn run(cfg: &Config, out: &Path) -> Result<Section> {
                     rf.show(2),
                 ));
                 phase_rows.push(phase_row(mib, dirty, "current", fe));
+                if let (Some(p), Some(why)) = (cfg.compare_protocol, older_failures.get(&(mib, dirty.to_bits()))) {
+                    phase_rows.push(format!(
+                        "| {mib} | {dirty} | version {p} | failed {} of {} runs: {} | | | | | |\n",
+                        cfg.runs - per.get("ferry-older").map_or(0, Vec::len),
+                        cfg.runs,
+                        why.rsplit(": ").next().unwrap_or(why).replace('|', "/")
+                    ));
+                }
                 if let (Some(p), Some(old)) = (cfg.compare_protocol, per.get("ferry-older")) {
                     phase_rows.push(phase_row(mib, dirty, &format!("version {p}"), old));
                     let ratio: Vec<f64> = fe.iter().zip(old).map(|(a, b)| a.downtime_ms / b.downtime_ms).collect();
