@@ -274,7 +274,7 @@ fn a_fresh_container_is_dumped_and_restored_by_criu() {
             .join("\n")
     );
     assert!(
-        !ferry::runtime::proc::start_time(init).is_some(),
+        ferry::runtime::proc::start_time(init).is_none(),
         "the dumped container is still running"
     );
 

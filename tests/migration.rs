@@ -528,7 +528,7 @@ fn a_hostile_peer_cannot_write_outside_the_area() {
             .enable_all()
             .build()
             .unwrap();
-        let _ = rt.block_on(async {
+        rt.block_on(async {
             // This thread joins hostA's network namespace for the connection.
             ferry_testbed::enter_netns(&a.netns).unwrap();
             let conn = ferry::agent::quic::connect(&id, &fp_b, addr).await.unwrap();
@@ -1203,7 +1203,7 @@ fn a_hostile_peer_cannot_abuse_bulk_streams_or_store_slots() {
             }
             BulkAttack::FlushTooWide => vec![(None, raw_frame(81, &postcard::to_allocvec(&vec![0u64; 9]).unwrap()))],
         };
-        let _ = rt.block_on(async {
+        rt.block_on(async {
             ferry_testbed::enter_netns(&a.netns).unwrap();
             let conn = ferry::agent::quic::connect(&id, &fp_b, addr).await.unwrap();
             let (mut s, mut r) = conn.open_bi().await.unwrap();

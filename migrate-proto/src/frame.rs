@@ -210,6 +210,8 @@ impl FrameReader {
 
     /// The next whole message, if there is one. After an error the stream is unusable and every
     /// later call returns the same kind of error.
+    // Not an Iterator: a stream that has no whole message yet is not at its end.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Message>, DecodeError> {
         if self.failed {
             return Err(DecodeError::Invalid("stream already failed"));

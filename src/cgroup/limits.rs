@@ -120,7 +120,7 @@ impl Cgroups {
         let Some(h) = self.hierarchies().first() else {
             return Ok(());
         };
-        let parent = h.mount.join(&self.parent_name());
+        let parent = h.mount.join(self.parent_name());
         let available = fs::read_to_string(h.mount.join("cgroup.controllers")).unwrap_or_default();
         for c in ["cpu", "cpuset", "memory", "pids", "io"] {
             if available.split_whitespace().any(|a| a == c) {
@@ -164,12 +164,8 @@ impl Cgroups {
 
     pub fn set_cpumask(&self, ctid: Ctid, cpus: &str) -> Result<(), CgroupError> {
         let dir = self.need("cpuset", ctid)?;
-        let file = if self.version() == Version::V1 {
-            "cpuset.cpus"
-        } else {
-            "cpuset.cpus"
-        };
-        write(&dir.join(file), cpus)
+        // The same file name under cgroups v1 and v2.
+        write(&dir.join("cpuset.cpus"), cpus)
     }
 
     /// RAM and swap (OpenVZ's vswap: `ram` is the memory limit, `ram + swap` the memory+swap

@@ -792,7 +792,7 @@ impl Runtime {
         // `attach_network`, so nothing they do meets a link that is down (a TCP segment they
         // send now would wait for its retransmission timer after the attach).
         let ropts = self.restore_opts(ct, console, slave.as_raw_fd(), !attach);
-        let pid = match criu.restore(&images, ropts, &[slave.as_raw_fd()], &mut |_| Ok(())) {
+        let pid = match criu.restore(images, ropts, &[slave.as_raw_fd()], &mut |_| Ok(())) {
             Ok(pid) => pid,
             Err(e) => {
                 let log = self.host.layout.log_dir().join(format!("{ctid}.restore.log"));

@@ -25,6 +25,8 @@ pub struct Args {
     pub cmd: Cmd,
 }
 
+// Parsed once per run: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Create a container from an OS template cache
@@ -555,24 +557,21 @@ pub fn run(args: Args) -> Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&h)?);
             } else {
                 let yn = |b: bool| if b { "yes" } else { "no" };
-                println!("{:<24} {}", "CRIU", format!("{} ({})", h.criu_version, h.criu_path));
+                println!("{:<24} {} ({})", "CRIU", h.criu_version, h.criu_path);
                 println!("{:<24} {}", "kernel", h.kernel);
                 println!("{:<24} {}", "criu check", if h.criu_check { "ok" } else { "FAILED" });
                 // What a live migration's pre-copy does with it (ferry's own probe of the
                 // soft-dirty bits, which it reads itself rather than through CRIU's pre-dump).
                 let tracked = crate::migrate::pages::soft_dirty_works();
                 println!(
-                    "{:<24} {}",
+                    "{:<24} {}{}",
                     "memory dirty tracking",
-                    format!(
-                        "{}{}",
-                        yn(tracked),
-                        if tracked {
-                            " (pre-copy rounds read only the pages written since the round before)"
-                        } else {
-                            " (pre-copy rounds hash every present page to find what changed)"
-                        }
-                    )
+                    yn(tracked),
+                    if tracked {
+                        " (pre-copy rounds read only the pages written since the round before)"
+                    } else {
+                        " (pre-copy rounds hash every present page to find what changed)"
+                    }
                 );
                 println!("{:<24} {}", "lazy pages (uffd)", yn(h.lazy_pages));
                 println!("{:<24} {}", "uffd non-cooperative", yn(h.uffd_noncoop));

@@ -366,10 +366,11 @@ impl Applier {
         let p = self.confine(&e.path)?;
         let existing = fs::symlink_metadata(&p).ok();
         let same_kind = existing.as_ref().is_some_and(|md| kind_of(md) == e.kind);
-        if !same_kind || e.kind == FileKind::Symlink || e.hardlink_group.is_some() {
-            if existing.is_some() && !(same_kind && e.kind == FileKind::Dir) {
-                self.remove(&p)?;
-            }
+        if (!same_kind || e.kind == FileKind::Symlink || e.hardlink_group.is_some())
+            && existing.is_some()
+            && !(same_kind && e.kind == FileKind::Dir)
+        {
+            self.remove(&p)?;
         }
         let c = cpath(&p);
         match e.kind {

@@ -369,52 +369,6 @@ pub fn validate_hostname(h: &str) -> Result<(), AddrError> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ips() {
-        assert_eq!(parse_ip("198.18.0.10").unwrap().to_string(), "198.18.0.10");
-        assert_eq!(parse_ip("198.18.0.10/24").unwrap().prefix, Some(24));
-        assert_eq!(parse_ip("2001:db8::1/64").unwrap().to_string(), "2001:db8::1/64");
-        for bad in [
-            "",
-            "1.2.3",
-            "1.2.3.4/33",
-            "1.2.3.4/",
-            "1.2.3.4/-1",
-            "::1/129",
-            "0.0.0.0",
-            "224.0.0.1",
-            "host",
-            "1.2.3.4 ",
-        ] {
-            assert!(parse_ip(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn resolver_text() {
-        assert_eq!(resolv_conf("", ""), None);
-        let r = resolv_conf("198.18.0.53 2001:2::53", "example.test lab.test").unwrap();
-        assert!(r.contains("search example.test lab.test\n"));
-        assert!(r.contains("nameserver 198.18.0.53\nnameserver 2001:2::53\n"));
-        assert_eq!(parse_ip_list(" 198.18.0.1  2001:2::1/64 ").unwrap().len(), 2);
-        assert!(parse_ip_list("198.18.0.1 bogus").is_err());
-    }
-
-    #[test]
-    fn hostnames() {
-        for ok in ["ct101", "web-1.example.com", "a", "x.y."] {
-            validate_hostname(ok).unwrap();
-        }
-        for bad in ["", "-a", "a-", "a..b", "a_b", "a b", &"x".repeat(64), "é"] {
-            assert!(validate_hostname(bad).is_err(), "{bad:?}");
-        }
-    }
-}
-
 /// The `ip` family flag and the host route (/32 or /128) of an address.
 pub(crate) fn host_route(addr: &IpAddr) -> (&'static str, String) {
     match addr {
@@ -548,4 +502,50 @@ pub fn attach_restored(
         state.netifs.push(n.host_ifname.clone());
     }
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ips() {
+        assert_eq!(parse_ip("198.18.0.10").unwrap().to_string(), "198.18.0.10");
+        assert_eq!(parse_ip("198.18.0.10/24").unwrap().prefix, Some(24));
+        assert_eq!(parse_ip("2001:db8::1/64").unwrap().to_string(), "2001:db8::1/64");
+        for bad in [
+            "",
+            "1.2.3",
+            "1.2.3.4/33",
+            "1.2.3.4/",
+            "1.2.3.4/-1",
+            "::1/129",
+            "0.0.0.0",
+            "224.0.0.1",
+            "host",
+            "1.2.3.4 ",
+        ] {
+            assert!(parse_ip(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn resolver_text() {
+        assert_eq!(resolv_conf("", ""), None);
+        let r = resolv_conf("198.18.0.53 2001:2::53", "example.test lab.test").unwrap();
+        assert!(r.contains("search example.test lab.test\n"));
+        assert!(r.contains("nameserver 198.18.0.53\nnameserver 2001:2::53\n"));
+        assert_eq!(parse_ip_list(" 198.18.0.1  2001:2::1/64 ").unwrap().len(), 2);
+        assert!(parse_ip_list("198.18.0.1 bogus").is_err());
+    }
+
+    #[test]
+    fn hostnames() {
+        for ok in ["ct101", "web-1.example.com", "a", "x.y."] {
+            validate_hostname(ok).unwrap();
+        }
+        for bad in ["", "-a", "a-", "a..b", "a_b", "a b", &"x".repeat(64), "é"] {
+            assert!(validate_hostname(bad).is_err(), "{bad:?}");
+        }
+    }
 }
