@@ -1433,3 +1433,61 @@ fn a_churning_container_keeps_the_destination_store_near_its_memory() {
         counter(&m, "hostB") > at_b
     });
 }
+
+/// Several migrations at once, each container at most once: hostA sends two containers to
+/// hostB together; while they are on their way, hostC's own container 101 is refused there (hostB
+/// is already receiving a 101), and so is a second vzmigrate of hostA's 101. Both moves complete;
+/// hostC's container runs on as before.
+#[test]
+fn several_migrations_at_once_and_each_container_at_most_once() {
+    let m = MigLab::new("mm", &["hostA", "hostB", "hostC"], Some("50mbit"));
+    busy_container(&m, 12);
+    m.vz_ok("hostA", &["create", "102", "--ipadd", "198.18.0.12"]);
+    m.vz_ok("hostA", &["start", "102"]);
+    m.vz_ok(
+        "hostA",
+        &[
+            "exec",
+            "102",
+            "dd if=/dev/urandom of=/root/blob bs=1M count=12 2>/dev/null",
+        ],
+    );
+    m.vz_ok("hostC", &["create", "101", "--ipadd", "198.18.0.11"]);
+    m.vz_ok("hostC", &["start", "101"]);
+    let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 300, Duration::from_millis(30));
+    let first = spawn_online_migration(&m);
+    let second = m
+        .migrate_cmd("hostA", &["--online", "hostB", "102"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // hostB has taken on the first 101 (its private area is there) while both are on their way.
+    wait_until("hostB to take on hostA's 101", Duration::from_secs(30), || {
+        m.private("hostB", "101").exists()
+    });
+    let o = m.migrate("hostC", &["--online", "hostB", "101"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(
+        o.stderr.contains("container 101 is already being migrated here"),
+        "{o:?}"
+    );
+    assert_eq!(m.status("hostC", "101"), "CTID 101 exist mounted running");
+    assert_eq!(m.vz_ok("hostC", &["exec", "101", "echo ok"]), "ok\n");
+    let o = m.migrate("hostA", &["--online", "hostB", "101"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(o.stderr.contains("locked by another command"), "{o:?}");
+    for (ctid, child) in [("101", first), ("102", second)] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{ctid}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(m.status("hostB", ctid), format!("CTID {ctid} exist mounted running"));
+        assert_eq!(m.status("hostA", ctid), format!("CTID {ctid} deleted unmounted down"));
+    }
+    assert_eq!(session.join().unwrap(), Ok(300), "the client's session broke");
+    assert_eq!(m.status("hostC", "101"), "CTID 101 exist mounted running");
+}

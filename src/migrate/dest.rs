@@ -304,6 +304,11 @@ fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan, source: Option<&Ca
     let host = crate::host::Host::open(ctx.layout.clone()).map_err(|e| e.to_string())?;
     host.initialize().map_err(|e| e.to_string())?;
     let ctid = crate::ctid::Ctid::new(plan.ctid).map_err(|e| e.to_string())?;
+    // Named first: a container on its way here has a private area here already, and that is
+    // not what the sender should be told. (Checked again below, where the claim is made.)
+    if ctx.busy.lock().unwrap().contains(&plan.ctid) {
+        return Err(format!("container {ctid} is already being migrated here"));
+    }
     if ctx.layout.ct_conf(ctid).exists() {
         return Err(format!("container {ctid} already exists on this host"));
     }
