@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use common::lab::MigLab;
 use common::*;
+// A frame around any payload, as the wire has it (our encoder refuses what these tests send).
+use migrate_proto::frame::wrap as raw_frame;
 
 /// `vzmigrate --online hostB 101` from hostA, running, its output captured.
 fn spawn_online_migration(m: &MigLab) -> std::process::Child {
@@ -414,19 +416,6 @@ fn raw_peer(m: &MigLab) -> RawPeer {
         fp_b: m.agentctl("hostB", &["fingerprint"]).stdout.trim().to_string(),
         addr: format!("{}:7447", m.lab.host("hostB").addr).parse().unwrap(),
     }
-}
-
-/// A frame around any payload, as the wire has it (our encoder refuses what these tests send).
-fn raw_frame(kind: u16, payload: &[u8]) -> Vec<u8> {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&kind.to_be_bytes());
-    h.update(&(payload.len() as u32).to_be_bytes());
-    h.update(payload);
-    let mut f = kind.to_be_bytes().to_vec();
-    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    f.extend_from_slice(&h.finalize().to_be_bytes());
-    f.extend_from_slice(payload);
-    f
 }
 
 #[test]

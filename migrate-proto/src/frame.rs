@@ -69,14 +69,20 @@ pub fn encode(msg: &Message) -> Result<Vec<u8>, DecodeError> {
             max: MAX_FRAME,
         });
     }
-    let kind = msg.kind() as u16;
-    let len = body.len() as u32;
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    Ok(wrap(msg.kind() as u16, &body))
+}
+
+/// A frame around `payload` as it is, of kind `kind`: the header and its checksum, nothing
+/// checked. [`encode`]'s last step; tests use it to build the frames a hostile peer would send,
+/// which `encode` refuses.
+pub fn wrap(kind: u16, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(&kind.to_be_bytes());
     out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&crc(kind, len, &body).to_be_bytes());
-    out.extend_from_slice(&body);
-    Ok(out)
+    out.extend_from_slice(&crc(kind, len, payload).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
 }
 
 fn decode_payload(kind: Kind, p: &[u8]) -> Result<Message, postcard::Error> {

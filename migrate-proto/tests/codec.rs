@@ -1,6 +1,6 @@
 //! Round trips for every message (proptest) and the decoder's refusals.
 
-use migrate_proto::frame::{decode, encode, FrameReader};
+use migrate_proto::frame::{decode, encode, wrap, FrameReader};
 use migrate_proto::limits::*;
 use migrate_proto::msg::*;
 use migrate_proto::path::RelPath;
@@ -369,18 +369,6 @@ proptest! {
     }
 }
 
-fn frame_with(kind: u16, payload: &[u8]) -> Vec<u8> {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&kind.to_be_bytes());
-    h.update(&(payload.len() as u32).to_be_bytes());
-    h.update(payload);
-    let mut f = kind.to_be_bytes().to_vec();
-    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    f.extend_from_slice(&h.finalize().to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
 #[test]
 fn an_oversized_length_is_refused_from_the_header_alone() {
     let mut header = (Kind::FsData as u16).to_be_bytes().to_vec();
@@ -395,13 +383,13 @@ fn an_oversized_length_is_refused_from_the_header_alone() {
 
 #[test]
 fn unknown_kinds_and_bad_checksums_are_refused() {
-    assert_eq!(decode(&frame_with(999, b"")), Err(DecodeError::UnknownKind(999)));
+    assert_eq!(decode(&wrap(999, b"")), Err(DecodeError::UnknownKind(999)));
     let mut f = encode(&Message::Commit).unwrap();
     f[9] ^= 1;
     assert_eq!(decode(&f), Err(DecodeError::Checksum));
     // A unit message with a payload is malformed.
     assert!(matches!(
-        decode(&frame_with(Kind::Commit as u16, b"x")),
+        decode(&wrap(Kind::Commit as u16, b"x")),
         Err(DecodeError::Payload { .. })
     ));
 }
@@ -410,7 +398,7 @@ fn unknown_kinds_and_bad_checksums_are_refused() {
 fn hostile_paths_are_refused_while_decoding() {
     for bad in ["../../etc/shadow", "/etc/shadow", "a/../../b", "a\0b", "a//b", ""] {
         let payload = postcard::to_allocvec(&(bad.to_string(), 0u64, false, vec![1u8, 2, 3])).unwrap();
-        match decode(&frame_with(Kind::FsData as u16, &payload)) {
+        match decode(&wrap(Kind::FsData as u16, &payload)) {
             Err(DecodeError::Payload { .. }) => {}
             other => panic!("{bad:?}: {other:?}"),
         }
@@ -430,7 +418,7 @@ fn counts_and_sizes_over_the_limits_are_refused() {
     ));
     let payload = postcard::to_allocvec(&(1u32, vec![p.clone(); MAX_ENTRIES + 1])).unwrap();
     assert!(matches!(
-        decode(&frame_with(Kind::FsDelete as u16, &payload)),
+        decode(&wrap(Kind::FsDelete as u16, &payload)),
         Err(DecodeError::Limit { what: "deletions", .. })
     ));
     let big = Message::FsData(FsData {
@@ -464,7 +452,7 @@ fn counts_and_sizes_over_the_limits_are_refused() {
     let mut payload = postcard::to_allocvec(&1u32).unwrap();
     payload.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
     assert!(matches!(
-        decode(&frame_with(Kind::FsDelete as u16, &payload)),
+        decode(&wrap(Kind::FsDelete as u16, &payload)),
         Err(DecodeError::Payload { .. })
     ));
 }
@@ -540,7 +528,7 @@ fn version_4_messages_over_their_limits_are_refused() {
     })
     .unwrap();
     assert!(matches!(
-        decode(&frame_with(Kind::ImageRuns as u16, &payload)),
+        decode(&wrap(Kind::ImageRuns as u16, &payload)),
         Err(DecodeError::Invalid(_))
     ));
 }
