@@ -121,6 +121,24 @@ impl Destination {
         self.version.is_some_and(streams_and_slots)
     }
 
+    fn online(&self) -> bool {
+        self.plan.as_ref().is_some_and(|p| p.online)
+    }
+
+    /// Pre-copied memory arrives: its first message is journaled (from then on a crash leaves
+    /// memory to clean up).
+    fn memory_arrives(&mut self) -> Vec<Action> {
+        let State::Receiving { frozen, mem } = self.state else {
+            return vec![];
+        };
+        self.state = State::Receiving { frozen, mem: true };
+        if mem {
+            vec![]
+        } else {
+            vec![Action::Journal(Phase::MemPrecopy)]
+        }
+    }
+
     fn keep_files(&self) -> bool {
         self.plan.as_ref().is_some_and(|p| p.keep_dst)
     }
@@ -227,16 +245,14 @@ impl Destination {
                         true,
                     );
                 }
-                if !self.plan.as_ref().is_some_and(|p| p.online) {
+                if !self.online() {
                     return self.abort(AbortReason::Protocol("memory in an offline migration".into()), true);
                 }
-                let mut out = Vec::new();
-                if let State::Receiving { frozen, mem } = self.state {
-                    if matches!(m, Message::PageSlots(_)) && !mem {
-                        self.state = State::Receiving { frozen, mem: true };
-                        out.push(Action::Journal(Phase::MemPrecopy));
-                    }
-                }
+                let mut out = if matches!(m, Message::PageSlots(_)) {
+                    self.memory_arrives()
+                } else {
+                    vec![]
+                };
                 out.push(Action::Apply(m));
                 out
             }
@@ -247,7 +263,7 @@ impl Destination {
                 ),
             // Images may overtake the control stream's `Frozen` on their bulk stream.
             (State::Receiving { .. }, m @ Message::Image(_)) if self.streams() => {
-                if !self.plan.as_ref().is_some_and(|p| p.online) {
+                if !self.online() {
                     return self.abort(AbortReason::Protocol("images in an offline migration".into()), true);
                 }
                 vec![Action::Apply(m)]
@@ -257,8 +273,8 @@ impl Destination {
                 true,
             ),
             (State::Receiving { .. }, Message::FsPassDone { .. }) => vec![],
-            (State::Receiving { frozen, .. }, Message::Pages(b)) => {
-                if !self.plan.as_ref().is_some_and(|p| p.online) {
+            (State::Receiving { .. }, Message::Pages(b)) => {
+                if !self.online() {
                     return self.abort(AbortReason::Protocol("pages in an offline migration".into()), true);
                 }
                 if self.version == Some(1) && b.pages.iter().any(|p| p.data.is_none()) {
@@ -267,12 +283,7 @@ impl Destination {
                         true,
                     );
                 }
-                let first = !matches!(self.state, State::Receiving { mem: true, .. });
-                self.state = State::Receiving { frozen, mem: true };
-                let mut out = Vec::new();
-                if first {
-                    out.push(Action::Journal(Phase::MemPrecopy));
-                }
+                let mut out = self.memory_arrives();
                 out.push(Action::Apply(Message::Pages(b)));
                 out
             }
@@ -280,7 +291,7 @@ impl Destination {
             // so the source can weigh the round and freeze with nothing of the pre-copy still on
             // its way. (A round may have had no new page to send.)
             (State::Receiving { frozen: false, .. }, Message::MemRoundDone(r))
-                if self.version.is_some_and(super::round_acks) && self.plan.as_ref().is_some_and(|p| p.online) =>
+                if self.version.is_some_and(super::round_acks) && self.online() =>
             {
                 self.state = State::Receiving {
                     frozen: false,
