@@ -525,7 +525,7 @@ async fn accept_bulk(conn: quinn::Connection, tx: tokio::sync::mpsc::Sender<Bulk
                 Ok(Some(Message::BulkStream { index })) => index,
                 Ok(_) => {
                     let _ = tx
-                        .send(BulkIn::Failed("a bulk stream did not begin by naming itself".into()))
+                        .send(BulkIn::Failed(migrate_proto::streams::StreamError::Unnamed.to_string()))
                         .await;
                     return;
                 }
