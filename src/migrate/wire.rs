@@ -126,9 +126,7 @@ impl Throttle {
 
 pub struct Wire {
     send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    reader: FrameReader,
-    buf: Vec<u8>,
+    recv: Frames,
     throttle: Option<Throttle>,
     /// Bytes put on the wire so far.
     pub sent: u64,
@@ -140,9 +138,7 @@ impl Wire {
     pub fn new(send: quinn::SendStream, recv: quinn::RecvStream) -> Self {
         Self {
             send,
-            recv,
-            reader: FrameReader::new(),
-            buf: vec![0; 1 << 20],
+            recv: Frames::new(recv),
             throttle: None,
             sent: 0,
             shared: None,
@@ -183,21 +179,10 @@ impl Wire {
         Ok(())
     }
 
-    /// The next message; Err(Closed) at the end of the stream.
+    /// The next message; Err(Closed) at the end of the stream, Err(Timeout) when no byte came
+    /// for `timeout`.
     pub async fn recv(&mut self, timeout: Duration) -> Result<Message, WireError> {
-        loop {
-            if let Some(m) = self.reader.next()? {
-                return Ok(m);
-            }
-            let n = match tokio::time::timeout(timeout, self.recv.read(&mut self.buf)).await {
-                Err(_) => return Err(WireError::Timeout(timeout)),
-                Ok(r) => r?,
-            };
-            match n {
-                Some(n) => self.reader.push(&self.buf[..n]),
-                None => return Err(WireError::Closed),
-            }
-        }
+        self.recv.next_within(Some(timeout)).await?.ok_or(WireError::Closed)
     }
 
     pub async fn finish(&mut self) {
@@ -206,7 +191,8 @@ impl Wire {
     }
 }
 
-/// Frames arriving on a bulk stream (the destination's side of version 4).
+/// Frames arriving on a stream: a control stream's receiving side, or a bulk stream (the
+/// destination's side of version 4).
 pub struct Frames {
     recv: quinn::RecvStream,
     reader: FrameReader,
@@ -224,11 +210,24 @@ impl Frames {
 
     /// The next message; None at the end of the stream.
     pub async fn next(&mut self) -> Result<Option<Message>, WireError> {
+        self.next_within(None).await
+    }
+
+    /// The next message; None at the end of the stream (Err(Closed) if it ends inside a
+    /// frame), Err(Timeout) when a read waits longer than `timeout`.
+    async fn next_within(&mut self, timeout: Option<Duration>) -> Result<Option<Message>, WireError> {
         loop {
             if let Some(m) = self.reader.next()? {
                 return Ok(Some(m));
             }
-            match self.recv.read(&mut self.buf).await? {
+            let read = self.recv.read(&mut self.buf);
+            let n = match timeout {
+                Some(t) => tokio::time::timeout(t, read)
+                    .await
+                    .map_err(|_| WireError::Timeout(t))??,
+                None => read.await?,
+            };
+            match n {
                 Some(n) => self.reader.push(&self.buf[..n]),
                 None if self.reader.is_empty() => return Ok(None),
                 None => return Err(WireError::Closed),
