@@ -214,6 +214,16 @@ pub struct ImageRuns {
 }
 
 impl ImageRuns {
+    /// No pages: the image `name` exists on the destination, empty if nothing else lands in it.
+    pub fn empty(name: RelPath) -> Self {
+        Self {
+            name,
+            offset: 0,
+            runs: vec![],
+            data: vec![],
+        }
+    }
+
     /// Pages the runs describe.
     pub fn pages(&self) -> u64 {
         self.runs.iter().map(|r| u64::from(r.count())).sum()

@@ -243,23 +243,9 @@ impl Precopy {
         self.held.get(h).copied()
     }
 
-    /// Reads one window of a process's memory: the pages to send (content new to the
-    /// destination). Pages not present (never touched, or swapped) are skipped; a window that
-    /// cannot be read (the process exited, the mapping changed) yields nothing.
-    pub fn window(
-        &mut self,
-        pid: i32,
-        pagemap: &File,
-        start: u64,
-        pages: usize,
-        buf: &mut Vec<u8>,
-        round: &mut Round,
-    ) -> Vec<Page> {
-        let chosen = choose(pagemap, start, pages, false);
-        self.read(pid, start, &chosen, buf, round)
-    }
-
-    /// Reads the pages `chosen` (indices from `start`) of a process: the pages to send.
+    /// Reads the pages `chosen` (indices from `start`) of a process: the pages to send (content
+    /// new to the destination). Pages that cannot be read (the process exited, the mapping
+    /// changed) yield nothing.
     pub fn read(&mut self, pid: i32, start: u64, chosen: &[u16], buf: &mut Vec<u8>, round: &mut Round) -> Vec<Page> {
         let remote: Vec<nix::sys::uio::RemoteIoVec> = chosen
             .iter()
@@ -478,12 +464,9 @@ impl crate::criu::page_server::PageSink for FinalPages {
     fn open(&mut self, image: &str) -> std::io::Result<()> {
         // The file exists on the destination even if no page lands in it.
         if self.slots {
-            return self.send(migrate_proto::msg::Message::ImageRuns(ImageRuns {
-                name: Self::name(image)?,
-                offset: 0,
-                runs: vec![],
-                data: vec![],
-            }));
+            return self.send(migrate_proto::msg::Message::ImageRuns(ImageRuns::empty(Self::name(
+                image,
+            )?)));
         }
         self.send(migrate_proto::msg::Message::Image(migrate_proto::msg::ImageChunk {
             name: Self::name(image)?,
@@ -770,6 +753,21 @@ pub fn pids_of(rt: &crate::runtime::Runtime, ctid: crate::ctid::Ctid) -> Vec<i32
 mod tests {
     use super::*;
 
+    /// One window of a process's memory read as a round without dirty tracking reads it: its
+    /// present pages, those new to the destination returned.
+    fn window(
+        p: &mut Precopy,
+        pid: i32,
+        pagemap: &File,
+        start: u64,
+        pages: usize,
+        buf: &mut Vec<u8>,
+        round: &mut Round,
+    ) -> Vec<Page> {
+        let chosen = choose(pagemap, start, pages, false);
+        p.read(pid, start, &chosen, buf, round)
+    }
+
     #[test]
     fn only_private_writable_mappings_are_read() {
         let maps = "\
@@ -813,7 +811,7 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
         let mut p = Precopy::default();
         let mut buf = Vec::new();
         let mut round = Round::default();
-        let sent = p.window(pid, &pagemap, aligned, usable, &mut buf, &mut round);
+        let sent = window(&mut p, pid, &pagemap, aligned, usable, &mut buf, &mut round);
         assert_eq!(round.pages_read, usable as u64);
         // 8 distinct pages and one zero page.
         assert_eq!(sent.len(), 9, "{round:?}");
@@ -822,13 +820,11 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
         }
         // Nothing changed: the next round reads the same and sends nothing.
         let mut round2 = Round::default();
-        assert!(p
-            .window(pid, &pagemap, aligned, usable, &mut buf, &mut round2)
-            .is_empty());
+        assert!(window(&mut p, pid, &pagemap, aligned, usable, &mut buf, &mut round2).is_empty());
         assert_eq!(round2.pages_changed, 0);
         mem[off + 3 * PAGE_SIZE + 7] = 99;
         let mut round3 = Round::default();
-        let again = p.window(pid, &pagemap, aligned, usable, &mut buf, &mut round3);
+        let again = window(&mut p, pid, &pagemap, aligned, usable, &mut buf, &mut round3);
         assert_eq!((again.len(), round3.pages_changed), (1, 1));
         assert_eq!(again[0].vaddr, aligned + 3 * PAGE_SIZE as u64);
         std::hint::black_box(&mem);
@@ -951,16 +947,7 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0 [vsyscall]
         assert_eq!(std::fs::read(&img).unwrap(), pages(&[1, 2, 3, 7, 6, 0, 0]));
         // An empty image exists.
         let empty = dir.path().join("pages-2.img");
-        s.write_runs(
-            &empty,
-            &ImageRuns {
-                name,
-                offset: 0,
-                runs: vec![],
-                data: vec![],
-            },
-        )
-        .unwrap();
+        s.write_runs(&empty, &ImageRuns::empty(name)).unwrap();
         assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
     }
 

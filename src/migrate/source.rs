@@ -253,7 +253,7 @@ impl Ctx<'_> {
         // One message per run of consecutive slots (new content takes the lowest free slots,
         // so runs are long).
         let mut run: Option<(u32, Vec<u8>)> = None;
-        for p in &pages {
+        for (i, p) in pages.iter().enumerate() {
             let (Some(slot), Some(data)) = (self.precopy.slot_of(&p.hash), p.data.as_deref()) else {
                 continue;
             };
@@ -265,7 +265,8 @@ impl Ctx<'_> {
                     if let Some((first_slot, data)) = run.take() {
                         self.send_slots(round, first_slot, data).await?;
                     }
-                    let mut d = Vec::with_capacity(pages.len() * migrate_proto::limits::PAGE_SIZE);
+                    // A run holds at most the pages left.
+                    let mut d = Vec::with_capacity((pages.len() - i) * migrate_proto::limits::PAGE_SIZE);
                     d.extend_from_slice(data);
                     run = Some((slot, d));
                 }
@@ -389,12 +390,7 @@ impl Ctx<'_> {
         self.report.page_zero += counts.zero;
         if off == 0 && self.slots {
             // An empty pages image exists on the destination too.
-            let m = Message::ImageRuns(migrate_proto::msg::ImageRuns {
-                name: rel.clone(),
-                offset: 0,
-                runs: vec![],
-                data: vec![],
-            });
+            let m = Message::ImageRuns(migrate_proto::msg::ImageRuns::empty(rel.clone()));
             let lane = self.memory_lane();
             self.link.send_on(lane, &m).await?;
         }
