@@ -13,7 +13,12 @@ use migrate_proto::frame::wrap as raw_frame;
 
 /// `vzmigrate --online hostB 101` from hostA, running, its output captured.
 fn spawn_online_migration(m: &MigLab) -> std::process::Child {
-    m.migrate_cmd("hostA", &["--online", "hostB", "101"])
+    spawn_migration(m, &["--online", "hostB", "101"])
+}
+
+/// `vzmigrate ARGS` from hostA, running, its output captured.
+fn spawn_migration(m: &MigLab, args: &[&str]) -> std::process::Child {
+    m.migrate_cmd("hostA", args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -264,20 +269,26 @@ fn offline_migration_and_an_untrusted_peer() {
 /// A container with an echo server, a counter, and `mb` MB of incompressible data in its
 /// private area (to make the file sync last a while on a shaped link).
 fn busy_container(m: &MigLab, mb: u32) {
-    m.vz_ok("hostA", &["create", "101", "--ipadd", "198.18.0.10"]);
-    m.vz_ok("hostA", &["start", "101"]);
+    container_with_blob(m, "101", "198.18.0.10", mb);
+    serve_echo_and_count(m, "hostA");
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// Container `ctid` running on hostA with address `ip` and `mb` MB of incompressible data in
+/// its private area.
+fn container_with_blob(m: &MigLab, ctid: &str, ip: &str, mb: u32) {
+    m.vz_ok("hostA", &["create", ctid, "--ipadd", ip]);
+    m.vz_ok("hostA", &["start", ctid]);
     if mb > 0 {
         m.vz_ok(
             "hostA",
             &[
                 "exec",
-                "101",
+                ctid,
                 &format!("dd if=/dev/urandom of=/root/blob bs=1M count={mb} 2>/dev/null"),
             ],
         );
     }
-    serve_echo_and_count(m, "hostA");
-    std::thread::sleep(Duration::from_millis(300));
 }
 
 fn assert_source_keeps_running(m: &MigLab, session: std::thread::JoinHandle<Result<usize, String>>, n: usize) {
@@ -1265,15 +1276,6 @@ fn a_hostile_peer_cannot_abuse_bulk_streams_or_store_slots() {
     }
 }
 
-/// The count the container's counter wrote last, on `host`.
-fn count_on(m: &MigLab, host: &str) -> u64 {
-    std::fs::read_to_string(m.private(host, "101").join("tmp/count"))
-        .unwrap_or_default()
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_pre_copy_that_misses_every_change_still_moves_memory_as_it_is() {
     // FERRY_SOFT_DIRTY=on on a kernel without soft-dirty bits: every round after the first
@@ -1320,9 +1322,9 @@ fn a_pre_copy_that_misses_every_change_still_moves_memory_as_it_is() {
     // What changed after the first round went with the final dump.
     assert!(r["page_data"].as_u64().unwrap() > 0, "{r}");
     // The counter goes on from the value it had in memory when frozen, never back.
-    let at_freeze = count_on(&m, "hostB");
+    let at_freeze = counter(&m, "hostB");
     wait_until("the counter to go on on hostB", Duration::from_secs(10), || {
-        count_on(&m, "hostB") > at_freeze
+        counter(&m, "hostB") > at_freeze
     });
     // The text and its checksum agree.
     m.vz_ok("hostB", &["exec", "101", "kill -USR1 $(cat /tmp/holder)"]);
@@ -1431,26 +1433,12 @@ fn a_churning_container_keeps_the_destination_store_near_its_memory() {
 fn several_migrations_at_once_and_each_container_at_most_once() {
     let m = MigLab::new("mm", &["hostA", "hostB", "hostC"], Some("50mbit"));
     busy_container(&m, 12);
-    m.vz_ok("hostA", &["create", "102", "--ipadd", "198.18.0.12"]);
-    m.vz_ok("hostA", &["start", "102"]);
-    m.vz_ok(
-        "hostA",
-        &[
-            "exec",
-            "102",
-            "dd if=/dev/urandom of=/root/blob bs=1M count=12 2>/dev/null",
-        ],
-    );
+    container_with_blob(&m, "102", "198.18.0.12", 12);
     m.vz_ok("hostC", &["create", "101", "--ipadd", "198.18.0.11"]);
     m.vz_ok("hostC", &["start", "101"]);
     let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 300, Duration::from_millis(30));
     let first = spawn_online_migration(&m);
-    let second = m
-        .migrate_cmd("hostA", &["--online", "hostB", "102"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let second = spawn_migration(&m, &["--online", "hostB", "102"]);
     // hostB has taken on the first 101 (its private area is there) while both are on their way.
     wait_until("hostB to take on hostA's 101", Duration::from_secs(30), || {
         m.private("hostB", "101").exists()
