@@ -29,8 +29,13 @@ fn vz_ok(lab: &Lab, args: &[&str]) -> String {
 }
 
 fn counter(lab: &Lab, ctid: &str) -> u64 {
-    // The private area, which stays readable while the container is stopped and unmounted.
-    std::fs::read_to_string(lab.host("hostA").root.join(format!("vz/private/{ctid}/tmp/count")))
+    count_in(&lab.host("hostA").root.join(format!("vz/private/{ctid}")))
+}
+
+/// The counter's value in a container's private area (which stays readable while the
+/// container is stopped and unmounted); 0 before it first counts.
+fn count_in(private: &std::path::Path) -> u64 {
+    std::fs::read_to_string(private.join("tmp/count"))
         .unwrap_or_default()
         .trim()
         .parse()
@@ -433,11 +438,8 @@ fn a_dump_through_the_page_server_writes_what_criu_writes_and_restores() {
     wait_until("the frozen copy to be gone", Duration::from_secs(10), || {
         rt.run_state(ctid).unwrap().is_none()
     });
-    let at_dump: u64 = std::fs::read_to_string(h.private("105").join("tmp/count"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let at_dump = count_in(&h.private("105"));
+    assert!(at_dump > 0, "the counter had not counted by the dump");
     std::fs::write(by_server.join("ferry-console"), console.unwrap_or_default()).unwrap();
     h.vzctl(&["restore", "105", "--images", by_server.to_str().unwrap()])
         .ok();
@@ -455,10 +457,7 @@ fn a_dump_through_the_page_server_writes_what_criu_writes_and_restores() {
         before
     );
     wait_until("the counter to move on", Duration::from_secs(10), || {
-        std::fs::read_to_string(h.private("105").join("tmp/count"))
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .is_some_and(|n| n > at_dump)
+        count_in(&h.private("105")) > at_dump
     });
     h.vzctl(&["stop", "105", "--fast"]).ok();
 }
