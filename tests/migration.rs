@@ -429,9 +429,52 @@ fn raw_peer(m: &MigLab) -> RawPeer {
     }
 }
 
+/// The frames a hostile peer opens with: its `Hello` (migration id `[mid; 16]`, speaking
+/// `versions`, claiming CRIU `criu` and the CPU `cpu_description`) and the plan of container
+/// `ctid` (online or not, claiming `ram_bytes` of memory).
+fn hostile_opening(
+    mid: u8,
+    versions: (u32, u32),
+    criu: &str,
+    cpu_description: Vec<u8>,
+    ctid: u32,
+    online: bool,
+    ram_bytes: u64,
+) -> [Vec<u8>; 2] {
+    use migrate_proto::msg::{Capabilities, Hello, Layout, Message, Plan};
+    let hello = Message::Hello(Hello {
+        migration_id: [mid; 16],
+        version_min: versions.0,
+        version_max: versions.1,
+        host: "evil".into(),
+        caps: Capabilities {
+            mem_dirty_tracking: false,
+            compression: vec![],
+            criu_version: criu.into(),
+            kernel: "x".into(),
+            cpu_description,
+            free_ram: 0,
+            free_disk: 0,
+        },
+    });
+    let plan = Message::Plan(Plan {
+        ctid,
+        config: "HOSTNAME=\"evil\"\n".into(),
+        layout: Layout::Simfs,
+        private_bytes: 0,
+        private_inodes: 0,
+        ram_bytes,
+        online,
+        keep_dst: false,
+        bwlimit: 0,
+        max_downtime_ms: 0,
+        start: false,
+    });
+    [hello, plan].map(|m| migrate_proto::frame::encode(&m).unwrap())
+}
+
 #[test]
 fn a_hostile_peer_cannot_write_outside_the_area() {
-    use migrate_proto::msg::{Capabilities, Hello, Layout, Message, Plan};
     let m = MigLab::new("mh", &["hostA", "hostB"], None);
     let (a, RawPeer { id, fp_b, addr }) = (m.lab.host("hostA"), raw_peer(&m));
     // A manifest entry in the wire layout, with a path the real types cannot even hold.
@@ -533,41 +576,9 @@ fn a_hostile_peer_cannot_write_outside_the_area() {
             ferry_testbed::enter_netns(&a.netns).unwrap();
             let conn = ferry::agent::quic::connect(&id, &fp_b, addr).await.unwrap();
             let (mut s, mut r) = conn.open_bi().await.unwrap();
-            let caps = Capabilities {
-                mem_dirty_tracking: false,
-                compression: vec![],
-                criu_version: criu.into(),
-                kernel: "x".into(),
-                cpu_description,
-                free_ram: 0,
-                free_disk: 0,
-            };
-            let hello = Message::Hello(Hello {
-                migration_id: [7; 16],
-                version_min: 3,
-                version_max: 4,
-                host: "evil".into(),
-                caps,
-            });
-            s.write_all(&migrate_proto::frame::encode(&hello).unwrap())
-                .await
-                .unwrap();
-            let plan = Message::Plan(Plan {
-                ctid: 150,
-                config: "HOSTNAME=\"evil\"\n".into(),
-                layout: Layout::Simfs,
-                private_bytes: 0,
-                private_inodes: 0,
-                ram_bytes,
-                online,
-                keep_dst: false,
-                bwlimit: 0,
-                max_downtime_ms: 0,
-                start: false,
-            });
-            s.write_all(&migrate_proto::frame::encode(&plan).unwrap())
-                .await
-                .unwrap();
+            for f in hostile_opening(7, (3, 4), criu, cpu_description, 150, online, ram_bytes) {
+                s.write_all(&f).await.unwrap();
+            }
             tokio::time::sleep(Duration::from_millis(300)).await;
             if let Some(attack) = attack {
                 let _ = s.write_all(&attack).await;
@@ -1126,7 +1137,7 @@ enum BulkAttack {
 
 #[test]
 fn a_hostile_peer_cannot_abuse_bulk_streams_or_store_slots() {
-    use migrate_proto::msg::{Capabilities, Hello, ImageRuns, Layout, Message, PageRun, PageSlots, Plan};
+    use migrate_proto::msg::{ImageRuns, Message, PageRun, PageSlots};
     let m = MigLab::new("mx", &["hostA", "hostB"], None);
     let (a, b, RawPeer { id, fp_b, addr }) = (m.lab.host("hostA"), m.lab.host("hostB"), raw_peer(&m));
     let enc = |msg: &Message| migrate_proto::frame::encode(msg).unwrap();
@@ -1207,36 +1218,9 @@ fn a_hostile_peer_cannot_abuse_bulk_streams_or_store_slots() {
             ferry_testbed::enter_netns(&a.netns).unwrap();
             let conn = ferry::agent::quic::connect(&id, &fp_b, addr).await.unwrap();
             let (mut s, mut r) = conn.open_bi().await.unwrap();
-            let hello = Message::Hello(Hello {
-                migration_id: [9; 16],
-                version_min: 4,
-                version_max: 4,
-                host: "evil".into(),
-                caps: Capabilities {
-                    mem_dirty_tracking: false,
-                    compression: vec![],
-                    criu_version: "4.2.1".into(),
-                    kernel: "x".into(),
-                    cpu_description: vec![],
-                    free_ram: 0,
-                    free_disk: 0,
-                },
-            });
-            s.write_all(&enc(&hello)).await.unwrap();
-            let plan = Message::Plan(Plan {
-                ctid: 151,
-                config: "HOSTNAME=\"evil\"\n".into(),
-                layout: Layout::Simfs,
-                private_bytes: 0,
-                private_inodes: 0,
-                ram_bytes: 1 << 20,
-                online: true,
-                keep_dst: false,
-                bwlimit: 0,
-                max_downtime_ms: 0,
-                start: false,
-            });
-            s.write_all(&enc(&plan)).await.unwrap();
+            for f in hostile_opening(9, (4, 4), "4.2.1", vec![], 151, true, 1 << 20) {
+                s.write_all(&f).await.unwrap();
+            }
             tokio::time::sleep(Duration::from_millis(500)).await;
             let mut streams: Vec<(u32, quinn::SendStream)> = Vec::new();
             for (on, frame) in frames {
