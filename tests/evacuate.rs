@@ -1,6 +1,7 @@
 //! Root-only, on the testbed with hostA, hostB and hostC: `vzevacuate` empties a host, carries
 //! on after being killed halfway without moving anything twice, leaves a container it cannot
-//! move running where it was, and `--return` brings everything back.
+//! move running where it was, and `--return` brings everything back; a vzmigrate it starts
+//! waits to be recorded before it does anything.
 
 mod common;
 
@@ -259,4 +260,45 @@ fn evacuating_a_host_carrying_on_after_a_kill_and_returning() {
     let err = r.unwrap_err();
     assert!(err.contains("did not come to") && err.contains("from hostA"), "{err}");
     assert_eq!(m.status("hostB", "205"), "CTID 205 exist mounted running");
+}
+
+/// What a vzmigrate started behind its gate ends with, the gate opened or dropped.
+fn gated_vzmigrate(root: &std::path::Path, open: bool) -> Result<ferry::migrate::child::Report, String> {
+    use ferry::migrate::child::Event;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut gate = Some(open);
+    ferry::migrate::child::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_vzmigrate")),
+        root,
+        false,
+        &[],
+        "nowhere",
+        199,
+        move |ev| match ev {
+            Event::Started(_, g) => {
+                if gate.take() == Some(true) {
+                    g.open();
+                }
+            }
+            Event::Line(_) => {}
+            Event::Done(r) => {
+                let _ = tx.send(r);
+            }
+        },
+    )
+    .unwrap();
+    rx.recv_timeout(Duration::from_secs(60)).unwrap()
+}
+
+/// A vzmigrate that vzevacuate started does nothing until vzevacuate has recorded it: with its
+/// gate dropped (vzevacuate killed first) it exits untouched; opened, it goes ahead (and here
+/// meets a container and a peer that do not exist).
+#[test]
+fn a_vzmigrate_started_behind_its_gate_waits_to_be_recorded() {
+    let h = TestHost::new("gate");
+    let dropped = gated_vzmigrate(h.root(), false).unwrap_err();
+    assert!(dropped.contains("went away before recording it"), "{dropped}");
+    let opened = gated_vzmigrate(h.root(), true).unwrap_err();
+    assert!(!opened.contains("went away"), "{opened}");
+    assert!(opened.contains("199") || opened.contains("nowhere"), "{opened}");
 }

@@ -81,7 +81,9 @@ pub fn main() -> ! {
 }
 
 enum Note {
-    Started(u32, Option<u32>),
+    /// A migration began: a local vzmigrate's pid and the gate it waits at, opened once the
+    /// pid is in the journal (none for a pull).
+    Started(u32, Option<(u32, crate::migrate::child::Gate)>),
     Line(u32, String),
     Done(u32, Result<Report, String>),
 }
@@ -263,7 +265,15 @@ fn settle(rt: &Runtime, journal: &mut Journal, ui: &mut Ui) -> Result<()> {
         match state {
             State::Moving => {
                 let id = Ctid::new(ctid)?;
-                while let Some(pid) = crate::migrate::source::moving_pid(rt, id) {
+                // The earlier run's vzmigrate: recorded in this journal before it began (it
+                // waits at its gate until then), and in its own once it has.
+                let recorded = journal.entries[i].pid;
+                let still_moving = || {
+                    recorded
+                        .filter(|p| crate::runtime::proc::runs_as(*p, "vzmigrate"))
+                        .or_else(|| crate::migrate::source::moving_pid(rt, id))
+                };
+                while let Some(pid) = still_moving() {
                     ui.line(
                         ctid,
                         &peer,
@@ -601,7 +611,8 @@ fn run_jobs(
             continue;
         };
         match note {
-            Note::Started(ctid, pid) => {
+            Note::Started(ctid, child) => {
+                let (pid, gate) = child.map_or((None, None), |(p, g)| (Some(p), Some(g)));
                 if let Some(r) = running.get_mut(&ctid) {
                     r.1 = pid;
                 }
@@ -609,6 +620,10 @@ fn run_jobs(
                     e.pid = pid;
                 }
                 journal.save(&rt.host.layout)?;
+                // Recorded: a run after this one, if this one is killed, waits for it.
+                if let Some(g) = gate {
+                    g.open();
+                }
             }
             Note::Line(ctid, l) => {
                 let peer = running.get(&ctid).map(|r| r.0.clone()).unwrap_or_default();
@@ -668,7 +683,7 @@ fn push_one(s: &Settings, job: Job, tx: mpsc::Sender<Note>) {
         ctid,
         move |ev| {
             let _ = events.send(match ev {
-                Event::Started(pid) => Note::Started(ctid, Some(pid)),
+                Event::Started(pid, gate) => Note::Started(ctid, Some((pid, gate))),
                 Event::Line(l) => Note::Line(ctid, l),
                 Event::Done(r) => Note::Done(ctid, r),
             });

@@ -71,6 +71,11 @@ pub struct Args {
 pub fn main() -> ! {
     let args: Args = parse();
     super::init_logging(args.global.verbose);
+    // Started by vzevacuate or an agent: nothing happens before it has recorded this process.
+    if let Err(why) = crate::migrate::child::pass_gate() {
+        eprintln!("vzmigrate: error: {why}");
+        std::process::exit(crate::exitcode::ExitCode::MigrateFailed.code() as i32);
+    }
     let code = match run(args) {
         Ok(()) => 0,
         Err(e) => report("vzmigrate", &e),

@@ -100,7 +100,8 @@ pub async fn serve(ctx: &DestCtx, from: Option<String>, req: PullRequest, wire: 
             }
         };
         match ev {
-            Some(Event::Started(_)) => {}
+            // Nothing to record: it may go ahead at once.
+            Some(Event::Started(_, gate)) => gate.open(),
             Some(Event::Line(mut l)) => {
                 l.truncate(1024);
                 let _ = wire
