@@ -10,11 +10,11 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 bash scripts/setup.sh --no-build
 export FERRY_CRIU=${FERRY_CRIU:-/opt/ferry/criu/criu}
-echo "test: cargo test --workspace $*"
+echo "test: cargo test --workspace --no-fail-fast $*"
 log=$(mktemp /tmp/ferry-test.XXXXXX)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace "$@" 2>&1 | tee "$log"
+cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 # The protocol's decoders and destination state machine, fuzzed for a bounded time.
