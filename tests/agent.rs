@@ -59,10 +59,14 @@ fn scheduled_checkpoints_chain_prune_and_restore() {
     // Checkpoints every 2 s, chained three to a level-0 one: the first chain is pruned once
     // the second holds three: at the sixth, about 12 s after the start (it once took longer
     // than the fixed 11 s this test used to wait).
-    wait_until("the agent to prune a checkpoint of 501", Duration::from_secs(90), || {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        log.contains("pruned checkpoint 501") && log.contains("checkpoint of 502 failed")
-    });
+    wait_until(
+        "the agent to prune a checkpoint of 501",
+        Duration::from_secs(90),
+        || {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            log.contains("pruned checkpoint 501") && log.contains("checkpoint of 502 failed")
+        },
+    );
     // SAFETY: asking the agent to stop.
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
     let status = agent.wait().unwrap();

@@ -826,7 +826,9 @@ fn a_vzmigrate_killed_before_sending_the_commit_resumes_after_asking() {
     assert_source_keeps_running(&m, session, 200);
     // hostB gives up the restored copy it never ran once the dead connection times out: the
     // container first, its journal last.
-    wait_until("hostB to clean up", Duration::from_secs(90), || left_on(&m, "hostB").is_none());
+    wait_until("hostB to clean up", Duration::from_secs(90), || {
+        left_on(&m, "hostB").is_none()
+    });
     // Its answer stands across a restart of its agent: the decision is on disk.
     let decisions = std::fs::read_to_string(m.lab.host("hostB").root.join("vz/run/migrate-decisions.json")).unwrap();
     assert!(decisions.contains("\"committed\":false"), "{decisions}");
@@ -1425,7 +1427,10 @@ fn a_churning_container_keeps_the_destination_store_near_its_memory() {
         r["memory_rounds"], r["rounds"]
     );
     // A slot is freed after a round that found its content gone, and given again by the next.
-    assert!(r["memory_rounds"].as_u64().unwrap() >= 3, "the churn did not keep the pre-copy going: {r}");
+    assert!(
+        r["memory_rounds"].as_u64().unwrap() >= 3,
+        "the churn did not keep the pre-copy going: {r}"
+    );
     // Without freed slots given again, the store holds every page sent (reused 0, and store
     // equal to the pages' bytes of `sent`).
     assert!(
