@@ -461,3 +461,45 @@ fn a_dump_through_the_page_server_writes_what_criu_writes_and_restores() {
     });
     h.vzctl(&["stop", "105", "--fast"]).ok();
 }
+
+/// `vzctl check` and `vzctl check --json` say the same of the dirty tracking a migration's
+/// pre-copy uses (ferry's own probe of the soft-dirty bits), whatever it finds; the JSON keeps
+/// CRIU's own answer beside it. `FERRY_SOFT_DIRTY` decides in place of the probe.
+#[test]
+fn vzctl_check_says_the_same_in_text_and_json() {
+    let h = TestHost::new("check");
+    for forced in [None, Some("on"), Some("off")] {
+        let check = |args: &[&str]| {
+            let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vzctl"));
+            c.arg("--root-dir").arg(h.root()).args(args).env_remove("FERRY_ROOT");
+            match forced {
+                Some(v) => c.env("FERRY_SOFT_DIRTY", v),
+                None => c.env_remove("FERRY_SOFT_DIRTY"),
+            };
+            let o = run(c, Duration::from_secs(60));
+            assert_eq!(o.code, 0, "vzctl {args:?}: {o:?}");
+            o.stdout
+        };
+        let text = check(&["check"]);
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("memory dirty tracking"))
+            .unwrap_or_else(|| panic!("no dirty tracking line: {text}"));
+        let said = match line.split_whitespace().next() {
+            Some("yes") => true,
+            Some("no") => false,
+            other => panic!("dirty tracking: {other:?} in {text}"),
+        };
+        let json: serde_json::Value = serde_json::from_str(&check(&["check", "--json"])).unwrap();
+        assert_eq!(
+            json["precopy_dirty_tracking"].as_bool(),
+            Some(said),
+            "{forced:?}: {json} against {text}"
+        );
+        assert!(json["mem_dirty_track"].is_boolean(), "{json}");
+        assert_eq!(json["criu_check"].as_bool(), Some(true), "{json}");
+        if let Some(v) = forced {
+            assert_eq!(said, v == "on", "FERRY_SOFT_DIRTY={v}: {text}");
+        }
+    }
+}

@@ -553,16 +553,19 @@ pub fn run(args: Args) -> Result<i32> {
             let criu = crate::criu::Criu::locate()?;
             let _ = rt.host.initialize();
             let h = criu.host_check(Some(&rt.host.layout.run_dir().join("criu-check.json")), refresh)?;
+            // What a live migration's pre-copy does with dirty tracking (ferry's own probe of
+            // the soft-dirty bits, which it reads itself rather than through CRIU's pre-dump);
+            // the JSON keeps CRIU's own answer beside it (`mem_dirty_track`).
+            let tracked = crate::migrate::pages::soft_dirty_works();
             if json {
-                println!("{}", serde_json::to_string_pretty(&h)?);
+                let mut v = serde_json::to_value(&h)?;
+                v["precopy_dirty_tracking"] = tracked.into();
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 let yn = |b: bool| if b { "yes" } else { "no" };
                 println!("{:<24} {} ({})", "CRIU", h.criu_version, h.criu_path);
                 println!("{:<24} {}", "kernel", h.kernel);
                 println!("{:<24} {}", "criu check", if h.criu_check { "ok" } else { "FAILED" });
-                // What a live migration's pre-copy does with it (ferry's own probe of the
-                // soft-dirty bits, which it reads itself rather than through CRIU's pre-dump).
-                let tracked = crate::migrate::pages::soft_dirty_works();
                 println!(
                     "{:<24} {}{}",
                     "memory dirty tracking",

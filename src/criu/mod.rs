@@ -401,7 +401,9 @@ pub struct HostCheck {
     pub criu_version: String,
     /// `criu check` passed.
     pub criu_check: bool,
-    /// Soft-dirty tracking: CRIU pre-dump works (else content-addressed pre-copy is used).
+    /// Soft-dirty tracking as CRIU's own check finds it (`criu check --feature mem_dirty_track`).
+    /// ferry's pre-copy reads the bits itself and probes them itself
+    /// (`migrate::pages::soft_dirty_works`, `precopy_dirty_tracking` in `vzctl check --json`).
     pub mem_dirty_track: bool,
     pub lazy_pages: bool,
     pub uffd_noncoop: bool,
