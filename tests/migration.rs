@@ -268,8 +268,6 @@ fn offline_migration_and_an_untrusted_peer() {
     m.kill_agent("hostA");
 }
 
-/// A container with an echo server, a counter, and `mb` MB of incompressible data in its
-/// private area (to make the file sync last a while on a shaped link).
 /// About 750 KB of memory in container 101 that does not change (a shell holding random
 /// text), so that the pre-copy carries most of the container's memory ahead of the freeze:
 /// without it, the loops' few pages that change in the moment between the last round and the
@@ -287,6 +285,8 @@ fn hold_stable_memory(m: &MigLab, host: &str) {
     );
 }
 
+/// A container with an echo server, a counter, and `mb` MB of incompressible data in its
+/// private area (to make the file sync last a while on a shaped link).
 fn busy_container(m: &MigLab, mb: u32) {
     container_with_blob(m, "101", "198.18.0.10", mb);
     serve_echo_and_count(m, "hostA");
