@@ -86,22 +86,8 @@ fn tcp_session_counter_and_pids_survive_chkpnt_and_restore() {
     let after = counter(&lab, "101");
     assert!(after > at_dump && after < at_dump + 200, "counter {at_dump} -> {after}");
     let pids_after = vz_ok(&lab, &["exec", "101", "ps -o pid,args | grep -v ps | sort"]);
-    // The lasting processes, by pid. The loop's shell forks for each `sleep`; such a fork shows,
-    // for a moment, as the loop's arguments again under a higher pid, and is left out.
-    let keep = |s: &str| {
-        let mut procs: Vec<(u32, String)> = s
-            .lines()
-            .filter(|l| l.contains("while") || l.contains("nc -ll") || l.contains("init"))
-            .filter_map(|l| {
-                let (pid, args) = l.trim_start().split_once(' ')?;
-                Some((pid.parse().ok()?, args.trim().to_string()))
-            })
-            .collect();
-        procs.sort();
-        let mut seen = std::collections::HashSet::new();
-        procs.retain(|(_, args)| seen.insert(args.clone()));
-        procs
-    };
+    // The lasting processes (not a fork of the loop for its `sleep`), by pid.
+    let keep = |s: &str| lasting_procs(s, |l| l.contains("while") || l.contains("nc -ll") || l.contains("init"));
     assert_eq!(keep(&pids_before), keep(&pids_after), "pids changed");
     // The client's connection carried on without reconnecting, every byte correct.
     assert_eq!(session.join().unwrap(), Ok(250));

@@ -61,17 +61,12 @@ fn serve_echo_and_count(m: &MigLab, host: &str) {
 }
 
 /// The lasting processes of the container: init, the echo server and the loops (pid and
-/// arguments). A loop's shell forks for each command it runs; such a fork shows, for a moment,
-/// as the loop's arguments again (or as `{usleep}`) under a higher pid, and is left out.
-fn procs(m: &MigLab, host: &str) -> Vec<String> {
-    let mut seen = std::collections::HashSet::new();
-    m.vz_ok(host, &["exec", "101", "ps -o pid,args"])
-        .lines()
-        .filter(|l| l.contains("nc -ll") || l.contains("while") || l.contains("init"))
-        .filter(|l| !l.contains("{usleep}"))
-        .filter(|l| seen.insert(l.trim_start().split_once(' ').map(|(_, args)| args.to_string())))
-        .map(str::to_string)
-        .collect()
+/// arguments), without the loops' momentary forks (`lasting_procs`; a fork for `usleep` may also
+/// show as `{usleep}`).
+fn procs(m: &MigLab, host: &str) -> Vec<(u32, String)> {
+    lasting_procs(&m.vz_ok(host, &["exec", "101", "ps -o pid,args"]), |l| {
+        (l.contains("nc -ll") || l.contains("while") || l.contains("init")) && !l.contains("{usleep}")
+    })
 }
 
 #[test]

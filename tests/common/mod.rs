@@ -251,6 +251,24 @@ impl Drop for Tmux {
     }
 }
 
+/// The lasting processes in `ps -o pid,args` output, as (pid, arguments) by pid: the lines
+/// `wanted` keeps, each command line once. A shell loop forks for each command it runs; such a
+/// fork shows, for a moment, with the loop's arguments under a higher pid, and is left out.
+pub fn lasting_procs(ps: &str, wanted: impl Fn(&str) -> bool) -> Vec<(u32, String)> {
+    let mut procs: Vec<(u32, String)> = ps
+        .lines()
+        .filter(|l| wanted(l))
+        .filter_map(|l| {
+            let (pid, args) = l.trim_start().split_once(' ')?;
+            Some((pid.parse().ok()?, args.trim().to_string()))
+        })
+        .collect();
+    procs.sort();
+    let mut seen = std::collections::HashSet::new();
+    procs.retain(|(_, args)| seen.insert(args.clone()));
+    procs
+}
+
 /// Waits until `f` holds.
 pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
