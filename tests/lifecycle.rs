@@ -235,17 +235,11 @@ fn a_fresh_container_is_dumped_and_restored_by_criu() {
         "130",
         "(i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done) </dev/null >/dev/null 2>&1 &",
     );
-    // The loop's pid: the lowest listed (a fork of the loop for its `sleep` shows, for a
-    // moment, with the same arguments under a higher pid).
-    let before = h
-        .exec(
-            "130",
-            "ps -o pid,args | grep 'while true' | grep -v grep | awk '{print $1}'",
-        )
-        .lines()
-        .filter_map(|l| l.trim().parse::<u32>().ok())
-        .min()
+    // The loop's pid (not a fork of it for its `sleep`).
+    let before = lasting_procs(&h.exec("130", "ps -o pid,args"), |l| l.contains("while true"))
+        .first()
         .expect("the loop's pid")
+        .0
         .to_string();
     let init = h.init_pid("130");
     let imgs = h.root().join("img");
