@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
@@ -97,6 +97,14 @@ impl Host {
     pub fn initialize(&self) -> Result<(), HostError> {
         for d in self.layout.dirs() {
             fs::create_dir_all(&d).map_err(|source| HostError::Dir {
+                path: d.clone(),
+                source,
+            })?;
+        }
+        // Also on hosts made before they were: a chmod is cheap.
+        for d in self.layout.root_only_dirs() {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o700)).map_err(|source| HostError::Dir {
                 path: d.clone(),
                 source,
             })?;
@@ -235,6 +243,18 @@ impl Container {
     /// Is the private area an image? (A VE_LAYOUT that does not parse reads as simfs.)
     pub fn is_image(&self) -> bool {
         self.layout().ok() == Some(crate::storage::Layout::Image)
+    }
+    /// The directory holding the container's files in its own ids, for host-side work that
+    /// reads or writes them with their ownership (checkpoints, the migration's file passes):
+    /// the private area (simfs), or the image's file system mounted on the root. Never the
+    /// root of a simfs container, which for a container with a user namespace is an idmapped
+    /// mount showing host ids.
+    pub fn tree(&self) -> &Path {
+        if self.is_image() {
+            &self.root
+        } else {
+            &self.private
+        }
     }
     /// IP_ADDRESS holds the addresses separated by spaces.
     pub fn ip_addresses(&self) -> Vec<String> {

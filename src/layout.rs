@@ -94,6 +94,13 @@ impl HostLayout {
         self.run_dir().join(format!("{ctid}.json"))
     }
 
+    /// The directories that hold containers' files, memory (checkpoints, migration work
+    /// directories) and output: the host's root alone may enter them (0700), so no host user
+    /// reads a container's data or runs a set-uid program a container planted.
+    pub fn root_only_dirs(&self) -> Vec<PathBuf> {
+        vec![self.log_dir(), self.dump_dir(), self.private_base(), self.root_base()]
+    }
+
     /// Every directory a host needs; created on demand by commands that write.
     pub fn dirs(&self) -> Vec<PathBuf> {
         vec![

@@ -104,7 +104,17 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ArchiveE
 pub fn write(dest: &Path, manifest: &Manifest, work: &Path) -> Result<u64, ArchiveError> {
     let tmp = dest.with_extension("ckpt.tmp");
     let r = (|| {
-        let file = File::create(&tmp).map_err(io_err("creating", &tmp))?;
+        // A checkpoint holds the container's memory: the host's root alone may read it.
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io_err("creating", &tmp))?
+        };
         let mut w = Hashing {
             inner: io::BufWriter::new(file),
             hasher: blake3::Hasher::new(),

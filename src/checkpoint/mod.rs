@@ -165,6 +165,46 @@ pub fn console_key(init_pid: i32) -> Option<String> {
 /// migration's final dump (which leaves it running, frozen, until the commit). `console` is
 /// the init's console as `console_key` names it, which the caller also records for the
 /// restore.
+/// The links a restored container gets: each veth pair (the container's end, the host's), and
+/// the host end's MAC where the configuration keeps one (bridged interfaces).
+fn restore_links(ct: &crate::host::Container) -> Vec<(criu::VethPair, Option<String>)> {
+    let ips = crate::net::parse_ip_list(ct.get("IP_ADDRESS").unwrap_or("")).unwrap_or_default();
+    let netifs = crate::net::netif::parse_netif(ct.get("NETIF").unwrap_or("")).unwrap_or_default();
+    let mut links = Vec::new();
+    if !ips.is_empty() {
+        let pair = criu::VethPair {
+            if_in: "venet0".into(),
+            if_out: crate::net::venet_host_ifname(ct.ctid.get()),
+        };
+        links.push((pair, None));
+    }
+    for n in &netifs {
+        let pair = criu::VethPair {
+            if_in: n.ifname.clone(),
+            if_out: n.host_ifname.clone(),
+        };
+        links.push((pair, Some(n.host_mac.to_string())));
+    }
+    links
+}
+
+/// The tty group inside a container (devpts is mounted with gid=5, as on every distribution).
+const TTY_GID: u32 = 5;
+
+/// Does the container run in a user namespace of its own?
+fn has_userns(ct: &crate::host::Container) -> bool {
+    matches!(crate::runtime::userns::from_config(&ct.config), Ok(Some(_)))
+}
+
+/// The external mounts of a container with a user namespace (spawn::external_mounts).
+fn userns_externals(ct: &crate::host::Container, restore: bool) -> Vec<String> {
+    if has_userns(ct) {
+        crate::runtime::spawn::external_mounts(restore)
+    } else {
+        Vec::new()
+    }
+}
+
 pub fn dump_opts(
     ct: &crate::host::Container,
     init_pid: i32,
@@ -179,7 +219,11 @@ pub fn dump_opts(
         file_locks: Some(true),
         manage_cgroups: Some(true),
         manage_cgroups_mode: Some(criu::rpc::cg_mode::SOFT),
-        external: console.map(str::to_string).into_iter().collect(),
+        external: console
+            .map(str::to_string)
+            .into_iter()
+            .chain(userns_externals(ct, false))
+            .collect(),
         leave_running: Some(leave_running),
         freeze_cgroup: freezer_dir.map(|d| d.display().to_string()),
         notify_scripts: Some(true),
@@ -199,20 +243,17 @@ impl Runtime {
         console_fd: std::os::fd::RawFd,
         leave_stopped: bool,
     ) -> criu::Opts {
-        let ips = crate::net::parse_ip_list(ct.get("IP_ADDRESS").unwrap_or("")).unwrap_or_default();
-        let netifs = crate::net::netif::parse_netif(ct.get("NETIF").unwrap_or("")).unwrap_or_default();
-        let mut veths = Vec::new();
-        if !ips.is_empty() {
-            veths.push(criu::VethPair {
-                if_in: "venet0".into(),
-                if_out: crate::net::venet_host_ifname(ct.ctid.get()),
-            });
-        }
-        for n in &netifs {
-            veths.push(criu::VethPair {
-                if_in: n.ifname.clone(),
-                if_out: n.host_ifname.clone(),
-            });
+        let mut veths: Vec<criu::VethPair> = restore_links(ct).into_iter().map(|(pair, _)| pair).collect();
+        let mut external = userns_externals(ct, true);
+        if has_userns(ct) {
+            // The pairs exist already (restore_processes): CRIU moves the container's ends in.
+            for (i, v) in veths.drain(..).enumerate() {
+                external.push(format!(
+                    "netdev[{}]:{}",
+                    v.if_in,
+                    crate::net::restore_peer_ifname(ct.ctid.get(), i)
+                ));
+            }
         }
         criu::Opts {
             root: Some(ct.root.display().to_string()),
@@ -225,6 +266,7 @@ impl Runtime {
                 path: format!("/{}/{}", self.host.cgroup_parent(), ct.ctid),
             }],
             veths,
+            external,
             inherit_fd: console
                 .iter()
                 .map(|k| criu::InheritFd {
@@ -464,7 +506,7 @@ impl Runtime {
             return Err(CheckpointError::Dump(ctid, log, e));
         }
         // The private area as it is now, while nothing in the container runs.
-        let root = ct.root.display().to_string();
+        let root = ct.tree().display().to_string();
         let fs_tar = work.join("fs.tar").display().to_string();
         let snar_s = snar.display().to_string();
         let mut args = vec![
@@ -692,7 +734,7 @@ impl Runtime {
         if !was_mounted {
             self.mount_root(ct)?;
         }
-        let root = ct.root.display().to_string();
+        let root = ct.tree().display().to_string();
         let undo_mount = |e: CheckpointError| {
             if !was_mounted {
                 let _ = self.umount_root(ct);
@@ -775,6 +817,13 @@ impl Runtime {
             sys::open_pty_master(Path::new("/dev/ptmx")).map_err(|e| undo(io("opening a console pty".into())(e)))?;
         let slave = sys::open_rw_noctty(Path::new(&format!("/dev/pts/{n}")))
             .map_err(|e| undo(io("opening the console pty".into())(e)))?;
+        // CRIU sets the console's owner back (root, group tty) from inside the container's user
+        // namespace, where a pty owned by the host's root cannot be changed: it is handed to
+        // the container's root (host ids) first.
+        if let Ok(Some(map)) = crate::runtime::userns::from_config(&ct.config) {
+            nix::unistd::fchown(&slave, Some(map.uid.into()), Some((map.gid + TTY_GID).into()))
+                .map_err(|e| undo(io("handing the console pty to the container's root".into())(e.into())))?;
+        }
         let (parent_sock, logger_sock) = sys::socketpair().map_err(|e| undo(io("socketpair".into())(e)))?;
         console::spawn_logger(logger_sock, &self.host.layout.console_log(ctid))
             .map_err(|e| undo(io("starting the console logger".into())(e)))?;
@@ -791,10 +840,30 @@ impl Runtime {
         // Not attached yet (a migration before its commit): the tasks stay stopped until
         // `attach_network`, so nothing they do meets a link that is down (a TCP segment they
         // send now would wait for its retransmission timer after the attach).
+        // A container with a user namespace gets its veth pairs made here (net::precreate_veth).
+        let precreated: Vec<String> = if !has_userns(ct) {
+            Vec::new()
+        } else {
+            let mut made: Vec<String> = Vec::new();
+            for (i, (pair, mac)) in restore_links(ct).into_iter().enumerate() {
+                let tmp = crate::net::restore_peer_ifname(ctid.get(), i);
+                if let Err(e) = crate::net::precreate_veth(&pair.if_out, mac.as_deref(), &tmp) {
+                    for m in &made {
+                        let _ = crate::net::ip::host(&["link", "del", m.as_str()]);
+                    }
+                    return Err(undo(RuntimeError::Net(ctid, e).into()));
+                }
+                made.push(pair.if_out);
+            }
+            made
+        };
         let ropts = self.restore_opts(ct, console, slave.as_raw_fd(), !attach);
         let pid = match criu.restore(images, ropts, &[slave.as_raw_fd()], &mut |_| Ok(())) {
             Ok(pid) => pid,
             Err(e) => {
+                for m in &precreated {
+                    let _ = crate::net::ip::host(&["link", "del", m.as_str()]);
+                }
                 let log = self.host.layout.log_dir().join(format!("{ctid}.restore.log"));
                 let _ = fs::copy(images.join("restore.log"), &log);
                 return Err(undo(CheckpointError::Restore(ctid, log, e)));

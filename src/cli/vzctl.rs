@@ -56,6 +56,11 @@ pub enum Cmd {
         /// Inodes SOFT[:HARD] (recorded and reported)
         #[arg(long)]
         diskinodes: Option<String>,
+        /// yes: the container runs in its own user namespace (its root is nothing on the
+        /// host), with a range of host ids allocated now; no: privileged. Default: USERNS in
+        /// vz.conf
+        #[arg(long, value_parser = ["yes", "no"])]
+        userns: Option<String>,
     },
     /// Start a container
     Start { ctid: CtRef },
@@ -289,8 +294,10 @@ pub fn run(args: Args) -> Result<i32> {
             layout,
             diskspace,
             diskinodes,
+            userns,
         } => {
             let opts = CreateOptions {
+                userns,
                 ostemplate,
                 config_sample: config,
                 ipadd,

@@ -905,7 +905,7 @@ pub async fn migrate(
         rt.mount(ctid)?;
         mounted_here = true;
     }
-    let tree = if image { ct.root.clone() } else { ct.private.clone() };
+    let tree = ct.tree().to_path_buf();
     let mut cx = Ctx {
         rt,
         ctid,

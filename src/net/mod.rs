@@ -246,6 +246,27 @@ pub fn add_netif(pid: i32, n: &Netif, hn: &HostNet, state: &mut NetState) -> Res
     Ok(())
 }
 
+/// The temporary host name of the container's end of link `index` of a container with a user
+/// namespace, made before a restore (`precreate_veth`).
+pub fn restore_peer_ifname(ctid: u32, index: usize) -> String {
+    format!("fr{ctid}-{index}")
+}
+
+/// Makes a veth pair on the host before CRIU restores a container with a user namespace:
+/// `host_ifname` stays here, down; CRIU moves `peer_tmp` into the container under its own name
+/// (`--external netdev[NAME]:peer_tmp`). CRIU cannot make the pair itself from inside the
+/// container's user namespace on kernels that require CAP_NET_ADMIN over the peer's namespace
+/// (Linux commit 7b735ef81286, "rtnetlink: add missing netlink_ns_capable() check for peer
+/// netns"); the host's root has it.
+pub fn precreate_veth(host_ifname: &str, host_mac: Option<&str>, peer_tmp: &str) -> Result<(), NetError> {
+    let mut args = vec!["link", "add", host_ifname];
+    if let Some(m) = host_mac {
+        args.extend(["address", m]);
+    }
+    args.extend(["type", "veth", "peer", "name", peer_tmp]);
+    ip::host(&args).map(|_| ())
+}
+
 pub fn del_netif(n_host_ifname: &str, state: &mut NetState) -> Result<(), NetError> {
     if ip::link_exists(n_host_ifname) {
         ip::host(&["link", "del", n_host_ifname])?;

@@ -26,7 +26,7 @@ struct Log {
 
 impl Log {
     fn open(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = open_log(path)?;
         let size = file.metadata()?.len();
         Ok(Self {
             path: path.to_path_buf(),
@@ -40,7 +40,7 @@ impl Log {
             let mut old = self.path.clone().into_os_string();
             old.push(".1");
             let _ = std::fs::rename(&self.path, &old);
-            if let Ok(f) = OpenOptions::new().create(true).append(true).open(&self.path) {
+            if let Ok(f) = open_log(&self.path) {
                 self.file = f;
                 self.size = 0;
             }
@@ -49,6 +49,15 @@ impl Log {
             self.size += data.len() as u64;
         }
     }
+}
+
+/// Opens a console log for appending, readable by the host's root alone (what a container
+/// writes to its console is its own business), also when an older one was not.
+fn open_log(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
 }
 
 /// Forks the detached logger and returns in the parent. The logger owns `sock`'s peer end.

@@ -11,6 +11,7 @@ mod pty;
 pub mod spawn;
 pub mod state;
 pub(crate) mod sys;
+pub mod userns;
 
 use std::ffi::CString;
 use std::fs;
@@ -178,7 +179,12 @@ pub struct CreateOptions {
     /// SOFT[:HARD]; for the image layout the hard limit is the image size.
     pub diskspace: Option<String>,
     pub diskinodes: Option<String>,
+    /// yes or no (default: USERNS in vz.conf, else no).
+    pub userns: Option<String>,
 }
+
+const USERNS_IMAGE: &str =
+    "USERNS=\"yes\" with VE_LAYOUT=\"image\" is not supported yet: use the simfs layout for a container with its own user namespace";
 
 /// Operations on the containers of one host.
 pub struct Runtime {
@@ -342,6 +348,11 @@ impl Runtime {
         if layout == crate::storage::Layout::Image && disk.1 == u64::MAX {
             return Err(bad("the image layout needs a finite --diskspace".into()));
         }
+        let userns = userns::parse_flag(&opts.userns.clone().unwrap_or_else(|| self.host.setting("USERNS", "no")))
+            .map_err(bad)?;
+        if userns && layout == crate::storage::Layout::Image {
+            return Err(bad(USERNS_IMAGE.into()));
+        }
         let ostemplate = opts
             .ostemplate
             .clone()
@@ -386,6 +397,18 @@ impl Runtime {
         }
         if let Some(n) = &opts.name {
             set(&mut config, "NAME", n)?;
+        }
+        // The range is taken under the host's id lock, held until the configuration that
+        // records it is written, so two creates never pick the same one.
+        let mut _pool_lock = None;
+        set(&mut config, "USERNS", if userns { "yes" } else { "no" })?;
+        if userns {
+            _pool_lock = Some(
+                userns::pool_lock(&self.host.layout.lock_dir()).map_err(io_err(ctid, "taking the id pool's lock"))?,
+            );
+            let map = userns::allocate(self.id_pool(ctid)?, &self.idmaps_except(ctid)?).map_err(bad)?;
+            set(&mut config, "LOCAL_UID", &map.uid.to_string())?;
+            set(&mut config, "LOCAL_GID", &map.gid.to_string())?;
         }
         let ct = self.host.container_from(ctid, config);
         if ct.private.exists() {
@@ -533,7 +556,47 @@ impl Runtime {
         Ok(ct)
     }
 
+    /// This host's pool of ids for user namespaces (USERNS_ID_POOL in vz.conf).
+    fn id_pool(&self, ctid: Ctid) -> Result<userns::Pool> {
+        userns::Pool::parse(&self.host.setting("USERNS_ID_POOL", userns::DEFAULT_POOL))
+            .map_err(|what| RuntimeError::BadValue { ctid, what })
+    }
+
+    /// The id mappings of every container on this host but `ctid` (configurations that do not
+    /// read are left out: they cannot start either).
+    fn idmaps_except(&self, ctid: Ctid) -> Result<Vec<(Ctid, userns::IdMap)>> {
+        let mut out = Vec::new();
+        for id in self.host.ctids()? {
+            if id == ctid {
+                continue;
+            }
+            if let Ok(Some(m)) = self
+                .host
+                .container(id)
+                .map(|c| userns::from_config(&c.config).ok().flatten())
+            {
+                out.push((id, m));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The container's user namespace mapping, if it has one, checked against this host's pool
+    /// and every other container's range.
+    pub(crate) fn idmap(&self, ct: &Container) -> Result<Option<userns::IdMap>> {
+        let bad = |what: String| RuntimeError::BadValue { ctid: ct.ctid, what };
+        let Some(map) = userns::from_config(&ct.config).map_err(bad)? else {
+            return Ok(None);
+        };
+        if ct.is_image() {
+            return Err(bad(USERNS_IMAGE.into()));
+        }
+        userns::check(ct.ctid, map, self.id_pool(ct.ctid)?, &self.idmaps_except(ct.ctid)?).map_err(bad)?;
+        Ok(Some(map))
+    }
+
     pub(crate) fn mount_root(&self, ct: &Container) -> Result<()> {
+        let idmap = self.idmap(ct)?;
         fs::create_dir_all(&ct.root).map_err(io_err(ct.ctid, format!("mkdir {}", ct.root.display())))?;
         let image = ct.is_image();
         if image {
@@ -550,6 +613,17 @@ impl Runtime {
             what: format!("{} on {}", ct.private.display(), ct.root.display()),
             source,
         })?;
+        if let Some(map) = idmap {
+            // The container sees its files through an idmapped mount (userns.rs).
+            if let Err(source) = userns::idmap_in_place(&ct.root, map) {
+                let _ = sys::umount_detach(&ct.root);
+                return Err(RuntimeError::Mount {
+                    ctid: ct.ctid,
+                    what: format!("{} idmapped to host ids {}+", ct.root.display(), map.uid),
+                    source,
+                });
+            }
+        }
         // Nothing mounted later inside the container's root propagates back to the host.
         sys::mount(None, &ct.root, None, libc::MS_PRIVATE, None).map_err(|source| RuntimeError::Mount {
             ctid: ct.ctid,
@@ -638,6 +712,7 @@ impl Runtime {
         if self.run_state(ctid)?.is_some() {
             return Err(RuntimeError::Running(ctid));
         }
+        let idmap = self.idmap(&ct)?;
         self.cleanup_stale(ctid)?;
         let init = ct.get("INIT").unwrap_or("/sbin/init").to_string();
         let was_mounted = crate::fsutil::is_mountpoint(&ct.root).map_err(io_err(ctid, "reading the mount table"))?;
@@ -697,6 +772,7 @@ impl Runtime {
             cgroups: cg,
             console_log: &console_log,
             resolv,
+            idmap,
         };
         let hn = self.host_net();
         let mut net = crate::net::NetState::default();

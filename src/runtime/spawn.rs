@@ -53,6 +53,8 @@ pub struct InitSpec<'a> {
     pub console_log: &'a Path,
     /// /etc/resolv.conf to write inside the container, if the config sets a resolver.
     pub resolv: Option<String>,
+    /// The container's user namespace mapping; `None`: a privileged container (no userns).
+    pub idmap: Option<super::userns::IdMap>,
 }
 
 /// A freshly started container.
@@ -76,12 +78,17 @@ pub fn start(spec: &InitSpec<'_>, attach: &mut dyn FnMut(i32) -> Result<(), Stri
     let (report_r, report_w) = sys::pipe().map_err(sys_err("pipe"))?;
     let (go_r, go_w) = sys::pipe().map_err(sys_err("pipe"))?;
     let (err_r, err_w) = sys::pipe().map_err(sys_err("pipe"))?;
+    // A user namespace is mapped by this process (the host's root) while A waits.
+    let (ns_ready_r, ns_ready_w) = sys::pipe().map_err(sys_err("pipe"))?;
+    let (ns_go_r, ns_go_w) = sys::pipe().map_err(sys_err("pipe"))?;
 
     let a = sys::fork().map_err(sys_err("fork"))?;
     if a == 0 {
         drop(report_r);
         drop(go_w);
         drop(err_r);
+        drop(ns_ready_r);
+        drop(ns_go_w);
         let fail = |msg: String| -> ! {
             let _ = sys::write_all(err_w.as_raw_fd(), msg.as_bytes());
             sys::exit_child(1)
@@ -93,6 +100,26 @@ pub fn start(spec: &InitSpec<'_>, attach: &mut dyn FnMut(i32) -> Result<(), Stri
                 "joining the container's cgroup: {e}: {}",
                 std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()
             ));
+        }
+        // From here on paths are relative to the root: inside a user namespace the container's
+        // root may not traverse the host's directories above it (vz/root is 0700).
+        if let Err(e) = std::env::set_current_dir(spec.root) {
+            fail(format!("chdir {}: {e}", spec.root.display()));
+        }
+        if spec.idmap.is_some() {
+            // The user namespace first: every other namespace is then owned by it, so the
+            // container's root has its capabilities there and nowhere else.
+            // SAFETY: unshare with a namespace flag.
+            if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
+                fail(format!("unshare(CLONE_NEWUSER): {}", io::Error::last_os_error()));
+            }
+            let _ = sys::write_all(ns_ready_w.as_raw_fd(), b"u");
+            if sys::read_to_end(ns_go_r.as_raw_fd(), 1).ok().as_deref() != Some(b"m") {
+                fail("the user namespace was not mapped".into());
+            }
+            if let Err(e) = super::userns::become_root() {
+                fail(format!("becoming root in the user namespace: {e}"));
+            }
         }
         let flags = libc::CLONE_NEWNS
             | libc::CLONE_NEWUTS
@@ -124,6 +151,27 @@ pub fn start(spec: &InitSpec<'_>, attach: &mut dyn FnMut(i32) -> Result<(), Stri
     drop(report_w);
     drop(go_r);
     drop(err_w);
+    drop(ns_ready_w);
+    drop(ns_go_r);
+    if let Some(map) = spec.idmap {
+        // A's end-of-file without "u" is its failure, reported through err_r below.
+        if sys::read_to_end(ns_ready_r.as_raw_fd(), 1).ok().as_deref() == Some(b"u") {
+            match super::userns::write_maps(a, map) {
+                Ok(()) => {
+                    let _ = sys::write_all(ns_go_w.as_raw_fd(), b"m");
+                }
+                Err(e) => {
+                    drop(ns_go_w);
+                    let _ = sys::wait_exit_code(a);
+                    return Err(sys_err(format!(
+                        "writing the user namespace's maps (host ids {}+)",
+                        map.uid
+                    ))(e));
+                }
+            }
+        }
+    }
+    drop(ns_go_w);
     let a_status = sys::wait_exit_code(a).map_err(sys_err("waiting for the namespace setup process"))?;
     let report = sys::read_to_end(report_r.as_raw_fd(), 4).map_err(sys_err("reading the init's pid"))?;
     if a_status != 0 || report.len() != 4 {
@@ -174,6 +222,31 @@ const DEVICES: &[(&str, u32, u32)] = &[
     ("tty", 5, 0),
 ];
 
+/// CRIU's `--external` entries for what a userns container binds from the host's /dev (its
+/// device nodes, and /dev/null over the masked /proc files): external mounts, named on dump
+/// (`mnt[MOUNTPOINT]:KEY`) and bound again from this host's /dev on restore (`mnt[KEY]:PATH`).
+/// A privileged container makes its nodes with mknod in its own /dev and needs none.
+pub fn external_mounts(restore: bool) -> Vec<String> {
+    let entry = |inside: String, key: String, host: String| {
+        if restore {
+            format!("mnt[{key}]:{host}")
+        } else {
+            format!("mnt[{inside}]:{key}")
+        }
+    };
+    let devices = DEVICES.iter().map(|(name, _, _)| {
+        entry(
+            format!("/dev/{name}"),
+            format!("ferry-dev-{name}"),
+            format!("/dev/{name}"),
+        )
+    });
+    let masks = PROC_MASKED
+        .iter()
+        .map(|m| entry(format!("/proc/{m}"), format!("ferry-mask-{m}"), "/dev/null".into()));
+    devices.chain(masks).collect()
+}
+
 /// /proc paths made read-only, and paths hidden behind /dev/null (as runc does).
 const PROC_READONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus"];
 const PROC_MASKED: &[&str] = &["kcore", "keys", "timer_list"];
@@ -184,7 +257,7 @@ fn init_child(spec: &InitSpec<'_>, parent_sock: &OwnedFd, go_r: OwnedFd) -> Resu
         let what = what.to_string();
         move |e: io::Error| format!("{what}: {e}")
     };
-    let root = spec.root;
+    let userns = spec.idmap.is_some();
     sys::mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)
         .map_err(step("making mounts private"))?;
     // Without a configured name the new uts namespace would keep the host's: use localhost.
@@ -192,17 +265,12 @@ fn init_child(spec: &InitSpec<'_>, parent_sock: &OwnedFd, go_r: OwnedFd) -> Resu
     // SAFETY: valid buffer and length.
     sys::check(unsafe { libc::sethostname(h.as_ptr() as *const libc::c_char, h.len()) })
         .map_err(step("sethostname"))?;
-    // The root must be a mount point for pivot_root; binding it over itself makes sure.
-    sys::mount(
-        Some(&root.to_string_lossy()),
-        root,
-        None,
-        libc::MS_BIND | libc::MS_REC,
-        None,
-    )
-    .map_err(step("binding the root"))?;
+    // The root must be a mount point that is not locked for pivot_root: binding it over
+    // itself makes sure (the working directory is the root, see start).
+    sys::rebind_cwd().map_err(step("binding the root"))?;
 
-    let p = |rel: &str| -> PathBuf { root.join(rel) };
+    // Relative to the working directory, which is the root (see start).
+    let p = |rel: &str| -> PathBuf { PathBuf::from(rel) };
     let mkdir = |rel: &str, mode: u32| -> Result<(), String> {
         use std::os::unix::fs::DirBuilderExt;
         match std::fs::DirBuilder::new().mode(mode).create(p(rel)) {
@@ -226,7 +294,14 @@ fn init_child(spec: &InitSpec<'_>, parent_sock: &OwnedFd, go_r: OwnedFd) -> Resu
     )
     .map_err(step("mounting /dev"))?;
     for (name, major, minor) in DEVICES {
-        sys::mknod(&p(&format!("dev/{name}")), 0o666, *major, *minor).map_err(step(&format!("mknod /dev/{name}")))?;
+        let node = p(&format!("dev/{name}"));
+        if userns {
+            // No device nodes can be made in a user namespace: the host's are bound instead.
+            std::fs::File::create(&node).map_err(step(&format!("creating /dev/{name}")))?;
+            sys::bind(&Path::new("/dev").join(name), &node).map_err(step(&format!("binding /dev/{name}")))?;
+        } else {
+            sys::mknod(&node, 0o666, *major, *minor).map_err(step(&format!("mknod /dev/{name}")))?;
+        }
     }
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
@@ -290,7 +365,6 @@ fn init_child(spec: &InitSpec<'_>, parent_sock: &OwnedFd, go_r: OwnedFd) -> Resu
         }
     }
 
-    std::env::set_current_dir(root).map_err(step("chdir to the root"))?;
     sys::pivot_root_here().map_err(step("pivot_root"))?;
     // Inside the new root, paths resolve as the container sees them: a symlink planted in the
     // container cannot redirect this write to the host.
@@ -341,8 +415,16 @@ const JOIN_NS: &[(&str, libc::c_int)] = &[
 
 /// Runs `argv` inside a running container: in all its namespaces and its cgroup, as a session
 /// leader, with the container's reduced capabilities. Returns the command's exit code (128+N
-/// when killed by signal N). The pid is forked twice: once to enter the pid namespace (which
-/// takes effect for children), once more for the command itself.
+/// when killed by signal N).
+///
+/// No process the container can see ever holds anything of the host. The waiter C joins the
+/// container's user namespace (becoming its root, with no capability on the host), then every
+/// other namespace, the mount namespace last (its root and working directory are the
+/// container's from then on) and drops the capabilities the container does not get; the pid
+/// and time namespaces it joined take effect for its children only, so the command D it
+/// forks appears in the container already confined. (Before, D appeared with the host's
+/// root, working directory and capabilities and joined the mount namespace afterwards: a
+/// container process could open /proc/D/root and keep the host's `/`.)
 pub fn exec_in(
     ctid: Ctid,
     init_pid: i32,
@@ -359,6 +441,8 @@ pub fn exec_in(
             .map(OwnedFd::from)
             .map_err(sys_err(format!("opening {path}")))
     };
+    let user_ns =
+        super::userns::foreign_userns(init_pid).map_err(sys_err(format!("opening /proc/{init_pid}/ns/user")))?;
     let pid_ns = open_ns("pid")?;
     // A restored container may live in its own time namespace (CRIU keeps the monotonic
     // clocks): commands must join it, or the next dump mixes time namespaces.
@@ -381,18 +465,17 @@ pub fn exec_in(
     let c = sys::fork().map_err(sys_err("fork"))?;
     if c == 0 {
         drop(err_r);
-        if let Err(e) = sys::setns(&pid_ns, libc::CLONE_NEWPID) {
-            let _ = sys::write_all(err_w.as_raw_fd(), format!("joining the pid namespace: {e}").as_bytes());
-            sys::exit_child(1);
-        }
-        if let Err(e) = sys::setns(&time_ns, libc::CLONE_NEWTIME) {
-            let _ = sys::write_all(err_w.as_raw_fd(), format!("joining the time namespace: {e}").as_bytes());
-            sys::exit_child(1);
+        let fail = |msg: String| -> ! {
+            let _ = sys::write_all(err_w.as_raw_fd(), msg.as_bytes());
+            sys::exit_child(1)
+        };
+        if let Err(m) = confine_waiter(user_ns.as_ref(), &others, &pid_ns, &time_ns) {
+            fail(m);
         }
         match sys::fork() {
-            Err(_) => sys::exit_child(1),
+            Err(e) => fail(format!("fork: {e}")),
             Ok(0) => {
-                let msg = match command_child(&procs, &others, argv, env, &stdio) {
+                let msg = match command_child(&procs, argv, env, &stdio) {
                     Err(m) => m,
                     Ok(never) => match never {},
                 };
@@ -426,9 +509,33 @@ pub fn exec_in(
     Ok(code)
 }
 
+/// The waiter of `exec_in`, before it forks the command: in the container's user namespace
+/// (as its root) and every other namespace, in its root directory, with the container's
+/// capabilities, the pid and time namespaces set for its children.
+fn confine_waiter(
+    user_ns: Option<&OwnedFd>,
+    ns: &[(OwnedFd, libc::c_int)],
+    pid_ns: &OwnedFd,
+    time_ns: &OwnedFd,
+) -> Result<(), String> {
+    // These two take effect for children only, so they come first, while this process is
+    // still the host's root (a time namespace the container did not make is the host's, which
+    // the container's root may not join).
+    sys::setns(pid_ns, libc::CLONE_NEWPID).map_err(|e| format!("joining the pid namespace: {e}"))?;
+    sys::setns(time_ns, libc::CLONE_NEWTIME).map_err(|e| format!("joining the time namespace: {e}"))?;
+    if let Some(u) = user_ns {
+        sys::setns(u, libc::CLONE_NEWUSER).map_err(|e| format!("joining the user namespace: {e}"))?;
+        super::userns::become_root().map_err(|e| format!("becoming root in the user namespace: {e}"))?;
+    }
+    for (fd, t) in ns {
+        sys::setns(fd, *t).map_err(|e| format!("setns: {e}"))?;
+    }
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    caps::drop_container_caps().map_err(|e| format!("dropping capabilities: {e}"))
+}
+
 fn command_child(
     procs: &[std::fs::File],
-    ns: &[(OwnedFd, libc::c_int)],
     argv: &[CString],
     env: &[CString],
     stdio: &Stdio,
@@ -438,10 +545,6 @@ fn command_child(
         f.write_all(b"0")
             .map_err(|e| format!("joining the container's cgroup: {e}"))?;
     }
-    for (fd, t) in ns {
-        sys::setns(fd, *t).map_err(|e| format!("setns: {e}"))?;
-    }
-    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
     match stdio {
         Stdio::Inherit => {
             // SAFETY: setsid in a fresh child.
@@ -458,7 +561,6 @@ fn command_child(
         }
     }
     sys::cloexec_from(3).map_err(|e| format!("closing host descriptors: {e}"))?;
-    caps::drop_container_caps().map_err(|e| format!("dropping capabilities: {e}"))?;
     sys::reset_signals();
     let e = sys::execve(argv, env);
     Err(format!("exec {}: {e}", sys::cstr_to_string(&argv[0])))
@@ -468,7 +570,8 @@ fn command_child(
 /// (`("uts", CLONE_NEWUTS)`, `("mnt", CLONE_NEWNS)`, ...). After joining the mount namespace
 /// the child's root is the container's, so paths resolve as the container sees them. Only
 /// ferry's own code runs there, never a program from the container, so it may keep the host's
-/// capabilities (sethostname needs CAP_SYS_ADMIN, which containers do not get).
+/// capabilities (sethostname needs CAP_SYS_ADMIN, which containers do not get); in a container
+/// with a user namespace it joins that first and acts as the container's root.
 pub fn in_container(
     init_pid: i32,
     init_start: u64,
@@ -488,13 +591,25 @@ pub fn in_container(
     if !super::proc::is_alive(init_pid, init_start) {
         return Err(SpawnError::Setup("the container stopped meanwhile".into()));
     }
+    let user_ns =
+        super::userns::foreign_userns(init_pid).map_err(sys_err(format!("opening /proc/{init_pid}/ns/user")))?;
     let (err_r, err_w) = sys::pipe().map_err(sys_err("pipe"))?;
     let pid = sys::fork().map_err(sys_err("fork"))?;
     if pid == 0 {
         drop(err_r);
-        let r = fds
-            .iter()
-            .try_for_each(|(fd, t)| sys::setns(fd, *t).map_err(|e| format!("setns: {e}")))
+        // In a container with a user namespace, as its root: files it writes are the
+        // container's, and its capabilities there cover the container's namespaces.
+        let joined = match &user_ns {
+            None => Ok(()),
+            Some(u) => sys::setns(u, libc::CLONE_NEWUSER)
+                .and_then(|_| super::userns::become_root())
+                .map_err(|e| format!("joining the user namespace: {e}")),
+        };
+        let r = joined
+            .and_then(|_| {
+                fds.iter()
+                    .try_for_each(|(fd, t)| sys::setns(fd, *t).map_err(|e| format!("setns: {e}")))
+            })
             .and_then(|_| f());
         if let Err(m) = r {
             let _ = sys::write_all(err_w.as_raw_fd(), m.as_bytes());

@@ -79,6 +79,86 @@ pub fn bind_readonly(path: &Path) -> io::Result<()> {
     )
 }
 
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// A detached copy of the mount at `path` (with what is mounted below it when `recursive`), as
+/// `mount --bind` makes but not yet attached anywhere. Its root mount is never locked, even in
+/// a user namespace whose copied mounts are.
+pub fn open_tree_clone(path: &Path, recursive: bool) -> io::Result<OwnedFd> {
+    let p = cstr(path);
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | if recursive {
+            libc::AT_RECURSIVE as libc::c_uint
+        } else {
+            0
+        };
+    // SAFETY: open_tree with a valid path; the result is a new descriptor we own.
+    let fd = check(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, p.as_ptr(), flags) as libc::c_int })?;
+    // SAFETY: open_tree returned a descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Makes a detached mount idmapped through the mappings of a user namespace.
+pub fn set_idmap(tree: &OwnedFd, userns: &OwnedFd) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: mount_setattr on a mount descriptor with a valid attribute struct and its size.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        ) as libc::c_int
+    })
+    .map(|_| ())
+}
+
+/// Attaches a detached mount (from `open_tree_clone`) at `target`.
+pub fn move_mount_to(tree: &OwnedFd, target: &Path) -> io::Result<()> {
+    let t = cstr(target);
+    // SAFETY: move_mount of a mount descriptor onto a valid path.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        ) as libc::c_int
+    })
+    .map(|_| ())
+}
+
+/// Binds the working directory over itself (recursively) and moves into the new mount: the
+/// root a container pivots into must be a mount point that is not locked. The working
+/// directory moves through the mount's descriptor, so no path above it is walked (a container
+/// with a user namespace may not traverse the host's 0700 directories).
+pub fn rebind_cwd() -> io::Result<()> {
+    let tree = open_tree_clone(Path::new("."), true)?;
+    move_mount_to(&tree, Path::new("."))?;
+    // SAFETY: fchdir to a descriptor we own.
+    check(unsafe { libc::fchdir(tree.as_raw_fd()) }).map(|_| ())
+}
+
 pub fn umount_detach(target: &Path) -> io::Result<()> {
     let t = cstr(target);
     // SAFETY: valid path string.

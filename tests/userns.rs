@@ -1,0 +1,330 @@
+//! Root-only: containers with their own user namespace (`vzctl create --userns yes`).
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use common::*;
+use ferry_testbed::{Lab, LabConfig};
+
+fn conf_value(h: &TestHost, ctid: &str, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(h.conf(ctid)).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(|v| v.trim_matches('"').to_string())
+}
+
+/// The uid of a host process, from /proc/PID/status (real, effective, saved, fs).
+fn host_uids(pid: i32) -> Vec<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = s.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().skip(1).map(|v| v.parse().unwrap()).collect()
+}
+
+#[test]
+fn a_userns_container_is_root_inside_and_a_range_of_unprivileged_ids_outside() {
+    let h = TestHost::new("userns");
+    h.vzctl(&["create", "101", "--userns", "yes", "--hostname", "un"]).ok();
+    h.vzctl(&["create", "102", "--userns", "yes"]).ok();
+    h.vzctl(&["create", "103", "--userns", "no"]).ok();
+    let uid: u32 = conf_value(&h, "101", "LOCAL_UID").unwrap().parse().unwrap();
+    let gid: u32 = conf_value(&h, "101", "LOCAL_GID").unwrap().parse().unwrap();
+    let uid2: u32 = conf_value(&h, "102", "LOCAL_UID").unwrap().parse().unwrap();
+    assert_eq!(conf_value(&h, "101", "USERNS").as_deref(), Some("yes"));
+    assert_eq!(conf_value(&h, "103", "USERNS").as_deref(), Some("no"));
+    assert_eq!(conf_value(&h, "103", "LOCAL_UID"), None);
+    // Each range is its own, in the default pool, never the host's root.
+    assert!(uid >= 1_000_000 && uid2 >= 1_000_000, "{uid} {uid2}");
+    assert!(uid.abs_diff(uid2) >= 65536, "ranges overlap: {uid} {uid2}");
+
+    h.vzctl(&["start", "101"]).ok();
+    let pid = h.init_pid("101");
+    assert_eq!(host_uids(pid), vec![uid; 4], "init's host uids");
+    let inside = h.exec(
+        "101",
+        "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map; hostname",
+    );
+    let lines: Vec<String> = inside
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            "0".to_string(),
+            "0".into(),
+            format!("0 {uid} 65536"),
+            format!("0 {gid} 65536"),
+            "un".into()
+        ]
+    );
+    // The container's files are in its own ids on disk: root's file is owned by 0.
+    h.exec("101", "echo x > /root/made-inside; chown 1000:1000 /tmp");
+    let md = std::fs::metadata(h.private("101").join("root/made-inside")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (0, 0));
+    let md = std::fs::metadata(h.private("101").join("tmp")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (1000, 1000));
+    // A live hostname change runs as the container's root in its namespaces.
+    h.vzctl(&["set", "101", "--hostname", "un2"]).ok();
+    assert_eq!(h.exec("101", "hostname").trim(), "un2");
+
+    // What the container's root can do to its own namespaces, it can; beyond them, nothing.
+    h.exec("101", "ip link set lo up && touch /root/ok && rm /root/ok");
+    for (what, script) in [
+        ("write /sys", "echo 1 > /sys/kernel/uevent_helper"),
+        ("write /proc/sys", "echo 1 > /proc/sys/kernel/sysrq"),
+        ("sysrq-trigger", "echo h > /proc/sysrq-trigger"),
+        ("mount", "mount -t tmpfs none /mnt"),
+        (
+            "set the clock",
+            "date -s 2001-01-01 >/dev/null 2>&1; [ \"$(date +%Y)\" = 2001 ]",
+        ),
+        ("mknod a disk", "mknod /tmp/disk b 8 0"),
+        ("load a module", "insmod /nonexistent.ko || [ $? -ne 1 ] && false"),
+        ("read the host's kernel log", "dmesg | head -1 | grep -q ."),
+    ] {
+        let o = h.vzctl(&["exec", "101", &format!("{script} 2>/dev/null")]);
+        assert_ne!(o.code, 0, "container root could {what}");
+    }
+    // Stop and start again: same range, same files.
+    h.vzctl(&["stop", "101"]).ok();
+    h.vzctl(&["start", "101"]).ok();
+    assert_eq!(host_uids(h.init_pid("101")), vec![uid; 4]);
+    assert_eq!(h.exec("101", "cat /root/made-inside").trim(), "x");
+    // The privileged container beside it is unchanged: host uid 0.
+    h.vzctl(&["start", "103"]).ok();
+    assert_eq!(host_uids(h.init_pid("103"))[0], 0);
+    assert_eq!(
+        h.exec("103", "cat /proc/self/uid_map")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["0", "0", "4294967295"]
+    );
+    h.vzctl(&["stop", "101", "--fast"]).ok();
+    h.vzctl(&["stop", "103", "--fast"]).ok();
+}
+
+/// The exec window: the command `vzctl exec` starts appears in the container's pid namespace
+/// only once it has the container's root directory and capabilities. A watcher inside looks,
+/// as fast as it can while forty commands start, for any process whose root shows a file that
+/// only the host has (CRIU's wrapper, which setup installs). Before the fix, the new process
+/// was visible with the host's root between its fork and its joining the mount namespace. A
+/// race cannot prove absence; this one bounds it, in both kinds of container.
+#[test]
+fn exec_never_shows_the_container_a_process_with_the_hosts_root() {
+    let marker = "/opt/ferry/criu/criu";
+    assert!(
+        std::path::Path::new(marker).exists(),
+        "{marker} missing: run scripts/setup.sh"
+    );
+    let h = TestHost::new("window");
+    h.vzctl(&["create", "111", "--userns", "yes"]).ok();
+    h.vzctl(&["create", "112", "--userns", "no"]).ok();
+    for ct in ["111", "112"] {
+        h.vzctl(&["start", ct]).ok();
+        let watch = format!(
+            "(end=$(( $(date +%s) + 60 )); while [ $(date +%s) -lt $end ] && [ ! -e /tmp/stop ]; do \
+               for p in /proc/[0-9]*; do [ -e $p/root{marker} ] && echo \"leak $p\" >> /tmp/leaks; done; \
+             done; touch /tmp/watch-done) </dev/null >/dev/null 2>&1 &"
+        );
+        h.exec(ct, &watch);
+        for _ in 0..40 {
+            h.exec(ct, "true");
+        }
+        h.exec(ct, "touch /tmp/stop");
+        wait_until("the watcher to finish", Duration::from_secs(70), || {
+            h.private(ct).join("tmp/watch-done").exists()
+        });
+        let leaks = std::fs::read_to_string(h.private(ct).join("tmp/leaks")).unwrap_or_default();
+        assert!(leaks.is_empty(), "container {ct} saw the host's root:\n{leaks}");
+        // And the commands themselves never hold the host's: their root is the container's.
+        let o = h.exec(
+            ct,
+            &format!("[ -e /proc/self/root{marker} ] && echo host || echo container"),
+        );
+        assert_eq!(o.trim(), "container");
+        h.vzctl(&["stop", ct, "--fast"]).ok();
+    }
+}
+
+fn lab(tag: &str) -> Lab {
+    require_root();
+    let mut cfg = LabConfig::new(&format!("{tag}{}", std::process::id() % 100000));
+    cfg.base = "/tmp/ferry-lab-tests".into();
+    cfg.hosts = vec!["hostA".into()];
+    Lab::up(&cfg).expect("bringing the lab up")
+}
+
+fn vz(lab: &Lab, args: &[&str]) -> Out {
+    let h = lab.host("hostA");
+    let mut c = Lab::cmd(&h.netns, env!("CARGO_BIN_EXE_vzctl"));
+    c.arg("--root-dir").arg(&h.root).args(args);
+    run(c, Duration::from_secs(120))
+}
+
+fn vz_ok(lab: &Lab, args: &[&str]) -> String {
+    let o = vz(lab, args);
+    assert_eq!(o.code, 0, "vzctl {args:?}: {o:?}");
+    o.stdout
+}
+
+fn count_in(private: &std::path::Path, file: &str) -> u64 {
+    std::fs::read_to_string(private.join(file))
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// A service running as its own user (as PostgreSQL or Redis do) cannot be dumped in a
+/// privileged container on hosts whose root lacks CAP_SYS_RESOURCE (CRIU cannot read its
+/// limits); in a container with its own user namespace CRIU, as the namespace's owner, can.
+/// The client's TCP session, the counters and the pids come through chkpnt and restore.
+#[test]
+fn a_userns_container_with_a_non_root_service_survives_chkpnt_and_restore() {
+    let lab = lab("uc");
+    let private = lab.host("hostA").root.join("vz/private/101");
+    vz_ok(&lab, &["create", "101", "--userns", "yes", "--ipadd", "198.18.0.10"]);
+    vz_ok(&lab, &["start", "101"]);
+    vz_ok(
+        &lab,
+        &[
+            "exec",
+            "101",
+            "echo 'svc:x:1000:1000::/home/svc:/bin/sh' >> /etc/passwd; echo 'svc:x:1000:' >> /etc/group; \
+             mkdir -p /home/svc; chown svc:svc /home/svc",
+        ],
+    );
+    vz_ok(
+        &lab,
+        &[
+            "exec",
+            "101",
+            "su -s /bin/sh svc -c 'nc -ll -p 7007 -e cat' </dev/null >/dev/null 2>&1 &",
+        ],
+    );
+    vz_ok(
+        &lab,
+        &[
+            "exec",
+            "101",
+            "su -s /bin/sh svc -c '(i=0; while :; do i=$((i+1)); echo $i > /home/svc/count; sleep 0.05; done)' \
+             </dev/null >/dev/null 2>&1 &",
+        ],
+    );
+    wait_until("the service's counter to start", Duration::from_secs(20), || {
+        count_in(&private, "home/svc/count") > 0
+    });
+    let owners = vz_ok(
+        &lab,
+        &[
+            "exec",
+            "101",
+            "ps -o user,args | grep -v grep | grep -E 'nc -ll|while' | cut -d' ' -f1 | sort -u",
+        ],
+    );
+    assert_eq!(
+        owners.trim(),
+        "svc",
+        "the service does not run as its own user: {owners}"
+    );
+    let session = echo_session(lab.client.clone(), "198.18.0.10:7007", 250, Duration::from_millis(20));
+    std::thread::sleep(Duration::from_millis(1500));
+    let pids_before = vz_ok(&lab, &["exec", "101", "ps -o pid,user,args | grep -v ps | sort"]);
+    let out = vz_ok(&lab, &["chkpnt", "101"]);
+    assert!(out.contains("container stopped"), "{out}");
+    let at_dump = count_in(&private, "home/svc/count");
+    // The checkpoint holds the container's memory: the host's root alone may read it.
+    let dump_dir = lab.host("hostA").root.join("vz/dump/101");
+    for e in std::fs::read_dir(&dump_dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "ckpt") {
+            let mode = std::fs::metadata(&p).unwrap().mode() & 0o777;
+            assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", p.display());
+        }
+    }
+    vz_ok(&lab, &["restore", "101"]);
+    wait_until("the counter to move on", Duration::from_secs(10), || {
+        count_in(&private, "home/svc/count") > at_dump
+    });
+    let pids_after = vz_ok(&lab, &["exec", "101", "ps -o pid,user,args | grep -v ps | sort"]);
+    let keep = |s: &str| lasting_procs(s, |l| l.contains("while") || l.contains("nc -ll") || l.contains("init"));
+    assert_eq!(keep(&pids_before), keep(&pids_after), "pids changed");
+    assert_eq!(session.join().unwrap(), Ok(250));
+    // Still its own range after the restore.
+    let uid_map = vz_ok(&lab, &["exec", "101", "cat /proc/self/uid_map"]);
+    let conf = std::fs::read_to_string(lab.host("hostA").root.join("etc/vz/conf/101.conf")).unwrap();
+    let local = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("LOCAL_UID="))
+        .unwrap()
+        .trim_matches('"');
+    assert_eq!(uid_map.split_whitespace().collect::<Vec<_>>(), ["0", local, "65536"]);
+    vz_ok(&lab, &["stop", "101", "--fast"]);
+}
+
+/// Bad input about id ranges: each refused with a clear message, nothing changed.
+#[test]
+fn id_ranges_that_cannot_be_given_are_refused() {
+    let h = TestHost::new("idbad");
+    // A pool of exactly one range: the second container finds none.
+    let vz_conf = h.root().join("etc/vz/vz.conf");
+    let mut text = std::fs::read_to_string(&vz_conf).unwrap();
+    text.push_str("USERNS_ID_POOL=\"2000000:65536\"\n");
+    std::fs::write(&vz_conf, &text).unwrap();
+    h.vzctl(&["create", "101", "--userns", "yes"]).ok();
+    assert_eq!(conf_value(&h, "101", "LOCAL_UID").as_deref(), Some("2000000"));
+    let o = h.vzctl(&["create", "102", "--userns", "yes"]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("no free id range"), "{o:?}");
+    assert!(!h.conf("102").exists() && !h.private("102").exists());
+    let o = h.vzctl(&["create", "102", "--userns", "maybe"]);
+    assert_ne!(o.code, 0);
+    assert!(!h.conf("102").exists());
+
+    // A range edited by hand to overlap another container's, or outside the pool: start is
+    // refused, nothing is mounted or started.
+    h.vzctl(&["create", "103", "--userns", "no"]).ok();
+    let c103 = std::fs::read_to_string(h.conf("103")).unwrap();
+    std::fs::write(
+        h.conf("103"),
+        c103.replace(
+            "USERNS=\"no\"",
+            "USERNS=\"yes\"\nLOCAL_UID=\"2000000\"\nLOCAL_GID=\"2000000\"",
+        ),
+    )
+    .unwrap();
+    let before = h.mounts_below();
+    let o = h.vzctl(&["start", "103"]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("overlap") && o.stderr.contains("101"), "{o:?}");
+    assert_eq!(h.mounts_below(), before);
+    assert!(!h.root().join("vz/run/103.json").exists());
+    std::fs::write(
+        h.conf("103"),
+        c103.replace(
+            "USERNS=\"no\"",
+            "USERNS=\"yes\"\nLOCAL_UID=\"5000\"\nLOCAL_GID=\"5000\"",
+        ),
+    )
+    .unwrap();
+    let o = h.vzctl(&["start", "103"]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("outside this host's pool"), "{o:?}");
+    assert_eq!(h.mounts_below(), before);
+    // USERNS with the image layout is refused at create, not half made.
+    let o = h.vzctl(&[
+        "create",
+        "104",
+        "--userns",
+        "yes",
+        "--layout",
+        "image",
+        "--diskspace",
+        "1G",
+    ]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("not supported yet"), "{o:?}");
+    assert!(!h.conf("104").exists() && !h.private("104").exists());
+}
