@@ -54,6 +54,13 @@ VE_ROOT=/vz/root/$VEID
 VE_PRIVATE=/vz/private/$VEID
 
 ## Defaults for vzctl create
+## A new container runs in a user namespace of its own: its root is root inside and a range of
+## 65536 unprivileged ids on the host, taken from USERNS_ID_POOL="START:COUNT" (host ids no
+## user of the host has). "no" makes privileged containers (root is the host's root, confined
+## by namespaces and capabilities only); vzctl create --userns and vzctl set --userns choose
+## per container.
+USERNS="yes"
+USERNS_ID_POOL="1000000:1000000000"
 CONFIGFILE="basic"
 DEF_OSTEMPLATE="busybox"
 VE_LAYOUT="simfs"
@@ -204,10 +211,13 @@ impl Host {
         };
         let private_conf = pick("VE_PRIVATE", "/vz/private/$VEID");
         let root_conf = pick("VE_ROOT", "/vz/root/$VEID");
+        let private = self.layout.resolve(&private_conf);
+        let image_userns = config.get("VE_LAYOUT") == Some("image") && config.get("USERNS") == Some("yes");
         Container {
             ctid,
             conf_path: self.layout.ct_conf(ctid),
-            private: self.layout.resolve(&private_conf),
+            image_fs: image_userns.then(|| private.join("fs")),
+            private,
             root: self.layout.resolve(&root_conf),
             config,
         }
@@ -224,6 +234,10 @@ pub struct Container {
     pub private: PathBuf,
     /// Where the private area is mounted while the container is mounted or running.
     pub root: PathBuf,
+    /// An image private area of a container with a user namespace: where its file system is
+    /// mounted as it is on disk (`private/fs`), the root being an idmapped clone of that mount.
+    /// `None` otherwise (a privileged container's image is mounted on the root itself).
+    pub image_fs: Option<PathBuf>,
 }
 
 impl Container {
@@ -250,11 +264,15 @@ impl Container {
     /// root of a simfs container, which for a container with a user namespace is an idmapped
     /// mount showing host ids.
     pub fn tree(&self) -> &Path {
-        if self.is_image() {
-            &self.root
-        } else {
-            &self.private
+        match (self.is_image(), self.image_fs.as_deref()) {
+            (false, _) => &self.private,
+            (true, Some(fs)) => fs,
+            (true, None) => &self.root,
         }
+    }
+    /// Does the configuration ask for a user namespace (`USERNS="yes"`)?
+    pub fn userns(&self) -> bool {
+        self.get("USERNS") == Some("yes")
     }
     /// IP_ADDRESS holds the addresses separated by spaces.
     pub fn ip_addresses(&self) -> Vec<String> {

@@ -313,18 +313,222 @@ fn id_ranges_that_cannot_be_given_are_refused() {
     assert_ne!(o.code, 0);
     assert!(o.stderr.contains("outside this host's pool"), "{o:?}");
     assert_eq!(h.mounts_below(), before);
-    // USERNS with the image layout is refused at create, not half made.
-    let o = h.vzctl(&[
+}
+
+/// Live migration of a container with a user namespace between hosts whose id ranges differ:
+/// the destination gives it a range of its own (hostB's pool starts elsewhere), the dumped
+/// namespace is pointed at it, and inside nothing changes: ids, files, the service's user, its
+/// pids and the client's TCP session. There and back.
+#[test]
+fn a_userns_container_migrates_live_between_hosts_with_different_ranges() {
+    let m = common::lab::MigLab::new("um", &["hostA", "hostB"], None);
+    let conf_b = m.lab.host("hostB").root.join("etc/vz/vz.conf");
+    let mut text = std::fs::read_to_string(&conf_b).unwrap();
+    text.push_str("USERNS_ID_POOL=\"3000000:6553600\"\n");
+    std::fs::write(&conf_b, text).unwrap();
+    let local = |host: &str| -> String {
+        let conf = std::fs::read_to_string(m.lab.host(host).root.join("etc/vz/conf/101.conf")).unwrap();
+        conf.lines()
+            .find_map(|l| l.strip_prefix("LOCAL_UID="))
+            .unwrap()
+            .trim_matches('"')
+            .to_string()
+    };
+    m.vz_ok("hostA", &["create", "101", "--userns", "yes", "--ipadd", "198.18.0.10"]);
+    m.vz_ok("hostA", &["start", "101"]);
+    m.vz_ok(
+        "hostA",
+        &[
+            "exec",
+            "101",
+            "echo 'svc:x:1000:1000::/home/svc:/bin/sh' >> /etc/passwd; echo 'svc:x:1000:' >> /etc/group; \
+             mkdir -p /home/svc; chown svc:svc /home/svc; \
+             su -s /bin/sh svc -c 'nc -ll -p 7007 -e cat' </dev/null >/dev/null 2>&1 &",
+        ],
+    );
+    m.vz_ok(
+        "hostA",
+        &[
+            "exec",
+            "101",
+            "su -s /bin/sh svc -c '(i=0; while :; do i=$((i+1)); echo $i > /home/svc/count; sleep 0.05; done)' \
+             </dev/null >/dev/null 2>&1 &",
+        ],
+    );
+    let count = |host: &str| count_in(&m.private(host, "101"), "home/svc/count");
+    wait_until("the service's counter to start", Duration::from_secs(20), || {
+        count("hostA") > 0
+    });
+    let a_uid = local("hostA");
+    assert!(a_uid.parse::<u32>().unwrap() < 3_000_000);
+    let view = |host: &str| {
+        m.vz_ok(
+            host,
+            &[
+                "exec",
+                "101",
+                "id -u; ls -ln /home | grep svc | tr -s ' ' | cut -d' ' -f3,4",
+            ],
+        )
+    };
+    let inside_a = view("hostA");
+    let procs = |host: &str| {
+        lasting_procs(&m.vz_ok(host, &["exec", "101", "ps -o pid,user,args"]), |l| {
+            l.contains("nc -ll") || l.contains("while") || l.contains("init")
+        })
+    };
+    let pids = procs("hostA");
+    let session = echo_session(m.lab.client.clone(), "198.18.0.10:7007", 300, Duration::from_millis(30));
+    std::thread::sleep(Duration::from_secs(1));
+
+    let o = m.migrate("hostA", &["--online", "hostB", "101"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(m.status("hostB", "101"), "CTID 101 exist mounted running");
+    let b_uid = local("hostB");
+    assert!(
+        b_uid.parse::<u32>().unwrap() >= 3_000_000,
+        "hostB kept hostA's range: {b_uid}"
+    );
+    let uid_map = m.vz_ok("hostB", &["exec", "101", "cat /proc/1/uid_map"]);
+    assert_eq!(
+        uid_map.split_whitespace().collect::<Vec<_>>(),
+        ["0", b_uid.as_str(), "65536"]
+    );
+    assert_eq!(view("hostB"), inside_a);
+    assert_eq!(procs("hostB"), pids, "pids changed");
+    let at_b = count("hostB");
+    wait_until("the counter to go on on hostB", Duration::from_secs(10), || {
+        count("hostB") > at_b
+    });
+
+    let o = m.migrate("hostB", &["--online", "hostA", "101"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(m.status("hostA", "101"), "CTID 101 exist mounted running");
+    let uid_map = m.vz_ok("hostA", &["exec", "101", "cat /proc/1/uid_map"]);
+    assert_eq!(uid_map.split_whitespace().nth(1), Some(local("hostA").as_str()));
+    assert!(local("hostA").parse::<u32>().unwrap() < 3_000_000);
+    assert_eq!(view("hostA"), inside_a);
+    assert_eq!(procs("hostA"), pids, "pids changed");
+    assert_eq!(session.join().unwrap(), Ok(300));
+    m.vz_ok("hostA", &["stop", "101", "--fast"]);
+}
+
+/// An image private area with a user namespace: the image's file system is mounted as it is on
+/// disk at private/fs (host-side work reads it there) and the root is an idmapped clone; files
+/// keep the container's own ids on disk, chkpnt/restore and online growth work, and stop
+/// unmounts both.
+#[test]
+fn a_userns_container_on_an_image_checkpoints_grows_and_unmounts() {
+    let h = TestHost::new("unimg");
+    h.vzctl(&[
         "create",
-        "104",
+        "106",
         "--userns",
         "yes",
         "--layout",
         "image",
         "--diskspace",
-        "1G",
-    ]);
+        "512M",
+    ])
+    .ok();
+    h.vzctl(&["start", "106"]).ok();
+    h.exec("106", "echo x > /root/f; chown 1000:1000 /root/f");
+    let raw = h.private("106").join("fs/root/f");
+    let md = std::fs::metadata(&raw).unwrap();
+    assert_eq!((md.uid(), md.gid()), (1000, 1000), "not in the container's ids on disk");
+    let root = h.root().join("vz/root/106/root/f");
+    let local: u32 = conf_value(&h, "106", "LOCAL_UID").unwrap().parse().unwrap();
+    assert_eq!(
+        std::fs::metadata(&root).unwrap().uid(),
+        local + 1000,
+        "the root is not idmapped"
+    );
+    let o = h.vzctl(&["chkpnt", "106"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        h.mounts_below().is_empty(),
+        "left mounted after the checkpoint: {:?}",
+        h.mounts_below()
+    );
+    let o = h.vzctl(&["restore", "106"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(h.exec("106", "cat /root/f; stat -c %u /root/f"), "x\n1000\n");
+    h.vzctl(&["set", "106", "--diskspace", "1G", "--save"]).ok();
+    let size: u64 = h
+        .exec("106", "df -k / | tail -1 | tr -s ' ' | cut -d' ' -f2")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(size > 800 * 1024, "not grown: {size} KiB");
+    h.vzctl(&["stop", "106"]).ok();
+    assert!(
+        h.mounts_below().is_empty(),
+        "left mounted after stop: {:?}",
+        h.mounts_below()
+    );
+    h.vzctl(&["destroy", "106"]).ok();
+    assert!(!h.private("106").exists());
+}
+
+/// `vzctl check` says whether containers with a user namespace can run here (text and JSON
+/// agree), and a host whose private areas sit on a file system without idmapped mounts (ramfs
+/// here) is told so at create, with nothing made; `--userns no` still works there.
+#[test]
+fn user_namespace_support_is_checked_and_reported() {
+    let h = TestHost::new("unchk");
+    let check = |args: &[&str]| {
+        let o = h.vzctl(args);
+        assert_eq!(o.code, 0, "vzctl {args:?}: {o:?}");
+        o.stdout
+    };
+    let text = check(&["check"]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("user namespaces") && l.contains("yes")),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&check(&["check", "--json"])).unwrap();
+    assert_eq!(json["user_namespaces"].as_bool(), Some(true), "{json}");
+    assert_eq!(json["nonroot_checkpointable_userns"].as_bool(), Some(true), "{json}");
+    assert_eq!(
+        json["nonroot_checkpointable_privileged"].as_bool(),
+        Some(ferry::criu::has_cap(24)),
+        "{json}"
+    );
+    let nonroot = text.lines().find(|l| l.starts_with("non-root processes")).unwrap();
+    assert!(nonroot.contains("checkpointable"), "{nonroot}");
+    if !ferry::criu::has_cap(24) {
+        assert!(nonroot.contains("in containers with a user namespace"), "{nonroot}");
+    }
+
+    let private = h.root().join("vz/private");
+    std::fs::create_dir_all(&private).unwrap();
+    let c = std::ffi::CString::new(private.to_str().unwrap()).unwrap();
+    let ramfs = std::ffi::CString::new("ramfs").unwrap();
+    // SAFETY: mounting a ramfs on a directory of our own temporary host.
+    assert_eq!(
+        unsafe { libc::mount(ramfs.as_ptr(), c.as_ptr(), ramfs.as_ptr(), 0, std::ptr::null()) },
+        0
+    );
+    let o = h.vzctl(&["create", "101", "--userns", "yes"]);
+    let json: serde_json::Value = serde_json::from_str(&check(&["check", "--json"])).unwrap();
+    let made_userns = h.conf("101").exists();
+    let o2 = h.vzctl(&["create", "102", "--userns", "no"]);
+    let made_privileged = h.conf("102").exists();
+    let _ = h.vzctl(&["destroy", "102"]);
+    // SAFETY: undoing the mount above.
+    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     assert_ne!(o.code, 0);
-    assert!(o.stderr.contains("not supported yet"), "{o:?}");
-    assert!(!h.conf("104").exists() && !h.private("104").exists());
+    assert!(
+        o.stderr.contains("cannot run containers with a user namespace") && o.stderr.contains("idmapped"),
+        "{o:?}"
+    );
+    assert!(!made_userns, "a configuration was written");
+    assert_eq!(json["user_namespaces"].as_bool(), Some(false), "{json}");
+    assert!(
+        json["user_namespaces_error"].as_str().unwrap().contains("idmapped"),
+        "{json}"
+    );
+    assert_eq!(o2.code, 0, "{o2:?}");
+    assert!(made_privileged);
 }

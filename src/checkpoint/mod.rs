@@ -561,6 +561,9 @@ impl Runtime {
         let dest = opts.dumpfile.clone().unwrap_or_else(|| dir.join(format!("{id}.ckpt")));
         let written = archive::write(&dest, &manifest, &work).map_err(|e| CheckpointError::Archive(ctid, e));
         if written.is_ok() && opts.dumpfile.is_none() {
+            // The container's file names and metadata: the host's root alone reads them.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = fs::set_permissions(&snar, fs::Permissions::from_mode(0o600));
             let _ = fs::rename(&snar, dir.join(format!("{id}.snar")));
         }
         let _ = fs::remove_dir_all(&work);
@@ -840,6 +843,48 @@ impl Runtime {
         // Not attached yet (a migration before its commit): the tasks stay stopped until
         // `attach_network`, so nothing they do meets a link that is down (a TCP segment they
         // send now would wait for its retransmission timer after the attach).
+        // The dump may come from another host, or from before the range changed: its user
+        // namespace is pointed at this container's host ids.
+        // A dump of the other kind (taken before `vzctl set --userns`) is refused: restored as
+        // it is, a privileged dump would run as the host's root, a userns one in ids that are
+        // not this container's.
+        let kinds = |dumped: bool| {
+            let say = |u: bool| {
+                if u {
+                    "with a user namespace"
+                } else {
+                    "without a user namespace"
+                }
+            };
+            RuntimeError::BadValue {
+                ctid,
+                what: format!(
+                    "the checkpoint was taken {}, and the container is now configured {} (USERNS): restore it with the setting it had, or start the container afresh",
+                    say(dumped),
+                    say(!dumped)
+                ),
+            }
+        };
+        match crate::runtime::userns::from_config(&ct.config) {
+            Ok(Some(map)) => {
+                let had = crate::criu::images::remap_userns(images, map.uid, map.gid, crate::runtime::userns::RANGE)
+                    .map_err(|e| undo(io(format!("the dumped user namespace in {}", images.display()))(e)))?;
+                if !had {
+                    return Err(undo(kinds(false).into()));
+                }
+            }
+            _ => {
+                let has_userns = fs::read_dir(images)
+                    .map(|rd| {
+                        rd.flatten()
+                            .any(|e| e.file_name().to_string_lossy().starts_with("userns-"))
+                    })
+                    .unwrap_or(false);
+                if has_userns {
+                    return Err(undo(kinds(true).into()));
+                }
+            }
+        }
         // A container with a user namespace gets its veth pairs made here (net::precreate_veth).
         let precreated: Vec<String> = if !has_userns(ct) {
             Vec::new()

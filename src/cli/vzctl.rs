@@ -58,7 +58,7 @@ pub enum Cmd {
         diskinodes: Option<String>,
         /// yes: the container runs in its own user namespace (its root is nothing on the
         /// host), with a range of host ids allocated now; no: privileged. Default: USERNS in
-        /// vz.conf
+        /// vz.conf, else yes
         #[arg(long, value_parser = ["yes", "no"])]
         userns: Option<String>,
     },
@@ -173,6 +173,11 @@ pub enum Cmd {
         /// Scheduled checkpoints: how many to keep (and the length of a chain)
         #[arg(long = "checkpoint-keep", alias = "checkpoint_keep")]
         checkpoint_keep: Option<String>,
+        /// yes: convert a stopped container to run in its own user namespace (a range of host
+        /// ids is allocated; its files stay as they are); no: back to privileged. Needs --save
+        /// and no other option
+        #[arg(long, value_parser = ["yes", "no"])]
+        userns: Option<String>,
         /// Also write the change to the container's configuration
         #[arg(long)]
         save: bool,
@@ -399,9 +404,53 @@ pub fn run(args: Args) -> Result<i32> {
             diskinodes,
             checkpoint_interval,
             checkpoint_keep,
+            userns,
             save,
         } => {
             let id = resolve(&ctid)?;
+            if let Some(u) = userns {
+                let alone = ipadd.is_empty()
+                    && ipdel.is_empty()
+                    && nameserver.is_empty()
+                    && searchdomain.is_empty()
+                    && netif_add.is_empty()
+                    && netif_del.is_empty()
+                    && [
+                        &hostname,
+                        &name,
+                        &cpuunits,
+                        &cpulimit,
+                        &cpus,
+                        &cpumask,
+                        &ram,
+                        &swap,
+                        &kmemsize,
+                        &numproc,
+                        &diskspace,
+                        &diskinodes,
+                        &checkpoint_interval,
+                        &checkpoint_keep,
+                    ]
+                    .iter()
+                    .all(|o| o.is_none());
+                if !alone || !save {
+                    return Err(crate::runtime::RuntimeError::BadValue {
+                        ctid: id,
+                        what: "--userns changes the configuration of a stopped container: give it alone, with --save"
+                            .into(),
+                    }
+                    .into());
+                }
+                let map = rt.set_userns(id, u == "yes")?;
+                match map {
+                    Some(m) => say(
+                        quiet,
+                        format!("Container {id}: saved; runs in its own user namespace from its next start (host ids {}+ for uids, {}+ for gids)", m.uid, m.gid),
+                    ),
+                    None => say(quiet, format!("Container {id}: saved; runs privileged (no user namespace) from its next start")),
+                }
+                return Ok(0);
+            }
             let opts = crate::runtime::SetOptions {
                 ipadd,
                 ipdel,
@@ -564,9 +613,20 @@ pub fn run(args: Args) -> Result<i32> {
             // the soft-dirty bits, which it reads itself rather than through CRIU's pre-dump);
             // the JSON keeps CRIU's own answer beside it (`mem_dirty_track`).
             let tracked = crate::migrate::pages::soft_dirty_works();
+            // Containers with a user namespace: ferry's own probe on the private areas' file
+            // system (not cached: a host's file systems change without a reboot).
+            let userns = crate::runtime::userns::probe(&rt.host.layout.private_base());
             if json {
                 let mut v = serde_json::to_value(&h)?;
                 v["precopy_dirty_tracking"] = tracked.into();
+                v["user_namespaces"] = userns.is_ok().into();
+                if let Err(e) = &userns {
+                    v["user_namespaces_error"] = e.clone().into();
+                }
+                // Processes running as another user than root: CRIU reads their limits with
+                // CAP_SYS_RESOURCE on the host, or as the owner of their user namespace.
+                v["nonroot_checkpointable_privileged"] = h.sys_resource.into();
+                v["nonroot_checkpointable_userns"] = userns.is_ok().into();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 let yn = |b: bool| if b { "yes" } else { "no" };
@@ -595,10 +655,18 @@ pub fn run(args: Args) -> Result<i32> {
                         "iptables"
                     }
                 );
-                let nonroot = if h.sys_resource {
-                    "checkpointable"
-                } else {
-                    "NOT checkpointable: root lacks CAP_SYS_RESOURCE here, so CRIU cannot read their rlimits"
+                match &userns {
+                    Ok(()) => println!(
+                        "{:<24} yes (idmapped mounts on {})",
+                        "user namespaces",
+                        rt.host.layout.private_base().display()
+                    ),
+                    Err(e) => println!("{:<24} NO: {e}", "user namespaces"),
+                }
+                let nonroot = match (h.sys_resource, userns.is_ok()) {
+                    (true, _) => "checkpointable".to_string(),
+                    (false, true) => "checkpointable in containers with a user namespace; NOT in privileged ones: root lacks CAP_SYS_RESOURCE here, so CRIU cannot read their rlimits".to_string(),
+                    (false, false) => "NOT checkpointable: root lacks CAP_SYS_RESOURCE here, so CRIU cannot read their rlimits".to_string(),
                 };
                 println!("{:<24} {}", "non-root processes", nonroot);
                 let cg = crate::cgroup::Cgroups::detect(&rt.host.cgroup_parent())?;

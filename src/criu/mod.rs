@@ -7,6 +7,7 @@
 //! whole response, passes extra descriptors (the images directory, inherited ttys), and
 //! answers notifications through a closure.
 
+pub mod images;
 pub mod page_server;
 pub mod rpc;
 

@@ -330,6 +330,10 @@ fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan, source: Option<&Ca
         return Err(format!("{} already exists on this host", ct.private.display()));
     }
     let rt = crate::runtime::Runtime::new(host);
+    // A container with a user namespace gets a range of this host's ids at the restore; one
+    // must be free.
+    let mut probe = ct.config.clone();
+    rt.assign_idmap(ctid, &mut probe, None).map_err(|e| e.to_string())?;
     for a in ct.ip_addresses() {
         let addr = a.split('/').next().unwrap_or("").to_string();
         if let Some(other) = rt.address_owner(&addr).map_err(|e| e.to_string())? {
@@ -380,19 +384,21 @@ fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan, source: Option<&Ca
         None => ct.private.clone(),
         Some(bytes) => {
             crate::storage::create_image(&crate::storage::image_path(&ct.private), bytes).map_err(|e| e.to_string())?;
-            std::fs::create_dir_all(&ct.root).map_err(|e| e.to_string())?;
-            crate::storage::mount_image(&crate::storage::image_path(&ct.private), &ct.root)
-                .map_err(|e| e.to_string())?;
-            inc.mounted_root = Some(ct.root.clone());
+            // The raw tree: the root, or (a container with a user namespace) private/fs, of
+            // which `vzctl restore` mounts an idmapped clone on the root.
+            let tree = ct.tree().to_path_buf();
+            std::fs::create_dir_all(&tree).map_err(|e| e.to_string())?;
+            crate::storage::mount_image(&crate::storage::image_path(&ct.private), &tree).map_err(|e| e.to_string())?;
+            inc.mounted_root = Some(tree.clone());
             let ok = Command::new("mount")
                 .arg("--make-private")
-                .arg(&ct.root)
+                .arg(&tree)
                 .status()
                 .is_ok_and(|s| s.success());
             if !ok {
-                return Err(format!("making {} private", ct.root.display()));
+                return Err(format!("making {} private", tree.display()));
             }
-            ct.root.clone()
+            tree
         }
     };
     let images = ctx
@@ -483,8 +489,10 @@ fn cleanup(ctx: &DestCtx, inc: &mut Incoming, keep_files: bool) {
                 let host = crate::host::Host::open(ctx.layout.clone());
                 if let (Ok(h), Ok(c)) = (host, crate::config::Config::parse(&a.config, Path::new("(plan)"))) {
                     let ct = h.container_from(crate::ctid::Ctid::new(ctid).unwrap(), c);
-                    if crate::fsutil::is_mountpoint(&ct.root).unwrap_or(false) {
-                        let _ = Command::new("umount").arg("-l").arg(&ct.root).status();
+                    for m in [Some(&ct.root), ct.image_fs.as_ref()].into_iter().flatten() {
+                        if crate::fsutil::is_mountpoint(m).unwrap_or(false) {
+                            let _ = Command::new("umount").arg("-l").arg(m).status();
+                        }
                     }
                     let _ = std::fs::remove_dir_all(&ct.private);
                 }
@@ -802,9 +810,27 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                     let r = tokio::task::block_in_place(|| {
                         let plan = inc.plan.as_ref().ok_or("no plan")?;
                         let ctid = crate::ctid::Ctid::new(plan.ctid).map_err(|e| e.to_string())?;
-                        crate::fsutil::write_atomic(&ctx.layout.ct_conf(ctid), plan.config.as_bytes(), 0o644)
-                            .map_err(|e| e.to_string())?;
+                        // With a user namespace, the container takes a range of this host's
+                        // ids (the restore points its dumped namespace at them).
+                        let mut config = crate::config::Config::parse(&plan.config, Path::new("(plan)"))
+                            .map_err(|e| format!("the container's configuration: {e}"))?;
+                        let host = crate::host::Host::open(ctx.layout.clone()).map_err(|e| e.to_string())?;
+                        let conf_path = ctx.layout.ct_conf(ctid);
+                        // Claimed before it is written (the plan found no such file here): an
+                        // abort removes whatever part of it was written.
                         inc.wrote_config = true;
+                        let write = |c: &crate::config::Config| {
+                            c.save(&conf_path)
+                                .map_err(|e| crate::runtime::RuntimeError::Host(e.into()))
+                        };
+                        let userns = crate::runtime::Runtime::new(host)
+                            .assign_idmap(ctid, &mut config, Some(&write))
+                            .map_err(|e| e.to_string())?;
+                        if userns.is_none() {
+                            crate::fsutil::write_atomic(&conf_path, plan.config.as_bytes(), 0o644)
+                                .map_err(|e| e.to_string())?;
+                        }
+
                         let images = inc.images.as_ref().ok_or("no images")?.display().to_string();
                         // Offline, the container is left (or started) as a stopped one is:
                         // its image unmounted, vzctl mounting it itself.

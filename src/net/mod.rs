@@ -97,6 +97,7 @@ fn ensure_venet(ctid: u32, pid: i32) -> Result<String, NetError> {
     if ip::link_exists(&host_if) {
         return Ok(host_if);
     }
+    ip::antispoof()?;
     let netns = format!("/proc/{pid}/ns/net");
     ip::host(&[
         "link", "add", &host_if, "type", "veth", "peer", "name", "venet0", "netns", &netns,
@@ -492,6 +493,7 @@ pub fn attach_restored(
     if !addrs.is_empty() {
         let host_if = venet_host_ifname(ctid);
         let uplink = hn.uplink.clone().ok_or(NetError::NoUplink)?;
+        ip::antispoof()?;
         ip::sysctl(&format!("net/ipv4/conf/{host_if}/proxy_arp"), "1")?;
         ip::sysctl(&format!("net/ipv4/neigh/{host_if}/proxy_delay"), "0")?;
         ip::sysctl(&format!("net/ipv6/conf/{host_if}/accept_dad"), "0")?;

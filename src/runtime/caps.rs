@@ -1,41 +1,83 @@
 //! The capability set of a container's processes.
 //!
-//! Containers share the host's kernel and run without a user namespace (CRIU's best-supported
-//! setup), so their root is the host's uid 0. What keeps it inside is this list: capabilities
-//! that reach beyond the container's own namespaces are removed from the bounding, inheritable,
-//! permitted, effective and ambient sets before the container's first program runs, so neither
-//! it nor any set-uid program it starts can regain them. ARCHITECTURE.md explains each choice.
+//! An allow-list: a container's processes keep the capabilities named here and lose every
+//! other one the kernel has (up to /proc/sys/kernel/cap_last_cap, and any number past it), from
+//! the bounding, inheritable, permitted, effective and ambient sets, before the container's
+//! first program runs, so neither it nor any set-uid program it starts can regain them. A
+//! capability a future kernel adds is not granted until it is added here. In a container with
+//! a user namespace these are capabilities over its own namespaces only. ARCHITECTURE.md
+//! explains what is withheld and why.
 
 use std::io;
 
 use super::sys::check;
 
-/// Capabilities a container's root does not get, with why.
-pub const DROPPED: &[(u32, &str)] = &[
+/// The capabilities a container's root keeps, with why.
+pub const ALLOWED: &[(u32, &str)] = &[
+    (0, "CAP_CHOWN: owning its own files"),
+    (1, "CAP_DAC_OVERRIDE: root reads and writes its own files"),
+    (3, "CAP_FOWNER: root acts on files it does not own, in its tree"),
+    (4, "CAP_FSETID: set-uid and set-gid bits kept on its own files"),
+    (5, "CAP_KILL: signals to its own processes"),
     (
-        2,
-        "CAP_DAC_READ_SEARCH: open_by_handle_at reaches files outside the container's root",
+        6,
+        "CAP_SETGID: its own users' groups (login, daemons dropping privileges)",
     ),
-    (16, "CAP_SYS_MODULE: loading kernel modules"),
-    (17, "CAP_SYS_RAWIO: raw I/O ports, /dev/mem, /proc/kcore"),
-    (20, "CAP_SYS_PACCT: host-wide process accounting"),
+    (7, "CAP_SETUID: its own users (login, daemons dropping privileges)"),
+    (8, "CAP_SETPCAP: passing capabilities on to its own processes"),
     (
-        21,
-        "CAP_SYS_ADMIN: mounting (remounting /sys or /proc/sys writable, new sysfs or devtmpfs), and much of the host",
+        9,
+        "CAP_LINUX_IMMUTABLE: immutable and append-only flags on its own files",
     ),
-    (25, "CAP_SYS_TIME: setting the host's clock"),
-    (27, "CAP_MKNOD: device nodes for host disks"),
-    (30, "CAP_AUDIT_CONTROL: the host's audit rules"),
-    (32, "CAP_MAC_OVERRIDE: overriding the host's security modules"),
-    (33, "CAP_MAC_ADMIN: configuring the host's security modules"),
-    (34, "CAP_SYSLOG: the host's kernel log"),
-    (35, "CAP_WAKE_ALARM: host wake-up timers"),
-    (36, "CAP_BLOCK_SUSPEND: blocking host suspend"),
-    (37, "CAP_AUDIT_READ: the host's audit log"),
-    (38, "CAP_PERFMON: host-wide performance monitoring"),
-    (39, "CAP_BPF: loading BPF programs into the host kernel"),
-    (40, "CAP_CHECKPOINT_RESTORE: checkpointing host processes"),
+    (10, "CAP_NET_BIND_SERVICE: services on ports below 1024"),
+    (11, "CAP_NET_BROADCAST: broadcast and multicast in its own network"),
+    (12, "CAP_NET_ADMIN: configuring its own network namespace"),
+    (
+        13,
+        "CAP_NET_RAW: ping, raw and packet sockets in its own network namespace",
+    ),
+    (14, "CAP_IPC_LOCK: locking memory (counted against its memory limit)"),
+    (15, "CAP_IPC_OWNER: its own System V IPC objects"),
+    (18, "CAP_SYS_CHROOT: chroot within its tree"),
+    (
+        19,
+        "CAP_SYS_PTRACE: debugging its own processes (its pid namespace shows no others)",
+    ),
+    (
+        22,
+        "CAP_SYS_BOOT: shutting itself down (reboot() in a child pid namespace ends that namespace)",
+    ),
+    (23, "CAP_SYS_NICE: priorities of its own processes"),
+    (
+        24,
+        "CAP_SYS_RESOURCE: its own processes' limits, below the host's cgroup limits",
+    ),
+    (26, "CAP_SYS_TTY_CONFIG: its own terminals"),
+    (28, "CAP_LEASE: file leases on its own files"),
+    (29, "CAP_AUDIT_WRITE: login programs writing audit records"),
+    (
+        31,
+        "CAP_SETFCAP: file capabilities on its own files (package installs set them)",
+    ),
 ];
+
+/// The capability numbers a container loses: everything up to `last` that is not allowed.
+pub fn dropped(last: u32) -> Vec<u32> {
+    (0..=last).filter(|c| !ALLOWED.iter().any(|(a, _)| a == c)).collect()
+}
+
+/// The highest capability this kernel knows.
+pub fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(63)
+}
+
+/// The allowed capabilities as a bit mask.
+pub fn allowed_mask() -> u64 {
+    ALLOWED.iter().fold(0, |m, (c, _)| m | 1u64 << c)
+}
 
 #[repr(C)]
 struct CapHeader {
@@ -53,11 +95,13 @@ struct CapData {
 
 const CAP_V3: u32 = 0x2008_0522;
 
-/// Removes the dropped capabilities from every set of the calling process.
+/// Removes every capability but the allowed ones from every set of the calling process.
 pub fn drop_container_caps() -> io::Result<()> {
-    for (cap, _) in DROPPED {
-        // SAFETY: prctl with integer arguments. EINVAL means the kernel does not know the cap.
-        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, *cap as libc::c_ulong, 0, 0, 0) };
+    // Past cap_last_cap too: a kernel newer than the one probed may know more; EINVAL means the
+    // kernel does not know the capability, so there is nothing to drop.
+    for cap in dropped(63) {
+        // SAFETY: prctl with integer arguments.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
         if r < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::EINVAL) {
@@ -82,11 +126,12 @@ pub fn drop_container_caps() -> io::Result<()> {
     let mut data = [CapData::default(); 2];
     // SAFETY: capget fills two CapData structs for version 3.
     check(unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut CapHeader, data.as_mut_ptr()) as libc::c_int })?;
-    for (cap, _) in DROPPED {
-        let (i, bit) = ((*cap / 32) as usize, 1u32 << (cap % 32));
-        data[i].effective &= !bit;
-        data[i].permitted &= !bit;
-        data[i].inheritable &= !bit;
+    let mask = allowed_mask();
+    for (i, d) in data.iter_mut().enumerate() {
+        let m = (mask >> (32 * i)) as u32;
+        d.effective &= m;
+        d.permitted &= m;
+        d.inheritable &= m;
     }
     // SAFETY: capset with the structs capget filled.
     check(unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) as libc::c_int })
@@ -115,8 +160,17 @@ mod tests {
     }
 
     #[test]
-    fn dropped_list_is_sorted_and_unique() {
-        let caps: Vec<u32> = DROPPED.iter().map(|(c, _)| *c).collect();
+    fn allowed_list_is_sorted_unique_and_withholds_the_host_wide_ones() {
+        let caps: Vec<u32> = ALLOWED.iter().map(|(c, _)| *c).collect();
         assert!(caps.windows(2).all(|w| w[0] < w[1]));
+        // CAP_DAC_READ_SEARCH, SYS_MODULE, SYS_RAWIO, SYS_ADMIN, SYS_TIME, MKNOD, MAC_*, SYSLOG,
+        // BPF, PERFMON, CHECKPOINT_RESTORE, and whatever comes after the last one known today.
+        let gone = dropped(63);
+        for c in [
+            2, 16, 17, 20, 21, 25, 27, 30, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 63,
+        ] {
+            assert!(gone.contains(&c), "capability {c} is granted");
+        }
+        assert_eq!(gone.len() + ALLOWED.len(), 64);
     }
 }

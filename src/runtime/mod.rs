@@ -8,6 +8,7 @@ pub mod caps;
 pub mod console;
 pub mod proc;
 mod pty;
+pub mod seccomp;
 pub mod spawn;
 pub mod state;
 pub(crate) mod sys;
@@ -179,12 +180,12 @@ pub struct CreateOptions {
     /// SOFT[:HARD]; for the image layout the hard limit is the image size.
     pub diskspace: Option<String>,
     pub diskinodes: Option<String>,
-    /// yes or no (default: USERNS in vz.conf, else no).
+    /// yes or no (default: USERNS in vz.conf, else yes).
     pub userns: Option<String>,
 }
 
-const USERNS_IMAGE: &str =
-    "USERNS=\"yes\" with VE_LAYOUT=\"image\" is not supported yet: use the simfs layout for a container with its own user namespace";
+/// Stores a container's configuration (`Runtime::assign_idmap`).
+pub type ConfigWriter<'a> = &'a dyn Fn(&Config) -> Result<()>;
 
 /// Operations on the containers of one host.
 pub struct Runtime {
@@ -348,11 +349,13 @@ impl Runtime {
         if layout == crate::storage::Layout::Image && disk.1 == u64::MAX {
             return Err(bad("the image layout needs a finite --diskspace".into()));
         }
-        let userns = userns::parse_flag(&opts.userns.clone().unwrap_or_else(|| self.host.setting("USERNS", "no")))
-            .map_err(bad)?;
-        if userns && layout == crate::storage::Layout::Image {
-            return Err(bad(USERNS_IMAGE.into()));
-        }
+        let userns = userns::parse_flag(
+            &opts
+                .userns
+                .clone()
+                .unwrap_or_else(|| self.host.setting("USERNS", "yes")),
+        )
+        .map_err(bad)?;
         let ostemplate = opts
             .ostemplate
             .clone()
@@ -403,6 +406,13 @@ impl Runtime {
         let mut _pool_lock = None;
         set(&mut config, "USERNS", if userns { "yes" } else { "no" })?;
         if userns {
+            let base = self.host.layout.private_base();
+            fs::create_dir_all(&base).map_err(io_err(ctid, format!("mkdir {}", base.display())))?;
+            userns::probe(&base).map_err(|e| {
+                bad(format!(
+                    "this host cannot run containers with a user namespace: {e} (vzctl create --userns no makes a privileged one)"
+                ))
+            })?;
             _pool_lock = Some(
                 userns::pool_lock(&self.host.layout.lock_dir()).map_err(io_err(ctid, "taking the id pool's lock"))?,
             );
@@ -581,6 +591,65 @@ impl Runtime {
         Ok(out)
     }
 
+    /// For a container arriving from another host (a migration, an imported checkpoint) whose
+    /// configuration asks for a user namespace: a range of this host's ids replaces the one it
+    /// had there (LOCAL_UID/LOCAL_GID in `config`), and `write` stores the configuration while
+    /// the host's id lock is held, so no other container takes the same range meanwhile. With
+    /// `write` None, only says whether a range is free. A configuration without a user
+    /// namespace is left as it is.
+    pub fn assign_idmap(
+        &self,
+        ctid: Ctid,
+        config: &mut Config,
+        write: Option<ConfigWriter<'_>>,
+    ) -> Result<Option<userns::IdMap>> {
+        let bad = |what: String| RuntimeError::BadValue { ctid, what };
+        let wanted = userns::parse_flag(config.get("USERNS").filter(|v| !v.is_empty()).unwrap_or("no")).map_err(bad)?;
+        if !wanted {
+            return Ok(None);
+        }
+        let _pool_lock =
+            userns::pool_lock(&self.host.layout.lock_dir()).map_err(io_err(ctid, "taking the id pool's lock"))?;
+        let map = userns::allocate(self.id_pool(ctid)?, &self.idmaps_except(ctid)?).map_err(bad)?;
+        if let Some(write) = write {
+            let set = |c: &mut Config, k: &str, v: u32| c.set(k, &v.to_string()).map_err(HostError::from);
+            set(config, "LOCAL_UID", map.uid)?;
+            set(config, "LOCAL_GID", map.gid)?;
+            write(config)?;
+        }
+        Ok(Some(map))
+    }
+
+    /// Converts a stopped, unmounted container to run in its own user namespace (`on`: a range
+    /// is allocated, unless it has one) or privileged. Only the configuration changes: the
+    /// files stay in the container's own ids on disk either way (userns.rs), so nothing is
+    /// rewritten. A checkpoint taken before the change cannot be restored after it.
+    pub fn set_userns(&self, ctid: Ctid, on: bool) -> Result<Option<userns::IdMap>> {
+        let _lock = self.lock(ctid)?;
+        let mut ct = self.existing(ctid)?;
+        if self.run_state(ctid)?.is_some() {
+            return Err(RuntimeError::Running(ctid));
+        }
+        if crate::fsutil::is_mountpoint(&ct.root).map_err(io_err(ctid, "reading the mount table"))? {
+            return Err(RuntimeError::Mounted(ctid));
+        }
+        let bad = |what: String| RuntimeError::BadValue { ctid, what };
+        if !on {
+            ct.config.set("USERNS", "no").map_err(HostError::from)?;
+            ct.config.unset("LOCAL_UID");
+            ct.config.unset("LOCAL_GID");
+            ct.config.save(&ct.conf_path).map_err(HostError::from)?;
+            return Ok(None);
+        }
+        if let Some(map) = userns::from_config(&ct.config).map_err(bad)? {
+            return Ok(Some(map));
+        }
+        ct.config.set("USERNS", "yes").map_err(HostError::from)?;
+        let conf_path = ct.conf_path.clone();
+        let write = |c: &Config| c.save(&conf_path).map_err(|e| RuntimeError::Host(e.into()));
+        self.assign_idmap(ctid, &mut ct.config, Some(&write))
+    }
+
     /// The container's user namespace mapping, if it has one, checked against this host's pool
     /// and every other container's range.
     pub(crate) fn idmap(&self, ct: &Container) -> Result<Option<userns::IdMap>> {
@@ -588,48 +657,64 @@ impl Runtime {
         let Some(map) = userns::from_config(&ct.config).map_err(bad)? else {
             return Ok(None);
         };
-        if ct.is_image() {
-            return Err(bad(USERNS_IMAGE.into()));
-        }
         userns::check(ct.ctid, map, self.id_pool(ct.ctid)?, &self.idmaps_except(ct.ctid)?).map_err(bad)?;
         Ok(Some(map))
     }
 
     pub(crate) fn mount_root(&self, ct: &Container) -> Result<()> {
         let idmap = self.idmap(ct)?;
-        fs::create_dir_all(&ct.root).map_err(io_err(ct.ctid, format!("mkdir {}", ct.root.display())))?;
-        let image = ct.is_image();
-        if image {
-            crate::storage::mount_image(&crate::storage::image_path(&ct.private), &ct.root)
-                .map_err(|e| RuntimeError::Storage(ct.ctid, e))?;
-            return sys::mount(None, &ct.root, None, libc::MS_PRIVATE, None).map_err(|source| RuntimeError::Mount {
-                ctid: ct.ctid,
-                what: format!("{} (making it private)", ct.root.display()),
+        let ctid = ct.ctid;
+        let private = |path: &Path| {
+            // Nothing mounted later inside propagates back to the host.
+            sys::mount(None, path, None, libc::MS_PRIVATE, None).map_err(|source| RuntimeError::Mount {
+                ctid,
+                what: format!("{} (making it private)", path.display()),
+                source,
+            })
+        };
+        fs::create_dir_all(&ct.root).map_err(io_err(ctid, format!("mkdir {}", ct.root.display())))?;
+        let image = crate::storage::image_path(&ct.private);
+        let Some(map) = idmap else {
+            if ct.is_image() {
+                crate::storage::mount_image(&image, &ct.root).map_err(|e| RuntimeError::Storage(ctid, e))?;
+            } else {
+                sys::bind(&ct.private, &ct.root).map_err(|source| RuntimeError::Mount {
+                    ctid,
+                    what: format!("{} on {}", ct.private.display(), ct.root.display()),
+                    source,
+                })?;
+            }
+            return private(&ct.root);
+        };
+        // With a user namespace the container sees its files through an idmapped mount of the
+        // raw tree (userns.rs): the private area, or the image's file system mounted as it is on
+        // disk at private/fs (already there when a migration's destination wrote into it).
+        let mut mounted_fs = None;
+        if let Some(fs_dir) = &ct.image_fs {
+            if !crate::fsutil::is_mountpoint(fs_dir).map_err(io_err(ctid, "reading the mount table"))? {
+                fs::create_dir_all(fs_dir).map_err(io_err(ctid, format!("mkdir {}", fs_dir.display())))?;
+                crate::storage::mount_image(&image, fs_dir).map_err(|e| RuntimeError::Storage(ctid, e))?;
+                mounted_fs = Some(fs_dir.clone());
+                private(fs_dir)?;
+            }
+        }
+        let tree = ct.tree();
+        if let Err(source) = userns::idmapped_bind(tree, &ct.root, map) {
+            if let Some(f) = &mounted_fs {
+                let _ = sys::umount_detach(f);
+            }
+            return Err(RuntimeError::Mount {
+                ctid,
+                what: format!(
+                    "{} on {}, idmapped to host ids {}+",
+                    tree.display(),
+                    ct.root.display(),
+                    map.uid
+                ),
                 source,
             });
         }
-        sys::bind(&ct.private, &ct.root).map_err(|source| RuntimeError::Mount {
-            ctid: ct.ctid,
-            what: format!("{} on {}", ct.private.display(), ct.root.display()),
-            source,
-        })?;
-        if let Some(map) = idmap {
-            // The container sees its files through an idmapped mount (userns.rs).
-            if let Err(source) = userns::idmap_in_place(&ct.root, map) {
-                let _ = sys::umount_detach(&ct.root);
-                return Err(RuntimeError::Mount {
-                    ctid: ct.ctid,
-                    what: format!("{} idmapped to host ids {}+", ct.root.display(), map.uid),
-                    source,
-                });
-            }
-        }
-        // Nothing mounted later inside the container's root propagates back to the host.
-        sys::mount(None, &ct.root, None, libc::MS_PRIVATE, None).map_err(|source| RuntimeError::Mount {
-            ctid: ct.ctid,
-            what: format!("{} (making it private)", ct.root.display()),
-            source,
-        })
+        private(&ct.root)
     }
 
     pub(crate) fn umount_root(&self, ct: &Container) -> Result<()> {
@@ -650,6 +735,21 @@ impl Runtime {
                     what: ct.root.display().to_string(),
                     source: e,
                 });
+            }
+        }
+        // A container with a user namespace and an image: its file system's raw mount too.
+        if let Some(fs_dir) = &ct.image_fs {
+            if crate::fsutil::is_mountpoint(fs_dir).unwrap_or(false) {
+                let c = sys::cstr(fs_dir);
+                // SAFETY: umount2 with a valid path.
+                if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+                    tracing::warn!(ctid = %ct.ctid, "{} is busy; detaching it lazily", fs_dir.display());
+                    sys::umount_detach(fs_dir).map_err(|source| RuntimeError::Umount {
+                        ctid: ct.ctid,
+                        what: fs_dir.display().to_string(),
+                        source,
+                    })?;
+                }
             }
         }
         Ok(())
@@ -773,6 +873,7 @@ impl Runtime {
             console_log: &console_log,
             resolv,
             idmap,
+            seccomp: seccomp_profile(&ct),
         };
         let hn = self.host_net();
         let mut net = crate::net::NetState::default();
@@ -914,7 +1015,7 @@ impl Runtime {
 
     /// Runs a command inside the running container and returns its exit code.
     pub fn exec(&self, ctid: Ctid, argv: &[String], tty: bool) -> Result<i32> {
-        self.host.container(ctid)?;
+        let ct = self.host.container(ctid)?;
         let st = self.run_state(ctid)?.ok_or(RuntimeError::NotRunning(ctid))?;
         let cg = self.cgroups(ctid)?;
         let term = std::env::var("TERM").unwrap_or_else(|_| "dumb".into());
@@ -934,9 +1035,28 @@ impl Runtime {
         } else {
             spawn::Stdio::Inherit
         };
-        spawn::exec_in(ctid, st.init_pid, st.init_start, cg, &argv, &env, stdio)
-            .map_err(|e| RuntimeError::Exec(ctid, e))
+        spawn::exec_in(
+            &spawn::Running {
+                ctid,
+                init_pid: st.init_pid,
+                init_start: st.init_start,
+                cgroups: cg,
+            },
+            &argv,
+            &env,
+            stdio,
+            seccomp_profile(&ct),
+        )
+        .map_err(|e| RuntimeError::Exec(ctid, e))
     }
+}
+
+/// The seccomp profile of a container's processes (seccomp.rs), unless its configuration says
+/// `SECCOMP="no"`. A privileged container may not make a user namespace either.
+pub fn seccomp_profile(ct: &Container) -> Option<seccomp::Profile> {
+    (ct.get("SECCOMP") != Some("no")).then(|| seccomp::Profile {
+        no_nested_userns: !ct.userns(),
+    })
 }
 
 /// The signal a container's init expects for a clean shutdown: STOP_SIGNAL from the

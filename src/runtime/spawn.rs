@@ -55,6 +55,8 @@ pub struct InitSpec<'a> {
     pub resolv: Option<String>,
     /// The container's user namespace mapping; `None`: a privileged container (no userns).
     pub idmap: Option<super::userns::IdMap>,
+    /// The seccomp profile its processes get (`None`: `SECCOMP="no"`).
+    pub seccomp: Option<super::seccomp::Profile>,
 }
 
 /// A freshly started container.
@@ -388,10 +390,25 @@ fn init_child(spec: &InitSpec<'_>, parent_sock: &OwnedFd, go_r: OwnedFd) -> Resu
     sys::take_tty(console.as_raw_fd()).map_err(step("making /dev/console the controlling terminal"))?;
     drop(console);
     sys::cloexec_from(3).map_err(step("closing host descriptors"))?;
+    // While init still holds CAP_SYS_ADMIN (in its user namespace): the filter goes in without
+    // no_new_privs.
+    if let Some(profile) = spec.seccomp {
+        super::seccomp::install(profile).map_err(step("installing the seccomp profile"))?;
+    }
     caps::drop_container_caps().map_err(step("dropping capabilities"))?;
     sys::reset_signals();
     let e = sys::execve(&spec.argv, &spec.env);
     Err(format!("exec {}: {e}", sys::cstr_to_string(&spec.argv[0])))
+}
+
+/// A running container, as `exec_in` finds it: its init (pid and start time, so a reused pid
+/// is noticed) and its cgroups.
+#[derive(Clone, Copy)]
+pub struct Running<'a> {
+    pub ctid: Ctid,
+    pub init_pid: i32,
+    pub init_start: u64,
+    pub cgroups: &'a Cgroups,
 }
 
 /// How a command run inside a container gets its terminal.
@@ -426,14 +443,18 @@ const JOIN_NS: &[(&str, libc::c_int)] = &[
 /// root, working directory and capabilities and joined the mount namespace afterwards: a
 /// container process could open /proc/D/root and keep the host's `/`.)
 pub fn exec_in(
-    ctid: Ctid,
-    init_pid: i32,
-    init_start: u64,
-    cgroups: &Cgroups,
+    ct: &Running<'_>,
     argv: &[CString],
     env: &[CString],
     stdio: Stdio,
+    seccomp: Option<super::seccomp::Profile>,
 ) -> Result<i32, SpawnError> {
+    let Running {
+        ctid,
+        init_pid,
+        init_start,
+        cgroups,
+    } = *ct;
     sys::ensure_single_threaded().map_err(sys_err("cannot enter the container"))?;
     let open_ns = |name: &str| -> Result<OwnedFd, SpawnError> {
         let path = format!("/proc/{init_pid}/ns/{name}");
@@ -469,7 +490,7 @@ pub fn exec_in(
             let _ = sys::write_all(err_w.as_raw_fd(), msg.as_bytes());
             sys::exit_child(1)
         };
-        if let Err(m) = confine_waiter(user_ns.as_ref(), &others, &pid_ns, &time_ns) {
+        if let Err(m) = confine_waiter(user_ns.as_ref(), &others, &pid_ns, &time_ns, seccomp) {
             fail(m);
         }
         match sys::fork() {
@@ -517,6 +538,7 @@ fn confine_waiter(
     ns: &[(OwnedFd, libc::c_int)],
     pid_ns: &OwnedFd,
     time_ns: &OwnedFd,
+    seccomp: Option<super::seccomp::Profile>,
 ) -> Result<(), String> {
     // These two take effect for children only, so they come first, while this process is
     // still the host's root (a time namespace the container did not make is the host's, which
@@ -531,6 +553,9 @@ fn confine_waiter(
         sys::setns(fd, *t).map_err(|e| format!("setns: {e}"))?;
     }
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    if let Some(profile) = seccomp {
+        super::seccomp::install(profile).map_err(|e| format!("installing the seccomp profile: {e}"))?;
+    }
     caps::drop_container_caps().map_err(|e| format!("dropping capabilities: {e}"))
 }
 

@@ -9,8 +9,9 @@
 //! owned by 0), so templates, checkpoints and migrations carry it unchanged. What the container
 //! sees is an idmapped mount of it (kernel >= 5.12): the mount shifts disk id N to host id
 //! LOCAL_UID+N, which the container's namespace maps back to N. Host-side code that reads or
-//! writes the tree with its ownership (tar, the file sync) uses the raw private area, never the
-//! idmapped root.
+//! writes the tree with its ownership (tar, the file sync) uses the raw tree
+//! (`Container::tree`: the private area, or an image's file system mounted at `private/fs`),
+//! never the idmapped root.
 //!
 //! Ranges are handed out from the host's pool (`USERNS_ID_POOL="START:COUNT"` in vz.conf) in
 //! aligned blocks of 65536, lowest free first, under a host-wide lock, and checked again at
@@ -219,23 +220,40 @@ pub fn userns_fd(map: IdMap) -> io::Result<OwnedFd> {
     result
 }
 
-/// Replaces the mount at `path` (a bind of the private area, or an image's file system) by an
-/// idmapped clone of it: disk ids shift by `map`. The clone holds the file system, so the
-/// original mount is detached before the clone is moved to its place.
-pub fn idmap_in_place(path: &Path, map: IdMap) -> io::Result<()> {
+/// Mounts `src` (the raw tree: a private area, or an image's file system) on `target` as an
+/// idmapped bind: disk ids shift by `map`.
+pub fn idmapped_bind(src: &Path, target: &Path, map: IdMap) -> io::Result<()> {
     let userns = userns_fd(map)?;
-    let tree = sys::open_tree_clone(path, false)?;
+    let tree = sys::open_tree_clone(src, false)?;
     sys::set_idmap(&tree, &userns).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!(
                 "an idmapped mount of {} ({e}): the file system or kernel (>= 5.12) does not support it",
-                path.display()
+                src.display()
             ),
         )
     })?;
-    sys::umount_detach(path)?;
-    sys::move_mount_to(&tree, path)
+    sys::move_mount_to(&tree, target)
+}
+
+/// Whether this host can run a container with a user namespace whose files are below `dir`:
+/// the kernel makes user namespaces, and `dir`'s file system takes an idmapped mount (a
+/// detached clone, made idmapped and dropped: nothing is mounted anywhere).
+pub fn probe(dir: &Path) -> Result<(), String> {
+    let map = IdMap {
+        uid: 1_000_000,
+        gid: 1_000_000,
+    };
+    let userns = userns_fd(map).map_err(|e| format!("the kernel does not make user namespaces here ({e})"))?;
+    let tree = sys::open_tree_clone(dir, false)
+        .map_err(|e| format!("open_tree of {} ({e}): the kernel is older than 5.2", dir.display()))?;
+    sys::set_idmap(&tree, &userns).map_err(|e| {
+        format!(
+            "{}'s file system does not take idmapped mounts ({e}; Linux >= 5.12, and a file system that supports them: ext4, xfs, btrfs, tmpfs >= 6.3, ...)",
+            dir.display()
+        )
+    })
 }
 
 /// The user namespace of a running process, if it is not the caller's own.

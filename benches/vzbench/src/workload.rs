@@ -77,7 +77,10 @@ pub fn container(lab: &Lab, host: &str, vzctl: &Path, memhog: &Path, ctid: &str,
     if mib == 0 {
         bail!("memhog holds at least 1 MiB");
     }
-    on(lab, host, vzctl, &["create", ctid, "--ipadd", ip])?;
+    // Privileged: the baselines run CRIU by hand with ferry's options alone, which a container
+    // with a user namespace does not satisfy (ferry also makes its links and hands it its
+    // console at restore).
+    on(lab, host, vzctl, &["create", ctid, "--ipadd", ip, "--userns", "no"])?;
     let private = lab.host(host).root.join(format!("vz/private/{ctid}"));
     std::fs::copy(memhog, private.join("bin/memhog")).context("copying memhog into the container")?;
     on(lab, host, vzctl, &["start", ctid])?;

@@ -1,0 +1,357 @@
+//! Root-only: a container's root trying to get out, as an intruder who broke into a hosted
+//! container would. Each attempt is made with the container's real capabilities, by a small
+//! static program (tests/escape_probe.c) or the container's own shell, and must be refused.
+//! Containers are the default kind (their own user namespace) unless a test says otherwise.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use ferry_testbed::{Lab, LabConfig};
+
+/// tests/escape_probe.c, built statically once per test run (gcc and libc6-dev: setup.sh).
+fn probe() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("escape_probe");
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/escape_probe.c");
+            let o = std::process::Command::new("gcc")
+                .args(["-static", "-O1", "-o"])
+                .arg(&out)
+                .arg(&src)
+                .output()
+                .expect("gcc (scripts/setup.sh installs it)");
+            assert!(
+                o.status.success(),
+                "building the probe: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            out
+        })
+        .clone()
+}
+
+fn lab(tag: &str) -> Lab {
+    require_root();
+    let mut cfg = LabConfig::new(&format!("{tag}{}", std::process::id() % 100000));
+    cfg.base = "/tmp/ferry-lab-tests".into();
+    cfg.hosts = vec!["hostA".into()];
+    Lab::up(&cfg).expect("bringing the lab up")
+}
+
+fn vz(lab: &Lab, args: &[&str]) -> Out {
+    let h = lab.host("hostA");
+    let mut c = Lab::cmd(&h.netns, env!("CARGO_BIN_EXE_vzctl"));
+    c.arg("--root-dir").arg(&h.root).args(args);
+    run(c, Duration::from_secs(120))
+}
+
+fn vz_ok(lab: &Lab, args: &[&str]) -> String {
+    let o = vz(lab, args);
+    assert_eq!(o.code, 0, "vzctl {args:?}: {o:?}");
+    o.stdout
+}
+
+/// A running container on the lab's hostA with the probe in /bin.
+fn container(lab: &Lab, ctid: &str, extra: &[&str]) -> PathBuf {
+    let mut args = vec!["create", ctid];
+    args.extend(extra);
+    vz_ok(lab, &args);
+    let private = lab.host("hostA").root.join(format!("vz/private/{ctid}"));
+    std::fs::copy(probe(), private.join("bin/escape_probe")).unwrap();
+    vz_ok(lab, &["start", ctid]);
+    private
+}
+
+/// Runs one probe inside; returns its exit code and what it said.
+fn attempt(lab: &Lab, ctid: &str, args: &str) -> (i32, String) {
+    let o = vz(lab, &["exec", ctid, &format!("escape_probe {args}")]);
+    (o.code, format!("{}{}", o.stdout, o.stderr))
+}
+
+fn assert_refused(lab: &Lab, ctid: &str, args: &str) {
+    let (code, said) = attempt(lab, ctid, args);
+    assert_eq!(code, 1, "container {ctid}: `{args}` was not refused: {said}");
+}
+
+/// Calls that reach the host's kernel: keyrings, kexec, modules, file handles, BPF, host-wide
+/// perf, userfaultfd, the uevent netlink group, io_uring; and rtnetlink on the host's network
+/// namespace by its id. Refused in a container with a user namespace, before and after a
+/// checkpoint (the seccomp filter comes back with the processes), and the seccomp-held ones in
+/// a privileged container too, where making a user namespace (the cgroup self-raise) is
+/// refused as well.
+#[test]
+fn calls_that_reach_the_hosts_kernel_are_refused() {
+    let lab = lab("esk");
+    container(&lab, "101", &["--ipadd", "198.18.0.10"]);
+    let kernel = [
+        "keyctl",
+        "add_key",
+        "kexec_load",
+        "finit_module",
+        "open_by_handle_at",
+        "bpf",
+        "perf_event_open",
+        "userfaultfd",
+        "uevent",
+        "io_uring",
+    ];
+    for a in kernel.iter().chain(&["netnsid"]) {
+        assert_refused(&lab, "101", a);
+    }
+    let status = vz_ok(
+        &lab,
+        &["exec", "101", "grep -E '^(Seccomp|NoNewPrivs):' /proc/1/status"],
+    );
+    assert!(
+        status.contains("Seccomp:\t2") && status.contains("NoNewPrivs:\t0"),
+        "{status}"
+    );
+    vz_ok(&lab, &["chkpnt", "101"]);
+    vz_ok(&lab, &["restore", "101"]);
+    for a in ["keyctl", "bpf", "netnsid"] {
+        assert_refused(&lab, "101", a);
+    }
+    assert!(vz_ok(&lab, &["exec", "101", "grep '^Seccomp:' /proc/1/status"]).contains('2'));
+    vz_ok(&lab, &["stop", "101", "--fast"]);
+
+    container(&lab, "102", &["--ipadd", "198.18.0.11", "--userns", "no"]);
+    for a in kernel.iter().chain(&["unshare_user"]) {
+        assert_refused(&lab, "102", a);
+    }
+    vz_ok(&lab, &["stop", "102", "--fast"]);
+}
+
+/// Mounting kernel file systems and making device nodes are refused. Raising its own limits
+/// (a user namespace of its own mapping its current uid to root, a cgroup namespace owned by
+/// it, the cgroup v1 hierarchy mounted there, the limit written: the files are owned by host
+/// uid 0) is refused to a container with a user namespace (its uid 0 is not the host's) and to
+/// a privileged one (its seccomp profile refuses the user namespace); the control, a privileged
+/// container without the profile, shows the attempt is real: its limit goes up.
+#[test]
+fn mounts_devices_and_its_own_limits_are_out_of_reach() {
+    let lab = lab("esm");
+    let parent = format!("ferry-lab-{}-hostA", lab.name);
+    let cg = |ctid: &str, ctrl: &str, file: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{ctrl}/{parent}/{ctid}/{file}"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let limited = |ctid: &str, extra: &[&str]| {
+        vz_ok(&lab, &[&["create", ctid][..], extra].concat());
+        vz_ok(&lab, &["set", ctid, "--ram", "256M", "--numproc", "300", "--save"]);
+        let private = lab.host("hostA").root.join(format!("vz/private/{ctid}"));
+        std::fs::copy(probe(), private.join("bin/escape_probe")).unwrap();
+    };
+    limited("103", &[]);
+    limited("104", &["--userns", "no"]);
+    limited("105", &["--userns", "no"]);
+    let conf = lab.host("hostA").root.join("etc/vz/conf/105.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("SECCOMP=\"no\"\n");
+    std::fs::write(&conf, text).unwrap();
+    for ct in ["103", "104", "105"] {
+        vz_ok(&lab, &["start", ct]);
+    }
+    let mem = (256u64 << 20).to_string();
+    for ct in ["103", "104", "105"] {
+        assert_eq!(cg(ct, "memory", "memory.limit_in_bytes"), mem);
+    }
+    // The control: the attempt works where nothing stops it.
+    let (code, said) = attempt(&lab, "105", "raise memory memory.limit_in_bytes 999999999");
+    assert_eq!(code, 0, "the control could not raise its limit: {said}");
+    assert_ne!(cg("105", "memory", "memory.limit_in_bytes"), mem, "{said}");
+    for ct in ["103", "104"] {
+        assert_refused(&lab, ct, "raise memory memory.limit_in_bytes 999999999");
+        assert_refused(&lab, ct, "raise pids pids.max max");
+        assert_eq!(
+            cg(ct, "memory", "memory.limit_in_bytes"),
+            mem,
+            "container {ct} raised its memory limit"
+        );
+        assert_eq!(
+            cg(ct, "pids", "pids.max"),
+            "300",
+            "container {ct} raised its process limit"
+        );
+    }
+    for (what, script) in [
+        ("mount proc", "mount -t proc proc /mnt"),
+        ("mount sysfs", "mount -t sysfs sysfs /mnt"),
+        ("mount devtmpfs", "mount -t devtmpfs devtmpfs /mnt"),
+        (
+            "mount the cgroup v1 memory hierarchy",
+            "mount -t cgroup -o memory cgroup /mnt",
+        ),
+        ("mount cgroup2", "mount -t cgroup2 cgroup2 /mnt"),
+        ("remount /sys writable", "mount -o remount,rw /sys"),
+        ("mknod a host disk", "mknod /tmp/sda b 8 0"),
+        ("mknod /dev/mem", "mknod /tmp/mem c 1 1"),
+    ] {
+        for ct in ["103", "104"] {
+            let o = vz(&lab, &["exec", ct, &format!("{script} 2>&1")]);
+            assert_ne!(o.code, 0, "container {ct}'s root could {what}: {o:?}");
+        }
+    }
+    // Every process it can see has its root, not the host's.
+    let leaks = vz_ok(
+        &lab,
+        &[
+            "exec",
+            "103",
+            "for p in /proc/[0-9]*; do [ -e $p/root/opt/ferry/criu/criu ] && echo $p; done; true",
+        ],
+    );
+    assert!(leaks.trim().is_empty(), "processes with the host's root: {leaks}");
+    for ct in ["103", "104", "105"] {
+        vz_ok(&lab, &["stop", ct, "--fast"]);
+    }
+}
+
+/// A container sends only from its own addresses: a datagram from its address reaches the
+/// client, one from any other (an unused one, the host's own) is dropped on the host, IPv4 and
+/// IPv6, and again after `vzctl set --ipadd` and after a restore.
+#[test]
+fn a_container_cannot_send_from_addresses_that_are_not_its_own() {
+    let lab = lab("ess");
+    container(&lab, "104", &["--ipadd", "198.18.0.10", "--ipadd", "2001:2::10"]);
+    let client = lab.client.clone();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let listener = std::thread::spawn(move || {
+        ferry_testbed::enter_netns(&client).unwrap();
+        let s = std::net::UdpSocket::bind("[::]:9999").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut buf = [0u8; 256];
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok((n, _)) = s.recv_from(&mut buf) {
+                let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    });
+    let arrived = |src: &str, dst: &str| -> bool {
+        while rx.try_recv().is_ok() {}
+        let (code, said) = attempt(&lab, "104", &format!("udp {src} {dst} 9999"));
+        assert_eq!(code, 0, "the probe could not send from {src}: {said}");
+        let t = std::time::Instant::now();
+        while t.elapsed() < Duration::from_secs(2) {
+            if let Ok(m) = rx.recv_timeout(Duration::from_millis(100)) {
+                if m == format!("from {src}") {
+                    return true;
+                }
+            }
+        }
+        false
+    };
+    // What an intruder does first: put the addresses it wants to send from on its own link (its
+    // root may configure its own network namespace). IPv6 addresses wait out duplicate address
+    // detection before they can send.
+    let foreign = ["198.18.0.99", "198.18.0.1", "2001:2::99", "2001:2::1"];
+    let take_foreign = || {
+        for a in foreign {
+            let (fam, len) = if a.contains(':') { ("-6", 128) } else { ("-4", 32) };
+            vz_ok(
+                &lab,
+                &["exec", "104", &format!("ip {fam} addr add {a}/{len} dev venet0")],
+            );
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    };
+    take_foreign();
+    let check = |when: &str, own: &[&str]| {
+        for src in own {
+            let dst = if src.contains(':') {
+                "2001:2::100"
+            } else {
+                "198.18.0.100"
+            };
+            assert!(
+                arrived(src, dst),
+                "{when}: a datagram from its own {src} did not arrive"
+            );
+        }
+        for src in foreign {
+            let dst = if src.contains(':') {
+                "2001:2::100"
+            } else {
+                "198.18.0.100"
+            };
+            assert!(
+                !arrived(src, dst),
+                "{when}: a datagram from {src}, not the container's, arrived"
+            );
+        }
+    };
+    check("at start", &["198.18.0.10", "2001:2::10"]);
+    vz_ok(&lab, &["set", "104", "--ipadd", "198.18.0.12"]);
+    check("after --ipadd", &["198.18.0.12"]);
+    vz_ok(&lab, &["chkpnt", "104"]);
+    vz_ok(&lab, &["restore", "104"]);
+    check("after a restore", &["198.18.0.10", "2001:2::10"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    listener.join().unwrap();
+    vz_ok(&lab, &["stop", "104", "--fast"]);
+}
+
+/// Nothing a container writes can be run with privileges by a host user, and no host user reads
+/// a container's files, memory (checkpoints) or console output: a set-uid copy of a shell
+/// planted inside is out of reach through both the private area and the root, and the
+/// checkpoint and console log refuse a host user.
+#[test]
+fn host_users_cannot_reach_what_a_container_wrote() {
+    let h = TestHost::new("esu");
+    h.vzctl(&["create", "105"]).ok();
+    h.vzctl(&["start", "105"]).ok();
+    h.exec(
+        "105",
+        "cp /bin/busybox /tmp/suid && chmod 4755 /tmp/suid && echo secret > /root/secret",
+    );
+    h.vzctl(&["chkpnt", "105", "--keep-running"]).ok();
+    // (std drops the supplementary groups when a root parent sets the uid.)
+    let as_nobody = |prog: &str, arg: &Path| std::process::Command::new(prog).arg(arg).uid(65534).gid(65534).output();
+    let root = h.root();
+    for p in [root.join("vz/private/105/tmp/suid"), root.join("vz/root/105/tmp/suid")] {
+        assert!(p.exists(), "{}", p.display());
+        let r = std::process::Command::new(&p)
+            .arg("true")
+            .uid(65534)
+            .gid(65534)
+            .output();
+        assert!(r.is_err(), "a host user ran {}", p.display());
+    }
+    let mut readable = vec![
+        root.join("vz/private/105/root/secret"),
+        root.join("vz/root/105/root/secret"),
+        root.join("vz/log/105.console.log"),
+    ];
+    for e in std::fs::read_dir(root.join("vz/dump/105")).unwrap() {
+        readable.push(e.unwrap().path());
+    }
+    for p in &readable {
+        let o = as_nobody("/bin/cat", p).unwrap();
+        assert!(!o.status.success(), "a host user read {}", p.display());
+    }
+    for d in ["vz/private", "vz/root", "vz/dump", "vz/log"] {
+        let mode = std::fs::metadata(root.join(d)).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{d} is {mode:o}");
+    }
+    for p in &readable[2..] {
+        let mode = std::fs::metadata(p).unwrap().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", p.display());
+    }
+    // The planted program is set-uid to the container's root, an unprivileged host id.
+    let md = std::fs::metadata(root.join("vz/root/105/tmp/suid")).unwrap();
+    assert!(
+        md.uid() >= 1_000_000 && md.mode() & 0o4000 != 0,
+        "{:?}",
+        (md.uid(), md.mode())
+    );
+    h.vzctl(&["stop", "105", "--fast"]).ok();
+}
