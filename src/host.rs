@@ -77,8 +77,15 @@ STOP_TIMEOUT="60"
 "#;
 
 /// The sample configuration that `vzctl create` starts from unless `--config` names another.
-pub const DEFAULT_SAMPLE: &str = r#"# ferry sample configuration "basic": no resource limits set.
+pub const DEFAULT_SAMPLE: &str = r#"# ferry sample configuration "basic": the limits every container starts with, as OpenVZ's
+# basic sample had (vzctl set changes them; vzctl create --config picks another sample). The
+# disk limit comes from DISKSPACE in vz.conf (enforced on the image layout).
 ONBOOT="no"
+# Memory: 1 GiB, and 1 GiB of swap beyond it (4 KiB pages, barrier:limit).
+PHYSPAGES="0:262144"
+SWAPPAGES="0:262144"
+# Processes and threads.
+NUMPROC="1024:1024"
 "#;
 
 /// One host.

@@ -122,6 +122,17 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(t, "unshare_user")) return refused(t, unshare(CLONE_NEWUSER));
     if (!strcmp(t, "netnsid")) return netnsid();
+    if (!strcmp(t, "alloc") && argc == 3) {
+        /* alloc MIB: takes and touches that much memory, a MiB at a time */
+        long mib = atol(argv[2]);
+        for (long i = 0; i < mib; i++) {
+            char *p = malloc(1 << 20);
+            if (!p) return refused("malloc", -1);
+            memset(p, 1, 1 << 20);
+        }
+        printf("alloc: %ld MiB taken\n", mib);
+        return 0;
+    }
     if (!strcmp(t, "raise") && argc == 5) {
         /* raise CONTROLLER FILE VALUE: the cgroup self-raise. A user namespace of its own with
          * its current uid mapped to root (for a privileged container: the host's uid 0), a

@@ -355,3 +355,62 @@ fn host_users_cannot_reach_what_a_container_wrote() {
     );
     h.vzctl(&["stop", "105", "--fast"]).ok();
 }
+
+/// A container made with the default sample cannot take the host's processes or memory: its
+/// forks stop at NUMPROC and a program taking more than its memory is killed, counted as a
+/// failure in its beancounters.
+#[test]
+fn the_default_sample_bounds_processes_and_memory() {
+    let h = TestHost::new("esl");
+    h.vzctl(&["create", "106"]).ok();
+    std::fs::copy(probe(), h.private("106").join("bin/escape_probe")).unwrap();
+    h.vzctl(&["start", "106"]).ok();
+    let ubc = h.vzctl(&["ubc", "106", "--json"]).ok().stdout;
+    let rows: serde_json::Value = serde_json::from_str(&ubc).unwrap();
+    let row = |name: &str| {
+        rows["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {rows}"))
+            .clone()
+    };
+    assert_eq!(row("numproc")["limit"], 1024, "{rows}");
+    assert_eq!(row("physpages")["limit"], 262144, "{rows}");
+    // 1100 sleepers (the loop is the shell's own builtins): forks past the limit fail. Counted
+    // on the host, since inside nothing more can be forked once the limit is reached.
+    // (The shell may give up at the first refused fork: its exit code says nothing here.)
+    h.vzctl(&[
+        "exec",
+        "106",
+        "i=0; while [ $i -lt 1100 ]; do sleep 60 </dev/null >/dev/null 2>&1 & i=$((i+1)); done 2>/dev/null; exit 0",
+    ]);
+    let pids =
+        |file: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/pids/{}/106/{file}", h.cgroup_parent)).unwrap();
+    let current: u64 = pids("pids.current").trim().parse().unwrap();
+    assert!(current <= 1024, "{current} processes ran");
+    let refused: u64 = pids("pids.events")
+        .lines()
+        .find_map(|l| l.strip_prefix("max "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap();
+    assert!(refused > 0, "no fork was refused (pids.current {current})");
+    h.vzctl(&["stop", "106", "--fast"]).ok();
+    h.vzctl(&["start", "106"]).ok();
+    // 2.5 GiB against 1 GiB of memory and 1 GiB of swap (this host has more than that free).
+    let o = h.vzctl(&["exec", "106", "escape_probe alloc 2560"]);
+    assert_ne!(o.code, 0, "the container took 2.5 GiB: {o:?}");
+    let ubc = h.vzctl(&["ubc", "106", "--json"]).ok().stdout;
+    let rows: serde_json::Value = serde_json::from_str(&ubc).unwrap();
+    let failcnt = rows["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resource"] == "physpages")
+        .unwrap()["failcnt"]
+        .as_u64()
+        .unwrap();
+    assert!(failcnt > 0, "{rows}");
+    h.vzctl(&["stop", "106", "--fast"]).ok();
+}

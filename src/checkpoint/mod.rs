@@ -165,9 +165,12 @@ pub fn console_key(init_pid: i32) -> Option<String> {
 /// migration's final dump (which leaves it running, frozen, until the commit). `console` is
 /// the init's console as `console_key` names it, which the caller also records for the
 /// restore.
-/// The links a restored container gets: each veth pair (the container's end, the host's), and
-/// the host end's MAC where the configuration keeps one (bridged interfaces).
-fn restore_links(ct: &crate::host::Container) -> Vec<(criu::VethPair, Option<String>)> {
+/// The links a restored container gets: each veth pair (the container's end, the host's). The
+/// host end gets a random MAC, as when CRIU makes the pair: a bridge takes the lowest MAC of its
+/// ports as its own, so a configured host MAC joining the host's bridge at the commit could
+/// change the MAC of the host's own address under its live connections (the destination agent's
+/// among them).
+fn restore_links(ct: &crate::host::Container) -> Vec<criu::VethPair> {
     let ips = crate::net::parse_ip_list(ct.get("IP_ADDRESS").unwrap_or("")).unwrap_or_default();
     let netifs = crate::net::netif::parse_netif(ct.get("NETIF").unwrap_or("")).unwrap_or_default();
     let mut links = Vec::new();
@@ -176,14 +179,14 @@ fn restore_links(ct: &crate::host::Container) -> Vec<(criu::VethPair, Option<Str
             if_in: "venet0".into(),
             if_out: crate::net::venet_host_ifname(ct.ctid.get()),
         };
-        links.push((pair, None));
+        links.push(pair);
     }
     for n in &netifs {
         let pair = criu::VethPair {
             if_in: n.ifname.clone(),
             if_out: n.host_ifname.clone(),
         };
-        links.push((pair, Some(n.host_mac.to_string())));
+        links.push(pair);
     }
     links
 }
@@ -243,7 +246,7 @@ impl Runtime {
         console_fd: std::os::fd::RawFd,
         leave_stopped: bool,
     ) -> criu::Opts {
-        let mut veths: Vec<criu::VethPair> = restore_links(ct).into_iter().map(|(pair, _)| pair).collect();
+        let mut veths = restore_links(ct);
         let mut external = userns_externals(ct, true);
         if has_userns(ct) {
             // The pairs exist already (restore_processes): CRIU moves the container's ends in.
@@ -890,9 +893,9 @@ impl Runtime {
             Vec::new()
         } else {
             let mut made: Vec<String> = Vec::new();
-            for (i, (pair, mac)) in restore_links(ct).into_iter().enumerate() {
+            for (i, pair) in restore_links(ct).into_iter().enumerate() {
                 let tmp = crate::net::restore_peer_ifname(ctid.get(), i);
-                if let Err(e) = crate::net::precreate_veth(&pair.if_out, mac.as_deref(), &tmp) {
+                if let Err(e) = crate::net::precreate_veth(&pair.if_out, &tmp) {
                     for m in &made {
                         let _ = crate::net::ip::host(&["link", "del", m.as_str()]);
                     }

@@ -259,13 +259,8 @@ pub fn restore_peer_ifname(ctid: u32, index: usize) -> String {
 /// container's user namespace on kernels that require CAP_NET_ADMIN over the peer's namespace
 /// (Linux commit 7b735ef81286, "rtnetlink: add missing netlink_ns_capable() check for peer
 /// netns"); the host's root has it.
-pub fn precreate_veth(host_ifname: &str, host_mac: Option<&str>, peer_tmp: &str) -> Result<(), NetError> {
-    let mut args = vec!["link", "add", host_ifname];
-    if let Some(m) = host_mac {
-        args.extend(["address", m]);
-    }
-    args.extend(["type", "veth", "peer", "name", peer_tmp]);
-    ip::host(&args).map(|_| ())
+pub fn precreate_veth(host_ifname: &str, peer_tmp: &str) -> Result<(), NetError> {
+    ip::host(&["link", "add", host_ifname, "type", "veth", "peer", "name", peer_tmp]).map(|_| ())
 }
 
 pub fn del_netif(n_host_ifname: &str, state: &mut NetState) -> Result<(), NetError> {

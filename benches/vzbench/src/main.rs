@@ -19,6 +19,7 @@ mod migration;
 mod plot;
 mod stats;
 mod transport;
+mod userns;
 mod workload;
 
 use std::path::PathBuf;
@@ -112,7 +113,7 @@ fn run(args: Args) -> Result<()> {
     }
     for f in &args.only {
         if !FAMILIES.iter().any(|(k, _)| k == f) {
-            bail!("unknown family {f:?}: transport, migration, sync, checkpoint");
+            bail!("unknown family {f:?}: transport, migration, sync, checkpoint, userns");
         }
     }
     // What an interrupted run left behind (labs, their tmpfs mounts).
@@ -196,6 +197,15 @@ fn run(args: Args) -> Result<()> {
         let n = cfg.runs;
         save(&header, &out, "checkpoint", stamp(checkpoint::run(&cfg)?, n))?;
     }
+    if want("userns") {
+        eprintln!("vzbench: userns");
+        let cfg = userns::Config {
+            sizes: pick(&args.sizes, args.smoke, &[16], &[16, 256]),
+            runs: if args.smoke { runs } else { runs.max(5) },
+        };
+        let n = cfg.runs;
+        save(&header, &out, "userns", stamp(userns::run(&cfg)?, n))?;
+    }
     if let Ok(md) = std::fs::read_to_string(out.join("RESULTS.md")) {
         print!("{md}");
     }
@@ -238,11 +248,12 @@ fn replot(out: &std::path::Path) -> Result<()> {
 }
 
 /// The families in the report's order, with their sections' headings.
-const FAMILIES: [(&str, &str); 4] = [
+const FAMILIES: [(&str, &str); 5] = [
     ("transport", "## Transport"),
     ("migration", "## Migration"),
     ("sync", "## File sync"),
     ("checkpoint", "## Checkpoint"),
+    ("userns", "## User namespaces"),
 ];
 
 /// Puts a line under a section's heading.

@@ -67,20 +67,35 @@ pub struct Load {
 /// A fresh container on hostA (whatever had its CTID removed first), as `container`.
 pub fn fresh_container(lab: &Lab, vzctl: &Path, memhog: &Path, ctid: &str, ip: &str, load: Load) -> Result<()> {
     remove(lab, vzctl, ctid);
-    container(lab, "hostA", vzctl, memhog, ctid, ip, load)
+    // Privileged: the baselines run CRIU by hand with ferry's options alone, which a container
+    // with a user namespace does not satisfy (ferry also makes its links and hands it its
+    // console at restore). The userns family compares the two kinds.
+    container(lab, "hostA", vzctl, memhog, ctid, ip, load, false)
 }
 
 /// A container on `host` with memhog under `load` and an echo server on port 7; returns once
 /// the memory is filled.
-pub fn container(lab: &Lab, host: &str, vzctl: &Path, memhog: &Path, ctid: &str, ip: &str, load: Load) -> Result<()> {
+/// `userns`: the container has a user namespace of its own (else privileged).
+#[allow(clippy::too_many_arguments)]
+pub fn container(
+    lab: &Lab,
+    host: &str,
+    vzctl: &Path,
+    memhog: &Path,
+    ctid: &str,
+    ip: &str,
+    load: Load,
+    userns: bool,
+) -> Result<()> {
     let Load { mib, dirty } = load;
     if mib == 0 {
         bail!("memhog holds at least 1 MiB");
     }
-    // Privileged: the baselines run CRIU by hand with ferry's options alone, which a container
-    // with a user namespace does not satisfy (ferry also makes its links and hands it its
-    // console at restore).
-    on(lab, host, vzctl, &["create", ctid, "--ipadd", ip, "--userns", "no"])?;
+    let u = if userns { "yes" } else { "no" };
+    on(lab, host, vzctl, &["create", ctid, "--ipadd", ip, "--userns", u])?;
+    // Room for memhog beyond the basic sample's 1 GiB.
+    let ram = format!("{}M", mib + 512);
+    on(lab, host, vzctl, &["set", ctid, "--ram", &ram, "--save"])?;
     let private = lab.host(host).root.join(format!("vz/private/{ctid}"));
     std::fs::copy(memhog, private.join("bin/memhog")).context("copying memhog into the container")?;
     on(lab, host, vzctl, &["start", ctid])?;
