@@ -4,28 +4,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::lab::{vz, vz_ok};
 use common::*;
-use ferry_testbed::{Lab, LabConfig};
+use ferry_testbed::Lab;
 
 fn lab(tag: &str) -> Lab {
-    require_root();
-    let mut cfg = LabConfig::new(&format!("{tag}{}", std::process::id() % 100000));
-    cfg.base = "/tmp/ferry-lab-tests".into();
-    cfg.hosts = vec!["hostA".into()];
-    Lab::up(&cfg).expect("bringing the lab up")
-}
-
-fn vz(lab: &Lab, args: &[&str]) -> Out {
-    let h = lab.host("hostA");
-    let mut c = Lab::cmd(&h.netns, env!("CARGO_BIN_EXE_vzctl"));
-    c.arg("--root-dir").arg(&h.root).args(args);
-    run(c, Duration::from_secs(120))
-}
-
-fn vz_ok(lab: &Lab, args: &[&str]) -> String {
-    let o = vz(lab, args);
-    assert_eq!(o.code, 0, "vzctl {args:?}: {o:?}");
-    o.stdout
+    common::lab::single(tag)
 }
 
 fn counter(lab: &Lab, ctid: &str) -> u64 {

@@ -1,7 +1,8 @@
 //! Root-only and slow: builds a Debian cache with debootstrap from Debian's archive (the
-//! built-in debian-12 recipe, plus lighttpd as a real service), then on the testbed creates,
-//! boots, serves, checkpoints and restores a container from it, migrates it live to another
-//! host (a real distribution's tree: hard links, devices, absolute symlinks), stops and
+//! built-in debian-12 recipe, plus lighttpd and PostgreSQL as real services, each running as
+//! its own user), then on the testbed creates, boots, serves, checkpoints and restores a
+//! container from it, migrates it live to another host (a real distribution's tree: hard links,
+//! devices, absolute symlinks) with a PostgreSQL client's session open throughout, stops and
 //! destroys it there.
 
 mod common;
@@ -42,6 +43,61 @@ fn http_head(lab: &Lab, addr: &str) -> String {
     run(c, Duration::from_secs(20)).stdout
 }
 
+/// A PostgreSQL client's session from the lab's client (the host's psql): one connection that
+/// inserts a row every 50 ms until told to finish (at most 6000 rows, 300 s), then counts them.
+struct PgSession {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<(u64, u64)>,
+}
+
+impl PgSession {
+    /// (rows sent, rows the server counts at the end over the same connection).
+    fn finish(self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().unwrap()
+    }
+}
+
+fn pg_session(lab: &Lab) -> PgSession {
+    use std::io::Write;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let mut c = Lab::cmd(&lab.client, "psql");
+    c.args(["-h", "198.18.0.30", "-U", "postgres", "-At", "-v", "ON_ERROR_STOP=1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("psql (scripts/setup.sh installs postgresql-client)");
+    let handle = std::thread::spawn(move || {
+        let mut stdin = child.stdin.take().unwrap();
+        let t0 = std::time::Instant::now();
+        let mut sent = 0u64;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed)
+            && sent < 6000
+            && t0.elapsed() < Duration::from_secs(300)
+        {
+            if writeln!(stdin, "insert into t values ({sent});").is_err() {
+                break;
+            }
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = writeln!(stdin, "select count(*) from t;");
+        let _ = writeln!(stdin, "\\q");
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "the session broke: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let counted = text.lines().filter_map(|l| l.trim().parse().ok()).last().unwrap_or(0);
+        (sent, counted)
+    });
+    PgSession { stop, handle }
+}
+
 #[test]
 fn debian_cache_builds_boots_serves_and_checkpoints() {
     require_root();
@@ -52,9 +108,10 @@ fn debian_cache_builds_boots_serves_and_checkpoints() {
     // The built-in recipe, with a real service added.
     let recipe = ferry::template::debootstrap::ensure_recipe(&layout, "debian-12").unwrap();
     let conf = recipe.join("template.conf");
-    let text = std::fs::read_to_string(&conf)
-        .unwrap()
-        .replace("PACKAGES=\"sysvinit-core", "PACKAGES=\"lighttpd sysvinit-core");
+    let text = std::fs::read_to_string(&conf).unwrap().replace(
+        "PACKAGES=\"sysvinit-core",
+        "PACKAGES=\"lighttpd postgresql sysvinit-core",
+    );
     std::fs::write(&conf, text).unwrap();
     // The build needs Debian's archive: it runs in the machine's own network namespace, not
     // in the lab.
@@ -124,10 +181,50 @@ fn debian_cache_builds_boots_serves_and_checkpoints() {
     let pid = vz_ok(lab, &["exec", "301", "pidof lighttpd"]);
     assert!(!pid.trim().is_empty());
 
+    // PostgreSQL as shipped (as postgres), reachable from the lab's client, and a client's
+    // session open through everything that follows: a row every 50 ms in one connection.
+    let pg = "/etc/postgresql/15/main";
+    wait_until("PostgreSQL to start at boot", Duration::from_secs(60), || {
+        vz(lab, &["exec", "301", "su postgres -c \"psql -Atc 'select 1'\""])
+            .stdout
+            .trim()
+            == "1"
+    });
+    vz_ok(
+        lab,
+        &[
+            "exec",
+            "301",
+            &format!(
+                "echo \"listen_addresses = '*'\" >> {pg}/postgresql.conf && \
+                 echo 'host all all 198.18.0.0/15 trust' >> {pg}/pg_hba.conf && \
+                 /etc/init.d/postgresql restart >/dev/null && \
+                 su postgres -c \"psql -c 'create table t (i int)'\" >/dev/null"
+            ),
+        ],
+    );
+    let pg_pid = || {
+        vz_ok_on(
+            lab,
+            "hostA",
+            &["exec", "301", "head -1 /var/lib/postgresql/15/main/postmaster.pid"],
+        )
+    };
+    let postmaster = pg_pid();
+    let user = vz_ok(lab, &["exec", "301", &format!("ps -o user= -p {}", postmaster.trim())]);
+    assert_eq!(user.trim(), "postgres", "PostgreSQL does not run as its own user");
+    wait_until("PostgreSQL to accept the lab's client", Duration::from_secs(30), || {
+        let mut c = Lab::cmd(&lab.client, "psql");
+        c.args(["-h", "198.18.0.30", "-U", "postgres", "-Atc", "select 1"]);
+        run(c, Duration::from_secs(10)).stdout.trim() == "1"
+    });
+    let session = pg_session(lab);
+
     // The service across a checkpoint: same process, still serving.
     vz_ok(lab, &["chkpnt", "301"]);
     vz_ok(lab, &["restore", "301"]);
     assert_eq!(vz_ok(lab, &["exec", "301", "pidof lighttpd"]), pid);
+    assert_eq!(pg_pid(), postmaster, "PostgreSQL was restarted");
     assert!(http_head(lab, "198.18.0.30").contains("Server: lighttpd"));
 
     // And live to another host: the same process, serving from there, the tree whole (its
@@ -145,6 +242,17 @@ fn debian_cache_builds_boots_serves_and_checkpoints() {
         std::fs::metadata(m.private("hostB", "301").join(p)).unwrap().ino()
     };
     assert_eq!(ino("usr/bin/gunzip"), ino("usr/bin/uncompress"));
+    // The same postmaster on hostB, and the client's session whole: every row it inserted
+    // over the one connection is there.
+    let pid_b = vz_ok_on(
+        lab,
+        "hostB",
+        &["exec", "301", "head -1 /var/lib/postgresql/15/main/postmaster.pid"],
+    );
+    assert_eq!(pid_b, postmaster, "PostgreSQL was restarted");
+    let (sent, counted) = session.finish();
+    assert!(sent > 20, "the session inserted only {sent} rows");
+    assert_eq!(counted, sent, "rows lost or the session broke");
 
     // A clean stop through sysvinit's ctrl-alt-del action (shutdown -r: the pid namespace ends).
     vz_ok_on(lab, "hostB", &["stop", "301"]);

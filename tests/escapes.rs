@@ -10,8 +10,9 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::lab::{vz, vz_ok};
 use common::*;
-use ferry_testbed::{Lab, LabConfig};
+use ferry_testbed::Lab;
 
 /// tests/escape_probe.c, built statically once per test run (gcc and libc6-dev: setup.sh).
 fn probe() -> PathBuf {
@@ -37,24 +38,7 @@ fn probe() -> PathBuf {
 }
 
 fn lab(tag: &str) -> Lab {
-    require_root();
-    let mut cfg = LabConfig::new(&format!("{tag}{}", std::process::id() % 100000));
-    cfg.base = "/tmp/ferry-lab-tests".into();
-    cfg.hosts = vec!["hostA".into()];
-    Lab::up(&cfg).expect("bringing the lab up")
-}
-
-fn vz(lab: &Lab, args: &[&str]) -> Out {
-    let h = lab.host("hostA");
-    let mut c = Lab::cmd(&h.netns, env!("CARGO_BIN_EXE_vzctl"));
-    c.arg("--root-dir").arg(&h.root).args(args);
-    run(c, Duration::from_secs(120))
-}
-
-fn vz_ok(lab: &Lab, args: &[&str]) -> String {
-    let o = vz(lab, args);
-    assert_eq!(o.code, 0, "vzctl {args:?}: {o:?}");
-    o.stdout
+    common::lab::single(tag)
 }
 
 /// A running container on the lab's hostA with the probe in /bin.
@@ -314,17 +298,12 @@ fn host_users_cannot_reach_what_a_container_wrote() {
         "cp /bin/busybox /tmp/suid && chmod 4755 /tmp/suid && echo secret > /root/secret",
     );
     h.vzctl(&["chkpnt", "105", "--keep-running"]).ok();
-    // (std drops the supplementary groups when a root parent sets the uid.)
-    let as_nobody = |prog: &str, arg: &Path| std::process::Command::new(prog).arg(arg).uid(65534).gid(65534).output();
+    // As a host user (std drops the supplementary groups when a root parent sets the uid).
+    let as_nobody = |prog: &Path, arg: &str| std::process::Command::new(prog).arg(arg).uid(65534).gid(65534).output();
     let root = h.root();
     for p in [root.join("vz/private/105/tmp/suid"), root.join("vz/root/105/tmp/suid")] {
         assert!(p.exists(), "{}", p.display());
-        let r = std::process::Command::new(&p)
-            .arg("true")
-            .uid(65534)
-            .gid(65534)
-            .output();
-        assert!(r.is_err(), "a host user ran {}", p.display());
+        assert!(as_nobody(&p, "true").is_err(), "a host user ran {}", p.display());
     }
     let mut readable = vec![
         root.join("vz/private/105/root/secret"),
@@ -335,7 +314,7 @@ fn host_users_cannot_reach_what_a_container_wrote() {
         readable.push(e.unwrap().path());
     }
     for p in &readable {
-        let o = as_nobody("/bin/cat", p).unwrap();
+        let o = as_nobody(Path::new("/bin/cat"), p.to_str().unwrap()).unwrap();
         assert!(!o.status.success(), "a host user read {}", p.display());
     }
     for d in ["vz/private", "vz/root", "vz/dump", "vz/log"] {

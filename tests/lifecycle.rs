@@ -189,6 +189,7 @@ fn container_is_isolated_from_the_host() {
         ),
         ("mknod a disk", "mknod /tmp/disk b 8 0"),
         ("load a module", "insmod /nonexistent.ko || [ $? -ne 1 ] && false"),
+        ("read the host's kernel log", "dmesg | head -1 | grep -q ."),
     ] {
         let o = h.vzctl(&["exec", "110", &format!("{script} 2>/dev/null")]);
         assert_ne!(o.code, 0, "container root could {what}");

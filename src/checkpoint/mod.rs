@@ -219,6 +219,11 @@ pub fn dump_opts(
         pid: Some(init_pid),
         root: Some(ct.root.display().to_string()),
         tcp_established: Some(true),
+        // A client connecting at the freeze would otherwise fail the whole dump ("in-flight
+        // connection"): its half-made connection is left out, and its retransmitted SYN reaches
+        // the restored listener (one whose handshake completed but was not yet accepted is
+        // reset). A server under load always has some.
+        tcp_skip_in_flight: Some(true),
         file_locks: Some(true),
         manage_cgroups: Some(true),
         manage_cgroups_mode: Some(criu::rpc::cg_mode::SOFT),

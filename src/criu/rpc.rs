@@ -55,6 +55,7 @@ impl Opts {
         };
         flag(self.leave_running, "--leave-running");
         flag(self.tcp_established, "--tcp-established");
+        flag(self.tcp_skip_in_flight, "--skip-in-flight");
         flag(self.shell_job, "--shell-job");
         flag(self.file_locks, "--file-locks");
         flag(self.track_mem, "--track-mem");
@@ -198,6 +199,10 @@ pub struct Opts {
     pub freeze_cgroup: Option<String>,
     #[prost(uint32, optional, tag = "45")]
     pub timeout: Option<u32>,
+    /// Connections still being set up on a listening socket (SYN received, not yet accepted)
+    /// are left out of the dump instead of failing it.
+    #[prost(bool, optional, tag = "46")]
+    pub tcp_skip_in_flight: Option<bool>,
     #[prost(bool, optional, tag = "52")]
     pub tcp_close: Option<bool>,
     /// Restore: leave the tasks stopped (SIGSTOP) instead of resuming them.

@@ -1,5 +1,5 @@
 //! A testbed lab whose hosts pin each other and run agents, for the migration and evacuation
-//! tests.
+//! tests; and a lab of one host without agents, for tests that need a network only.
 
 use std::path::Path;
 use std::process::Command;
@@ -9,6 +9,30 @@ use ferry_testbed::agents::Agents;
 use ferry_testbed::{Lab, LabConfig};
 
 use super::*;
+
+/// A lab of one host, hostA, and the client, without agents.
+pub fn single(tag: &str) -> Lab {
+    require_root();
+    let mut cfg = LabConfig::new(&format!("{tag}{}", std::process::id() % 100000));
+    cfg.base = "/tmp/ferry-lab-tests".into();
+    cfg.hosts = vec!["hostA".into()];
+    Lab::up(&cfg).expect("bringing the lab up")
+}
+
+/// `vzctl ARGS` on a lab's hostA, in its network namespace.
+pub fn vz(lab: &Lab, args: &[&str]) -> Out {
+    let h = lab.host("hostA");
+    let mut c = Lab::cmd(&h.netns, env!("CARGO_BIN_EXE_vzctl"));
+    c.arg("--root-dir").arg(&h.root).args(args);
+    run(c, Duration::from_secs(120))
+}
+
+/// [`vz`] that must succeed; returns its stdout.
+pub fn vz_ok(lab: &Lab, args: &[&str]) -> String {
+    let o = vz(lab, args);
+    assert_eq!(o.code, 0, "vzctl {args:?}: {o:?}");
+    o.stdout
+}
 
 /// A lab whose hosts pin each other and run agents.
 pub struct MigLab {
