@@ -92,7 +92,7 @@ fn pg_session(lab: &Lab) -> PgSession {
             "the session broke: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let counted = text.lines().filter_map(|l| l.trim().parse().ok()).last().unwrap_or(0);
+        let counted = text.lines().rev().find_map(|l| l.trim().parse().ok()).unwrap_or(0);
         (sent, counted)
     });
     PgSession { stop, handle }
