@@ -364,6 +364,26 @@ fn a_userns_container_migrates_live_between_hosts_with_different_ranges() {
     );
     assert_eq!(view("hostB"), inside_a);
     assert_eq!(procs("hostB"), pids, "pids changed");
+    // hostB keeps it to its own addresses too: the commit installed the source-address rule in
+    // hostB's namespace, for both families (tests/escapes.rs shows what the rule does).
+    for bin in ["iptables", "ip6tables"] {
+        let mut c = ferry_testbed::Lab::cmd(&m.lab.host("hostB").netns, bin);
+        c.args(["-w", "-t", "raw", "-C"]).args(ferry::net::ip::ANTISPOOF);
+        assert_eq!(
+            run(c, Duration::from_secs(10)).code,
+            0,
+            "no {bin} source-address rule on hostB"
+        );
+    }
+    // The seccomp profile came with the processes (CRIU dumps and restores each task's filter).
+    let status = m.vz_ok(
+        "hostB",
+        &["exec", "101", "grep -E '^(Seccomp|NoNewPrivs):' /proc/1/status"],
+    );
+    assert!(
+        status.contains("Seccomp:\t2") && status.contains("NoNewPrivs:\t0"),
+        "{status}"
+    );
     let at_b = count("hostB");
     wait_until("the counter to go on on hostB", Duration::from_secs(10), || {
         count("hostB") > at_b

@@ -67,7 +67,7 @@ pub fn link_exists(name: &str) -> bool {
 /// of the addresses routed to that container. IPv4 and IPv6 alike, in the raw table before
 /// anything else sees the packet. One rule per family for every container of the host, added
 /// once (`-C` first), so there is nothing to remove when a container goes.
-const ANTISPOOF: &[&str] = &[
+pub const ANTISPOOF: &[&str] = &[
     "PREROUTING",
     "-i",
     "venet+",
