@@ -520,3 +520,41 @@ fn user_namespace_support_is_checked_and_reported() {
     assert_eq!(o2.code, 0, "{o2:?}");
     assert!(made_privileged);
 }
+
+/// The other side of the non-root service test: in a privileged container, on a host whose root
+/// lacks CAP_SYS_RESOURCE (this project's machines), the dump fails, cleanly, the container
+/// running on, and says why: CRIU's real error first (not its harmless RLIMIT_NOFILE line), and
+/// the hint that a user namespace lifts the limit. On a host with the capability it succeeds.
+#[test]
+fn a_privileged_container_with_a_non_root_service_is_told_why_it_cannot_be_dumped() {
+    let h = TestHost::new("unpriv");
+    h.vzctl(&["create", "120", "--userns", "no"]).ok();
+    h.vzctl(&["start", "120"]).ok();
+    h.exec(
+        "120",
+        "echo 'svc:x:1000:1000::/tmp:/bin/sh' >> /etc/passwd; echo 'svc:x:1000:' >> /etc/group; \
+         su -s /bin/sh svc -c 'sleep 600' </dev/null >/dev/null 2>&1 &",
+    );
+    let o = h.vzctl(&["chkpnt", "120"]);
+    if ferry::criu::has_cap(24) {
+        assert_eq!(o.code, 0, "{o:?}");
+        return;
+    }
+    assert_ne!(o.code, 0, "{o:?}");
+    let first = o.stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("Can't get rlimit"),
+        "the headline is not CRIU's real error: {first}"
+    );
+    assert!(!o.stderr.contains("RLIMIT_NOFILE"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("hint") && o.stderr.contains("user namespace"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(
+        h.vzctl(&["status", "120"]).stdout.trim(),
+        "CTID 120 exist mounted running"
+    );
+    h.vzctl(&["stop", "120", "--fast"]).ok();
+}

@@ -502,9 +502,13 @@ impl Runtime {
             opts.keep_running,
         );
         if let Err(mut e) = criu.dump(&images, dump_opts, &mut |_| Ok(())) {
-            if let CriuError::Failed { log_errors, .. } = &mut e {
-                if log_errors.iter().any(|l| l.contains("Can't get rlimit")) && !criu::has_cap(24) {
-                    log_errors.push("hint: this host's root lacks CAP_SYS_RESOURCE, so CRIU cannot read the limits of processes running as other users (vzctl check)".into());
+            if let CriuError::Failed { msg, log_errors, .. } = &mut e {
+                let rlimit = msg
+                    .iter()
+                    .chain(log_errors.iter())
+                    .any(|l| l.contains("Can't get rlimit"));
+                if rlimit && !criu::has_cap(24) {
+                    log_errors.push("hint: this host's root lacks CAP_SYS_RESOURCE, so CRIU cannot read the limits of processes running as other users in a privileged container; one with a user namespace can (vzctl set --userns yes --save, vzctl check)".into());
                 }
             }
             let _ = cg.thaw(ctid, freezer);
