@@ -204,6 +204,44 @@ fn online_migration_there_and_back_keeps_tcp_counter_pids_and_files() {
     assert!(m.agent_log("hostA").contains("committed: the container is ours"));
 }
 
+/// `vzmigrate --check-only` changes nothing, offline as online: the offline flow's first step
+/// stops the container, and a check used to take it (stopping the container, then starting it
+/// again when the check ended: its processes and their sessions gone).
+#[test]
+fn check_only_without_online_leaves_the_container_running() {
+    let m = MigLab::new("mk", &["hostA", "hostB"], None);
+    m.vz_ok("hostA", &["create", "101", "--ipadd", "198.18.0.12"]);
+    m.vz_ok("hostA", &["start", "101"]);
+    m.vz_ok("hostA", &["exec", "101", "sleep 600 </dev/null >/dev/null 2>&1 &"]);
+    let sleeper = || {
+        lasting_procs(&m.vz_ok("hostA", &["exec", "101", "ps -o pid,args"]), |l| {
+            l.contains("sleep 600")
+        })
+    };
+    let (init, before) = (m.init_pid("hostA", "101"), sleeper());
+    assert_eq!(before.len(), 1, "{before:?}");
+    for args in [
+        &["--check-only", "hostB", "101"][..],
+        &["--check-only", "--online", "hostB", "101"],
+    ] {
+        let o = m.migrate("hostA", args);
+        assert_eq!(o.code, 0, "vzmigrate {args:?}: {o:?}");
+        assert!(o.stdout.contains("can be migrated"), "{}", o.stdout);
+        assert_eq!(m.status("hostA", "101"), "CTID 101 exist mounted running");
+        assert_eq!(
+            m.init_pid("hostA", "101"),
+            init,
+            "vzmigrate {args:?} restarted the container"
+        );
+        assert_eq!(
+            sleeper(),
+            before,
+            "vzmigrate {args:?}: the container's processes changed"
+        );
+        assert_eq!(m.status("hostB", "101"), "CTID 101 deleted unmounted down");
+    }
+}
+
 #[test]
 fn offline_migration_and_an_untrusted_peer() {
     let mut m = MigLab::new("mf", &["hostA", "hostB", "hostC"], None);

@@ -1024,6 +1024,11 @@ async fn run_source(
                     let _ = crate::fsutil::write_atomic(&journal_path(rt, ctid), format!("{j}\n").as_bytes(), 0o644);
                     None
                 }
+                // Offline, stopping is the first step after the destination's preflight: a
+                // check stops there, with the container untouched.
+                Action::StopContainer if opts.check_only => Some(Event::Failed(AbortReason::Cancelled(
+                    "preflight only (--check-only): every check passed".into(),
+                ))),
                 Action::StopContainer if !running => Some(Event::ContainerStopped),
                 Action::StopContainer => {
                     let stopped = rt.stop(ctid, false, None).and_then(|()| {

@@ -119,4 +119,11 @@ impl MigLab {
     pub fn private(&self, host: &str, ctid: &str) -> std::path::PathBuf {
         self.lab.host(host).root.join(format!("vz/private/{ctid}"))
     }
+
+    /// The host pid of a running container's init (from its run state).
+    pub fn init_pid(&self, host: &str, ctid: &str) -> i64 {
+        let p = self.lab.host(host).root.join(format!("vz/run/{ctid}.json"));
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        v["init_pid"].as_i64().unwrap()
+    }
 }
