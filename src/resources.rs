@@ -82,8 +82,9 @@ fn fmt_pair(a: u64, b: u64) -> String {
     format!("{}:{}", f(a), f(b))
 }
 
-/// The limits a container's config sets.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The limits a container's config sets (or, in its run state, those set live since it
+/// started).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     pub cpuunits: Option<u64>,
     pub cpulimit: Option<u64>,

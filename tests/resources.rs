@@ -264,3 +264,36 @@ fn set_without_save_is_gone_after_restart_and_with_save_survives() {
     assert_eq!(pids_max(), "60");
     h.vzctl(&["stop", "409", "--fast"]).ok();
 }
+
+/// A live `--cpus 1` after a live `--cpulimit 50` keeps the tighter cap of the two (it used to
+/// overwrite it with one whole CPU: each `set` merged only the saved limits with its own), and
+/// a live `--cpulimit 150` after them does not lift the `--cpus 1` cap either.
+#[test]
+fn a_live_cpus_after_a_live_cpulimit_keeps_the_tighter_cap() {
+    let h = TestHost::new("cpucap");
+    h.vzctl(&["create", "410"]).ok();
+    h.vzctl(&["start", "410"]).ok();
+    let quota = || {
+        let d = format!("/sys/fs/cgroup/cpu/{}/410", h.cgroup_parent);
+        match std::fs::read_to_string(format!("{d}/cpu.cfs_quota_us")) {
+            Ok(q) => q.trim().to_string(),
+            // cgroup v2: "QUOTA PERIOD"
+            Err(_) => std::fs::read_to_string(format!("/sys/fs/cgroup/{}/410/cpu.max", h.cgroup_parent))
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string(),
+        }
+    };
+    h.vzctl(&["set", "410", "--cpulimit", "50"]).ok();
+    assert_eq!(quota(), "50000");
+    h.vzctl(&["set", "410", "--cpus", "1"]).ok();
+    assert_eq!(quota(), "50000", "--cpus 1 lifted the --cpulimit 50 cap");
+    h.vzctl(&["set", "410", "--cpulimit", "150"]).ok();
+    assert_eq!(quota(), "100000", "--cpulimit 150 lifted the --cpus 1 cap");
+    // A restart starts from the saved limits (none here).
+    h.vzctl(&["restart", "410"]).ok();
+    assert_eq!(quota(), "-1");
+    h.vzctl(&["stop", "410", "--fast"]).ok();
+}

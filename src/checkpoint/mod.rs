@@ -956,6 +956,8 @@ impl Runtime {
             console_pid: None,
             started_at: now_secs(),
             net,
+            // Only the saved limits come back with a restore (issue: the guest lane's bug 2).
+            live_limits: Default::default(),
         };
         st.save(&self.host.layout.state_file(ctid))
             .map_err(io("writing the runtime state".into()))?;

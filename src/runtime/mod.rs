@@ -911,6 +911,7 @@ impl Runtime {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             net,
+            live_limits: Default::default(),
         };
         st.save(&self.host.layout.state_file(ctid)).map_err(|e| {
             // SAFETY: killing the init we just started.
@@ -1418,7 +1419,11 @@ impl Runtime {
                 return Err(bad("--kmemsize is not supported by this kernel (no memory.kmem.limit_in_bytes; kernel memory counts toward --ram)".into()));
             }
         }
+        // What holds now: the saved limits, then those set live since the start, then these.
         let mut limits = crate::resources::Limits::from_config(&ct.config).map_err(|e| bad(e.to_string()))?;
+        if let Some(st) = self.run_state(ctid)? {
+            limits.merge(&st.live_limits);
+        }
         limits.merge(&new_limits);
         let mut config = ct.config.clone();
         new_limits.store(&mut config).map_err(HostError::from)?;
@@ -1495,6 +1500,13 @@ impl Runtime {
             }
             for n in &netif_added {
                 crate::net::add_netif(pid, n, &hn, &mut st.net).map_err(net)?;
+            }
+            if new_limits != crate::resources::Limits::default() {
+                st.live_limits.merge(&crate::resources::Limits {
+                    diskspace: None,
+                    diskinodes: None,
+                    ..new_limits.clone()
+                });
             }
             st.save(&self.host.layout.state_file(ctid))
                 .map_err(io_err(ctid, "writing the runtime state"))?;

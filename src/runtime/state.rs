@@ -20,6 +20,11 @@ pub struct RunState {
     /// The networking installed for it on this host.
     #[serde(default)]
     pub net: crate::net::NetState,
+    /// Limits set live (`vzctl set` on the running container) since it started, saved or not:
+    /// the next live change merges over them, so a `--cpus` after a `--cpulimit` keeps the
+    /// tighter cap of the two.
+    #[serde(default)]
+    pub live_limits: crate::resources::Limits,
 }
 
 impl RunState {
