@@ -297,3 +297,33 @@ fn a_live_cpus_after_a_live_cpulimit_keeps_the_tighter_cap() {
     assert_eq!(quota(), "-1");
     h.vzctl(&["stop", "410", "--fast"]).ok();
 }
+
+/// Limits set live without --save come back with the container after chkpnt/restore and after
+/// suspend/resume (a restore used to apply only the saved ones); a restart still drops them.
+#[test]
+fn live_limits_survive_chkpnt_restore_and_suspend_resume() {
+    let h = TestHost::new("livelim");
+    h.vzctl(&["create", "411"]).ok();
+    h.vzctl(&["start", "411"]).ok();
+    let read = |ctrl: &str, file: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{ctrl}/{}/411/{file}", h.cgroup_parent))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    h.vzctl(&["set", "411", "--numproc", "77", "--ram", "300M"]).ok();
+    let ram = (300u64 << 20).to_string();
+    assert_eq!(
+        (read("pids", "pids.max"), read("memory", "memory.limit_in_bytes")),
+        ("77".into(), ram.clone())
+    );
+    for (down, up) in [("chkpnt", "restore"), ("suspend", "resume")] {
+        h.vzctl(&[down, "411"]).ok();
+        h.vzctl(&[up, "411"]).ok();
+        assert_eq!(read("pids", "pids.max"), "77", "after {down}/{up}");
+        assert_eq!(read("memory", "memory.limit_in_bytes"), ram, "after {down}/{up}");
+    }
+    h.vzctl(&["restart", "411"]).ok();
+    assert_eq!(read("pids", "pids.max"), "1024", "an unsaved limit survived a restart");
+    h.vzctl(&["stop", "411", "--fast"]).ok();
+}

@@ -75,6 +75,10 @@ pub struct Manifest {
     pub fs: FsSnapshot,
     /// Uncompressed bytes of the payload.
     pub payload_bytes: u64,
+    /// Limits set on the running container with `vzctl set` and not saved (in force at the
+    /// checkpoint): a restore applies them over the configuration's. Absent in older archives.
+    #[serde(default)]
+    pub live_limits: crate::resources::Limits,
 }
 
 struct Hashing<W: Write> {
@@ -390,6 +394,7 @@ mod tests {
             console: Some("tty[8800:2b]".into()),
             fs: FsSnapshot { level: 0, parent: None },
             payload_bytes: 100_016,
+            live_limits: Default::default(),
         };
         let dest = dir.join("a.ckpt");
         write(&dest, &m, &work).unwrap();

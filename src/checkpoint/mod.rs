@@ -341,7 +341,9 @@ impl Runtime {
         if !was_mounted {
             self.mount_root(&ct)?;
         }
-        self.restore_processes(ctid, &ct, &criu, images, console.as_deref(), attach, was_mounted)
+        // A migration's images: the destination applies the configuration's limits.
+        let none = crate::resources::Limits::default();
+        self.restore_processes(ctid, &ct, &criu, images, console.as_deref(), attach, was_mounted, &none)
     }
 
     /// Brings a restored container's network up: links, routes, proxies, announcements.
@@ -569,6 +571,7 @@ impl Runtime {
                 parent: parent.as_ref().map(|p| p.id.clone()),
             },
             payload_bytes: 0,
+            live_limits: st.live_limits.clone(),
         };
         let dest = opts.dumpfile.clone().unwrap_or_else(|| dir.join(format!("{id}.ckpt")));
         let written = archive::write(&dest, &manifest, &work).map_err(|e| CheckpointError::Archive(ctid, e));
@@ -782,7 +785,16 @@ impl Runtime {
             }
             tar(ctid, &args, "rolling the private area back").map_err(undo_mount)?;
         }
-        self.restore_processes(ctid, ct, criu, &images, manifest.console.as_deref(), true, was_mounted)
+        self.restore_processes(
+            ctid,
+            ct,
+            criu,
+            &images,
+            manifest.console.as_deref(),
+            true,
+            was_mounted,
+            &manifest.live_limits,
+        )
     }
 
     /// CRIU's half of a restore, with the root mounted and rolled back: cgroup and limits, a
@@ -797,6 +809,7 @@ impl Runtime {
         console: Option<&str>,
         attach: bool,
         was_mounted: bool,
+        live_limits: &crate::resources::Limits,
     ) -> Result<RunState> {
         let io = |what: String| move |source| CheckpointError::Io { ctid, what, source };
         let undo_mount = |e: CheckpointError| {
@@ -814,7 +827,7 @@ impl Runtime {
             let _ = cg.remove(ctid, Duration::from_secs(5));
             undo_mount(e)
         };
-        let limits = crate::resources::Limits::from_config(&ct.config).map_err(|e| {
+        let mut limits = crate::resources::Limits::from_config(&ct.config).map_err(|e| {
             undo(
                 RuntimeError::BadValue {
                     ctid,
@@ -823,6 +836,8 @@ impl Runtime {
                 .into(),
             )
         })?;
+        // The limits set live and not saved when the checkpoint was taken hold again.
+        limits.merge(live_limits);
         limits
             .apply(cg, ctid)
             .map_err(|e| undo(RuntimeError::Cgroup(ctid, e).into()))?;
@@ -956,8 +971,7 @@ impl Runtime {
             console_pid: None,
             started_at: now_secs(),
             net,
-            // Only the saved limits come back with a restore (issue: the guest lane's bug 2).
-            live_limits: Default::default(),
+            live_limits: live_limits.clone(),
         };
         st.save(&self.host.layout.state_file(ctid))
             .map_err(io("writing the runtime state".into()))?;
