@@ -209,7 +209,7 @@ fn online_migration_there_and_back_keeps_tcp_counter_pids_and_files() {
 /// again when the check ended: its processes and their sessions gone).
 #[test]
 fn check_only_without_online_leaves_the_container_running() {
-    let m = MigLab::new("mk", &["hostA", "hostB"], None);
+    let m = MigLab::new("ck", &["hostA", "hostB"], None);
     m.vz_ok("hostA", &["create", "101", "--ipadd", "198.18.0.12"]);
     m.vz_ok("hostA", &["start", "101"]);
     m.vz_ok("hostA", &["exec", "101", "sleep 600 </dev/null >/dev/null 2>&1 &"]);

@@ -131,6 +131,13 @@ enum Piece {
     Failed(SyncError),
 }
 
+/// A file that was deleted (or whose directory was) between a pass's scan and its reading:
+/// normal on a running container, and never an error of the migration (rsync's "file has
+/// vanished"). Only the frozen pass, whose container cannot change anything, reads a settled tree.
+fn vanished(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR))
+}
+
 /// The data of a pass's files, read and compressed on a thread of its own so the connection
 /// keeps sending meanwhile (vzmigrate's runtime has one thread).
 fn read_files(
@@ -151,6 +158,13 @@ fn read_files(
         while off < len {
             let mut chunk = back.try_recv().unwrap_or_else(|_| packer.buffer());
             if let Err(source) = tree::read_chunk_into(root, path.as_str(), off, CHUNK, &mut chunk) {
+                if vanished(&source) {
+                    // Deleted since the scan, as files of a running container are: what was
+                    // sent stands until the next pass finds it gone (and deletes it there) or
+                    // changed; the frozen pass settles it. No signature: the bytes are partial.
+                    packer.recycle(chunk);
+                    break;
+                }
                 let _ = tx.blocking_send(Piece::Failed(SyncError::Io {
                     what: format!("reading {path}"),
                     source,
@@ -258,7 +272,12 @@ impl FileSync {
             if !changed.contains(rel) {
                 continue;
             }
-            let mut e = tree::entry(&root, rel, md).map_err(io(format!("reading {rel}")))?;
+            let mut e = match tree::entry(&root, rel, md) {
+                Ok(e) => e,
+                // Gone since the scan: the next pass finds it gone, or changed.
+                Err(err) if vanished(&err) => continue,
+                Err(err) => return Err(io(format!("reading {rel}"))(err)),
+            };
             if let Some(sent) = by_delta.get(rel) {
                 e.size = *sent;
             }
@@ -356,12 +375,17 @@ impl FileSync {
         rel: &str,
         sig: &fast_rsync::Signature,
     ) -> Result<Option<u64>, SyncError> {
-        let data = tree::read_chunk(&self.root, rel, 0, tree::DELTA_MAX_FILE as usize + 1).map_err(|source| {
-            SyncError::Io {
-                what: format!("reading {rel}"),
-                source,
+        let data = match tree::read_chunk(&self.root, rel, 0, tree::DELTA_MAX_FILE as usize + 1) {
+            Ok(d) => d,
+            // Gone since the scan: no delta (its data read finds it gone too).
+            Err(e) if vanished(&e) => return Ok(None),
+            Err(source) => {
+                return Err(SyncError::Io {
+                    what: format!("reading {rel}"),
+                    source,
+                })
             }
-        })?;
+        };
         if data.len() as u64 > tree::DELTA_MAX_FILE {
             return Ok(None);
         }
@@ -387,5 +411,40 @@ impl FileSync {
         .await?;
         self.signatures.insert(rel.to_string(), tree::signature(&data));
         Ok(Some(len))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file deleted between a pass's scan and its reading (PostgreSQL replaces files such as
+    /// pg_internal.init while it runs) is skipped, not a failure of the migration: no data, no
+    /// signature for it; the other files go whole.
+    #[test]
+    fn a_file_that_vanished_after_the_scan_is_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        let body = vec![7u8; 3 * tree::DELTA_MIN_FILE as usize];
+        std::fs::write(d.path().join("kept"), &body).unwrap();
+        let files = vec![
+            (RelPath::new("gone".to_string()).unwrap(), 5000, true),
+            (RelPath::new("kept".to_string()).unwrap(), body.len() as u64, true),
+        ];
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let (_back_tx, back) = std::sync::mpsc::channel();
+        let mut packer = Packer::default();
+        read_files(d.path(), files, &mut packer, &tx, &back, &AtomicBool::new(false));
+        drop(tx);
+        let (mut data, mut signed) = (Vec::new(), Vec::new());
+        while let Some(p) = rx.blocking_recv() {
+            match p {
+                Piece::Data(Message::FsData(f)) => data.push(f.path.as_str().to_string()),
+                Piece::Data(m) => panic!("unexpected {m:?}"),
+                Piece::Signature(path, _) => signed.push(path),
+                Piece::Failed(e) => panic!("the pass failed: {e}"),
+            }
+        }
+        assert!(!data.is_empty() && data.iter().all(|p| p == "kept"), "{data:?}");
+        assert_eq!(signed, vec!["kept".to_string()]);
     }
 }

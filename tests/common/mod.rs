@@ -141,6 +141,15 @@ impl TestHost {
         self.root().join(format!("etc/vz/conf/{ctid}.conf"))
     }
 
+    /// A file of a container's cgroup on the v1 hierarchy of `ctrl`, trimmed.
+    pub fn cgroup_file(&self, ctrl: &str, ctid: &str, file: &str) -> String {
+        let p = format!("/sys/fs/cgroup/{ctrl}/{}/{ctid}/{file}", self.cgroup_parent);
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("{p}: {e}"))
+            .trim()
+            .to_string()
+    }
+
     pub fn private(&self, ctid: &str) -> PathBuf {
         self.root().join(format!("vz/private/{ctid}"))
     }
