@@ -194,14 +194,9 @@ fn restore_links(ct: &crate::host::Container) -> Vec<criu::VethPair> {
 /// The tty group inside a container (devpts is mounted with gid=5, as on every distribution).
 const TTY_GID: u32 = 5;
 
-/// Does the container run in a user namespace of its own?
-fn has_userns(ct: &crate::host::Container) -> bool {
-    matches!(crate::runtime::userns::from_config(&ct.config), Ok(Some(_)))
-}
-
 /// The external mounts of a container with a user namespace (spawn::external_mounts).
 fn userns_externals(ct: &crate::host::Container, restore: bool) -> Vec<String> {
-    if has_userns(ct) {
+    if ct.userns() {
         crate::runtime::spawn::external_mounts(restore)
     } else {
         Vec::new()
@@ -253,7 +248,7 @@ impl Runtime {
     ) -> criu::Opts {
         let mut veths = restore_links(ct);
         let mut external = userns_externals(ct, true);
-        if has_userns(ct) {
+        if ct.userns() {
             // The pairs exist already (restore_processes): CRIU moves the container's ends in.
             for (i, v) in veths.drain(..).enumerate() {
                 external.push(format!(
@@ -850,7 +845,9 @@ impl Runtime {
         // CRIU sets the console's owner back (root, group tty) from inside the container's user
         // namespace, where a pty owned by the host's root cannot be changed: it is handed to
         // the container's root (host ids) first.
-        if let Ok(Some(map)) = crate::runtime::userns::from_config(&ct.config) {
+        // The container's user namespace mapping (checked by mount_root before this).
+        let idmap = crate::runtime::userns::from_config(&ct.config).ok().flatten();
+        if let Some(map) = idmap {
             nix::unistd::fchown(&slave, Some(map.uid.into()), Some((map.gid + TTY_GID).into()))
                 .map_err(|e| undo(io("handing the console pty to the container's root".into())(e.into())))?;
         }
@@ -892,8 +889,8 @@ impl Runtime {
                 ),
             }
         };
-        match crate::runtime::userns::from_config(&ct.config) {
-            Ok(Some(map)) => {
+        match idmap {
+            Some(map) => {
                 let had = crate::criu::images::remap_userns(images, map.uid, map.gid, crate::runtime::userns::RANGE)
                     .map_err(|e| undo(io(format!("the dumped user namespace in {}", images.display()))(e)))?;
                 if !had {
@@ -913,7 +910,7 @@ impl Runtime {
             }
         }
         // A container with a user namespace gets its veth pairs made here (net::precreate_veth).
-        let precreated: Vec<String> = if !has_userns(ct) {
+        let precreated: Vec<String> = if idmap.is_none() {
             Vec::new()
         } else {
             let mut made: Vec<String> = Vec::new();
