@@ -271,10 +271,22 @@ fn debian_cache_builds_boots_serves_and_checkpoints() {
         &["exec", "301", "head -1 /var/lib/postgresql/15/main/postmaster.pid"],
     );
     assert_eq!(pid_b, postmaster, "PostgreSQL was restarted");
-    let pg_log = || vz_on(lab, "hostB", &["exec", "301", "tail -40 /var/log/postgresql/postgresql-15-main.log"]).stdout;
+    let pg_log = || {
+        vz_on(
+            lab,
+            "hostB",
+            &["exec", "301", "tail -40 /var/log/postgresql/postgresql-15-main.log"],
+        )
+        .stdout
+    };
     let (sent, counted) = session.finish_or(|| format!("PostgreSQL's log on hostB:\n{}", pg_log()));
     assert!(sent > 20, "the session inserted only {sent} rows");
-    assert_eq!(counted, sent, "rows lost or the session broke; PostgreSQL's log on hostB:\n{}", pg_log());
+    assert_eq!(
+        counted,
+        sent,
+        "rows lost or the session broke; PostgreSQL's log on hostB:\n{}",
+        pg_log()
+    );
     let mut c = Lab::cmd(&lab.client, "psql");
     c.args(["-h", "198.18.0.30", "-U", "postgres", "-Atc", "select count(*) from t"]);
     let o = run(c, Duration::from_secs(30));

@@ -370,7 +370,18 @@ fn left_on(m: &MigLab, host: &str) -> Option<String> {
                 .collect()
         })
         .unwrap_or_default();
-    (!journals.is_empty()).then(|| format!("a migration journal ({})", journals.join(", ")))
+    if !journals.is_empty() {
+        return Some(format!("a migration journal ({})", journals.join(", ")));
+    }
+    let work: Vec<_> = std::fs::read_dir(m.lab.host(host).root.join("vz/dump/101"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".incoming-"))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    (!work.is_empty()).then(|| format!("a migration work directory ({})", work.join(", ")))
 }
 
 fn assert_nothing_left_on(m: &MigLab, host: &str) {
@@ -915,6 +926,81 @@ fn a_destination_agent_killed_before_acknowledging_the_commit() {
         counter(&m, "hostB") > at_b
     });
     assert_eq!(session.join().unwrap(), Ok(300), "the client's session broke");
+    // The images it restored from went with the recovery: no work directory is left behind.
+    let work = m.lab.host("hostB").root.join("vz/dump/101");
+    let left: Vec<_> = std::fs::read_dir(&work)
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in {}: {left:?}", work.display());
+}
+
+/// The destination's agent dies after it wrote the container's configuration and before the
+/// restore: the source keeps the container, and the agent, started again, removes what the
+/// migration had made (its journal says the configuration was written), so the next migration
+/// of the container to that host is not refused as "already exists". Nothing is left.
+#[test]
+fn a_destination_agent_killed_during_the_restore_leaves_no_ghost() {
+    let mut m = MigLab::new("mj", &["hostA", "hostB"], None);
+    m.kill_agent("hostB");
+    m.start_agent_env("hostB", &[("FERRY_FAULT", "vzagentd-during-restore")]);
+    busy_container(&m, 0);
+    let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 300, Duration::from_millis(30));
+    std::thread::sleep(Duration::from_millis(300));
+    let o = m.migrate("hostA", &["--online", "hostB", "101"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(m.agent_exited("hostB"), "hostB's agent was to die in the restore");
+    let journal = std::fs::read_to_string(m.lab.host("hostB").root.join("vz/run/migrate-in-101.json")).unwrap();
+    assert!(journal.contains("\"config_written\":true"), "{journal}");
+    assert!(m.lab.host("hostB").root.join("etc/vz/conf/101.conf").exists());
+    // The commit was never sent: the source resumed the container, its session unbroken.
+    assert_source_keeps_running(&m, session, 300);
+    m.start_agent("hostB");
+    wait_until(
+        "hostB's agent to settle the interrupted migration",
+        Duration::from_secs(60),
+        || {
+            m.agent_log("hostB")
+                .contains("aborted the migration of container 101 that a crash interrupted in phase Restore")
+        },
+    );
+    assert_nothing_left_on(&m, "hostB");
+    assert!(!m.lab.host("hostB").root.join("etc/vz/conf/101.conf").exists());
+    // And the container moves there now.
+    let o = m.migrate("hostA", &["--online", "hostB", "101"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(m.status("hostB", "101"), "CTID 101 exist mounted running");
+    assert_nothing_left_on(&m, "hostA");
+}
+
+/// An incoming migration's work directory that no journal names (left by a crash between the
+/// steps, or by an older agent) is removed when the agent starts, and a configuration with no
+/// private area beside it (the ghost such a migration left) too; a real container's is kept.
+#[test]
+fn the_agent_sweeps_orphaned_work_directories_and_ghost_configs_at_start() {
+    let mut m = MigLab::new("ml", &["hostA", "hostB"], None);
+    let root = m.lab.host("hostB").root.clone();
+    m.vz_ok("hostB", &["create", "102"]);
+    m.kill_agent("hostB");
+    // A ghost: a configuration, an empty private area and an orphaned work directory.
+    std::fs::copy(root.join("etc/vz/conf/102.conf"), root.join("etc/vz/conf/101.conf")).unwrap();
+    let text = std::fs::read_to_string(root.join("etc/vz/conf/101.conf")).unwrap();
+    std::fs::write(root.join("etc/vz/conf/101.conf"), text.replace("/102", "/101")).unwrap();
+    std::fs::create_dir_all(root.join("vz/private/101")).unwrap();
+    std::fs::create_dir_all(root.join("vz/dump/101/.incoming-4242/images")).unwrap();
+    std::fs::write(root.join("vz/dump/101/.incoming-4242/images/pages-1.img"), b"x").unwrap();
+    // A real container with a stale work directory: only the directory goes.
+    std::fs::create_dir_all(root.join("vz/dump/102/.incoming-4243")).unwrap();
+    m.start_agent("hostB");
+    wait_until("hostB's agent to sweep", Duration::from_secs(30), || {
+        m.agent_log("hostB")
+            .contains("removed the configuration of container 101")
+    });
+    assert_nothing_left_on(&m, "hostB");
+    assert!(!root.join("vz/dump/102/.incoming-4243").exists());
+    assert!(root.join("etc/vz/conf/102.conf").exists());
+    assert!(root.join("vz/private/102/bin").exists());
+    let log = m.agent_log("hostB");
+    assert!(log.contains("removed the orphaned migration work directory"), "{log}");
 }
 
 #[test]

@@ -65,10 +65,11 @@ fn main() {
         let mut out = Vec::new();
         for input in &sim.dest_trace {
             match input {
-                DestInput::Frame(b) => record(5, b, &mut out),
+                DestInput::Frame(b) => record(6, b, &mut out),
                 DestInput::Event(Event::PlanChecked(Ok(()))) => record(0, &[], &mut out),
                 DestInput::Event(Event::RestoreSucceeded) => record(1, &[], &mut out),
                 DestInput::Event(Event::LinkLost) => record(2, &[], &mut out),
+                DestInput::Event(Event::Journaled(_)) => record(5, &[], &mut out),
                 DestInput::Event(_) => record(3, &[], &mut out),
                 DestInput::Timeout => record(4, &[], &mut out),
             }

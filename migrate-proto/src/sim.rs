@@ -40,6 +40,8 @@ pub enum Fault {
     RestoreFails,
     /// The destination refuses the plan.
     PlanRefused,
+    /// `side`'s journal cannot record `phase` (a full disk).
+    JournalFails(Side, Phase),
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +164,8 @@ pub struct SimResult {
     pub rounds: usize,
     pub phases_seen: Vec<(Side, Phase)>,
     pub faults_fired: usize,
+    /// Every phase each side's journal recorded, in order.
+    pub journaled: Vec<(Side, Phase)>,
 }
 
 impl SimResult {
@@ -219,6 +223,8 @@ pub struct Sim {
     next_slot: u32,
     phases_seen: Vec<(Side, Phase)>,
     faults_fired: Vec<bool>,
+    /// Every phase each side's journal recorded, in order.
+    journaled: Vec<(Side, Phase)>,
     reconnect_at: Option<Duration>,
     /// What the destination received, in order: frames and local events (see [`DestInput`]).
     pub dest_trace: Vec<DestInput>,
@@ -353,6 +359,7 @@ impl Sim {
             next_slot: 0,
             phases_seen: Vec::new(),
             faults_fired: vec![false; n],
+            journaled: Vec::new(),
             reconnect_at: None,
             dest_trace: Vec::new(),
         }
@@ -431,6 +438,11 @@ impl Sim {
         if from == Side::Source && self.link.up {
             self.control_sent += 1;
         }
+        assert!(
+            !(from == Side::Source && matches!(msg, Message::Commit))
+                || self.journaled.contains(&(Side::Source, Phase::Commit)),
+            "the source sent Commit before its journal recorded it"
+        );
         let bytes = encode(msg).expect("the machines only emit encodable messages");
         if !self.link.up {
             return;
@@ -485,7 +497,32 @@ impl Sim {
         for a in actions {
             match a {
                 Action::Send(m) => self.send(side, &m, 0),
-                Action::Journal(_) => {}
+                Action::Journal(p) => {
+                    // As the engines do: a failed write ends the batch and is a local failure;
+                    // a written one is acknowledged.
+                    let now = self.now;
+                    let fault = (0..self.cfg.faults.len())
+                        .find(|&i| !self.faults_fired[i] && self.cfg.faults[i] == Fault::JournalFails(side, p));
+                    let ev = if let Some(i) = fault {
+                        self.faults_fired[i] = true;
+                        Event::Failed(AbortReason::Local(format!("writing the journal of {p:?}: no space")))
+                    } else {
+                        self.journaled.push((side, p));
+                        Event::Journaled(p)
+                    };
+                    let failed = fault.is_some();
+                    let acts = match side {
+                        Side::Source => self.src.handle_event(now, ev),
+                        Side::Destination => {
+                            self.dest_trace.push(DestInput::Event(ev.clone()));
+                            self.dst.handle_event(now, ev)
+                        }
+                    };
+                    self.perform(side, acts);
+                    if failed {
+                        return;
+                    }
+                }
                 Action::Finished(o) => match side {
                     Side::Source => self.src_outcome = Some(o),
                     Side::Destination => self.dst_outcome = Some(o),
@@ -879,6 +916,7 @@ impl Sim {
             rounds: self.src.policy().rounds().len(),
             phases_seen: self.phases_seen.clone(),
             faults_fired: self.faults_fired.iter().filter(|f| **f).count(),
+            journaled: self.journaled.clone(),
         }
     }
 }

@@ -336,3 +336,51 @@ fn version_4_meets_a_version_3_peer_at_3_either_way() {
         assert_eq!(r.bulk_frames, 0, "no bulk streams below version 4");
     }
 }
+
+#[test]
+fn the_source_sends_commit_only_after_its_journal_recorded_it() {
+    // The simulation asserts at every send that Commit follows the journal's record of it.
+    let r = run(SimConfig::default());
+    committed(&r);
+    let src: Vec<Phase> = r
+        .journaled
+        .iter()
+        .filter(|(s, _)| *s == Side::Source)
+        .map(|(_, p)| *p)
+        .collect();
+    let commit = src
+        .iter()
+        .position(|p| *p == Phase::Commit)
+        .expect("the commit was never journaled");
+    assert!(src[..commit].contains(&Phase::Restore), "{src:?}");
+    assert_eq!(src.last(), Some(&Phase::Done), "{src:?}");
+}
+
+#[test]
+fn a_journal_that_cannot_be_written_rolls_the_migration_back() {
+    // A full disk on either side, at each phase the journal records before the commit: the
+    // step the record was for is not taken, and the source keeps (and resumes) the container.
+    for (side, phases) in [(Side::Source, SOURCE_PHASES), (Side::Destination, DEST_PHASES)] {
+        for phase in phases {
+            let r = run(SimConfig {
+                faults: vec![Fault::JournalFails(side, *phase)],
+                ..SimConfig::default()
+            });
+            assert_eq!(r.faults_fired, 1, "{side:?} never journaled {phase:?}");
+            assert!(r.exactly_one_owner(), "journal of {side:?} failed at {phase:?}: {r:#?}");
+            rolled_back(&r);
+            assert!(
+                matches!(r.source_outcome, Some(Outcome::Aborted(AbortReason::Local(_)))),
+                "not rolled back for the journal: {r:#?}"
+            );
+            // Decided on the spot: never sent Commit, so never in doubt.
+            assert!(!r.phases_seen.contains(&(Side::Source, Phase::InDoubt)), "{r:#?}");
+            if side == Side::Source && *phase == Phase::Commit {
+                assert!(
+                    !matches!(r.dest_outcome, Some(Outcome::Committed)),
+                    "the destination committed though the source could not record the commit: {r:#?}"
+                );
+            }
+        }
+    }
+}

@@ -147,8 +147,10 @@ fn journal_path(layout: &HostLayout, ctid: u32) -> PathBuf {
     layout.run_dir().join(format!("migrate-in-{ctid}.json"))
 }
 
-fn journal(ctx: &DestCtx, inc: &Incoming, id: Option<&MigrationId>, phase: Phase) {
-    let Some(ctid) = inc.ctid else { return };
+/// Records what the incoming migration has created, durably (file and directory synced),
+/// before the step that follows it is taken.
+fn journal(ctx: &DestCtx, inc: &Incoming, id: Option<&MigrationId>, phase: Phase) -> std::io::Result<()> {
+    let Some(ctid) = inc.ctid else { return Ok(()) };
     let private = if inc.created_private {
         private_of(ctx, inc)
     } else {
@@ -163,9 +165,8 @@ fn journal(ctx: &DestCtx, inc: &Incoming, id: Option<&MigrationId>, phase: Phase
         config_written: inc.wrote_config,
         online: inc.plan.as_ref().is_some_and(|p| p.online),
     };
-    if let Ok(b) = serde_json::to_vec(&j) {
-        let _ = crate::fsutil::write_atomic(&journal_path(&ctx.layout, ctid), &b, 0o644);
-    }
+    let b = serde_json::to_vec(&j).map_err(std::io::Error::other)?;
+    crate::fsutil::write_atomic(&journal_path(&ctx.layout, ctid), &b, 0o600)
 }
 
 fn private_of(ctx: &DestCtx, inc: &Incoming) -> Option<PathBuf> {
@@ -208,6 +209,9 @@ pub fn recover(ctx: &DestCtx) {
             if j.online {
                 let _ = vzctl(ctx, &["attach", &id]);
             }
+            if let Some(i) = &j.images {
+                let _ = std::fs::remove_dir_all(i.parent().unwrap_or(i));
+            }
             log(&format!("recovered the committed migration of container {id}"));
         } else {
             let _ = vzctl(ctx, &["stop", "--fast", "-q", &id]);
@@ -217,9 +221,11 @@ pub fn recover(ctx: &DestCtx) {
                 }
             }
             if let Some(p) = &j.private {
-                let root = ctx.layout.root_base().join(&id);
-                if crate::fsutil::is_mountpoint(&root).unwrap_or(false) {
-                    let _ = Command::new("umount").arg("-l").arg(&root).status();
+                // The root, and an image's raw mount inside the private area.
+                for m in [ctx.layout.root_base().join(&id), p.join("fs")] {
+                    if crate::fsutil::is_mountpoint(&m).unwrap_or(false) {
+                        let _ = Command::new("umount").arg("-l").arg(&m).status();
+                    }
                 }
                 let _ = std::fs::remove_dir_all(p);
             }
@@ -232,6 +238,62 @@ pub fn recover(ctx: &DestCtx) {
             ));
         }
         let _ = std::fs::remove_file(e.path());
+    }
+    sweep_work_dirs(ctx);
+}
+
+/// At agent start, after the journals are settled: an incoming migration's work directory
+/// (`vz/dump/CTID/.incoming-PID`) that is still there belongs to no migration (none runs before
+/// the agent listens), e.g. one an older agent or a crash between its steps left. It goes; and
+/// if the container's configuration is there without a private area (or with an empty one) and
+/// the container is not running, that configuration is the ghost of the aborted migration and
+/// goes too. Each removal is logged.
+fn sweep_work_dirs(ctx: &DestCtx) {
+    let Ok(rd) = std::fs::read_dir(ctx.layout.dump_dir()) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Some(ctid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(inner) = std::fs::read_dir(e.path()) else {
+            continue;
+        };
+        let orphans: Vec<PathBuf> = inner
+            .flatten()
+            .filter(|w| w.file_name().to_string_lossy().starts_with(".incoming-"))
+            .map(|w| w.path())
+            .collect();
+        if orphans.is_empty() {
+            continue;
+        }
+        for w in &orphans {
+            match std::fs::remove_dir_all(w) {
+                Ok(()) => log(&format!(
+                    "removed the orphaned migration work directory {}",
+                    w.display()
+                )),
+                Err(err) => log(&format!("removing the orphaned {}: {err}", w.display())),
+            }
+        }
+        let Ok(c) = crate::ctid::Ctid::new(ctid) else { continue };
+        let conf = ctx.layout.ct_conf(c);
+        let Ok(host) = crate::host::Host::open(ctx.layout.clone()) else {
+            continue;
+        };
+        let Ok(ct) = host.container(c) else { continue };
+        let empty = std::fs::read_dir(&ct.private).map_or(true, |mut d| d.next().is_none());
+        let running = crate::runtime::Runtime::new(host).run_state(c).ok().flatten().is_some();
+        if conf.exists() && empty && !running {
+            let _ = std::fs::remove_dir(&ct.private);
+            match std::fs::remove_file(&conf) {
+                Ok(()) => log(&format!(
+                    "removed the configuration of container {ctid} that an aborted incoming migration left ({})",
+                    conf.display()
+                )),
+                Err(err) => log(&format!("removing {}: {err}", conf.display())),
+            }
+        }
     }
 }
 
@@ -773,7 +835,23 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                         queue.extend(m.handle_event(now, Event::LinkLost));
                     }
                 }
-                Action::Journal(p) => journal(&ctx, &inc, migration_id.as_ref(), p),
+                Action::Journal(p) => match journal(&ctx, &inc, migration_id.as_ref(), p) {
+                    Ok(()) => queue.extend(m.handle_event(now, Event::Journaled(p))),
+                    // The outcome is decided (and the decision recorded apart): logged.
+                    Err(e) if matches!(p, Phase::Aborted | Phase::Done) => {
+                        log(&format!("writing the journal of container {:?}: {e}", inc.ctid));
+                    }
+                    // The step it was to record is not taken: what followed it is dropped and
+                    // the migration aborts (nothing was committed).
+                    Err(e) => {
+                        log(&format!("writing the journal of container {:?}: {e}", inc.ctid));
+                        queue.clear();
+                        queue.extend(m.handle_event(
+                            now,
+                            Event::Failed(AbortReason::Local(format!("writing the migration's journal: {e}"))),
+                        ));
+                    }
+                },
                 Action::CheckPlan(plan) => {
                     let ctx2 = ctx.clone();
                     let source = m.peer_caps().cloned();
@@ -817,8 +895,11 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                         let host = crate::host::Host::open(ctx.layout.clone()).map_err(|e| e.to_string())?;
                         let conf_path = ctx.layout.ct_conf(ctid);
                         // Claimed before it is written (the plan found no such file here): an
-                        // abort removes whatever part of it was written.
+                        // abort removes whatever part of it was written, and so does the
+                        // recovery of an agent killed from here on (the journal says so first).
                         inc.wrote_config = true;
+                        journal(&ctx, &inc, migration_id.as_ref(), Phase::Restore)
+                            .map_err(|e| format!("writing the migration's journal: {e}"))?;
                         let write = |c: &crate::config::Config| {
                             c.save(&conf_path)
                                 .map_err(|e| crate::runtime::RuntimeError::Host(e.into()))
@@ -840,6 +921,7 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                                 return Err(format!("unmounting {}", root.display()));
                             }
                         }
+                        super::fault_point_blocking("vzagentd-during-restore");
                         if plan.online {
                             vzctl(
                                 &ctx,
@@ -898,7 +980,8 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                     }
                     if let Some(ctid) = inc.ctid {
                         ctx.busy.lock().unwrap().retain(|c| *c != ctid);
-                        let _ = std::fs::remove_file(journal_path(&ctx.layout, ctid));
+                        // The work directory goes before the journal that names it, so a crash
+                        // in between leaves it to the recovery, not behind.
                         if committed {
                             if let Some(fp) = &from {
                                 super::pull::record_arrival(&ctx.layout, ctid, fp);
@@ -907,6 +990,7 @@ pub async fn serve(conn: quinn::Connection, ctx: Arc<DestCtx>) {
                                 let _ = std::fs::remove_dir_all(images.parent().unwrap_or(images));
                             }
                         }
+                        let _ = std::fs::remove_file(journal_path(&ctx.layout, ctid));
                     }
                     log(&format!(
                         "migration of container {} {}",

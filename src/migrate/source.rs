@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use migrate_proto::machine::{Action, Event, Outcome, Source, SourceConfig};
+use migrate_proto::machine::{Action, Event, Outcome, Phase, Source, SourceConfig};
 use migrate_proto::msg::{AbortReason, ImageChunk, Layout, Message, MigrationId, Plan};
 use migrate_proto::path::RelPath;
 use thiserror::Error;
@@ -1021,8 +1021,25 @@ async fn run_source(
                         "migration_id": super::id_hex(&mid),
                         "remove_area": opts.remove_area,
                     });
-                    let _ = crate::fsutil::write_atomic(&journal_path(rt, ctid), format!("{j}\n").as_bytes(), 0o644);
-                    None
+                    let path = journal_path(rt, ctid);
+                    match crate::fsutil::write_atomic(&path, format!("{j}\n").as_bytes(), 0o600) {
+                        Ok(()) => Some(Event::Journaled(p)),
+                        // A record of an outcome already decided (and acted on whatever the
+                        // file says: recovery reads the commit's record before it).
+                        Err(e) if matches!(p, Phase::Aborted | Phase::Done | Phase::InDoubt) => {
+                            (cx.progress)(&format!("warning: writing {}: {e}", path.display()));
+                            None
+                        }
+                        // The step it was to record is not taken: what the batch had after it
+                        // is dropped, and the migration rolls back (the commit was not sent).
+                        Err(e) => {
+                            queue.clear();
+                            Some(Event::Failed(AbortReason::Local(format!(
+                                "writing the migration's journal {}: {e}",
+                                path.display()
+                            ))))
+                        }
+                    }
                 }
                 // Offline, stopping is the first step after the destination's preflight: a
                 // check stops there, with the container untouched.
@@ -1153,7 +1170,7 @@ async fn run_source(
                 }),
             };
         }
-        if m.phase() == migrate_proto::machine::Phase::InDoubt {
+        if m.phase() == Phase::InDoubt {
             // The commit was sent and the connection lost: ask the destination on a new one
             // how it ended, for a while. Its answer settles it; giving up leaves the journal
             // to `vzmigrate --recover` and the agent.

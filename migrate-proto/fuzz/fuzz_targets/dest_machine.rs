@@ -8,7 +8,7 @@ use core::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use migrate_proto::frame::FrameReader;
-use migrate_proto::machine::{Action, Custody, DestConfig, Destination, Event};
+use migrate_proto::machine::{Action, Custody, DestConfig, Destination, Event, Phase};
 use migrate_proto::msg::{AbortReason, Message};
 use migrate_proto::sim::caps;
 
@@ -30,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
             2 => d.handle_event(now, Event::LinkLost),
             3 => d.handle_event(now, Event::Failed(AbortReason::Local("fuzz".into()))),
             4 => d.handle_timeout(now + Duration::from_secs(120)),
+            5 => d.handle_event(now, Event::Journaled(Phase::Commit)),
             _ => {
                 r.push(body);
                 let mut acts = Vec::new();

@@ -358,6 +358,7 @@ impl Destination {
                 self.wait_peer(now);
                 vec![Action::Journal(Phase::Commit), Action::Send(Message::Restored)]
             }
+            (_, Event::Journaled(_)) => vec![],
             (_, e) => self.abort(
                 AbortReason::Local(format!("unexpected local event {e:?} in phase {:?}", self.phase())),
                 true,

@@ -69,6 +69,10 @@ pub enum Event {
     },
     /// A new connection to the destination is up (for resolving an in-doubt commit).
     Reconnected,
+    /// The journal records this phase, durably (after `Action::Journal`). The source sends
+    /// `Commit` only once the journal says the commit may have been sent; a failed write is
+    /// reported as `Failed` instead, and the engine performs nothing the batch had after it.
+    Journaled(Phase),
     // Destination side.
     /// The plan fits this host (CTID free, space, CPU, addresses) or not.
     PlanChecked(Result<(), String>),
@@ -85,7 +89,9 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Send(Message),
-    /// Persist this phase in the migration's journal before doing what follows.
+    /// Persist this phase in the migration's journal (durably: file and directory synced)
+    /// before doing what follows. A write that fails is `Event::Failed`, and the actions after
+    /// it in the same batch are not performed; a write that succeeds is `Event::Journaled`.
     Journal(Phase),
     // Source side.
     StopContainer,

@@ -65,6 +65,9 @@ enum State {
     Freezing,
     FinalSync,
     AwaitRestore,
+    /// Restored at the destination: the journal is recording that the commit may be sent;
+    /// `Commit` goes only once it has (`Event::Journaled(Phase::Commit)`).
+    Committing,
     CommitSent,
     InDoubt,
     Resolving,
@@ -117,7 +120,7 @@ impl Source {
             State::MemPrecopy { .. } | State::AwaitRoundAck { .. } => Phase::MemPrecopy,
             State::Freezing => Phase::Freeze,
             State::FinalSync => Phase::FinalSync,
-            State::AwaitRestore => Phase::Restore,
+            State::AwaitRestore | State::Committing => Phase::Restore,
             State::CommitSent | State::Resolving => Phase::Commit,
             State::InDoubt => Phase::InDoubt,
             State::Done => Phase::Done,
@@ -312,9 +315,9 @@ impl Source {
                 self.after_round(now, stats)
             }
             (State::AwaitRestore, Message::Restored) => {
-                self.state = State::CommitSent;
+                self.state = State::Committing;
                 self.wait_peer(now);
-                vec![Action::Journal(Phase::Commit), Action::Send(Message::Commit)]
+                vec![Action::Journal(Phase::Commit)]
             }
             (State::CommitSent, Message::CommitAck) => self.finish_committed(now, true),
             (
@@ -353,6 +356,12 @@ impl Source {
                 })]
             }
             (State::InDoubt, _) => vec![],
+            (State::Committing, Event::Journaled(Phase::Commit)) => {
+                self.state = State::CommitSent;
+                self.wait_peer(now);
+                vec![Action::Send(Message::Commit)]
+            }
+            (_, Event::Journaled(_)) => vec![],
             // A local failure after Commit was sent cannot undo the commit.
             (State::CommitSent | State::Resolving, Event::Failed(_)) => vec![],
             (_, Event::LinkLost) => self.abort(AbortReason::Protocol("connection lost".into()), false),
