@@ -438,3 +438,32 @@ fn vzlist_columns_sorting_and_json() {
     assert_eq!(o.code, 21, "{o:?}");
     assert!(o.stderr.contains("unknown field \"bogus\""));
 }
+
+/// A container left frozen (an interrupted checkpoint or migration leaves it so) is stopped
+/// by `vzctl stop` and by `vzctl stop --fast`: stop thaws it (after the kill, for --fast),
+/// where it used to wait out its timeout and fail ("did not stop").
+#[test]
+fn a_frozen_container_is_stopped_gracefully_and_fast() {
+    let h = TestHost::new("frz");
+    h.vzctl(&["create", "101"]).ok();
+    let freezer = format!("/sys/fs/cgroup/freezer/{}/101/freezer.state", h.cgroup_parent);
+    for fast in [false, true] {
+        h.vzctl(&["start", "101"]).ok();
+        h.exec("101", "sleep 1000 </dev/null >/dev/null 2>&1 &");
+        std::fs::write(&freezer, "FROZEN").unwrap();
+        wait_until("the container to freeze", Duration::from_secs(10), || {
+            h.cgroup_file("freezer", "101", "freezer.state") == "FROZEN"
+        });
+        let args: &[&str] = if fast {
+            &["stop", "--fast", "101"]
+        } else {
+            &["stop", "101"]
+        };
+        let o = h.vzctl(args);
+        assert_eq!(o.code, 0, "vzctl {args:?} of a frozen container: {o:?}");
+        assert_eq!(
+            h.vzctl(&["status", "101"]).stdout.trim(),
+            "CTID 101 exist unmounted down"
+        );
+    }
+}

@@ -951,8 +951,19 @@ impl Runtime {
             // The pid was reused between the check and pidfd_open: the container is gone.
             return self.finish_stop(&ct, &st);
         }
+        // A frozen container (an interrupted checkpoint or migration left it so) handles no
+        // signal and, under the v1 freezer, does not even die of SIGKILL until it is thawed.
+        let cg = self.cgroups(ctid)?;
+        let thaw = || {
+            for f in cg.freezers(ctid) {
+                if let Err(e) = cg.thaw(ctid, f) {
+                    tracing::warn!(ctid = %ctid, "thawing the container to stop it: {e}");
+                }
+            }
+        };
         let mut gone = false;
         if !fast {
+            thaw();
             let sig = stop_signal(&ct);
             tracing::info!(ctid = %ctid, sig, "asking init to shut down");
             // SAFETY: pidfd_send_signal on a pidfd we own.
@@ -981,6 +992,9 @@ impl Runtime {
                     0,
                 )
             };
+            // Killed first, then thawed: a frozen process wakes only to die, never running
+            // its own code again (the copy a migration left frozen may run elsewhere now).
+            thaw();
             if !wait_pidfd(&pidfd, Duration::from_secs(10)) {
                 return Err(RuntimeError::StopFailed(ctid, timeout + Duration::from_secs(10)));
             }
