@@ -71,6 +71,11 @@ CGROUP_PARENT="ferry"
 ## Seconds that vzctl stop waits for a clean shutdown before killing the container
 STOP_TIMEOUT="60"
 
+## Seconds one CRIU request (a dump, a restore) may take before CRIU is stopped and the
+## operation fails, the container thawed and running (a dump that hangs must not keep it
+## frozen for ever)
+#CRIU_TIMEOUT="600"
+
 ## A live migration's final dump streams its pages from CRIU's page server straight to the
 ## destination; "no" writes them to pages images first and reads them back (slower)
 #MIGRATE_PAGE_SERVER="yes"

@@ -483,3 +483,35 @@ fn vzctl_check_says_the_same_in_text_and_json() {
         }
     }
 }
+
+/// A container holding a process stopped by a signal (CRIU hangs attaching to it inside a
+/// frozen cgroup, and ferry waited on CRIU for ever): the checkpoint is refused at once,
+/// naming the process and how to continue it, with the container running and not frozen.
+/// Continued, it is checkpointed.
+#[test]
+fn a_stopped_process_is_named_and_the_checkpoint_refused_not_hung() {
+    let h = TestHost::new("stp");
+    h.vzctl(&["create", "101"]).ok();
+    h.vzctl(&["start", "101"]).ok();
+    h.exec("101", "sleep 600 </dev/null >/dev/null 2>&1 & echo $! > /tmp/sleeper");
+    let pid = h.exec("101", "cat /tmp/sleeper").trim().to_string();
+    h.exec("101", &format!("kill -STOP {pid}"));
+    let o = h.vzctl(&["chkpnt", "101"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(
+        o.stderr.contains(&format!("process {pid} (sleep) is stopped")),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains(&format!("kill -CONT {pid}")), "{}", o.stderr);
+    assert_eq!(
+        h.vzctl(&["status", "101"]).stdout.trim(),
+        "CTID 101 exist mounted running"
+    );
+    assert_eq!(h.cgroup_file("freezer", "101", "freezer.state"), "THAWED");
+    h.exec("101", &format!("kill -CONT {pid}"));
+    let o = h.vzctl(&["chkpnt", "101"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    h.vzctl(&["restore", "101"]).ok();
+    assert_eq!(h.exec("101", &format!("cat /proc/{pid}/comm")).trim(), "sleep");
+}

@@ -240,6 +240,19 @@ fn check_only_without_online_leaves_the_container_running() {
         );
         assert_eq!(m.status("hostB", "101"), "CTID 101 deleted unmounted down");
     }
+    // What would hang the final dump (a stopped process) is found by the check, before
+    // anything is sent, and named.
+    let pid = before[0].0;
+    m.vz_ok("hostA", &["exec", "101", &format!("kill -STOP {pid}")]);
+    let o = m.migrate("hostA", &["--check-only", "--online", "hostB", "101"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(
+        o.stderr.contains(&format!("process {pid} (sleep) is stopped")),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(m.status("hostA", "101"), "CTID 101 exist mounted running");
+    m.vz_ok("hostA", &["exec", "101", &format!("kill -CONT {pid}")]);
 }
 
 #[test]

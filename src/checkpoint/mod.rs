@@ -44,6 +44,8 @@ pub enum CheckpointError {
     NoCheckpoint(Ctid, String),
     #[error("container {ctid}: the checkpoint does not fit this host: {why}; use --force if you know better")]
     Incompatible { ctid: Ctid, why: String },
+    #[error("container {ctid} cannot be checkpointed here: {why}; nothing was changed")]
+    NotDumpable { ctid: Ctid, why: String },
     #[error("container {ctid}: {what}")]
     Io {
         ctid: Ctid,
@@ -59,7 +61,7 @@ impl CheckpointError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             CheckpointError::Runtime(e) => e.exit_code(),
-            CheckpointError::Dump(..) => ExitCode::CheckpointFailed,
+            CheckpointError::Dump(..) | CheckpointError::NotDumpable { .. } => ExitCode::CheckpointFailed,
             CheckpointError::Restore(..) | CheckpointError::Incompatible { .. } | CheckpointError::Archive(..) => {
                 ExitCode::RestoreFailed
             }
@@ -191,6 +193,9 @@ fn restore_links(ct: &crate::host::Container) -> Vec<criu::VethPair> {
     links
 }
 
+/// capability(7) number of CAP_SYS_RESOURCE.
+const CAP_SYS_RESOURCE: u32 = 24;
+
 /// The tty group inside a container (devpts is mounted with gid=5, as on every distribution).
 const TTY_GID: u32 = 5;
 
@@ -234,7 +239,100 @@ pub fn dump_opts(
     }
 }
 
+/// One process of a container as `/proc` shows it: what decides whether CRIU can dump it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcFacts {
+    /// Its pid inside the container (the last of `NSpid`).
+    pub pid: i32,
+    pub comm: String,
+    /// The scheduler state letter (`T`: stopped by a signal).
+    pub state: char,
+    /// Real, effective and saved user and group ids, as the host sees them.
+    pub uids: [u32; 3],
+    pub gids: [u32; 3],
+}
+
+impl ProcFacts {
+    /// Parses `/proc/PID/status`.
+    pub fn parse(status: &str) -> Option<Self> {
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+        };
+        let ids = |name: &str| -> Option<[u32; 3]> {
+            let v: Vec<u32> = field(name)?
+                .split_whitespace()
+                .take(3)
+                .map(|x| x.parse().ok())
+                .collect::<Option<_>>()?;
+            v.try_into().ok()
+        };
+        Some(Self {
+            pid: field("NSpid:")?.split_whitespace().last()?.parse().ok()?,
+            comm: field("Name:")?,
+            state: field("State:")?.chars().next()?,
+            uids: ids("Uid:")?,
+            gids: ids("Gid:")?,
+        })
+    }
+}
+
+/// What would make CRIU fail, or hang, on these processes of a container, found before
+/// anything is frozen: a process stopped by a signal (CRIU blocks attaching to it inside a
+/// frozen cgroup) and, in a privileged container on a host whose root lacks CAP_SYS_RESOURCE,
+/// a process with another user's or group's ids (CRIU cannot read its resource limits).
+pub fn dump_blockers(ctid: Ctid, procs: &[ProcFacts], userns: bool, sys_resource: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in procs.iter().filter(|p| p.state == 'T') {
+        out.push(format!(
+            "process {} ({}) is stopped by a signal, and CRIU hangs attaching to a stopped process in a frozen cgroup; \
+             continue it (vzctl exec {ctid} kill -CONT {}) or end it first",
+            p.pid, p.comm, p.pid
+        ));
+    }
+    if !userns && !sys_resource {
+        if let Some(p) = procs.iter().find(|p| p.uids.iter().chain(&p.gids).any(|id| *id != 0)) {
+            out.push(format!(
+                "process {} ({}) runs as uid {} gid {}, and this host's root lacks CAP_SYS_RESOURCE, so CRIU cannot read \
+                 its resource limits in a privileged container; give the container a user namespace \
+                 (vzctl stop {ctid}; vzctl set {ctid} --userns yes --save)",
+                p.pid, p.comm, p.uids[0], p.gids[0]
+            ));
+        }
+    }
+    out
+}
+
 impl Runtime {
+    /// CRIU, with the deadline of one request from `CRIU_TIMEOUT` (seconds) in vz.conf.
+    pub fn criu(&self) -> std::result::Result<Criu, CriuError> {
+        let mut c = Criu::locate()?;
+        let secs = self.host.setting("CRIU_TIMEOUT", "").trim().parse::<u64>().ok();
+        if let Some(secs) = secs.filter(|s| *s > 0) {
+            c.deadline = Duration::from_secs(secs);
+        }
+        Ok(c)
+    }
+
+    /// [`dump_blockers`] for a running container, read from `/proc` (nothing is frozen).
+    pub fn dump_blockers(&self, ctid: Ctid) -> Result<Vec<String>> {
+        let ct = self.existing(ctid)?;
+        let cg = self.cgroups(ctid)?;
+        let pids = cg.pids(ctid).map_err(|e| RuntimeError::Cgroup(ctid, e))?;
+        let procs: Vec<ProcFacts> = pids
+            .iter()
+            .filter_map(|p| fs::read_to_string(format!("/proc/{p}/status")).ok())
+            .filter_map(|s| ProcFacts::parse(&s))
+            .collect();
+        Ok(dump_blockers(
+            ctid,
+            &procs,
+            ct.userns(),
+            criu::has_cap(CAP_SYS_RESOURCE),
+        ))
+    }
+
     /// CRIU's options for restoring a container: its root, its cgroup on this host (wherever
     /// the dump came from), its links recreated, the console descriptor CRIU recorded as
     /// external (`console`) standing in as `console_fd`; `leave_stopped` keeps the tasks
@@ -317,7 +415,7 @@ impl Runtime {
         if self.run_state(ctid)?.is_some() {
             return Err(RuntimeError::Running(ctid).into());
         }
-        let criu = Criu::locate().map_err(|e| CheckpointError::Criu(ctid, e))?;
+        let criu = self.criu().map_err(|e| CheckpointError::Criu(ctid, e))?;
         if !force && images.join("cpuinfo.img").exists() {
             criu.cpuinfo_check(images).map_err(|e| CheckpointError::Incompatible {
                 ctid,
@@ -446,7 +544,14 @@ impl Runtime {
         let _lock = self.lock(ctid)?;
         let ct = self.existing(ctid)?;
         let st = self.run_state(ctid)?.ok_or(RuntimeError::NotRunning(ctid))?;
-        let criu = Criu::locate().map_err(|e| CheckpointError::Criu(ctid, e))?;
+        let criu = self.criu().map_err(|e| CheckpointError::Criu(ctid, e))?;
+        let blockers = self.dump_blockers(ctid)?;
+        if !blockers.is_empty() {
+            return Err(CheckpointError::NotDumpable {
+                ctid,
+                why: blockers.join("; "),
+            });
+        }
         let io = |what: String| move |source| CheckpointError::Io { ctid, what, source };
         let created = now_secs();
         let dir = self.dump_dir(ctid);
@@ -504,7 +609,7 @@ impl Runtime {
                     .iter()
                     .chain(log_errors.iter())
                     .any(|l| l.contains("Can't get rlimit"));
-                if rlimit && !criu::has_cap(24) {
+                if rlimit && !criu::has_cap(CAP_SYS_RESOURCE) {
                     log_errors.push("hint: this host's root lacks CAP_SYS_RESOURCE, so CRIU cannot read the limits of processes running as other users in a privileged container; one with a user namespace can (vzctl set --userns yes --save, vzctl check)".into());
                 }
             }
@@ -682,7 +787,7 @@ impl Runtime {
         // Everything is checked before anything changes.
         let chain = self.chain(ctid, opts)?;
         let (target_path, manifest) = chain.last().cloned().unwrap();
-        let criu = Criu::locate().map_err(|e| CheckpointError::Criu(ctid, e))?;
+        let criu = self.criu().map_err(|e| CheckpointError::Criu(ctid, e))?;
         let io = |what: String| move |source| CheckpointError::Io { ctid, what, source };
         let work = self.dump_dir(ctid).join(format!(".restore-{}", std::process::id()));
         let _ = fs::remove_dir_all(&work);
@@ -986,5 +1091,37 @@ mod tests {
         assert_eq!(stamp(0), "19700101-000000");
         assert_eq!(stamp(1_795_430_096), "20261123-103456");
         assert_eq!(stamp(951_782_400), "20000229-000000");
+    }
+
+    fn status(state: &str, uid: u32, gid: u32) -> String {
+        format!(
+            "Name:\tpostgres\nUmask:\t0077\nState:\t{state}\nTgid:\t900\nNSpid:\t900\t42\n\
+             Uid:\t{uid}\t{uid}\t{uid}\t{uid}\nGid:\t{gid}\t{gid}\t{gid}\t{gid}\n"
+        )
+    }
+
+    #[test]
+    fn what_blocks_a_dump_is_found_from_proc() {
+        let ctid = Ctid::new(101).unwrap();
+        let p = ProcFacts::parse(&status("T (stopped)", 0, 0)).unwrap();
+        assert_eq!((p.pid, p.comm.as_str(), p.state), (42, "postgres", 'T'));
+        let b = dump_blockers(ctid, &[p], true, false);
+        assert_eq!(b.len(), 1);
+        assert!(
+            b[0].contains("process 42 (postgres) is stopped") && b[0].contains("kill -CONT 42"),
+            "{b:?}"
+        );
+        // Another user's process: a problem only in a privileged container without the capability.
+        let svc = ProcFacts::parse(&status("S (sleeping)", 0, 107)).unwrap();
+        assert!(dump_blockers(ctid, std::slice::from_ref(&svc), true, false).is_empty());
+        assert!(dump_blockers(ctid, std::slice::from_ref(&svc), false, true).is_empty());
+        let b = dump_blockers(ctid, &[svc], false, false);
+        assert!(
+            b.len() == 1 && b[0].contains("gid 107") && b[0].contains("--userns yes"),
+            "{b:?}"
+        );
+        let root = ProcFacts::parse(&status("R (running)", 0, 0)).unwrap();
+        assert!(dump_blockers(ctid, &[root], false, false).is_empty());
+        assert_eq!(ProcFacts::parse("Name:\tx\n"), None);
     }
 }

@@ -16,6 +16,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use prost::Message as _;
 use thiserror::Error;
@@ -37,6 +38,8 @@ pub enum CriuError {
         #[source]
         source: io::Error,
     },
+    #[error("CRIU did not finish within {} s and was stopped (CRIU_TIMEOUT in vz.conf sets the limit)", .0.as_secs())]
+    Timeout(Duration),
     #[error("CRIU sent a message ferry cannot decode")]
     Decode(#[source] prost::DecodeError),
     #[error("CRIU {op} failed{}{}{}", errno.map(|e| format!(" (errno {e}: {})", io::Error::from_raw_os_error(e))).unwrap_or_default(), msg.as_ref().map(|m| format!(": {m}")).unwrap_or_default(), if log_errors.is_empty() { String::new() } else { format!("\n  {}", log_errors.join("\n  ")) })]
@@ -85,7 +88,14 @@ impl CriuError {
 #[derive(Debug, Clone)]
 pub struct Criu {
     pub bin: PathBuf,
+    /// How long one request may take before CRIU is killed and the request fails (a dump
+    /// that hangs must not hold a frozen container for ever).
+    pub deadline: Duration,
 }
+
+/// [`Criu::deadline`] unless `CRIU_TIMEOUT` (seconds) in vz.conf says otherwise: generous,
+/// since a dump's time grows with the container's memory, and on an emulated guest by 10-100x.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(600);
 
 impl Criu {
     /// `$FERRY_CRIU`, scripts/setup.sh's prefix, then `criu` on PATH; the first that answers
@@ -105,7 +115,10 @@ impl Criu {
                 continue;
             }
             tried.push(c.display().to_string());
-            let criu = Criu { bin: c.clone() };
+            let criu = Criu {
+                bin: c.clone(),
+                deadline: DEFAULT_DEADLINE,
+            };
             match criu.version() {
                 Ok(v) if (v.0, v.1) >= MIN_VERSION => return Ok(criu),
                 Ok(v) => {
@@ -196,7 +209,32 @@ impl Criu {
         };
         send(req)?;
         let mut buf = vec![0u8; 1 << 20];
+        let deadline = std::time::Instant::now() + self.deadline;
         let resp = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let mut p = [libc::pollfd {
+                fd: ours.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            // SAFETY: a valid pollfd array of one.
+            let r = unsafe { libc::poll(p.as_mut_ptr(), 1, left.as_millis().min(i32::MAX as u128) as i32) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(io("waiting for a response")(e));
+            }
+            if r == 0 {
+                // Killed, CRIU lets go of the tasks it seized (ptrace ends with its tracer);
+                // the caller thaws what it froze.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(CriuError::Timeout(self.deadline));
+            }
             // SAFETY: reading into our buffer.
             let n = unsafe { libc::recv(ours.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
             if n < 0 {

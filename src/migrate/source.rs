@@ -456,7 +456,10 @@ impl Ctx<'_> {
             what: "creating the work directory".into(),
             source: e,
         })?;
-        let criu = Criu::locate().map_err(|e| MigrateError::Unsupported(self.ctid, e.to_string()))?;
+        let criu = self
+            .rt
+            .criu()
+            .map_err(|e| MigrateError::Unsupported(self.ctid, e.to_string()))?;
         let cg = self.rt.cgroups(self.ctid)?;
         let freezer_dir = self.freezer.and_then(|f| cg.freezer_dir(self.ctid, f).ok());
         let console = crate::checkpoint::console_key(st.init_pid);
@@ -846,6 +849,19 @@ pub async fn migrate(
     let running = rt.run_state(ctid)?.is_some();
     if opts.online && !running {
         return Err(RuntimeError::NotRunning(ctid).into());
+    }
+    // What would fail (or hang) the final dump is found before anything is sent; so a
+    // --check-only finds it too.
+    if opts.online {
+        let blockers = rt
+            .dump_blockers(ctid)
+            .map_err(|e| MigrateError::Unsupported(ctid, e.to_string()))?;
+        if !blockers.is_empty() {
+            return Err(MigrateError::Unsupported(
+                ctid,
+                format!("it cannot be dumped here: {}", blockers.join("; ")),
+            ));
+        }
     }
     progress(&format!("connecting to {} ({})", peer.name, peer.address));
     // The connection lives as long as the migration: its control stream, and from protocol
