@@ -26,7 +26,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 # ---- Debian packages -------------------------------------------------------------------------
 pkgs=(iptables iproute2 busybox-static e2fsprogs xfsprogs zstd rsync debootstrap tmux tar xz-utils gzip fonts-dejavu-core
-      util-linux procps kmod jq gcc libc6-dev postgresql-client)
+      util-linux procps kmod jq gcc libc6-dev postgresql-client binutils debian-archive-keyring)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,6 +37,40 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
     log "Debian packages present"
+fi
+
+# ---- QEMU, for the guest lane (testbed/vm: stock Debian kernels under emulation) ---------------
+# Debian 12's qemu-system-x86 (7.2) cannot sit beside a qemu-utils from bookworm-backports (10.x,
+# which this project's machine image has): installing it would replace that. So it comes from
+# the suite qemu-utils came from, bookworm-backports through a private apt list (the host's apt
+# sources are never changed; only new packages are installed).
+if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
+    utils=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+    case "$utils" in
+        *bpo12*)
+            log "installing qemu-system-x86 from bookworm-backports (beside qemu-utils $utils)"
+            uri=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+            case "$uri" in */debian) ;; *) uri=http://deb.debian.org/debian ;; esac
+            qstate=$(mktemp -d /tmp/ferry-qemu-apt.XXXXXX)
+            mkdir -p "$qstate/lists/partial" "$qstate/cache/archives/partial"
+            for s in bookworm bookworm-updates bookworm-backports; do
+                echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri $s main"
+            done > "$qstate/sources.list"
+            echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] ${uri%/debian}/debian-security bookworm-security main" >> "$qstate/sources.list"
+            qopts=(-o "Dir::Etc::SourceList=$qstate/sources.list" -o Dir::Etc::SourceParts=/nonexistent
+                   -o "Dir::State::Lists=$qstate/lists" -o "Dir::Cache=$qstate/cache" -o APT::Sandbox::User=root)
+            apt-get "${qopts[@]}" -qq update
+            apt-get "${qopts[@]}" -qq -y install --no-install-recommends -t bookworm-backports qemu-system-x86 >/dev/null
+            rm -rf "$qstate"
+            ;;
+        *)
+            log "installing qemu-system-x86"
+            apt-get install -y -qq --no-install-recommends qemu-system-x86 >/dev/null
+            ;;
+    esac
+    command -v qemu-system-x86_64 >/dev/null 2>&1 || die "qemu-system-x86_64 is still missing after installing qemu-system-x86"
+else
+    log "QEMU present: $(qemu-system-x86_64 --version | head -n1)"
 fi
 
 # ---- CRIU >= 4.2 ------------------------------------------------------------------------------

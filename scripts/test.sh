@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets everything up (scripts/setup.sh), then runs every test: the unit tests and the root-only
-# integration suites (namespaces, cgroups, CRIU, templates). Run as root. A missing
+# Sets everything up (scripts/setup.sh), then runs every test: the unit tests, the root-only
+# integration suites (namespaces, cgroups, CRIU, templates) on this machine's kernel, and the
+# guest lane's suite on stock Debian kernels in QEMU (scripts/guest-tests.sh). Run as root. A missing
 # prerequisite fails the run with a message; no test is skipped.
 #
 #   scripts/test.sh              everything
@@ -38,6 +39,22 @@ if [ "$rc" = 0 ] && [ $# = 0 ]; then
         rc=1
     fi
     rm -rf "$smoke"
+fi
+# The guest lane: stock Debian kernels (pure cgroup v2, soft-dirty) in QEMU, the suite inside
+# them (scripts/guest-tests.sh; its kernels, root image and binaries cached between runs).
+if [ $# = 0 ]; then
+    glog=$(mktemp /tmp/ferry-guests.XXXXXX)
+    set +e
+    bash scripts/guest-tests.sh 2>&1 | tee "$glog"
+    grc=${PIPESTATUS[0]}
+    set -e
+    sed -n 's/^\[[a-z]*\] \(test result: .*\)$/\1/p' "$glog" >> "$log"
+    if [ "$grc" != 0 ]; then
+        rc=1
+        grep -q '^\[[a-z]*\] test result: FAILED' "$glog" \
+            || echo "test result: FAILED. 0 passed; 1 failed (guest lane: scripts/guest-tests.sh exit $grc)" >> "$log"
+    fi
+    rm -f "$glog"
 fi
 # One closing line for the whole run (cargo prints one per test binary, the last often empty).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

@@ -22,6 +22,9 @@ pub struct PolicyConfig {
     pub stall_rounds: u32,
     /// Freeze over budget up to this multiple of it; beyond, give up.
     pub give_up_factor: f64,
+    /// Rounds run before the policy may freeze, whatever the prediction (at most
+    /// `max_rounds`; 1 by default).
+    pub min_rounds: u32,
 }
 
 impl Default for PolicyConfig {
@@ -33,6 +36,7 @@ impl Default for PolicyConfig {
             min_shrink: 0.1,
             stall_rounds: 2,
             give_up_factor: 10.0,
+            min_rounds: 1,
         }
     }
 }
@@ -126,6 +130,9 @@ impl Convergence {
                 }
             };
         };
+        if (self.rounds.len() as u32) < self.cfg.min_rounds.min(self.cfg.max_rounds) {
+            return Decision::Continue;
+        }
         if predicted <= self.cfg.max_downtime {
             return Decision::Freeze {
                 predicted,
@@ -182,6 +189,30 @@ mod tests {
             }
         );
         assert_eq!(c.bandwidth(), Some(512.0 * MIB as f64));
+    }
+
+    #[test]
+    fn a_minimum_of_rounds_is_run_before_freezing() {
+        let mut c = Convergence::new(PolicyConfig {
+            min_rounds: 3,
+            ..cfg(1000)
+        });
+        assert_eq!(c.record(round(1, 512 * MIB, 0, 1000)), Decision::Continue);
+        assert_eq!(c.record(round(2, MIB, 0, 10)), Decision::Continue);
+        assert!(matches!(
+            c.record(round(3, MIB, 0, 10)),
+            Decision::Freeze { meets_budget: true, .. }
+        ));
+        // Never past the round limit.
+        let mut c = Convergence::new(PolicyConfig {
+            min_rounds: 5,
+            max_rounds: 1,
+            ..cfg(1000)
+        });
+        assert!(matches!(
+            c.record(round(1, 512 * MIB, 0, 1000)),
+            Decision::Freeze { .. }
+        ));
     }
 
     #[test]

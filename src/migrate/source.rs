@@ -907,6 +907,14 @@ pub async fn migrate(
     // where it has them.
     cfg.mem_precopy = opts.online;
     cfg.versions = super::protocol_versions();
+    // A test hook (as FERRY_SOFT_DIRTY): at least N pre-copy rounds before the freeze, so a
+    // test sees rounds after the first (the guest lane's soft-dirty check) on an idle container.
+    if let Some(n) = std::env::var("FERRY_MIN_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        cfg.policy.min_rounds = n.max(1);
+    }
     let mut m = Source::new(cfg);
     let work = rt
         .host

@@ -36,6 +36,10 @@ pub enum NetError {
     },
     #[error("the host has no uplink: set UPLINK in vz.conf (the interface peers reach this host on)")]
     NoUplink,
+    #[error(
+        "the uplink {0} does not exist on this host: set UPLINK in vz.conf to the interface peers reach this host on"
+    )]
+    UplinkMissing(String),
     #[error("bridge {0} does not exist on this host; create it or set BRIDGE in vz.conf")]
     NoBridge(String),
     #[error("announcing {addr} on {uplink} failed")]
@@ -57,6 +61,15 @@ pub struct HostNet {
 }
 
 impl HostNet {
+    /// The uplink, which must exist.
+    pub fn uplink(&self) -> Result<String, NetError> {
+        let u = self.uplink.clone().ok_or(NetError::NoUplink)?;
+        if !ip::link_exists(&u) {
+            return Err(NetError::UplinkMissing(u));
+        }
+        Ok(u)
+    }
+
     /// UPLINK from vz.conf, else the device of this namespace's default route.
     pub fn detect(uplink: Option<&str>, bridge: Option<&str>) -> Self {
         let uplink = uplink.filter(|u| !u.is_empty()).map(str::to_string).or_else(|| {
@@ -140,7 +153,7 @@ pub fn add_ips(
     if addrs.is_empty() {
         return Ok(());
     }
-    let uplink = hn.uplink.clone().ok_or(NetError::NoUplink)?;
+    let uplink = hn.uplink()?;
     let host_if = ensure_venet(ctid, pid)?;
     ip::sysctl("net/ipv4/ip_forward", "1")?;
     ip::sysctl("net/ipv6/conf/all/forwarding", "1")?;
@@ -487,7 +500,7 @@ pub fn attach_restored(
     let mut state = NetState::default();
     if !addrs.is_empty() {
         let host_if = venet_host_ifname(ctid);
-        let uplink = hn.uplink.clone().ok_or(NetError::NoUplink)?;
+        let uplink = hn.uplink()?;
         ip::antispoof()?;
         ip::sysctl(&format!("net/ipv4/conf/{host_if}/proxy_arp"), "1")?;
         ip::sysctl(&format!("net/ipv4/neigh/{host_if}/proxy_delay"), "0")?;
