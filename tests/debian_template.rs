@@ -240,6 +240,13 @@ fn debian_cache_builds_boots_serves_and_checkpoints() {
         run(c, Duration::from_secs(10)).stdout.trim() == "1"
     });
     let session = pg_session(lab);
+    // The session is open (its rows arrive) before anything freezes: a client connecting at
+    // the very moment of a freeze is another matter (see the CRIU compatibility issue).
+    wait_until("the session's first rows", Duration::from_secs(30), || {
+        let mut c = Lab::cmd(&lab.client, "psql");
+        c.args(["-h", "198.18.0.30", "-U", "postgres", "-Atc", "select count(*) from t"]);
+        run(c, Duration::from_secs(10)).stdout.trim().parse::<u64>().unwrap_or(0) >= 5
+    });
 
     // The service across a checkpoint: same process, still serving.
     vz_ok(lab, &["chkpnt", "301"]);
