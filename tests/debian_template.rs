@@ -245,7 +245,12 @@ fn debian_cache_builds_boots_serves_and_checkpoints() {
     wait_until("the session's first rows", Duration::from_secs(30), || {
         let mut c = Lab::cmd(&lab.client, "psql");
         c.args(["-h", "198.18.0.30", "-U", "postgres", "-Atc", "select count(*) from t"]);
-        run(c, Duration::from_secs(10)).stdout.trim().parse::<u64>().unwrap_or(0) >= 5
+        run(c, Duration::from_secs(10))
+            .stdout
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0)
+            >= 5
     });
 
     // The service across a checkpoint: same process, still serving.

@@ -255,6 +255,85 @@ fn check_only_without_online_leaves_the_container_running() {
     m.vz_ok("hostA", &["exec", "101", &format!("kill -CONT {pid}")]);
 }
 
+/// An offline migration stops the container first, as `vzctl stop` does: here its init ignores
+/// the stop signal, so the stop takes STOP_TIMEOUT (20 s in the lab) before the kill, longer
+/// than the link's idle timeout (15 s). vzmigrate waits for it without blocking the thread that
+/// drives the connection, so the link lives and the migration completes.
+#[test]
+fn an_offline_migration_outlives_an_init_slow_to_stop() {
+    let m = MigLab::new("mt", &["hostA", "hostB"], None);
+    m.vz_ok("hostA", &["create", "101", "--ipadd", "198.18.0.13"]);
+    let conf = m.lab.host("hostA").root.join("etc/vz/conf/101.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    // SIGWINCH (28): busybox init has no handler for it, so as pid 1 it never sees it.
+    text.push_str("STOP_SIGNAL=\"28\"\n");
+    std::fs::write(&conf, text).unwrap();
+    m.vz_ok("hostA", &["start", "101"]);
+    m.vz_ok("hostA", &["exec", "101", "echo kept > /root/file"]);
+    let o = m.migrate("hostA", &["hostB", "101"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    // (The premise: init did ignore the signal, and was killed after the timeout.)
+    assert!(o.stderr.contains("did not stop within"), "{}", o.stderr);
+    assert_eq!(m.status("hostB", "101"), "CTID 101 exist mounted running");
+    assert_eq!(m.vz_ok("hostB", &["exec", "101", "cat /root/file"]), "kept\n");
+    assert_eq!(m.status("hostA", "101"), "CTID 101 deleted unmounted down");
+}
+
+/// The destination's agent stops answering (SIGSTOP: a hung host) while the container is frozen,
+/// before the commit: the source gives up once the destination has sent nothing, not even the
+/// link's keep-alives, for a few seconds (not the link's idle timeout), and thaws and resumes
+/// the container, its client's session unbroken. The destination, continued, cleans up.
+#[test]
+fn a_destination_hung_while_the_container_is_frozen_is_given_up() {
+    let m = MigLab::new("hz", &["hostA", "hostB"], None);
+    busy_container(&m, 0);
+    let session = echo_session(m.lab.client.clone(), "198.18.0.10:7", 300, Duration::from_millis(30));
+    std::thread::sleep(Duration::from_millis(300));
+    let agent_b: i32 = std::fs::read_to_string(m.lab.host("hostB").root.join("vz/run/vzagentd.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let journal = m.lab.host("hostB").root.join("vz/run/migrate-in-101.json");
+    let vzmigrate = spawn_online_migration(&m);
+    // Stopped once the container is frozen: hostB has the Frozen message (or is restoring).
+    let mut phase = String::new();
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_secs(120) {
+        phase = std::fs::read_to_string(&journal)
+            .ok()
+            .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
+            .and_then(|j| j["phase"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        if phase == "FinalSync" || phase == "Restore" {
+            // SAFETY: signalling the lab's agent process.
+            unsafe { libc::kill(agent_b, libc::SIGSTOP) };
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        phase == "FinalSync" || phase == "Restore",
+        "hostB's journal never showed the frozen phase: {phase:?}"
+    );
+    let out = vzmigrate.wait_with_output().unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(agent_b, libc::SIGCONT) };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("sent nothing for"), "{stderr}");
+    assert_source_keeps_running(&m, session, 300);
+    let cg = ferry::cgroup::Cgroups::detect(&m.lab.host("hostA").cgroup_parent).unwrap();
+    let id = ferry::ctid::Ctid::new(101).unwrap();
+    assert!(
+        cg.freezers(id).iter().all(|f| !cg.is_frozen(id, *f).unwrap()),
+        "the source stayed frozen"
+    );
+    wait_until("hostB to clean up", Duration::from_secs(90), || {
+        left_on(&m, "hostB").is_none()
+    });
+}
+
 #[test]
 fn offline_migration_and_an_untrusted_peer() {
     let mut m = MigLab::new("mf", &["hostA", "hostB", "hostC"], None);
@@ -304,6 +383,18 @@ fn offline_migration_and_an_untrusted_peer() {
     let o = m.migrate("hostC", &["--check-only", "hostB", "101"]);
     assert_ne!(o.code, 0, "{o:?}");
     assert!(o.stderr.contains("already exists"), "{o:?}");
+    assert_eq!(m.status("hostC", "101"), "CTID 101 exist unmounted down");
+    // With --json a failure is an object too: the reason, the phase, where the container is.
+    let o = m.migrate("hostC", &["--json", "hostB", "101"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("{e}: {o:?}"));
+    assert_eq!(v["outcome"], "failed", "{v}");
+    assert_eq!(v["phase"], "Plan", "{v}");
+    assert_eq!(v["container_on"], "source", "{v}");
+    assert_eq!(v["exit_code"].as_i64(), Some(i64::from(o.code)), "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(error.contains("already exists"), "{v}");
+    assert_eq!(error.matches("aborted").count(), 1, "said more than once: {error}");
     assert_eq!(m.status("hostC", "101"), "CTID 101 exist unmounted down");
     // --check-only on a good plan changes nothing.
     let o = m.migrate("hostC", &["--check-only", "hostB", "102"]);

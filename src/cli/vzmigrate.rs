@@ -137,7 +137,26 @@ pub fn run(args: Args) -> Result<()> {
     };
     let r = tokio_rt.block_on(migrate(&rt, ctid, &peer, &id, opts, &mut |m| progress.line(m)));
     progress.finish();
-    let r = r?;
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => {
+            if args.json {
+                // The failure as an object of its own (stderr says it in words too).
+                let v = serde_json::json!({
+                    "ctid": ctid.get(),
+                    "destination": peer.name,
+                    "online": args.online,
+                    "outcome": "failed",
+                    "error": e.to_string(),
+                    "phase": e.phase(),
+                    "container_on": e.container_on(),
+                    "exit_code": e.exit_code().code(),
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+            return Err(e.into());
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());

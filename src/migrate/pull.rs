@@ -156,11 +156,14 @@ pub async fn request(
     })?;
     let (conn, mut wire) = super::dial(id, peer).await?;
     wire.send(&Message::Pull(req)).await?;
+    // The peer's last progress line: where a refusal or abort came.
+    let mut last = String::from("the request");
     let r = loop {
         match wire.recv(Duration::from_secs(60)).await? {
             Message::Progress { phase, .. } => {
                 if !phase.is_empty() {
                     progress(&phase);
+                    last = phase;
                 }
             }
             Message::Done(s) => break Ok(s),
@@ -169,12 +172,17 @@ pub async fn request(
                     AbortReason::PlanRefused(s) => s,
                     other => other.to_string(),
                 };
-                break Err(MigrateError::Aborted { ctid, reason: why });
+                break Err(MigrateError::Aborted {
+                    ctid,
+                    reason: why,
+                    phase: last,
+                });
             }
             other => {
                 break Err(MigrateError::Aborted {
                     ctid,
                     reason: format!("the peer answered with {:?}", other.kind()),
+                    phase: last,
                 })
             }
         }

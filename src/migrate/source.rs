@@ -32,8 +32,13 @@ pub enum MigrateError {
     Wire(#[from] WireError),
     #[error("container {0}: {1}")]
     Unsupported(Ctid, String),
-    #[error("container {ctid}: the migration was aborted ({reason}); the container stays on this host")]
-    Aborted { ctid: Ctid, reason: String },
+    #[error(
+        "container {ctid}: the migration was aborted in phase {phase} ({reason}); the container stays on this host"
+    )]
+    Aborted { ctid: Ctid, reason: String, phase: String },
+    /// The final dump failed (CRIU's error, said once: the abort that follows names it).
+    #[error("{0}")]
+    Dump(String),
     #[error("container {ctid}: the connection broke after the commit was sent and the destination could not say how it ended; its copy here stays frozen until it can: vzagentd asks it again at every tick, `vzmigrate --recover {ctid}` asks now; if the destination is gone for good, check whether it runs there, then either remove this copy (vzctl stop --fast, vzctl destroy) or resume it here (vzmigrate --recover {ctid} --force)")]
     InDoubt { ctid: Ctid },
     #[error("container {ctid}: {why}")]
@@ -41,6 +46,25 @@ pub enum MigrateError {
 }
 
 impl MigrateError {
+    /// Where the container is after this failure, as far as this side knows: "source" (it
+    /// stays here, running as before or resumed), or "unknown" (the commit was sent and the
+    /// destination could not say how it ended).
+    pub fn container_on(&self) -> &'static str {
+        match self {
+            MigrateError::InDoubt { .. } => "unknown",
+            _ => "source",
+        }
+    }
+
+    /// The phase the migration failed in, when it had started.
+    pub fn phase(&self) -> Option<&str> {
+        match self {
+            MigrateError::Aborted { phase, .. } => Some(phase.as_str()).filter(|p| !p.is_empty()),
+            MigrateError::InDoubt { .. } => Some("Commit"),
+            _ => None,
+        }
+    }
+
     pub fn exit_code(&self) -> crate::exitcode::ExitCode {
         use crate::exitcode::ExitCode;
         match self {
@@ -143,6 +167,8 @@ struct Ctx<'a> {
     was_running: bool,
     /// Set by SIGINT or SIGTERM: the migration is to be abandoned at the next step.
     interrupted: Arc<AtomicBool>,
+    /// The destination watched while the container is frozen (none when resolving).
+    watch: Option<FrozenWatch>,
     /// Packets to the frozen container's addresses, held for the destination.
     hold: Option<crate::net::hold::Hold>,
     /// The destination host's address (where held packets go at the commit).
@@ -187,7 +213,21 @@ impl Ctx<'_> {
                 queue.extend(m.handle_message(t0.elapsed(), msg));
                 None
             }
-            _ => Some(Event::LinkLost),
+            _ => Some(self.lost()),
+        }
+    }
+
+    fn arm_watch(&self, on: bool) {
+        if let Some(w) = &self.watch {
+            w.arm(on);
+        }
+    }
+
+    /// The event for a lost link: the frozen watch's reason if it closed it.
+    fn lost(&self) -> Event {
+        match self.watch.as_ref().and_then(FrozenWatch::reason) {
+            Some(r) => Event::Failed(r),
+            None => Event::LinkLost,
         }
     }
 
@@ -195,6 +235,7 @@ impl Ctx<'_> {
         MigrateError::Aborted {
             ctid: self.ctid,
             reason: "interrupted by a signal".into(),
+            phase: String::new(),
         }
     }
 
@@ -428,19 +469,15 @@ impl Ctx<'_> {
         }
         // A failed send closes the channel: the page server stops, which fails the dump.
         drop(rx);
-        let (dumped, (precopy, counts)) = done_rx.await.map_err(|_| MigrateError::Aborted {
-            ctid: self.ctid,
-            reason: "the dump's thread ended without a word".into(),
-        })?;
+        let (dumped, (precopy, counts)) = done_rx
+            .await
+            .map_err(|_| MigrateError::Dump("the dump's thread ended without a word".into()))?;
         self.precopy = precopy;
         self.report.page_refs += counts.refs;
         self.report.page_data += counts.data;
         self.report.page_zero += counts.zero;
         sent?;
-        dumped.map_err(|e| MigrateError::Aborted {
-            ctid: self.ctid,
-            reason: crate::agent::daemon::chain_of(&e),
-        })?;
+        dumped.map_err(|e| MigrateError::Dump(crate::agent::daemon::chain_of(&e)))?;
         Ok(())
     }
 
@@ -473,10 +510,7 @@ impl Ctx<'_> {
             self.dump_streaming(&criu, &images, opts).await?;
         } else {
             criu.dump(&images, opts, &mut |_| Ok(()))
-                .map_err(|e| MigrateError::Aborted {
-                    ctid: self.ctid,
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| MigrateError::Dump(e.to_string()))?;
         }
         self.report.dump_ms = dump_t.elapsed().as_millis() as u64;
         (self.progress)(&format!(
@@ -592,6 +626,108 @@ impl Ctx<'_> {
         }
         let _ = std::fs::remove_dir_all(&self.work);
     }
+}
+
+/// How long a destination may send nothing at all (not even the link's keep-alives, every 2 s)
+/// while the container is frozen and the commit not yet sent, before the source takes it as
+/// hung or cut off and rolls back (thaws and resumes the container) rather than wait for the
+/// link's idle timeout (15 s).
+pub const FROZEN_SILENCE: Duration = Duration::from_secs(6);
+
+/// Watches the destination while the container is frozen (see [`FROZEN_SILENCE`]): a task on
+/// the same runtime counts the datagrams the connection receives; armed and silent too long,
+/// it closes the connection, so every send and receive of the migration fails at once and the
+/// engine rolls back. Time the runtime spent blocked (a tick far late) does not count as the
+/// peer's silence: its datagrams wait in the socket meanwhile.
+struct FrozenWatch {
+    armed: Arc<AtomicBool>,
+    fired: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FrozenWatch {
+    fn start(conn: quinn::Connection) -> Self {
+        let armed = Arc::new(AtomicBool::new(false));
+        let fired = Arc::new(AtomicBool::new(false));
+        let (a, f) = (armed.clone(), fired.clone());
+        let task = tokio::spawn(async move {
+            let tick = Duration::from_millis(250);
+            let mut rx = conn.stats().udp_rx.datagrams;
+            let (mut heard, mut last_tick) = (Instant::now(), Instant::now());
+            loop {
+                tokio::time::sleep(tick).await;
+                let now = Instant::now();
+                let n = conn.stats().udp_rx.datagrams;
+                if !a.load(Ordering::SeqCst) || n != rx || now.duration_since(last_tick) > 4 * tick {
+                    heard = now;
+                }
+                rx = n;
+                last_tick = now;
+                if now.duration_since(heard) >= FROZEN_SILENCE {
+                    f.store(true, Ordering::SeqCst);
+                    conn.close(
+                        quinn::VarInt::from_u32(1),
+                        b"the destination went silent while the container was frozen",
+                    );
+                    return;
+                }
+            }
+        });
+        Self { armed, fired, task }
+    }
+
+    fn arm(&self, on: bool) {
+        self.armed.store(on, Ordering::SeqCst);
+    }
+
+    /// Why the link was lost, if this watch closed it.
+    fn reason(&self) -> Option<AbortReason> {
+        self.fired.load(Ordering::SeqCst).then(|| {
+            AbortReason::Timeout(format!(
+                "the destination sent nothing for {} s while the container was frozen (hung or cut off): rolled back",
+                FROZEN_SILENCE.as_secs()
+            ))
+        })
+    }
+}
+
+impl Drop for FrozenWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Stops the container as `vzctl stop` does (a clean shutdown, STOP_TIMEOUT, then the kill),
+/// waiting for its init without blocking the thread: the runtime keeps driving the connection
+/// meanwhile (its keep-alives), so an init that takes longer than the link's idle timeout to
+/// stop does not cost the migration its link. Nothing is forked here.
+async fn stop_driving(rt: &Runtime, ctid: Ctid) -> Result<(), RuntimeError> {
+    use crate::runtime::{StopBegun, STOP_KILL_WAIT};
+    let s = match rt.stop_begin(ctid, false, None)? {
+        StopBegun::Done => return Ok(()),
+        StopBegun::Stopping(s) => s,
+    };
+    let exited = |t: Duration| {
+        let fd = std::os::fd::AsFd::as_fd(&s.pidfd);
+        async move {
+            // SAFETY: `fd` borrows the pidfd, which the borrow keeps open (and the same) for as
+            // long as this AsyncFd lives: it is dropped at the end of this block.
+            let Ok(afd) =
+                (unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) })
+            else {
+                return false;
+            };
+            matches!(tokio::time::timeout(t, afd.readable()).await, Ok(Ok(_)))
+        }
+    };
+    if !(s.killed || exited(s.timeout).await) {
+        tracing::warn!(ctid = %ctid, "init did not stop within {:?}; killing the container", s.timeout);
+        rt.stop_kill(&s);
+    }
+    if !exited(STOP_KILL_WAIT).await {
+        return Err(RuntimeError::StopFailed(ctid, s.timeout + STOP_KILL_WAIT));
+    }
+    rt.stop_end(s)
 }
 
 /// The lane key of an image file: all its chunks on one stream.
@@ -930,6 +1066,7 @@ pub async fn migrate(
         mounted_here = true;
     }
     let tree = ct.tree().to_path_buf();
+    let watch = FrozenWatch::start(conn.clone());
     let mut cx = Ctx {
         rt,
         ctid,
@@ -954,6 +1091,7 @@ pub async fn migrate(
         },
         was_running: running,
         interrupted: Arc::new(AtomicBool::new(false)),
+        watch: Some(watch),
         hold: None,
         peer_ip: peer.address.ip(),
         precopy: {
@@ -1026,6 +1164,8 @@ async fn run_source(
                 Action::Send(msg) => {
                     let commit = matches!(msg, Message::Commit);
                     if commit {
+                        // From here the outcome is the destination's: no rollback on silence.
+                        cx.arm_watch(false);
                         super::fault_point("vzmigrate-before-commit").await;
                     }
                     if cx.link.send(&msg).await.is_err() {
@@ -1072,7 +1212,7 @@ async fn run_source(
                 ))),
                 Action::StopContainer if !running => Some(Event::ContainerStopped),
                 Action::StopContainer => {
-                    let stopped = rt.stop(ctid, false, None).and_then(|()| {
+                    let stopped = stop_driving(rt, ctid).await.and_then(|()| {
                         frozen_at = Some(Instant::now());
                         // Stopping unmounted an image; the last pass reads it mounted again.
                         if cx.image {
@@ -1082,7 +1222,10 @@ async fn run_source(
                         Ok(())
                     });
                     match stopped {
-                        Ok(()) => Some(Event::ContainerStopped),
+                        Ok(()) => {
+                            cx.arm_watch(true);
+                            Some(Event::ContainerStopped)
+                        }
                         Err(e) => Some(Event::Failed(AbortReason::Local(e.to_string()))),
                     }
                 }
@@ -1121,7 +1264,10 @@ async fn run_source(
                     // The frozen time counts from the start of the freeze.
                     frozen_at = Some(Instant::now());
                     match cx.freeze() {
-                        Ok(()) => Some(Event::Frozen),
+                        Ok(()) => {
+                            cx.arm_watch(true);
+                            Some(Event::Frozen)
+                        }
                         Err(e) => Some(Event::Failed(AbortReason::Local(e.to_string()))),
                     }
                 }
@@ -1139,6 +1285,7 @@ async fn run_source(
                     None
                 }
                 Action::ResumeSource => {
+                    cx.arm_watch(false);
                     cx.resume_source();
                     None
                 }
@@ -1191,6 +1338,16 @@ async fn run_source(
                 Outcome::Aborted(r) => Err(MigrateError::Aborted {
                     ctid,
                     reason: r.to_string(),
+                    // The phase it failed in: the last before "Aborted".
+                    phase: cx
+                        .report
+                        .phases_ms
+                        .iter()
+                        .rev()
+                        .map(|(p, _)| p.as_str())
+                        .find(|p| *p != "Aborted")
+                        .unwrap_or("Handshake")
+                        .to_string(),
                 }),
             };
         }
@@ -1236,7 +1393,7 @@ async fn run_source(
             None => continue,
             Some(Ok(msg)) => m.handle_message(t0.elapsed(), msg),
             Some(Err(WireError::Timeout(_))) => m.handle_timeout(t0.elapsed()),
-            Some(Err(_)) => m.handle_event(t0.elapsed(), Event::LinkLost),
+            Some(Err(_)) => m.handle_event(t0.elapsed(), cx.lost()),
         };
         // Protocol version 4: bulk data goes on streams of its own from now on.
         if !cx.link.streams() && m.version().is_some_and(migrate_proto::machine::streams_and_slots) {

@@ -930,6 +930,26 @@ impl Runtime {
     }
 
     fn stop_locked(&self, ctid: Ctid, fast: bool, timeout: Option<Duration>) -> Result<()> {
+        let s = match self.stop_begin(ctid, fast, timeout)? {
+            StopBegun::Done => return Ok(()),
+            StopBegun::Stopping(s) => s,
+        };
+        if !(s.killed || wait_pidfd(&s.pidfd, s.timeout)) {
+            tracing::warn!(ctid = %ctid, "init did not stop within {:?}; killing the container", s.timeout);
+            self.stop_kill(&s);
+        }
+        if !wait_pidfd(&s.pidfd, STOP_KILL_WAIT) {
+            return Err(RuntimeError::StopFailed(ctid, s.timeout + STOP_KILL_WAIT));
+        }
+        self.stop_end(s)
+    }
+
+    /// The first step of a stop, for callers that wait in their own way (vzmigrate waits without
+    /// blocking the thread that drives its connection): thaws a frozen container and signals its
+    /// init (kills it, with `fast`). The caller waits until `pidfd` is readable, at most
+    /// `timeout` for a clean shutdown, then [`Runtime::stop_kill`] and at most
+    /// [`STOP_KILL_WAIT`] more, then [`Runtime::stop_end`]. The caller holds the lock.
+    pub fn stop_begin(&self, ctid: Ctid, fast: bool, timeout: Option<Duration>) -> Result<StopBegun> {
         let ct = self.host.container(ctid)?;
         let Some(st) = self.run_state(ctid)? else {
             // A container suspended by a checkpoint still claims its addresses on this host;
@@ -940,7 +960,7 @@ impl Runtime {
                     crate::net::withdraw_all(ctid.get(), &net);
                 }
                 let _ = fs::remove_file(&suspended);
-                return Ok(());
+                return Ok(StopBegun::Done);
             }
             return Err(RuntimeError::NotRunning(ctid));
         };
@@ -949,57 +969,50 @@ impl Runtime {
         let pidfd = sys::pidfd_open(st.init_pid).map_err(io_err(ctid, "pidfd_open of the container's init"))?;
         if !st.init_alive() {
             // The pid was reused between the check and pidfd_open: the container is gone.
-            return self.finish_stop(&ct, &st);
+            self.finish_stop(&ct, &st)?;
+            return Ok(StopBegun::Done);
+        }
+        let s = Stopping {
+            ct,
+            st,
+            pidfd,
+            timeout,
+            killed: false,
+        };
+        if fast {
+            self.stop_kill(&s);
+            return Ok(StopBegun::Stopping(Box::new(Stopping { killed: true, ..s })));
         }
         // A frozen container (an interrupted checkpoint or migration left it so) handles no
-        // signal and, under the v1 freezer, does not even die of SIGKILL until it is thawed.
-        let cg = self.cgroups(ctid)?;
-        let thaw = || {
-            for f in cg.freezers(ctid) {
-                if let Err(e) = cg.thaw(ctid, f) {
-                    tracing::warn!(ctid = %ctid, "thawing the container to stop it: {e}");
-                }
-            }
-        };
-        let mut gone = false;
-        if !fast {
-            thaw();
-            let sig = stop_signal(&ct);
-            tracing::info!(ctid = %ctid, sig, "asking init to shut down");
-            // SAFETY: pidfd_send_signal on a pidfd we own.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    std::os::fd::AsRawFd::as_raw_fd(&pidfd),
-                    sig,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            };
-            gone = wait_pidfd(&pidfd, timeout);
-            if !gone {
-                tracing::warn!(ctid = %ctid, "init did not stop within {timeout:?}; killing the container");
-            }
-        }
-        if !gone {
-            // SAFETY: as above. SIGKILL to a pid namespace's init kills the whole namespace.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    std::os::fd::AsRawFd::as_raw_fd(&pidfd),
-                    libc::SIGKILL,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            };
-            // Killed first, then thawed: a frozen process wakes only to die, never running
-            // its own code again (the copy a migration left frozen may run elsewhere now).
-            thaw();
-            if !wait_pidfd(&pidfd, Duration::from_secs(10)) {
-                return Err(RuntimeError::StopFailed(ctid, timeout + Duration::from_secs(10)));
+        // signal: thawed first.
+        self.thaw_all(ctid);
+        let sig = stop_signal(&s.ct);
+        tracing::info!(ctid = %ctid, sig, "asking init to shut down");
+        sys::pidfd_signal(&s.pidfd, sig);
+        Ok(StopBegun::Stopping(Box::new(s)))
+    }
+
+    /// Kills a stopping container: SIGKILL to its init (which ends its pid namespace), then a
+    /// thaw, so a frozen process wakes only to die, never running its own code again (under the
+    /// v1 freezer even SIGKILL waits for the thaw; the copy a migration left frozen may run
+    /// elsewhere now).
+    pub fn stop_kill(&self, s: &Stopping) {
+        sys::pidfd_signal(&s.pidfd, libc::SIGKILL);
+        self.thaw_all(s.ct.ctid);
+    }
+
+    /// The last step of a stop, once init has exited: routes, cgroup, run state, root.
+    pub fn stop_end(&self, s: Box<Stopping>) -> Result<()> {
+        self.finish_stop(&s.ct, &s.st)
+    }
+
+    fn thaw_all(&self, ctid: Ctid) {
+        let Ok(cg) = self.cgroups(ctid) else { return };
+        for f in cg.freezers(ctid) {
+            if let Err(e) = cg.thaw(ctid, f) {
+                tracing::warn!(ctid = %ctid, "thawing the container to stop it: {e}");
             }
         }
-        self.finish_stop(&ct, &st)
     }
 
     pub(crate) fn finish_stop(&self, ct: &Container, st: &RunState) -> Result<()> {
@@ -1077,6 +1090,27 @@ pub fn seccomp_profile(ct: &Container) -> Option<seccomp::Profile> {
 /// The signal a container's init expects for a clean shutdown: STOP_SIGNAL from the
 /// configuration, else by the kind of init (busybox: SIGUSR2, systemd: SIGRTMIN+4, sysvinit
 /// and others: SIGINT, the ctrl-alt-del action).
+/// How long a killed container's init may take to be gone.
+pub const STOP_KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// What [`Runtime::stop_begin`] did.
+pub enum StopBegun {
+    /// Nothing runs any more (it was suspended, or already gone): stopped.
+    Done,
+    Stopping(Box<Stopping>),
+}
+
+/// A stop under way: `pidfd` (the container's init) becomes readable when init has exited.
+pub struct Stopping {
+    ct: Container,
+    st: RunState,
+    pub pidfd: std::os::fd::OwnedFd,
+    /// How long a clean shutdown may take.
+    pub timeout: Duration,
+    /// Killed already (a fast stop).
+    pub killed: bool,
+}
+
 pub fn stop_signal(ct: &Container) -> libc::c_int {
     if let Some(s) = ct.get("STOP_SIGNAL").and_then(parse_signal) {
         return s;

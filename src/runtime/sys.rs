@@ -346,6 +346,20 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Sends `sig` to the process behind `pidfd` (a process that already exited is no error).
+pub fn pidfd_signal(pidfd: &OwnedFd, sig: libc::c_int) {
+    // SAFETY: pidfd_send_signal on a pidfd we own, no siginfo.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+}
+
 /// Opens a new pty master from the ptmx at `ptmx`, unlocks it, and returns it with the slave's
 /// number in that devpts instance.
 pub fn open_pty_master(ptmx: &Path) -> io::Result<(OwnedFd, u32)> {
