@@ -52,6 +52,19 @@ holds "a busy loop was throttled (nr_throttled $before -> $after)" '[ "$after" -
 check "set --cpus 1 (live) after --cpulimit 20" vz set 101 --cpus 1
 same "the tighter cap stays" "20000 100000" "$(cgv2 101 cpu.max)"
 
+# The other controls, live: CPU weight, CPU mask (what nproc inside sees), swap; kmemsize has
+# no cgroup v2 file and is refused, saying so, with nothing changed.
+check "set --cpuunits 500 (live)" vz set 101 --cpuunits 500
+same "cpu.weight" 50 "$(cgv2 101 cpu.weight)"
+check "set --cpumask 0 (live)" vz set 101 --cpumask 0
+same "cpuset.cpus" 0 "$(cgv2 101 cpuset.cpus)"
+same "nproc inside sees one CPU" 1 "$(vz exec 101 nproc)"
+check "set --swap 32M (live)" vz set 101 --swap 32M
+same "memory.swap.max" 33554432 "$(cgv2 101 memory.swap.max)"
+out=$(vz set 101 --kmemsize 10M 2>&1); rc=$?
+holds "set --kmemsize is refused on cgroup v2, saying why (rc $rc)" '[ "$rc" != 0 ] && echo "$out" | grep -q "cgroup v2"'
+same "and changed nothing (memory.max)" 67108864 "$(cgv2 101 memory.max)"
+
 # Live limits (not saved) come back after chkpnt/restore, and a process with them.
 vz exec 101 'sleep 100000 </dev/null >/dev/null 2>&1 & echo $! > /tmp/sleeper'
 sleeper=$(vz exec 101 'cat /tmp/sleeper')
@@ -68,12 +81,15 @@ check "resume" vz resume 101
 same "the process is there after suspend/resume" sleep "$(vz exec 101 "cat /proc/$sleeper/comm")"
 
 # Saved limits: written to the configuration, applied at the next start.
-check "set --numproc 50 --ram 96M --cpulimit 30 --save" vz set 101 --numproc 50 --ram 96M --cpulimit 30 --save
+check "set --numproc 50 --ram 96M --cpulimit 30 --cpuunits 300 --swap 16M --save" vz set 101 --numproc 50 --ram 96M --cpulimit 30 --cpuunits 300 --swap 16M --save
 holds "the configuration has them" 'grep -q "^NUMPROC=\"50:50\"" $R/etc/vz/conf/101.conf && grep -q "^CPULIMIT=\"30\"" $R/etc/vz/conf/101.conf'
 check "restart" vz restart 101
 same "pids.max after restart" 50 "$(cgv2 101 pids.max)"
 same "memory.max after restart" 100663296 "$(cgv2 101 memory.max)"
 same "cpu.max after restart" "30000 100000" "$(cgv2 101 cpu.max)"
+same "cpu.weight after restart" 30 "$(cgv2 101 cpu.weight)"
+same "memory.swap.max after restart" 16777216 "$(cgv2 101 memory.swap.max)"
+same "the live-only cpumask is gone after restart (all CPUs)" 2 "$(vz exec 101 nproc)"
 
 # A frozen container (v2 freezer) is still stopped by vzctl stop --fast.
 echo 1 > /sys/fs/cgroup/ferry/101/cgroup.freeze
