@@ -322,6 +322,14 @@ fn a_destination_hung_while_the_container_is_frozen_is_given_up() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("sent nothing for"), "{stderr}");
+    // What the client sent meanwhile was held, and handed to the resumed container (its
+    // session need not wait for its retransmission timer).
+    let handed: u32 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("packets held while frozen handed back to the container: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no packets handed back: {stderr}"));
+    assert!(handed >= 1, "{stderr}");
     assert_source_keeps_running(&m, session, 300);
     let cg = ferry::cgroup::Cgroups::detect(&m.lab.host("hostA").cgroup_parent).unwrap();
     let id = ferry::ctid::Ctid::new(101).unwrap();

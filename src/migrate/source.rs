@@ -615,10 +615,16 @@ impl Ctx<'_> {
 
     /// The migration failed: the container runs on here as before.
     fn resume_source(&mut self) {
-        // The held packets go with the device (their senders retransmit).
-        self.hold = None;
         if self.opts.online {
-            resume_online(self.rt, self.ctid);
+            // What its clients sent while it was frozen goes to it once it runs again.
+            let (rt, ctid) = (self.rt, self.ctid);
+            match self.hold.take() {
+                Some(h) => {
+                    let n = h.deliver_here(|| resume_online(rt, ctid));
+                    (self.progress)(&format!("packets held while frozen handed back to the container: {n}"));
+                }
+                None => resume_online(rt, ctid),
+            }
         } else if self.was_running && self.rt.run_state(self.ctid).ok().flatten().is_none() {
             let _ = self.rt.start(self.ctid);
         } else if self.mounted_here && !self.was_running {

@@ -137,6 +137,28 @@ impl Hold {
     }
 }
 
+impl Hold {
+    /// The migration was rolled back: the container runs here again. `resume` brings it back
+    /// (thaws it, puts its routes back); then the held packets are handed to it, so its
+    /// clients do not wait for their backed-off retransmissions: IPv4 through a raw socket
+    /// (routed like any packet this host sends, along the restored route), IPv6 written back
+    /// into the device, whence the host forwards them the same way. Returns how many went.
+    pub fn deliver_here(self, resume: impl FnOnce()) -> usize {
+        let packets = self.drain();
+        resume();
+        let (v4, v6): (Vec<Vec<u8>>, Vec<Vec<u8>>) = packets.into_iter().partition(|p| p[0] >> 4 == 4);
+        let mut sent = send_raw(&v4);
+        for p in &v6 {
+            // SAFETY: writing a buffer we own to the device we own.
+            let n = unsafe { libc::write(self.fd.as_raw_fd(), p.as_ptr().cast(), p.len()) };
+            if n == p.len() as isize {
+                sent += 1;
+            }
+        }
+        sent
+    }
+}
+
 /// The device and the MAC of the next hop towards `to` (from the routing and neighbour
 /// tables; the migration's connection has just used it, so it is known).
 fn next_hop(to: Ipv4Addr) -> io::Result<(String, [u8; 6])> {
