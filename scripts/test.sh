@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets everything up (scripts/setup.sh), then runs every test: the unit tests, the root-only
 # integration suites (namespaces, cgroups, CRIU, templates) on this machine's kernel, and the
-# guest lane's suite on stock Debian kernels in QEMU (scripts/guest-tests.sh). Run as root. A missing
+# guest lane's suite on stock Debian kernels in QEMU (scripts/guest-tests.sh), and a short run
+# of the fault suite (scripts/chaos.sh). Run as root. A missing
 # prerequisite fails the run with a message; no test is skipped.
 #
 #   scripts/test.sh              everything
@@ -39,6 +40,19 @@ if [ "$rc" = 0 ] && [ $# = 0 ]; then
         rc=1
     fi
     rm -rf "$smoke"
+fi
+# The fault suite's short fixed-seed run (scripts/chaos.sh: faults at random moments of live
+# migrations on the lab, including the destination's agent killed at Restore and at Commit).
+if [ $# = 0 ]; then
+    set +e
+    bash scripts/chaos.sh 2>&1 | tee -a "$log"
+    crc=${PIPESTATUS[0]}
+    set -e
+    if [ "$crc" != 0 ]; then
+        rc=1
+        grep -q '^test result: FAILED.*(chaos' "$log" \
+            || echo "test result: FAILED. 0 passed; 1 failed (chaos: scripts/chaos.sh exit $crc)" >> "$log"
+    fi
 fi
 # The guest lane: stock Debian kernels (pure cgroup v2, soft-dirty) in QEMU, the suite inside
 # them (scripts/guest-tests.sh; its kernels, root image and binaries cached between runs).
