@@ -11,6 +11,8 @@
 #   stop-dst-agent    SIGSTOP of the destination's agent for 2-8 s, then SIGCONT
 #   cut-link          the destination's uplink down for 2-8 s
 #   drop-udp          every UDP packet of the destination dropped (nftables) for 2-8 s
+#   fill-dst-disk     the destination's vz/dump (where the images and the page store go; a 1 GiB
+#                     file system of the lab's own) filled for 2-8 s
 # Then the documented recovery (the agents started again; `vzmigrate --recover` where a journal
 # is left; the destination's own timeout) and the checks: exactly one running copy; its counter
 # went on from where it was (never back); the client's session unbroken; and nothing left
@@ -75,8 +77,9 @@ cleanup() {
     for h in hostA hostB; do
         p=$(agent_pid "$h"); [ -z "$p" ] || { kill -CONT "$p" 2>/dev/null; kill "$p" 2>/dev/null; } || true
     done
+    for h in hostA hostB; do umount "$(root "$h")/vz/dump" 2>/dev/null || true; done
     "$bin/ferry-lab" --base "$base" down --name "$lab" > /dev/null 2>&1 || true
-    [ "$rc" = 0 ] && rm -rf "$work" || echo "chaos: logs kept in $work"
+    [ "$rc" = 0 ] && [ -z "${CHAOS_KEEP:-}" ] && rm -rf "$work" || echo "chaos: logs kept in $work"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -86,6 +89,11 @@ fa=$("$bin/vzagentd" --root-dir "$(root hostA)" fingerprint)
 fb=$("$bin/vzagentd" --root-dir "$(root hostB)" fingerprint)
 "$bin/vzagentd" --root-dir "$(root hostA)" trust add hostB 198.18.0.2 "$fb" > /dev/null
 "$bin/vzagentd" --root-dir "$(root hostB)" trust add hostA 198.18.0.1 "$fa" > /dev/null
+# Each host's vz/dump on a small file system of its own, which the disk fault fills.
+for h in hostA hostB; do
+    mkdir -p "$(root "$h")/vz/dump"
+    mount -t tmpfs -o size=1g,mode=0700 ferry-chaos-dump "$(root "$h")/vz/dump"
+done
 start_agent hostA
 start_agent hostB
 
@@ -141,7 +149,7 @@ leftovers() {
 
 # The trials check everything themselves: a failing command is a finding, not the end.
 set +e
-faults=(kill-vzmigrate kill-src-agent kill-dst-agent kill-dst-restore kill-dst-commit stop-dst-agent cut-link drop-udp)
+faults=(kill-vzmigrate kill-src-agent kill-dst-agent kill-dst-restore kill-dst-commit stop-dst-agent cut-link drop-udp fill-dst-disk)
 failed=0
 passed=0
 for t in $(seq 1 "$trials"); do
@@ -186,6 +194,10 @@ for t in $(seq 1 "$trials"); do
 table inet chaos { chain i { type filter hook input priority 0; meta l4proto udp drop; } chain o { type filter hook output priority 0; meta l4proto udp drop; } }
 NFT
                     sleep "$hold_s"; on "$dst" nft delete table inet chaos; what+=", ${hold_s} s" ;;
+                fill-dst-disk)
+                    fill=$(root "$dst")/vz/dump/chaos-fill
+                    dd if=/dev/zero of="$fill" bs=1M 2>/dev/null
+                    sleep "$hold_s"; rm -f "$fill"; what+=", ${hold_s} s" ;;
             esac ;;
     esac
     # A killed agent is started again a moment later, as its service manager would, while
