@@ -22,3 +22,4 @@ pub mod resources;
 pub mod runtime;
 pub mod storage;
 pub mod template;
+pub mod units;

@@ -12,21 +12,10 @@ pub struct Entry {
     pub parent: Option<String>,
 }
 
-/// Parses an interval: seconds, or a number with s, m, h or d.
+/// Parses an interval in whole seconds, above zero ([`crate::units::duration`]: seconds, or a
+/// number with a unit).
 pub fn parse_interval(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last()? {
-        's' => (&s[..s.len() - 1], 1),
-        'm' => (&s[..s.len() - 1], 60),
-        'h' => (&s[..s.len() - 1], 3600),
-        'd' => (&s[..s.len() - 1], 86400),
-        c if c.is_ascii_digit() => (s, 1),
-        _ => return None,
-    };
-    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    num.parse::<u64>().ok()?.checked_mul(mult).filter(|v| *v > 0)
+    crate::units::duration(s).map(|d| d.as_secs()).filter(|v| *v > 0)
 }
 
 /// Is a checkpoint due, given the newest one's time?
@@ -94,7 +83,8 @@ mod tests {
         assert_eq!(parse_interval("2s"), Some(2));
         assert_eq!(parse_interval("1h"), Some(3600));
         assert_eq!(parse_interval("1d"), Some(86400));
-        for bad in ["", "h", "0", "1x", "-1h", "1.5h"] {
+        assert_eq!(parse_interval("1.5h"), Some(5400));
+        for bad in ["", "h", "0", "0.5s", "1x", "-1h"] {
             assert_eq!(parse_interval(bad), None, "{bad:?}");
         }
         assert!(due(None, 60, 0));

@@ -115,21 +115,9 @@ pub fn exit_code_of(err: &anyhow::Error) -> ExitCode {
     ExitCode::SystemError
 }
 
-/// A duration such as 500ms, 2s or 1.5s (a bare number is milliseconds).
+/// A duration such as 500ms, 2s or 1.5s: [`crate::units::duration`] (a bare number is seconds).
 pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
-    use std::time::Duration;
-    let s = s.trim();
-    if let Some(ms) = s.strip_suffix("ms") {
-        return ms.parse().ok().map(Duration::from_millis);
-    }
-    if let Some(sec) = s.strip_suffix('s') {
-        return sec
-            .parse::<f64>()
-            .ok()
-            .filter(|v| *v >= 0.0)
-            .map(Duration::from_secs_f64);
-    }
-    s.parse::<u64>().ok().map(Duration::from_millis)
+    crate::units::duration(s)
 }
 
 /// Errors of the front ends themselves.

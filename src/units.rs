@@ -1,0 +1,42 @@
+//! Units of the foundation layer: one parser for every duration ferry reads, from the command
+//! line (`--max-downtime 500ms`) or a configuration (`CHECKPOINT_INTERVAL="1h"`), so that a
+//! value means the same wherever it is written.
+
+use std::time::Duration;
+
+/// A duration: a number with `ms`, `s`, `m`, `h` or `d`, or a bare number of seconds (as
+/// OpenVZ's intervals and timeouts are). Fractions are allowed with a unit (`1.5s`, `0.5h`);
+/// nothing negative, nothing else after the number.
+pub fn duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit_ms) = [("ms", 1.0), ("s", 1e3), ("m", 60e3), ("h", 3600e3), ("d", 86400e3)]
+        .iter()
+        .find_map(|(suffix, ms)| s.strip_suffix(suffix).map(|n| (n, *ms)))
+        .unwrap_or((s, 1e3));
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return None;
+    }
+    let v: f64 = num.parse().ok()?;
+    let ms = v * unit_ms;
+    (ms.is_finite() && ms < 1e15).then(|| Duration::from_secs_f64(ms / 1e3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_meaning_for_every_duration() {
+        assert_eq!(duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(duration(" 5m "), Some(Duration::from_secs(300)));
+        assert_eq!(duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(duration("1d"), Some(Duration::from_secs(86400)));
+        assert_eq!(duration("0"), Some(Duration::ZERO));
+        for bad in ["", "s", "ms", "-1s", "1x", "1 s", "1e3", "1.2.3s", "99999999999999999d"] {
+            assert_eq!(duration(bad), None, "{bad:?}");
+        }
+    }
+}
