@@ -232,7 +232,7 @@ fn shrink_by_copy(file: &Path, bytes: u64, old_mnt: &Path) -> Result<(), Storage
 
 /// statvfs(2) of the file system holding `path`.
 pub fn statvfs(path: &Path) -> Option<libc::statvfs> {
-    let c = crate::runtime::sys_cstr(path);
+    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str())).ok()?;
     // SAFETY: statvfs fills a local struct.
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
     (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0).then_some(s)

@@ -718,7 +718,11 @@ impl Runtime {
     }
 
     pub(crate) fn umount_root(&self, ct: &Container) -> Result<()> {
-        let c = sys::cstr(&ct.root);
+        let c = sys::cstr(&ct.root).map_err(|source| RuntimeError::Umount {
+            ctid: ct.ctid,
+            what: ct.root.display().to_string(),
+            source,
+        })?;
         // SAFETY: umount2 with a valid path.
         if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
             let e = io::Error::last_os_error();
@@ -740,7 +744,11 @@ impl Runtime {
         // A container with a user namespace and an image: its file system's raw mount too.
         if let Some(fs_dir) = &ct.image_fs {
             if crate::fsutil::is_mountpoint(fs_dir).unwrap_or(false) {
-                let c = sys::cstr(fs_dir);
+                let c = sys::cstr(fs_dir).map_err(|source| RuntimeError::Umount {
+                    ctid: ct.ctid,
+                    what: fs_dir.display().to_string(),
+                    source,
+                })?;
                 // SAFETY: umount2 with a valid path.
                 if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
                     tracing::warn!(ctid = %ct.ctid, "{} is busy; detaching it lazily", fs_dir.display());
@@ -1610,11 +1618,6 @@ impl Runtime {
             notes,
         })
     }
-}
-
-/// A C string of a path (for the storage module's statvfs).
-pub fn sys_cstr(p: &Path) -> CString {
-    sys::cstr(p)
 }
 
 impl Runtime {

@@ -7,8 +7,14 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-pub fn cstr(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).unwrap_or_else(|_| CString::new("/nonexistent-path-with-nul").unwrap())
+/// `p` for a system call; a path with a NUL byte in it is an error (no system call can name it).
+pub fn cstr(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{:?} has a NUL byte in it", p.display().to_string()),
+        )
+    })
 }
 
 pub fn check(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -47,7 +53,7 @@ pub fn mount(
     let src = src.map(|s| CString::new(s).unwrap());
     let fstype = fstype.map(|s| CString::new(s).unwrap());
     let data = data.map(|s| CString::new(s).unwrap());
-    let t = cstr(target);
+    let t = cstr(target)?;
     // SAFETY: every pointer is a valid NUL-terminated string or null.
     check(unsafe {
         libc::mount(
@@ -87,7 +93,7 @@ const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 /// `mount --bind` makes but not yet attached anywhere. Its root mount is never locked, even in
 /// a user namespace whose copied mounts are.
 pub fn open_tree_clone(path: &Path, recursive: bool) -> io::Result<OwnedFd> {
-    let p = cstr(path);
+    let p = cstr(path)?;
     let flags = OPEN_TREE_CLONE
         | libc::O_CLOEXEC as libc::c_uint
         | if recursive {
@@ -133,7 +139,7 @@ pub fn set_idmap(tree: &OwnedFd, userns: &OwnedFd) -> io::Result<()> {
 
 /// Attaches a detached mount (from `open_tree_clone`) at `target`.
 pub fn move_mount_to(tree: &OwnedFd, target: &Path) -> io::Result<()> {
-    let t = cstr(target);
+    let t = cstr(target)?;
     // SAFETY: move_mount of a mount descriptor onto a valid path.
     check(unsafe {
         libc::syscall(
@@ -160,13 +166,13 @@ pub fn rebind_cwd() -> io::Result<()> {
 }
 
 pub fn umount_detach(target: &Path) -> io::Result<()> {
-    let t = cstr(target);
+    let t = cstr(target)?;
     // SAFETY: valid path string.
     check(unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) }).map(|_| ())
 }
 
 pub fn mknod(path: &Path, mode: libc::mode_t, major: u32, minor: u32) -> io::Result<()> {
-    let p = cstr(path);
+    let p = cstr(path)?;
     // SAFETY: valid path string.
     check(unsafe { libc::mknod(p.as_ptr(), libc::S_IFCHR | mode, libc::makedev(major, minor)) })?;
     // mknod honours the umask; set the mode exactly.
@@ -363,7 +369,7 @@ pub fn pidfd_signal(pidfd: &OwnedFd, sig: libc::c_int) {
 /// Opens a new pty master from the ptmx at `ptmx`, unlocks it, and returns it with the slave's
 /// number in that devpts instance.
 pub fn open_pty_master(ptmx: &Path) -> io::Result<(OwnedFd, u32)> {
-    let p = cstr(ptmx);
+    let p = cstr(ptmx)?;
     // SAFETY: valid path string.
     let fd = check(unsafe { libc::open(p.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) })?;
     // SAFETY: fresh descriptor.
@@ -379,7 +385,7 @@ pub fn open_pty_master(ptmx: &Path) -> io::Result<(OwnedFd, u32)> {
 }
 
 pub fn open_rw_noctty(path: &Path) -> io::Result<OwnedFd> {
-    let p = cstr(path);
+    let p = cstr(path)?;
     // SAFETY: valid path string.
     let fd = check(unsafe { libc::open(p.as_ptr(), libc::O_RDWR | libc::O_NOCTTY) })?;
     // SAFETY: fresh descriptor.
@@ -462,4 +468,20 @@ pub fn c(s: &str) -> CString {
 
 pub fn cstr_to_string(c: &CStr) -> String {
     c.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_with_a_nul_byte_is_an_error_not_another_path() {
+        let e = cstr(Path::new("/vz/root/1\0/etc")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("NUL"), "{e}");
+        assert_eq!(cstr(Path::new("/vz/root/1")).unwrap().as_bytes(), b"/vz/root/1");
+        // The wrappers say so rather than act on some other path.
+        let e = open_pty_master(Path::new("/dev/pts/ptmx\0x")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
 }
