@@ -127,7 +127,14 @@ where() { # the host whose copy runs (empty when none or both)
         *) echo none ;;
     esac
 }
-count() { vz "$1" exec 101 'cat /tmp/count' 2>/dev/null | tr -dc 0-9 || true; }
+count() { # the container's counter on host $1 (a few tries: a command may hold its lock a moment)
+    local i c
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+        c=$(vz "$1" exec 101 'cat /tmp/count' 2>> "$work/count.err" | tr -dc 0-9)
+        [ -n "$c" ] && { echo "$c"; return 0; }
+        sleep 0.5
+    done
+}
 phase_in() { sed -n 's/.*"phase":"\([A-Za-z]*\)".*/\1/p' "$(root "$1")/vz/run/migrate-in-101.json" 2>/dev/null || true; }
 
 # What is left on HOST that must not be (the container runs on RUNS).
