@@ -124,6 +124,13 @@ fn bad_input_is_refused_and_changes_nothing() {
         21,
         "sample configuration \"nosuch\" not found",
     );
+    // OpenVZ's spelling of the same option.
+    refused(
+        &h,
+        &["create", "103", "--conf", "nosuch"],
+        21,
+        "sample configuration \"nosuch\" not found",
+    );
 
     // Options a command does not take, missing arguments, unknown commands.
     refused(&h, &["start", "101", "--fast"], 20, "--fast");

@@ -223,6 +223,8 @@ fn check_only_without_online_leaves_the_container_running() {
     for args in [
         &["--check-only", "hostB", "101"][..],
         &["--check-only", "--online", "hostB", "101"],
+        // OpenVZ's name for --online.
+        &["--check-only", "--live", "hostB", "101"],
     ] {
         let o = m.migrate("hostA", args);
         assert_eq!(o.code, 0, "vzmigrate {args:?}: {o:?}");

@@ -35,8 +35,9 @@ pub enum Cmd {
         /// OS template (default: DEF_OSTEMPLATE in vz.conf, else busybox)
         #[arg(long)]
         ostemplate: Option<String>,
-        /// Sample configuration etc/vz/conf/ve-SAMPLE.conf-sample (default: CONFIGFILE in vz.conf)
-        #[arg(long = "config")]
+        /// Sample configuration etc/vz/conf/ve-SAMPLE.conf-sample (default: CONFIGFILE in vz.conf);
+        /// --conf as OpenVZ's vzctl spelled it too
+        #[arg(long = "config", visible_alias = "conf")]
         config: Option<String>,
         /// IP address (repeatable)
         #[arg(long)]

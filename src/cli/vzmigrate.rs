@@ -21,8 +21,9 @@ use crate::runtime::Runtime;
 pub struct Args {
     #[command(flatten)]
     pub global: Global,
-    /// Live migration: the container keeps running (frozen only for the final transfer)
-    #[arg(long)]
+    /// Live migration: the container keeps running (frozen only for the final transfer);
+    /// --live is OpenVZ's name for it
+    #[arg(long, visible_alias = "live")]
     pub online: bool,
     /// Keep the destination's copy of a failed migration for inspection (it never runs)
     #[arg(long = "keep-dst")]
