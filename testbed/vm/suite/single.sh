@@ -33,6 +33,9 @@ holds "no more than 40 processes could be made (got $n sleeps)" '[ "$n" -lt 40 ]
 holds "the refused forks are counted (pids.events max)" '[ "$(cgv2 101 pids.events | awk "/^max/{print \$2}")" -gt 0 ]'
 holds "vzctl ubc shows numproc's failcnt" '[ "$(vz ubc 101 | awk "\$1==\"numproc\" || \$2==\"numproc\" {print \$NF}")" -gt 0 ]'
 kill $sleeps 2>/dev/null || true
+# Gone (and reaped) before the next steps fork again: under emulation that can take a while.
+for i in $(seq 1 60); do [ "$(cgv2 101 pids.current)" -le 3 ] && break; sleep 0.5; done
+holds "the killed processes are gone (pids.current $(cgv2 101 pids.current))" '[ "$(cgv2 101 pids.current)" -le 3 ]'
 
 # Memory: live, enforced (an allocation past it is OOM-killed and counted).
 check "set --ram 64M (live)" vz set 101 --ram 64M
