@@ -210,6 +210,13 @@ impl Criu {
         send(req)?;
         let mut buf = vec![0u8; 1 << 20];
         let deadline = std::time::Instant::now() + self.deadline;
+        // Ends CRIU on a failed wait or read. Killed, CRIU lets go of the tasks it seized
+        // (ptrace ends with its tracer); the caller thaws what it froze.
+        let end = |child: &mut std::process::Child, e: CriuError| {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        };
         let resp = loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let mut p = [libc::pollfd {
@@ -224,16 +231,10 @@ impl Criu {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(io("waiting for a response")(e));
+                return end(&mut child, io("waiting for a response")(e));
             }
             if r == 0 {
-                // Killed, CRIU lets go of the tasks it seized (ptrace ends with its tracer);
-                // the caller thaws what it froze.
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(CriuError::Timeout(self.deadline));
+                return end(&mut child, CriuError::Timeout(self.deadline));
             }
             // SAFETY: reading into our buffer.
             let n = unsafe { libc::recv(ours.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
@@ -242,9 +243,7 @@ impl Criu {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(io("reading a response")(e));
+                return end(&mut child, io("reading a response")(e));
             }
             if n == 0 {
                 let _ = child.wait();

@@ -205,12 +205,13 @@ pub fn recover(ctx: &DestCtx) {
         if let Some(m) = mid {
             let _ = ctx.decisions.decide(&m, j.ctid, committed);
         }
+        // The work directory (images, page store) goes either way.
+        if let Some(i) = &j.images {
+            let _ = std::fs::remove_dir_all(i.parent().unwrap_or(i));
+        }
         if committed {
             if j.online {
                 let _ = vzctl(ctx, &["attach", &id]);
-            }
-            if let Some(i) = &j.images {
-                let _ = std::fs::remove_dir_all(i.parent().unwrap_or(i));
             }
             log(&format!("recovered the committed migration of container {id}"));
         } else {
@@ -228,9 +229,6 @@ pub fn recover(ctx: &DestCtx) {
                     }
                 }
                 let _ = std::fs::remove_dir_all(p);
-            }
-            if let Some(i) = &j.images {
-                let _ = std::fs::remove_dir_all(i.parent().unwrap_or(i));
             }
             log(&format!(
                 "aborted the migration of container {id} that a crash interrupted in phase {}",
@@ -252,6 +250,10 @@ fn sweep_work_dirs(ctx: &DestCtx) {
     let Ok(rd) = std::fs::read_dir(ctx.layout.dump_dir()) else {
         return;
     };
+    let Ok(host) = crate::host::Host::open(ctx.layout.clone()) else {
+        return;
+    };
+    let rt = crate::runtime::Runtime::new(host);
     for e in rd.flatten() {
         let Some(ctid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
@@ -278,12 +280,9 @@ fn sweep_work_dirs(ctx: &DestCtx) {
         }
         let Ok(c) = crate::ctid::Ctid::new(ctid) else { continue };
         let conf = ctx.layout.ct_conf(c);
-        let Ok(host) = crate::host::Host::open(ctx.layout.clone()) else {
-            continue;
-        };
-        let Ok(ct) = host.container(c) else { continue };
+        let Ok(ct) = rt.host.container(c) else { continue };
         let empty = std::fs::read_dir(&ct.private).map_or(true, |mut d| d.next().is_none());
-        let running = crate::runtime::Runtime::new(host).run_state(c).ok().flatten().is_some();
+        let running = rt.run_state(c).ok().flatten().is_some();
         if conf.exists() && empty && !running {
             let _ = std::fs::remove_dir(&ct.private);
             match std::fs::remove_file(&conf) {

@@ -31,18 +31,19 @@ pub(crate) async fn dial(
 /// leave. Points: `vzmigrate-before-commit` (the commit journaled, not sent),
 /// `vzmigrate-after-commit` (the commit sent, its answer not read), `vzagentd-before-commit-ack`
 /// (the destination committed and runs the container, its acknowledgement not sent).
-/// [`fault_point`] for blocking code.
-pub(crate) fn fault_point_blocking(name: &str) {
+pub(crate) async fn fault_point(name: &str) {
     if std::env::var("FERRY_FAULT").is_ok_and(|v| v == name) {
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         // SAFETY: signalling this process.
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }
 }
 
-pub(crate) async fn fault_point(name: &str) {
+/// [`fault_point`] for blocking code (`vzagentd-during-restore`: the destination wrote the
+/// container's configuration and has not restored it yet).
+pub(crate) fn fault_point_blocking(name: &str) {
     if std::env::var("FERRY_FAULT").is_ok_and(|v| v == name) {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        std::thread::sleep(std::time::Duration::from_millis(500));
         // SAFETY: signalling this process.
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }

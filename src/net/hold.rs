@@ -135,9 +135,7 @@ impl Hold {
         }
         sent
     }
-}
 
-impl Hold {
     /// The migration was rolled back: the container runs here again. `resume` brings it back
     /// (thaws it, puts its routes back); then the held packets are handed to it, so its
     /// clients do not wait for their backed-off retransmissions: IPv4 through a raw socket

@@ -718,46 +718,24 @@ impl Runtime {
     }
 
     pub(crate) fn umount_root(&self, ct: &Container) -> Result<()> {
-        let c = sys::cstr(&ct.root).map_err(|source| RuntimeError::Umount {
+        let err = |p: &Path, source| RuntimeError::Umount {
             ctid: ct.ctid,
-            what: ct.root.display().to_string(),
+            what: p.display().to_string(),
             source,
-        })?;
-        // SAFETY: umount2 with a valid path.
-        if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EBUSY) {
+        };
+        match sys::umount(&ct.root) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                 tracing::warn!(ctid = %ct.ctid, "{} is busy; detaching it lazily", ct.root.display());
-                sys::umount_detach(&ct.root).map_err(|source| RuntimeError::Umount {
-                    ctid: ct.ctid,
-                    what: ct.root.display().to_string(),
-                    source,
-                })?;
-            } else {
-                return Err(RuntimeError::Umount {
-                    ctid: ct.ctid,
-                    what: ct.root.display().to_string(),
-                    source: e,
-                });
+                sys::umount_detach(&ct.root).map_err(|e| err(&ct.root, e))?;
             }
+            Err(e) => return Err(err(&ct.root, e)),
         }
         // A container with a user namespace and an image: its file system's raw mount too.
         if let Some(fs_dir) = &ct.image_fs {
-            if crate::fsutil::is_mountpoint(fs_dir).unwrap_or(false) {
-                let c = sys::cstr(fs_dir).map_err(|source| RuntimeError::Umount {
-                    ctid: ct.ctid,
-                    what: fs_dir.display().to_string(),
-                    source,
-                })?;
-                // SAFETY: umount2 with a valid path.
-                if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
-                    tracing::warn!(ctid = %ct.ctid, "{} is busy; detaching it lazily", fs_dir.display());
-                    sys::umount_detach(fs_dir).map_err(|source| RuntimeError::Umount {
-                        ctid: ct.ctid,
-                        what: fs_dir.display().to_string(),
-                        source,
-                    })?;
-                }
+            if crate::fsutil::is_mountpoint(fs_dir).unwrap_or(false) && sys::umount(fs_dir).is_err() {
+                tracing::warn!(ctid = %ct.ctid, "{} is busy; detaching it lazily", fs_dir.display());
+                sys::umount_detach(fs_dir).map_err(|e| err(fs_dir, e))?;
             }
         }
         Ok(())
@@ -1095,9 +1073,6 @@ pub fn seccomp_profile(ct: &Container) -> Option<seccomp::Profile> {
     })
 }
 
-/// The signal a container's init expects for a clean shutdown: STOP_SIGNAL from the
-/// configuration, else by the kind of init (busybox: SIGUSR2, systemd: SIGRTMIN+4, sysvinit
-/// and others: SIGINT, the ctrl-alt-del action).
 /// How long a killed container's init may take to be gone.
 pub const STOP_KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -1119,6 +1094,9 @@ pub struct Stopping {
     pub killed: bool,
 }
 
+/// The signal a container's init expects for a clean shutdown: STOP_SIGNAL from the
+/// configuration, else by the kind of init (busybox: SIGUSR2, systemd: SIGRTMIN+4, sysvinit
+/// and others: SIGINT, the ctrl-alt-del action).
 pub fn stop_signal(ct: &Container) -> libc::c_int {
     if let Some(s) = ct.get("STOP_SIGNAL").and_then(parse_signal) {
         return s;

@@ -165,6 +165,12 @@ pub fn rebind_cwd() -> io::Result<()> {
     check(unsafe { libc::fchdir(tree.as_raw_fd()) }).map(|_| ())
 }
 
+pub fn umount(target: &Path) -> io::Result<()> {
+    let t = cstr(target)?;
+    // SAFETY: valid path string.
+    check(unsafe { libc::umount2(t.as_ptr(), 0) }).map(|_| ())
+}
+
 pub fn umount_detach(target: &Path) -> io::Result<()> {
     let t = cstr(target)?;
     // SAFETY: valid path string.
