@@ -224,6 +224,81 @@ fn bad_archives_are_refused_before_criu_runs() {
     vz_ok(&lab, &["stop", "103", "--fast"]);
 }
 
+/// One connection from the client: made, a line sent, its echo read back.
+fn one_echo(netns: &str, addr: &str, n: usize) -> Result<(), String> {
+    use std::io::{Read, Write};
+    ferry_testbed::enter_netns(netns).map_err(|e| format!("setns: {e}"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(30))
+        .map_err(|e| format!("connection {n}: connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+    let line = format!("connection {n}\n");
+    s.write_all(line.as_bytes())
+        .map_err(|e| format!("connection {n}: write: {e}"))?;
+    let mut got = vec![0u8; line.len()];
+    s.read_exact(&mut got)
+        .map_err(|e| format!("connection {n}: read: {e}"))?;
+    if got != line.as_bytes() {
+        return Err(format!(
+            "connection {n}: echo came back as {:?}",
+            String::from_utf8_lossy(&got)
+        ));
+    }
+    Ok(())
+}
+
+/// Clients connecting while a checkpoint freezes and stops the container, and while it is
+/// stopped: none is left with a connection the dump dropped (its handshake made by the frozen
+/// kernel, its request acknowledged, no answer ever coming), none is refused or reset; each is
+/// served once the container is restored. The cut-off leaves no rule behind.
+#[test]
+fn clients_connecting_during_a_checkpoint_are_served_after_the_restore() {
+    let lab = lab("cf");
+    vz_ok(&lab, &["create", "105", "--ipadd", "198.18.0.10"]);
+    vz_ok(&lab, &["start", "105"]);
+    vz_ok(
+        &lab,
+        &["exec", "105", "nc -ll -p 7 -e cat </dev/null >/dev/null 2>&1 &"],
+    );
+    wait_until("the echo service", Duration::from_secs(20), || {
+        vz(&lab, &["exec", "105", "netstat -tln | grep -q ':7 '"]).code == 0
+    });
+    // A new connection every 15 ms (at most 300) until told to stop, each on its own thread.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let netns = lab.client.clone();
+    let stop2 = stop.clone();
+    let opener = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for n in 0..300 {
+            if stop2.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+            let netns = netns.clone();
+            conns.push(std::thread::spawn(move || one_echo(&netns, "198.18.0.10:7", n)));
+            std::thread::sleep(Duration::from_millis(15));
+        }
+        conns
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let out = vz_ok(&lab, &["chkpnt", "105"]);
+    assert!(out.contains("container stopped"), "{out}");
+    std::thread::sleep(Duration::from_millis(300));
+    vz_ok(&lab, &["restore", "105"]);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let conns = opener.join().unwrap();
+    assert!(conns.len() > 40, "only {} connections tried", conns.len());
+    let failed: Vec<String> = conns.into_iter().filter_map(|c| c.join().unwrap().err()).collect();
+    assert!(failed.is_empty(), "{} connections failed: {failed:?}", failed.len());
+    let h = lab.host("hostA");
+    for cmd in ["iptables", "ip6tables"] {
+        let mut c = Lab::cmd(&h.netns, cmd);
+        c.args(["-w", "-S", "FORWARD"]);
+        let rules = run(c, Duration::from_secs(20)).stdout;
+        assert!(!rules.contains("venet105"), "{cmd} rules left: {rules}");
+    }
+    vz_ok(&lab, &["stop", "105", "--fast"]);
+}
+
 #[test]
 fn a_failed_dump_leaves_the_container_running() {
     let lab = lab("fd");

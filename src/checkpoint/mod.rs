@@ -193,6 +193,11 @@ fn restore_links(ct: &crate::host::Container) -> Vec<criu::VethPair> {
     links
 }
 
+/// How long a dump waits for a container's processes to accept the connections its kernel
+/// already made ([`crate::net::drain_in_flight`]); a process that never accepts them does not
+/// hold the dump up longer.
+pub const IN_FLIGHT_WAIT: Duration = Duration::from_millis(500);
+
 /// capability(7) number of CAP_SYS_RESOURCE.
 const CAP_SYS_RESOURCE: u32 = 24;
 
@@ -592,10 +597,20 @@ impl Runtime {
             .map_err(|e| RuntimeError::Cgroup(ctid, e))?;
         let console = console_key(st.init_pid);
 
+        // No connection is left half made for the dump to drop: new ones are refused, those
+        // made are accepted first (bounded).
+        crate::net::drain_in_flight(ctid.get(), st.init_pid, IN_FLIGHT_WAIT);
         // Frozen from here until the dump and the file snapshot are done.
         let t0 = Instant::now();
-        cg.freeze(ctid, freezer, Duration::from_secs(30))
-            .map_err(|e| RuntimeError::Cgroup(ctid, e))?;
+        if let Err(e) = cg.freeze(ctid, freezer, Duration::from_secs(30)) {
+            crate::net::unmute(ctid.get(), &st.net.netifs);
+            return Err(RuntimeError::Cgroup(ctid, e).into());
+        }
+        // Nothing reaches it while it is frozen, nor while its processes and network namespace
+        // end after the dump: what its peers send is dropped (they send it again to the
+        // restored copy) instead of being answered with a reset by the namespace on its way out.
+        crate::net::suspend(&st.net);
+        crate::net::mute(ctid.get(), &st.net);
         let dump_opts = dump_opts(
             &ct,
             st.init_pid,
@@ -614,6 +629,7 @@ impl Runtime {
                 }
             }
             let _ = cg.thaw(ctid, freezer);
+            crate::net::unsuspend(ctid.get(), &st.net);
             let log = self.host.layout.log_dir().join(format!("{ctid}.dump.log"));
             let _ = fs::copy(images.join("dump.log"), &log);
             let _ = fs::remove_dir_all(&work);
@@ -640,6 +656,7 @@ impl Runtime {
         let snap = tar(ctid, &args, "snapshotting the private area");
         if opts.keep_running {
             let _ = cg.thaw(ctid, freezer);
+            crate::net::unsuspend(ctid.get(), &st.net);
         }
         let frozen_ms = t0.elapsed().as_millis() as u64;
         if let Err(e) = snap {
@@ -707,6 +724,8 @@ impl Runtime {
             let _ = cg.remove(ctid, Duration::from_secs(10));
         }
         crate::net::suspend(&st.net);
+        // The links went with the network namespace; the routed link's rules would stay.
+        crate::net::unmute(ctid.get(), &[]);
         if let Ok(b) = serde_json::to_vec(&st.net) {
             let _ = crate::fsutil::write_atomic(&self.suspended_file(ctid), &b, 0o644);
         }

@@ -252,6 +252,9 @@ impl Ctx<'_> {
             .freezers(self.ctid)
             .first()
             .ok_or_else(|| MigrateError::Unsupported(self.ctid, "no cgroup freezer".into()))?;
+        if let Ok(Some(st)) = self.rt.run_state(self.ctid) {
+            crate::net::drain_in_flight(self.ctid.get(), st.init_pid, crate::checkpoint::IN_FLIGHT_WAIT);
+        }
         cg.freeze(self.ctid, f, Duration::from_secs(30))
             .map_err(|e| RuntimeError::Cgroup(self.ctid, e))?;
         self.freezer = Some(f);

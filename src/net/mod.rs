@@ -427,29 +427,100 @@ pub fn suspend(state: &NetState) {
 /// the link itself untouched).
 pub fn mute(ctid: u32, state: &NetState) {
     let dev = venet_host_ifname(ctid);
-    for cmd in ["iptables", "ip6tables"] {
-        let _ = std::process::Command::new(cmd)
-            .args(["-w", "-I", "FORWARD", "-i", &dev, "-j", "DROP"])
-            .stderr(std::process::Stdio::null())
-            .status();
+    for family in [false, true] {
+        forward_rule(family, "-I", &cutoff_rules(&dev)[0]);
     }
     for port in &state.netifs {
         let _ = ip::bridge(&["link", "set", "dev", port, "state", "0"]);
     }
 }
 
-/// Undoes [`mute`] (every copy of the rule; the ports of `netifs` forward again).
+/// The iptables FORWARD rules of [`mute`] (what the container sends) and [`close_gate`] (new
+/// connections to it) on its routed link.
+fn cutoff_rules(dev: &str) -> [Vec<&str>; 2] {
+    [
+        vec!["-i", dev, "-j", "DROP"],
+        vec!["-o", dev, "-p", "tcp", "--syn", "-j", "DROP"],
+    ]
+}
+
+/// Refuses new TCP connections to a running container on its routed link (its peers' SYNs are
+/// dropped: they try again later), so that none is left half-made in its kernel when it is
+/// frozen. Undone by [`unmute`].
+pub fn close_gate(ctid: u32) {
+    let dev = venet_host_ifname(ctid);
+    for family in [false, true] {
+        forward_rule(family, "-I", &cutoff_rules(&dev)[1]);
+    }
+}
+
+/// Inserts (`-I`) or deletes (`-D`) a rule of the host's FORWARD chain, IPv4 or IPv6; true if
+/// the command succeeded.
+fn forward_rule(v6: bool, op: &str, rule: &[&str]) -> bool {
+    std::process::Command::new(if v6 { "ip6tables" } else { "iptables" })
+        .args(["-w", op, "FORWARD"])
+        .args(rule)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Connections the kernel of a container holds that none of its processes has accepted yet:
+/// half-made ones (SYN_RECV) and complete ones in a listener's queue, read from the TCP tables
+/// of the network namespace of `pid`. A dump leaves them out (CRIU's in-flight connections),
+/// and a client whose handshake completed then waits for an answer that never comes.
+pub fn in_flight(pid: i32) -> usize {
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
+        .map(|table| in_flight_in(&table))
+        .sum()
+}
+
+/// [`in_flight`] of one table (/proc/net/tcp's format: `st` is the 4th field, `tx:rx` queue the
+/// 5th; for a listener `rx` is its accept queue).
+fn in_flight_in(table: &str) -> usize {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (st, queues) = (f.get(3)?, f.get(4)?);
+            let rx = usize::from_str_radix(queues.split(':').nth(1)?, 16).ok()?;
+            match *st {
+                "03" => Some(1),
+                "0A" => Some(rx),
+                _ => None,
+            }
+        })
+        .sum()
+}
+
+/// Before a container is frozen for a dump: new connections refused ([`close_gate`]), then a
+/// bounded wait for its processes to accept the ones already made (none is left half-made for
+/// the dump to drop). Returns how many were still in flight at the end.
+pub fn drain_in_flight(ctid: u32, pid: i32, within: std::time::Duration) -> usize {
+    close_gate(ctid);
+    let end = std::time::Instant::now() + within;
+    loop {
+        let n = in_flight(pid);
+        if n == 0 || std::time::Instant::now() >= end {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Undoes [`mute`] and [`close_gate`] (every copy of their rules; the ports of `netifs` forward
+/// again).
 pub fn unmute(ctid: u32, netifs: &[String]) {
     let dev = venet_host_ifname(ctid);
-    for cmd in ["iptables", "ip6tables"] {
-        for _ in 0..8 {
-            let ok = std::process::Command::new(cmd)
-                .args(["-w", "-D", "FORWARD", "-i", &dev, "-j", "DROP"])
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                break;
+    for rule in cutoff_rules(&dev) {
+        for family in [false, true] {
+            for _ in 0..8 {
+                if !forward_rule(family, "-D", &rule) {
+                    break;
+                }
             }
         }
     }
@@ -558,6 +629,21 @@ mod tests {
         ] {
             assert!(parse_ip(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn in_flight_counts_half_made_connections_and_accept_queues() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:1B5F 00000000:0000 0A 00000000:00000002 00:00000000 00000000  1000        0 1 1 0 100 0 0 10 0
+   1: 0A0012C6:1B5F 640012C6:A1B2 03 00000000:00000000 00:00000000 00000000  1000        0 0 1 0 100 0 0 10 0
+   2: 0A0012C6:1B5F 640012C6:A1B4 01 00000000:00000040 00:00000000 00000000  1000        0 2 1 0 100 0 0 10 0
+   3: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0
+";
+        // Two waiting in the first listener's queue, one half made; an established
+        // connection's unread bytes and an idle listener count for nothing.
+        assert_eq!(in_flight_in(table), 3);
+        assert_eq!(in_flight_in(table.lines().next().unwrap()), 0);
+        assert_eq!(in_flight_in("garbage\n   0: x y 0A zz\n"), 0);
     }
 
     #[test]
