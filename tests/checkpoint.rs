@@ -300,6 +300,27 @@ fn clients_connecting_during_a_checkpoint_are_served_after_the_restore() {
 }
 
 #[test]
+fn a_file_removed_while_linked_elsewhere_survives_chkpnt_and_restore() {
+    let lab = lab("lr");
+    vz_ok(&lab, &["create", "106"]);
+    vz_ok(&lab, &["start", "106"]);
+    vz_ok(&lab, &["exec", "106", HOLD_UNLINKED]);
+    let expect = "kept\nsame-inode\n. .. f.link ";
+    assert_eq!(vz_ok(&lab, &["exec", "106", CHECK_UNLINKED]), expect);
+    // A checkpoint that leaves it running leaves nothing beside the file.
+    vz_ok(&lab, &["chkpnt", "106", "--keep-running"]);
+    assert_eq!(vz_ok(&lab, &["exec", "106", CHECK_UNLINKED]), expect);
+    // The first checkpoint, restored after a stop, and then a stopping one, restored.
+    vz_ok(&lab, &["stop", "106", "--fast"]);
+    vz_ok(&lab, &["restore", "106"]);
+    assert_eq!(vz_ok(&lab, &["exec", "106", CHECK_UNLINKED]), expect);
+    vz_ok(&lab, &["chkpnt", "106"]);
+    vz_ok(&lab, &["restore", "106"]);
+    assert_eq!(vz_ok(&lab, &["exec", "106", CHECK_UNLINKED]), expect);
+    vz_ok(&lab, &["stop", "106", "--fast"]);
+}
+
+#[test]
 fn a_failed_dump_leaves_the_container_running() {
     let lab = lab("fd");
     vz_ok(&lab, &["create", "104"]);
@@ -456,7 +477,10 @@ fn a_dump_through_the_page_server_writes_what_criu_writes_and_restores() {
     };
     let (by_criu, by_server) = (dir("by-criu"), dir("by-server"));
     criu.dump(&by_criu, opts.clone(), &mut |_| Ok(())).unwrap();
-    let served = ferry::criu::page_server::dump(&criu, &by_server, opts, &mut PagesInto(by_server.clone()))
+    let served =
+        ferry::criu::page_server::dump(&criu, &by_server, opts, &mut PagesInto(by_server.clone()), &mut |_| {
+            Ok(())
+        })
         .unwrap_or_else(|e| panic!("{}", ferry::agent::daemon::chain_of(&e)));
     assert!(served.pages > 300, "{served:?}");
     // The same pagemap and pages images, and CRIU itself wrote no pages image.

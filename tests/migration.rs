@@ -535,6 +535,32 @@ fn a_restore_failure_on_the_destination_rolls_back() {
     assert!(m.private("hostB", "101").join("bin/busybox").exists());
 }
 
+/// A file held open after its name was removed while a second name links it (CRIU's zdtm
+/// unlink_fstat03) moves live: the final dump's link remap, which CRIU removes when the
+/// processes keep running, reaches the destination; after a failed migration nothing of it is
+/// left on the source.
+#[test]
+fn a_file_removed_while_linked_elsewhere_migrates_live_and_rolls_back_clean() {
+    let m = MigLab::new("lk", &["hostA", "hostB"], None);
+    m.vz_ok("hostA", &["create", "101", "--ipadd", "198.18.0.10"]);
+    m.vz_ok("hostA", &["start", "101"]);
+    m.vz_ok("hostA", &["exec", "101", HOLD_UNLINKED]);
+    let expect = "kept\nsame-inode\n. .. f.link ";
+    // A failed migration (the destination cannot recreate the processes under a one-process
+    // limit): the container runs on here, nothing beside its file.
+    let conf = m.lab.host("hostA").root.join("etc/vz/conf/101.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, format!("{text}NUMPROC=\"1:1\"\n")).unwrap();
+    let o = m.migrate("hostA", &["--online", "hostB", "101"]);
+    assert_eq!(o.code, 110, "{o:?}");
+    std::fs::write(&conf, text).unwrap();
+    assert_eq!(m.vz_ok("hostA", &["exec", "101", CHECK_UNLINKED]), expect);
+    let o = m.migrate("hostA", &["--online", "hostB", "101"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(m.vz_ok("hostB", &["exec", "101", CHECK_UNLINKED]), expect);
+    m.vz_ok("hostB", &["stop", "101", "--fast"]);
+}
+
 #[test]
 fn a_full_destination_disk_rolls_back() {
     let m = MigLab::new("md", &["hostA", "hostB"], Some("50mbit"));

@@ -230,6 +230,11 @@ pub fn dump_opts(
         // reset). A server under load always has some.
         tcp_skip_in_flight: Some(true),
         file_locks: Some(true),
+        // A file held open after its name was removed while another name links it
+        // (CRIU's zdtm unlink_fstat03) gets a link_remap.N beside it, which the restore opens
+        // it by and then removes. CRIU removes it itself after a dump whose processes keep
+        // running, so the file snapshot is taken at its post-dump notification.
+        link_remap: Some(true),
         manage_cgroups: Some(true),
         manage_cgroups_mode: Some(criu::rpc::cg_mode::SOFT),
         external: console
@@ -618,24 +623,8 @@ impl Runtime {
             Some(&freezer_dir),
             opts.keep_running,
         );
-        if let Err(mut e) = criu.dump(&images, dump_opts, &mut |_| Ok(())) {
-            if let CriuError::Failed { msg, log_errors, .. } = &mut e {
-                let rlimit = msg
-                    .iter()
-                    .chain(log_errors.iter())
-                    .any(|l| l.contains("Can't get rlimit"));
-                if rlimit && !criu::has_cap(CAP_SYS_RESOURCE) {
-                    log_errors.push("hint: this host's root lacks CAP_SYS_RESOURCE, so CRIU cannot read the limits of processes running as other users in a privileged container; one with a user namespace can (vzctl set --userns yes --save, vzctl check)".into());
-                }
-            }
-            let _ = cg.thaw(ctid, freezer);
-            crate::net::unsuspend(ctid.get(), &st.net);
-            let log = self.host.layout.log_dir().join(format!("{ctid}.dump.log"));
-            let _ = fs::copy(images.join("dump.log"), &log);
-            let _ = fs::remove_dir_all(&work);
-            return Err(CheckpointError::Dump(ctid, log, e));
-        }
-        // The private area as it is now, while nothing in the container runs.
+        // The private area as it is at the end of the dump, while nothing in the container
+        // runs (CRIU's post-dump notification: its link remaps are still there).
         let root = ct.tree().display().to_string();
         let fs_tar = work.join("fs.tar").display().to_string();
         let snar_s = snar.display().to_string();
@@ -653,7 +642,39 @@ impl Runtime {
             args.extend(["--listed-incremental", &snar_s]);
         }
         args.push(".");
-        let snap = tar(ctid, &args, "snapshotting the private area");
+        let mut snap = None;
+        let mut at_post_dump = |script: &str| {
+            if script != "post-dump" || snap.is_some() {
+                return Ok(());
+            }
+            let r = tar(ctid, &args, "snapshotting the private area");
+            let said = r.as_ref().map_err(|e| e.to_string()).map(|_| ());
+            snap = Some(r);
+            said
+        };
+        if let Err(mut e) = criu.dump(&images, dump_opts, &mut at_post_dump) {
+            if let CriuError::Failed { msg, log_errors, .. } = &mut e {
+                let rlimit = msg
+                    .iter()
+                    .chain(log_errors.iter())
+                    .any(|l| l.contains("Can't get rlimit"));
+                if rlimit && !criu::has_cap(CAP_SYS_RESOURCE) {
+                    log_errors.push("hint: this host's root lacks CAP_SYS_RESOURCE, so CRIU cannot read the limits of processes running as other users in a privileged container; one with a user namespace can (vzctl set --userns yes --save, vzctl check)".into());
+                }
+            }
+            let _ = cg.thaw(ctid, freezer);
+            crate::net::unsuspend(ctid.get(), &st.net);
+            let log = self.host.layout.log_dir().join(format!("{ctid}.dump.log"));
+            let _ = fs::copy(images.join("dump.log"), &log);
+            let _ = fs::remove_dir_all(&work);
+            // The snapshot's own error, if that is what failed the dump (the container runs).
+            if let Some(Err(snap_err)) = snap {
+                return Err(snap_err);
+            }
+            return Err(CheckpointError::Dump(ctid, log, e));
+        }
+        // CRIU sends post-dump on every successful dump; without it, the snapshot now.
+        let snap = snap.unwrap_or_else(|| tar(ctid, &args, "snapshotting the private area"));
         if opts.keep_running {
             let _ = cg.thaw(ctid, freezer);
             crate::net::unsuspend(ctid.get(), &st.net);

@@ -104,6 +104,72 @@ pub fn remap_userns(images: &Path, uid: u32, gid: u32, count: u32) -> io::Result
     Ok(true)
 }
 
+const FILES_MAGIC: u32 = 0x5630_3138;
+/// A files image of a large container holds a few hundred bytes per open file.
+const MAX_FILES_IMAGE: u64 = 256 << 20;
+
+/// images/fdinfo.proto `file_entry`, only what is read here.
+#[derive(Clone, PartialEq, prost::Message)]
+struct FileEntryName {
+    #[prost(message, optional, tag = "3")]
+    reg: Option<RegFileName>,
+}
+
+/// images/regfile.proto `reg_file_entry`, only its name.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RegFileName {
+    #[prost(string, optional, tag = "6")]
+    name: Option<String>,
+}
+
+/// The link remaps a dump made (`--link-remap`): the names, in the container's file system, of
+/// the `link_remap.N` hard links CRIU made beside deleted files its processes hold, read from
+/// the dump's `files.img`.
+pub fn link_remaps(images: &Path) -> io::Result<Vec<String>> {
+    let path = images.join("files.img");
+    let bytes = match std::fs::metadata(&path) {
+        Ok(m) if m.len() > MAX_FILES_IMAGE => {
+            return Err(bad(format!(
+                "{} is larger than {MAX_FILES_IMAGE} bytes",
+                path.display()
+            )))
+        }
+        Ok(_) => std::fs::read(&path)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    link_remaps_in(&bytes)
+}
+
+fn link_remaps_in(bytes: &[u8]) -> io::Result<Vec<String>> {
+    let word = |at: usize| -> io::Result<u32> {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+            .ok_or_else(|| bad("the files image is truncated"))
+    };
+    if word(0)? != IMG_COMMON_MAGIC || word(4)? != FILES_MAGIC {
+        return Err(bad("not a CRIU files image (magic)"));
+    }
+    let mut out = Vec::new();
+    let mut at = 8;
+    while at < bytes.len() {
+        let len = word(at)? as usize;
+        let body = bytes
+            .get(at + 4..at + 4 + len)
+            .ok_or_else(|| bad("the files image is truncated"))?;
+        at += 4 + len;
+        let e = FileEntryName::decode(body).map_err(|e| bad(format!("the files image: {e}")))?;
+        if let Some(name) = e.reg.and_then(|r| r.name) {
+            let base = name.rsplit('/').next().unwrap_or_default();
+            if base.starts_with("link_remap.") {
+                out.push(name);
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +261,37 @@ mod tests {
         std::fs::write(&p, encode_userns(&entry(1, 1))).unwrap();
         std::fs::write(d.path().join("userns-2.img"), encode_userns(&entry(1, 1))).unwrap();
         assert!(remap_userns(d.path(), 5, 5, 65536).is_err());
+    }
+
+    #[test]
+    fn link_remaps_are_read_from_the_files_image() {
+        let entry = |name: &str| {
+            FileEntryName {
+                reg: Some(RegFileName {
+                    name: Some(name.into()),
+                }),
+            }
+            .encode_to_vec()
+        };
+        let mut img = Vec::new();
+        img.extend_from_slice(&IMG_COMMON_MAGIC.to_le_bytes());
+        img.extend_from_slice(&FILES_MAGIC.to_le_bytes());
+        for e in [
+            entry("/tmp/data"),
+            entry("/tmp/link_remap.7"),
+            FileEntryName { reg: None }.encode_to_vec(),
+            entry("/var/link_remap.12"),
+        ] {
+            img.extend_from_slice(&(e.len() as u32).to_le_bytes());
+            img.extend_from_slice(&e);
+        }
+        assert_eq!(
+            link_remaps_in(&img).unwrap(),
+            ["/tmp/link_remap.7", "/var/link_remap.12"]
+        );
+        // Truncated, or not a files image: refused.
+        assert!(link_remaps_in(&img[..img.len() - 3]).is_err());
+        assert!(link_remaps_in(&img[4..]).is_err());
+        assert!(link_remaps_in(&[]).is_err());
     }
 }

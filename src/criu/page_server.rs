@@ -250,12 +250,13 @@ pub enum DumpError {
 /// server on a thread of its own and handed to `sink` as they come; the pagemap images are
 /// written into `dir` with CRIU's other images, and no pages image is. CRIU's failure is the
 /// error unless the sink failed first (then the sink's error: the dump failed because the page
-/// server stopped reading).
+/// server stopped reading). `notify` answers CRIU's notifications as in [`super::Criu::dump`].
 pub fn dump(
     criu: &super::Criu,
     dir: &Path,
     mut opts: super::rpc::Opts,
     sink: &mut (dyn PageSink + Send),
+    notify: &mut dyn FnMut(&str) -> Result<(), String>,
 ) -> Result<Served, DumpError> {
     use std::os::fd::AsRawFd;
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(DumpError::Socket)?;
@@ -287,7 +288,7 @@ pub fn dump(
             let _ = ours.shutdown(std::net::Shutdown::Both);
             r
         });
-        let dumped = criu.dump_with_fds(dir, opts, &[theirs.as_raw_fd()], &mut |_| Ok(()));
+        let dumped = criu.dump_with_fds(dir, opts, &[theirs.as_raw_fd()], notify);
         // CRIU is gone; a server still waiting for it reads the end of the stream.
         let _ = theirs.shutdown(std::net::Shutdown::Both);
         (dumped, server.join())

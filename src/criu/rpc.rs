@@ -58,6 +58,7 @@ impl Opts {
         flag(self.tcp_skip_in_flight, "--skip-in-flight");
         flag(self.shell_job, "--shell-job");
         flag(self.file_locks, "--file-locks");
+        flag(self.link_remap, "--link-remap");
         flag(self.track_mem, "--track-mem");
         flag(self.tcp_close, "--tcp-close");
         flag(self.leave_stopped, "--leave-stopped");
@@ -183,6 +184,10 @@ pub struct Opts {
     pub track_mem: Option<bool>,
     #[prost(int32, optional, tag = "17")]
     pub work_dir_fd: Option<i32>,
+    /// Dump: a file a process holds open whose name was removed while it has other links gets
+    /// a hard link (`link_remap.N` beside it) for the restore to open it by.
+    #[prost(bool, optional, tag = "18")]
+    pub link_remap: Option<bool>,
     #[prost(message, repeated, tag = "19")]
     pub veths: Vec<VethPair>,
     #[prost(bool, optional, tag = "24")]

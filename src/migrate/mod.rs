@@ -6,6 +6,7 @@ pub mod dest;
 pub mod fs;
 pub mod pages;
 pub mod pull;
+pub mod remaps;
 pub mod source;
 pub mod sync;
 pub mod wire;

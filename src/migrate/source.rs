@@ -171,6 +171,8 @@ struct Ctx<'a> {
     watch: Option<FrozenWatch>,
     /// Packets to the frozen container's addresses, held for the destination.
     hold: Option<crate::net::hold::Hold>,
+    /// The final dump's link remaps, put back for the final file pass (`remaps`).
+    link_remaps: Vec<PathBuf>,
     /// The destination host's address (where held packets go at the commit).
     peer_ip: std::net::IpAddr,
     /// What the memory pre-copy sent (content hashes the destination holds).
@@ -455,9 +457,10 @@ impl Ctx<'_> {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let mut sink = super::pages::FinalPages::new(std::mem::take(&mut self.precopy), self.slots, tx);
         let (criu, images_dir) = (criu.clone(), images.to_path_buf());
+        let mut remaps = super::remaps::RemapKeeper::new(self.ct.tree(), images);
         std::thread::spawn(move || {
-            let r = crate::criu::page_server::dump(&criu, &images_dir, opts, &mut sink);
-            let _ = done_tx.send((r, sink.finish()));
+            let r = crate::criu::page_server::dump(&criu, &images_dir, opts, &mut sink, &mut |s| remaps.notify(s));
+            let _ = done_tx.send((r, sink.finish(), remaps));
         });
         let mut sent = Ok(());
         while let Some(m) = rx.recv().await {
@@ -472,9 +475,10 @@ impl Ctx<'_> {
         }
         // A failed send closes the channel: the page server stops, which fails the dump.
         drop(rx);
-        let (dumped, (precopy, counts)) = done_rx
+        let (dumped, (precopy, counts), remaps) = done_rx
             .await
             .map_err(|_| MigrateError::Dump("the dump's thread ended without a word".into()))?;
+        self.put_back_remaps(remaps)?;
         self.precopy = precopy;
         self.report.page_refs += counts.refs;
         self.report.page_data += counts.data;
@@ -512,8 +516,10 @@ impl Ctx<'_> {
             self.report.pages_streamed = true;
             self.dump_streaming(&criu, &images, opts).await?;
         } else {
-            criu.dump(&images, opts, &mut |_| Ok(()))
+            let mut remaps = super::remaps::RemapKeeper::new(self.ct.tree(), &images);
+            criu.dump(&images, opts, &mut |s| remaps.notify(s))
                 .map_err(|e| MigrateError::Dump(e.to_string()))?;
+            self.put_back_remaps(remaps)?;
         }
         self.report.dump_ms = dump_t.elapsed().as_millis() as u64;
         (self.progress)(&format!(
@@ -610,6 +616,18 @@ impl Ctx<'_> {
         Ok((count, self.link.sent() - start))
     }
 
+    /// The link remaps of the final dump under their own names again, for the final file
+    /// pass (and removed from here if the container stays).
+    fn put_back_remaps(&mut self, remaps: super::remaps::RemapKeeper) -> Result<(), MigrateError> {
+        let put = remaps.put_back().map_err(|e| RuntimeError::Io {
+            ctid: self.ctid,
+            what: "putting the dump's link remaps back".into(),
+            source: e,
+        })?;
+        self.link_remaps.extend(put);
+        Ok(())
+    }
+
     /// The destination owns the container: the frozen copy here goes.
     fn destroy_source(&mut self) {
         remove_left_copy(self.rt, self.ctid, self.opts.remove_area);
@@ -618,6 +636,10 @@ impl Ctx<'_> {
 
     /// The migration failed: the container runs on here as before.
     fn resume_source(&mut self) {
+        // The dump's link remaps were CRIU's to remove; the container never saw them.
+        for p in self.link_remaps.drain(..) {
+            let _ = std::fs::remove_file(p);
+        }
         if self.opts.online {
             // What its clients sent while it was frozen goes to it once it runs again.
             let (rt, ctid) = (self.rt, self.ctid);
@@ -1102,6 +1124,7 @@ pub async fn migrate(
         interrupted: Arc::new(AtomicBool::new(false)),
         watch: Some(watch),
         hold: None,
+        link_remaps: Vec::new(),
         peer_ip: peer.address.ip(),
         precopy: {
             let mut p = super::pages::Precopy::default();

@@ -328,3 +328,11 @@ pub fn echo_session(
     let _ = first_back.recv_timeout(Duration::from_secs(60));
     session
 }
+
+/// The shell a test runs in a container to hold a file open after its name was removed while
+/// a second name links it (CRIU's zdtm unlink_fstat03), and the check of it afterwards: the
+/// descriptor reads the content and is the second name's inode; no remap is left beside it.
+pub const HOLD_UNLINKED: &str = "mkdir -p /srv; echo kept > /srv/f; ln /srv/f /srv/f.link; \
+     (exec 3</srv/f; exec sleep 100000) </dev/null >/dev/null 2>&1 & sleep 0.3; rm /srv/f";
+pub const CHECK_UNLINKED: &str = "p=$(pidof sleep | tr ' ' '\\n' | head -1); cat /proc/$p/fd/3; \
+     [ $(stat -L -c %i /proc/$p/fd/3) = $(stat -c %i /srv/f.link) ] && echo same-inode; ls -a /srv | tr '\\n' ' '";
