@@ -4,7 +4,9 @@
 //! container from it, migrates it live to another host (a real distribution's tree: hard links,
 //! devices, absolute symlinks), PostgreSQL's rows and postmaster intact, stops and destroys it
 //! there. A PostgreSQL client's session stays open through the checkpoint, the restore and the
-//! live migration.
+//! live migration; pgbench and Redis (redis-benchmark, and one connection's INCR replies) run
+//! from the client through four more live moves, there and back twice, with no failed
+//! transaction, no broken connection and the data whole.
 
 mod common;
 
@@ -118,6 +120,66 @@ fn pg_session(lab: &Lab) -> PgSession {
     PgSession { stop, handle }
 }
 
+/// Runs a client program from the lab's client again and again (each run bounded to 120 s,
+/// at most 200 runs) until told to stop; returns every run's output.
+fn client_loop(
+    lab: &Lab,
+    prog: &'static str,
+    args: Vec<String>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Out>> {
+    let client = lab.client.clone();
+    std::thread::spawn(move || {
+        let mut outs = Vec::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && outs.len() < 200 {
+            let mut c = Lab::cmd(&client, prog);
+            c.args(&args);
+            outs.push(run(c, Duration::from_secs(120)));
+        }
+        outs
+    })
+}
+
+/// One Redis connection that sends INCR every 20 ms until told to stop (at most 15000, 300 s):
+/// each reply must be the one before plus one (nothing lost, nothing applied twice). Returns
+/// the number of replies.
+fn redis_incr_session(
+    lab: &Lab,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Result<u64, String>> {
+    use std::io::{BufRead, Write};
+    let client = lab.client.clone();
+    std::thread::spawn(move || {
+        ferry_testbed::enter_netns(&client).map_err(|e| format!("setns: {e}"))?;
+        let s = std::net::TcpStream::connect_timeout(&"198.18.0.30:6379".parse().unwrap(), Duration::from_secs(10))
+            .map_err(|e| format!("connect: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = std::io::BufReader::new(s);
+        let t0 = std::time::Instant::now();
+        let (mut n, mut last) = (0u64, None::<i64>);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 15000 && t0.elapsed() < Duration::from_secs(300) {
+            w.write_all(b"INCR ferry\r\n").map_err(|e| format!("write {n}: {e}"))?;
+            let mut line = String::new();
+            r.read_line(&mut line).map_err(|e| format!("read {n}: {e}"))?;
+            let v: i64 = line
+                .trim()
+                .strip_prefix(':')
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("reply {n}: {line:?}"))?;
+            if let Some(l) = last {
+                if v != l + 1 {
+                    return Err(format!("reply {n}: {v} after {l}"));
+                }
+            }
+            last = Some(v);
+            n += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(n)
+    })
+}
+
 #[test]
 fn debian_cache_builds_boots_serves_and_checkpoints() {
     require_root();
@@ -130,7 +192,7 @@ fn debian_cache_builds_boots_serves_and_checkpoints() {
     let conf = recipe.join("template.conf");
     let text = std::fs::read_to_string(&conf).unwrap().replace(
         "PACKAGES=\"sysvinit-core",
-        "PACKAGES=\"lighttpd postgresql sysvinit-core",
+        "PACKAGES=\"lighttpd postgresql redis-server sysvinit-core",
     );
     std::fs::write(&conf, text).unwrap();
     // The build needs Debian's archive: it runs in the machine's own network namespace, not
@@ -304,11 +366,112 @@ fn debian_cache_builds_boots_serves_and_checkpoints() {
     let o = run(c, Duration::from_secs(30));
     assert_eq!(o.stdout.trim(), sent.to_string(), "rows after the move: {o:?}");
 
+    // Under load, there and back twice in a row: pgbench (new runs of four connections each
+    // 5 s, every transaction counted) and Redis (redis-benchmark runs, and one connection's
+    // INCR replies, each one more than the last) from the client through four live moves.
+    vz_ok_on(
+        lab,
+        "hostB",
+        &[
+            "exec",
+            "301",
+            "sed -i 's/^bind .*/bind 0.0.0.0/; s/^protected-mode yes/protected-mode no/' /etc/redis/redis.conf && \
+             /etc/init.d/redis-server restart >/dev/null",
+        ],
+    );
+    let redis_user = vz_ok_on(lab, "hostB", &["exec", "301", "ps -o user= -C redis-server"]);
+    assert_eq!(redis_user.trim(), "redis", "Redis does not run as its own user");
+    let psql_on = |sql: &str| {
+        let mut c = Lab::cmd(&lab.client, "psql");
+        c.args(["-h", "198.18.0.30", "-U", "postgres", "-Atc", sql]);
+        let o = run(c, Duration::from_secs(60));
+        assert_eq!(o.code, 0, "psql {sql}: {o:?}");
+        o.stdout.trim().to_string()
+    };
+    let mut c = Lab::cmd(&lab.client, "pgbench");
+    c.args(["-h", "198.18.0.30", "-U", "postgres", "-i", "-s", "2", "-q", "postgres"]);
+    let o = run(c, Duration::from_secs(300));
+    assert_eq!(o.code, 0, "pgbench -i: {o:?}");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pgbench = client_loop(
+        lab,
+        "pgbench",
+        [
+            "-h",
+            "198.18.0.30",
+            "-U",
+            "postgres",
+            "-c",
+            "4",
+            "-j",
+            "2",
+            "-T",
+            "5",
+            "-n",
+            "postgres",
+        ]
+        .map(String::from)
+        .to_vec(),
+        stop.clone(),
+    );
+    let bench = client_loop(
+        lab,
+        "redis-benchmark",
+        ["-h", "198.18.0.30", "-c", "4", "-n", "4000", "-t", "set,get,incr", "-q"]
+            .map(String::from)
+            .to_vec(),
+        stop.clone(),
+    );
+    let incr = redis_incr_session(lab, stop.clone());
+    std::thread::sleep(Duration::from_secs(3));
+    for (from, to) in [
+        ("hostB", "hostA"),
+        ("hostA", "hostB"),
+        ("hostB", "hostA"),
+        ("hostA", "hostB"),
+    ] {
+        let o = m.migrate(from, &["--online", to, "301"]);
+        assert_eq!(o.code, 0, "vzmigrate --online {to} 301 from {from} under load: {o:?}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let runs = pgbench.join().unwrap();
+    assert!(!runs.is_empty());
+    for o in &runs {
+        assert!(
+            o.code == 0 && o.stdout.contains("number of failed transactions: 0 ") && !o.stderr.contains("error"),
+            "a pgbench run failed or lost transactions: {o:?}"
+        );
+    }
+    for o in bench.join().unwrap() {
+        assert!(
+            o.code == 0 && !o.stdout.contains("rror") && !o.stderr.contains("rror"),
+            "a redis-benchmark run failed: {o:?}"
+        );
+    }
+    let incrs = incr
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the Redis connection broke: {e}"));
+    assert!(incrs > 100, "only {incrs} INCR replies");
+    // The data is whole: pgbench's balances add up in every table, and a last move (no load)
+    // changes none of it.
+    let invariant = "select (select sum(abalance) from pgbench_accounts) = (select sum(delta) from pgbench_history) \
+                     and (select sum(tbalance) from pgbench_tellers) = (select sum(delta) from pgbench_history) \
+                     and (select sum(bbalance) from pgbench_branches) = (select sum(delta) from pgbench_history)";
+    assert_eq!(psql_on(invariant), "t", "pgbench's balances do not add up");
+    let digest = "select md5(string_agg(aid || ':' || abalance, ',' order by aid)) || \
+                  (select count(*) from pgbench_history) from pgbench_accounts";
+    let before = psql_on(digest);
+    let o = m.migrate("hostB", &["--online", "hostA", "301"]);
+    assert_eq!(o.code, 0, "vzmigrate --online hostA 301: {o:?}");
+    assert_eq!(psql_on(digest), before, "the data changed across a move");
+
     // A clean stop through sysvinit's ctrl-alt-del action (shutdown -r: the pid namespace ends).
-    vz_ok_on(lab, "hostB", &["stop", "301"]);
+    vz_ok_on(lab, "hostA", &["stop", "301"]);
     assert_eq!(
-        vz_on(lab, "hostB", &["status", "301"]).stdout.trim(),
+        vz_on(lab, "hostA", &["status", "301"]).stdout.trim(),
         "CTID 301 exist unmounted down"
     );
-    vz_ok_on(lab, "hostB", &["destroy", "301"]);
+    vz_ok_on(lab, "hostA", &["destroy", "301"]);
 }
