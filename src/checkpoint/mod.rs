@@ -289,12 +289,20 @@ impl ProcFacts {
 }
 
 /// What would make CRIU fail, or hang, on these processes of a container, found before
-/// anything is frozen: a process stopped by a signal (CRIU blocks attaching to it inside a
-/// frozen cgroup) and, in a privileged container on a host whose root lacks CAP_SYS_RESOURCE,
-/// a process with another user's or group's ids (CRIU cannot read its resource limits).
-pub fn dump_blockers(ctid: Ctid, procs: &[ProcFacts], userns: bool, sys_resource: bool) -> Vec<String> {
+/// anything is frozen: a process stopped by a signal when the dump is to use the cgroup
+/// freezer (`cgroup_freezer`: CRIU blocks attaching to a stopped process inside a frozen
+/// cgroup; without it CRIU stops the tree itself and records the stopped process as stopped)
+/// and, in a privileged container on a host whose root lacks CAP_SYS_RESOURCE, a process with
+/// another user's or group's ids (CRIU cannot read its resource limits).
+pub fn dump_blockers(
+    ctid: Ctid,
+    procs: &[ProcFacts],
+    userns: bool,
+    sys_resource: bool,
+    cgroup_freezer: bool,
+) -> Vec<String> {
     let mut out = Vec::new();
-    for p in procs.iter().filter(|p| p.state == 'T') {
+    for p in procs.iter().filter(|p| cgroup_freezer && p.state == 'T') {
         out.push(format!(
             "process {} ({}) is stopped by a signal, and CRIU hangs attaching to a stopped process in a frozen cgroup; \
              continue it (vzctl exec {ctid} kill -CONT {}) or end it first",
@@ -325,21 +333,26 @@ impl Runtime {
         Ok(c)
     }
 
-    /// [`dump_blockers`] for a running container, read from `/proc` (nothing is frozen).
-    pub fn dump_blockers(&self, ctid: Ctid) -> Result<Vec<String>> {
-        let ct = self.existing(ctid)?;
+    /// The processes of a running container, read from `/proc` (nothing is frozen).
+    pub fn proc_facts(&self, ctid: Ctid) -> Result<Vec<ProcFacts>> {
         let cg = self.cgroups(ctid)?;
         let pids = cg.pids(ctid).map_err(|e| RuntimeError::Cgroup(ctid, e))?;
-        let procs: Vec<ProcFacts> = pids
+        Ok(pids
             .iter()
             .filter_map(|p| fs::read_to_string(format!("/proc/{p}/status")).ok())
             .filter_map(|s| ProcFacts::parse(&s))
-            .collect();
+            .collect())
+    }
+
+    /// [`dump_blockers`] for a running container (nothing is frozen).
+    pub fn dump_blockers(&self, ctid: Ctid, cgroup_freezer: bool) -> Result<Vec<String>> {
+        let ct = self.existing(ctid)?;
         Ok(dump_blockers(
             ctid,
-            &procs,
+            &self.proc_facts(ctid)?,
             ct.userns(),
             criu::has_cap(CAP_SYS_RESOURCE),
+            cgroup_freezer,
         ))
     }
 
@@ -555,7 +568,11 @@ impl Runtime {
         let ct = self.existing(ctid)?;
         let st = self.run_state(ctid)?.ok_or(RuntimeError::NotRunning(ctid))?;
         let criu = self.criu().map_err(|e| CheckpointError::Criu(ctid, e))?;
-        let blockers = self.dump_blockers(ctid)?;
+        // A tree holding a process stopped by a signal is stopped by CRIU itself (ptrace), not
+        // by the cgroup freezer, under which CRIU would hang attaching to it; the file
+        // snapshot, taken at CRIU's post-dump notification, still sees nothing running.
+        let cgroup_freezer = !self.proc_facts(ctid)?.iter().any(|p| p.state == 'T');
+        let blockers = self.dump_blockers(ctid, cgroup_freezer)?;
         if !blockers.is_empty() {
             return Err(CheckpointError::NotDumpable {
                 ctid,
@@ -607,9 +624,11 @@ impl Runtime {
         crate::net::drain_in_flight(ctid.get(), st.init_pid, IN_FLIGHT_WAIT);
         // Frozen from here until the dump and the file snapshot are done.
         let t0 = Instant::now();
-        if let Err(e) = cg.freeze(ctid, freezer, Duration::from_secs(30)) {
-            crate::net::unmute(ctid.get(), &st.net.netifs);
-            return Err(RuntimeError::Cgroup(ctid, e).into());
+        if cgroup_freezer {
+            if let Err(e) = cg.freeze(ctid, freezer, Duration::from_secs(30)) {
+                crate::net::unmute(ctid.get(), &st.net.netifs);
+                return Err(RuntimeError::Cgroup(ctid, e).into());
+            }
         }
         // Nothing reaches it while it is frozen, nor while its processes and network namespace
         // end after the dump: what its peers send is dropped (they send it again to the
@@ -620,7 +639,7 @@ impl Runtime {
             &ct,
             st.init_pid,
             console.as_deref(),
-            Some(&freezer_dir),
+            cgroup_freezer.then_some(freezer_dir.as_path()),
             opts.keep_running,
         );
         // The private area as it is at the end of the dump, while nothing in the container
@@ -1145,7 +1164,8 @@ mod tests {
         let ctid = Ctid::new(101).unwrap();
         let p = ProcFacts::parse(&status("T (stopped)", 0, 0)).unwrap();
         assert_eq!((p.pid, p.comm.as_str(), p.state), (42, "postgres", 'T'));
-        let b = dump_blockers(ctid, &[p], true, false);
+        let b = dump_blockers(ctid, std::slice::from_ref(&p), true, false, true);
+        assert!(dump_blockers(ctid, &[p], true, false, false).is_empty());
         assert_eq!(b.len(), 1);
         assert!(
             b[0].contains("process 42 (postgres) is stopped") && b[0].contains("kill -CONT 42"),
@@ -1153,15 +1173,15 @@ mod tests {
         );
         // Another user's process: a problem only in a privileged container without the capability.
         let svc = ProcFacts::parse(&status("S (sleeping)", 0, 107)).unwrap();
-        assert!(dump_blockers(ctid, std::slice::from_ref(&svc), true, false).is_empty());
-        assert!(dump_blockers(ctid, std::slice::from_ref(&svc), false, true).is_empty());
-        let b = dump_blockers(ctid, &[svc], false, false);
+        assert!(dump_blockers(ctid, std::slice::from_ref(&svc), true, false, true).is_empty());
+        assert!(dump_blockers(ctid, std::slice::from_ref(&svc), false, true, true).is_empty());
+        let b = dump_blockers(ctid, &[svc], false, false, true);
         assert!(
             b.len() == 1 && b[0].contains("gid 107") && b[0].contains("--userns yes"),
             "{b:?}"
         );
         let root = ProcFacts::parse(&status("R (running)", 0, 0)).unwrap();
-        assert!(dump_blockers(ctid, &[root], false, false).is_empty());
+        assert!(dump_blockers(ctid, &[root], false, false, true).is_empty());
         assert_eq!(ProcFacts::parse("Name:\tx\n"), None);
     }
 }

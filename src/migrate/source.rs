@@ -1021,7 +1021,7 @@ pub async fn migrate(
     // --check-only finds it too.
     if opts.online {
         let blockers = rt
-            .dump_blockers(ctid)
+            .dump_blockers(ctid, true)
             .map_err(|e| MigrateError::Unsupported(ctid, e.to_string()))?;
         if !blockers.is_empty() {
             return Err(MigrateError::Unsupported(
