@@ -299,6 +299,54 @@ fn clients_connecting_during_a_checkpoint_are_served_after_the_restore() {
     vz_ok(&lab, &["stop", "105", "--fast"]);
 }
 
+/// A restore rolls the private area back in place: files keep their inodes (a restored
+/// process's file is the one it had), hard links too, a file changed since the checkpoint gets
+/// its content back through its own inode, and a file hard-linked to another since is made
+/// anew rather than written through the shared inode (which would change the other).
+#[test]
+fn a_restore_keeps_inodes_and_breaks_only_links_made_since() {
+    use std::os::unix::fs::MetadataExt;
+    let lab = lab("in");
+    vz_ok(&lab, &["create", "107"]);
+    vz_ok(&lab, &["start", "107"]);
+    vz_ok(
+        &lab,
+        &[
+            "exec",
+            "107",
+            "mkdir -p /srv; echo a > /srv/a; echo b > /srv/b; echo h > /srv/h1; ln /srv/h1 /srv/h2; echo c > /srv/c",
+        ],
+    );
+    let private = lab.host("hostA").root.join("vz/private/107");
+    let ino = |p: &str| std::fs::metadata(private.join(p)).unwrap().ino();
+    let read = |p: &str| std::fs::read_to_string(private.join(p)).unwrap();
+    let before: Vec<u64> = ["srv/a", "srv/b", "srv/h1", "srv/c", "bin/busybox"]
+        .iter()
+        .map(|p| ino(p))
+        .collect();
+    vz_ok(&lab, &["chkpnt", "107"]);
+    // While it is stopped: c changed, b now another name of a.
+    std::fs::write(private.join("srv/c"), "changed\n").unwrap();
+    std::fs::remove_file(private.join("srv/b")).unwrap();
+    std::fs::hard_link(private.join("srv/a"), private.join("srv/b")).unwrap();
+    vz_ok(&lab, &["restore", "107"]);
+    assert_eq!(
+        (read("srv/a"), read("srv/b"), read("srv/c")),
+        ("a\n".into(), "b\n".into(), "c\n".into())
+    );
+    assert_eq!(ino("srv/a"), before[0], "a file that never changed was made anew");
+    assert_ne!(ino("srv/b"), ino("srv/a"), "b is still a name of a");
+    assert_eq!(ino("srv/h1"), before[2], "a hard-linked file was made anew");
+    assert_eq!(ino("srv/h2"), before[2], "the hard link is gone");
+    assert_eq!(
+        ino("srv/c"),
+        before[3],
+        "a changed file was made anew, not rolled back in place"
+    );
+    assert_eq!(ino("bin/busybox"), before[4]);
+    vz_ok(&lab, &["stop", "107", "--fast"]);
+}
+
 #[test]
 fn a_file_removed_while_linked_elsewhere_survives_chkpnt_and_restore() {
     let lab = lab("lr");

@@ -12,6 +12,7 @@
 //! are then routed and announced again.
 
 pub mod archive;
+pub mod links;
 
 use std::fs;
 use std::os::fd::AsRawFd;
@@ -137,6 +138,11 @@ pub fn stamp(secs: u64) -> String {
 }
 
 fn tar(ctid: Ctid, args: &[&str], what: &str) -> Result<()> {
+    tar_output(ctid, args, what).map(|_| ())
+}
+
+/// [`tar`], returning what it printed.
+fn tar_output(ctid: Ctid, args: &[&str], what: &str) -> Result<String> {
     let out = Command::new("tar")
         .args(args)
         .output()
@@ -146,7 +152,7 @@ fn tar(ctid: Ctid, args: &[&str], what: &str) -> Result<()> {
             source,
         })?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         Err(CheckpointError::Tool {
             ctid,
@@ -836,6 +842,33 @@ impl Runtime {
         Ok(chain)
     }
 
+    /// Before an archive of the chain is extracted in place (`--overwrite`): the names on
+    /// disk sharing an inode otherwise than the archive links them are unlinked, for tar to
+    /// make them anew (`links`). The archive is listed only when some file has several names.
+    fn unlink_stale_links(&self, ctid: Ctid, tree: &Path, archive: &str) -> Result<()> {
+        let io = |what: &str| {
+            let what = what.to_string();
+            move |source| CheckpointError::Io { ctid, what, source }
+        };
+        let groups = links::linked_files(tree).map_err(io("reading the private area's hard links"))?;
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let listing = tar_output(
+            ctid,
+            &["--quoting-style=c", "-tvf", archive],
+            "listing the checkpoint's files",
+        )?;
+        for name in links::stale_links(&groups, &links::parse_listing(&listing)) {
+            let Ok(rel) = migrate_proto::path::RelPath::new(name) else {
+                continue;
+            };
+            let p = crate::fsutil::confined(tree, &rel).map_err(io("finding a hard link to break"))?;
+            fs::remove_file(&p).map_err(io(&format!("unlinking {}", p.display())))?;
+        }
+        Ok(())
+    }
+
     /// Restores a stopped container from a checkpoint.
     pub fn restore(&self, ctid: Ctid, opts: &RestoreOptions) -> Result<RunState> {
         let _lock = self.lock(ctid)?;
@@ -927,7 +960,9 @@ impl Runtime {
                 part.join("fs.tar")
             };
             let f = fs_tar.display().to_string();
+            self.unlink_stale_links(ctid, ct.tree(), &f).map_err(undo_mount)?;
             let mut args = vec![
+                "--overwrite",
                 "--numeric-owner",
                 "--same-owner",
                 "--same-permissions",

@@ -266,33 +266,7 @@ pub struct Applier {
     dirs: std::collections::HashSet<PathBuf>,
 }
 
-/// The host path of `rel` below `root`, refusing to go through a symlink: every existing
-/// component but the last must be a real directory, so an entry the peer created earlier
-/// cannot redirect a later write outside the area.
-pub fn confined(root: &Path, rel: &RelPath) -> io::Result<PathBuf> {
-    let mut cur = root.to_path_buf();
-    let comps: Vec<&str> = rel.components().collect();
-    for c in &comps[..comps.len() - 1] {
-        cur.push(c);
-        match fs::symlink_metadata(&cur) {
-            Ok(md) if md.file_type().is_symlink() => {
-                return Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!("{rel} goes through the symlink {}", cur.display()),
-                ));
-            }
-            Ok(md) if !md.is_dir() => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{rel}: {} is not a directory", cur.display()),
-                ))
-            }
-            _ => {}
-        }
-    }
-    cur.push(comps[comps.len() - 1]);
-    Ok(cur)
-}
+pub use crate::fsutil::confined;
 
 fn remove_any(p: &Path) -> io::Result<()> {
     match fs::symlink_metadata(p) {
