@@ -138,7 +138,25 @@ fn bad_input_is_refused_and_changes_nothing() {
     refused(&h, &["frobnicate", "101"], 20, "frobnicate");
 
     // Wrong state.
-    refused(&h, &["stop", "101"], 31, "container 101 is not running");
+    // Stopping a stopped container is done, as in OpenVZ (exit 0, nothing changed).
+    let before = snapshot(h.root());
+    let o = h.vzctl(&["stop", "101"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(o.stdout.contains("Container 101 is not running"), "{o:?}");
+    assert_eq!(
+        snapshot(h.root()),
+        before,
+        "stopping a stopped container changed something"
+    );
+    // A mounted container is not destroyed (OpenVZ's 41): unmount it first.
+    h.vzctl(&["mount", "101"]).ok();
+    refused(
+        &h,
+        &["destroy", "101"],
+        41,
+        "container 101 is mounted; unmount it first",
+    );
+    h.vzctl(&["umount", "101"]).ok();
     refused(&h, &["exec", "101", "true"], 31, "container 101 is not running");
     refused(&h, &["umount", "101"], 40, "container 101 is not mounted");
     h.vzctl(&["start", "101"]).ok();

@@ -333,8 +333,17 @@ pub fn run(args: Args) -> Result<i32> {
         Cmd::Stop { ctid, fast, timeout } => {
             let id = resolve(&ctid)?;
             say(quiet, format!("Stopping container {id} ..."));
-            rt.stop(id, fast, timeout.map(Duration::from_secs))?;
-            say(quiet, format!("Container {id} was stopped"));
+            match rt.stop(id, fast, timeout.map(Duration::from_secs)) {
+                // As OpenVZ: stopping a stopped container is done, not an error (scripts that
+                // stop before they change something run again).
+                Err(crate::runtime::RuntimeError::NotRunning(_)) => {
+                    say(quiet, format!("Container {id} is not running"));
+                }
+                r => {
+                    r?;
+                    say(quiet, format!("Container {id} was stopped"));
+                }
+            }
         }
         Cmd::Restart { ctid, timeout } => {
             let id = resolve(&ctid)?;
@@ -691,6 +700,11 @@ pub fn run(args: Args) -> Result<i32> {
         }
         Cmd::Destroy { ctid } => {
             let id = resolve(&ctid)?;
+            // As OpenVZ: a mounted container is unmounted first, by its administrator.
+            let st = rt.status(id)?;
+            if st.mounted && !st.running {
+                return Err(crate::runtime::RuntimeError::Mounted(id).into());
+            }
             say(quiet, format!("Destroying container {id} ..."));
             rt.destroy(id)?;
             say(quiet, format!("Container {id} was destroyed"));
