@@ -186,9 +186,9 @@ fn bridged_interfaces_keep_their_mac_and_reach_the_client() {
             "--netif_add",
             "eth0",
             "--nameserver",
-            "198.18.0.53",
+            "198.18.0.53 198.18.0.54",
             "--searchdomain",
-            "lab.test",
+            "lab.test other.test",
             "--save",
         ],
     );
@@ -214,7 +214,8 @@ fn bridged_interfaces_keep_their_mac_and_reach_the_client() {
         "eth0 does not have the configured MAC {mac}: {inside}"
     );
     assert!(
-        inside.contains("nameserver 198.18.0.53") && inside.contains("search lab.test"),
+        inside.contains("nameserver 198.18.0.53\nnameserver 198.18.0.54")
+            && inside.contains("search lab.test other.test"),
         "{inside}"
     );
     vz_ok(&lab, "hostA", &["exec", "103", "ip addr add 198.18.0.50/24 dev eth0"]);

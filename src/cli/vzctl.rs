@@ -123,10 +123,10 @@ pub enum Cmd {
         ipdel: Vec<String>,
         #[arg(long)]
         hostname: Option<String>,
-        /// DNS server for /etc/resolv.conf (repeatable)
+        /// DNS server(s) for /etc/resolv.conf, separated by spaces (repeatable)
         #[arg(long)]
         nameserver: Vec<String>,
-        /// DNS search domain for /etc/resolv.conf (repeatable)
+        /// DNS search domain(s) for /etc/resolv.conf, separated by spaces (repeatable)
         #[arg(long)]
         searchdomain: Vec<String>,
         /// Add a bridged veth: IFNAME[,MAC,HOST_IFNAME,HOST_MAC,BRIDGE] (repeatable)
@@ -141,7 +141,7 @@ pub enum Cmd {
         /// CPU share, 8..500000 (1000 is the default weight)
         #[arg(long)]
         cpuunits: Option<String>,
-        /// CPU cap in percent of one CPU (200 = two CPUs; 0 = none)
+        /// CPU cap in percent of one CPU, N or N% (200 = two CPUs; 0 = none)
         #[arg(long)]
         cpulimit: Option<String>,
         /// CPU cap in CPUs
@@ -159,7 +159,7 @@ pub enum Cmd {
         /// Kernel memory limit (cgroup v1 kernels that still have it)
         #[arg(long)]
         kmemsize: Option<String>,
-        /// Process limit
+        /// Process limit: N, BARRIER:LIMIT (the limit counts) or unlimited
         #[arg(long)]
         numproc: Option<String>,
         /// Disk space SOFT[:HARD] (K/M/G/T; bare numbers are KiB)
@@ -461,12 +461,19 @@ pub fn run(args: Args) -> Result<i32> {
                 }
                 return Ok(0);
             }
+            // OpenVZ takes several servers (domains) in one value, separated by spaces.
+            let words = |v: Vec<String>| -> Vec<String> {
+                v.iter()
+                    .flat_map(|s| s.split_whitespace())
+                    .map(str::to_string)
+                    .collect()
+            };
             let opts = crate::runtime::SetOptions {
                 ipadd,
                 ipdel,
                 hostname,
-                nameserver,
-                searchdomain,
+                nameserver: words(nameserver),
+                searchdomain: words(searchdomain),
                 netif_add,
                 netif_del,
                 name,

@@ -1216,6 +1216,36 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     #[test]
+    fn openvz_spellings_of_limits() {
+        let o = |cpulimit: Option<&str>, numproc: Option<&str>, kmemsize: Option<&str>| SetOptions {
+            cpulimit: cpulimit.map(Into::into),
+            numproc: numproc.map(Into::into),
+            kmemsize: kmemsize.map(Into::into),
+            ..Default::default()
+        };
+        let l = o(Some("50%"), Some("100:200"), Some("1M:2M")).limits().unwrap();
+        assert_eq!(
+            (l.cpulimit, l.numproc, l.kmemsize),
+            (Some(50), Some(200), Some(2 << 20))
+        );
+        let l = o(Some("150"), Some("64"), Some("8M")).limits().unwrap();
+        assert_eq!(
+            (l.cpulimit, l.numproc, l.kmemsize),
+            (Some(150), Some(64), Some(8 << 20))
+        );
+        for bad in [
+            o(Some("50%%"), None, None),
+            o(Some("%"), None, None),
+            o(None, Some("300:200"), None),
+            o(None, Some("1:2:3"), None),
+            o(None, Some(":5"), None),
+            o(None, None, Some("2M:1M")),
+        ] {
+            assert!(bad.limits().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn resolve_in_root_stays_inside() {
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
@@ -1308,22 +1338,49 @@ impl SetOptions {
                     },
                 }
             };
+        // OpenVZ's `barrier:limit` where a resource has one limit: the limit (the barrier must
+        // still be a value of its own kind, not above the limit).
+        let pair = |what: &str, v: &Option<String>, parse: &dyn Fn(&str) -> Option<u64>| {
+            let Some(s) = v else { return Ok(None) };
+            let Some((b, l)) = s.split_once(':') else {
+                return Ok(Some(s.clone()));
+            };
+            match (parse(b), parse(l)) {
+                (Some(b), Some(l)) if b <= l => Ok(Some(l.to_string())),
+                _ => Err(ResourceError::BadValue {
+                    what: what.into(),
+                    value: s.clone(),
+                    why: "expected a value or barrier:limit with the barrier not above the limit".into(),
+                }),
+            }
+        };
+        let numproc = match &self.numproc {
+            Some(s) if s == "unlimited" => Some(u64::MAX),
+            v => {
+                let n = pair("--numproc", v, &|x| x.trim().parse().ok())?;
+                num("--numproc", &n, 1, 4_194_304)?
+            }
+        };
+        let kmemsize = pair("--kmemsize", &self.kmemsize, &|x| parse_size(x, 1).ok())?;
+        let kmemsize = kmemsize.as_deref().map(|s| parse_size(s, 1)).transpose()?;
+        // OpenVZ writes the CPU cap as a percentage: `--cpulimit 50%` is `--cpulimit 50`.
+        let cpulimit = self
+            .cpulimit
+            .as_ref()
+            .map(|s| s.trim().strip_suffix('%').unwrap_or(s.trim()).to_string());
         let size = |v: &Option<String>| v.as_deref().map(|s| parse_size(s, 1)).transpose();
         if let Some(m) = &self.cpumask {
             validate_cpumask(m)?;
         }
         Ok(Limits {
             cpuunits: num("--cpuunits", &self.cpuunits, 8, 500_000)?,
-            cpulimit: num("--cpulimit", &self.cpulimit, 0, 100 * 4096)?,
+            cpulimit: num("--cpulimit", &cpulimit, 0, 100 * 4096)?,
             cpus: num("--cpus", &self.cpus, 1, 4096)?,
             cpumask: self.cpumask.clone(),
             ram: size(&self.ram)?,
             swap: size(&self.swap)?,
-            kmemsize: size(&self.kmemsize)?,
-            numproc: match &self.numproc {
-                Some(s) if s == "unlimited" => Some(u64::MAX),
-                _ => num("--numproc", &self.numproc, 1, 4_194_304)?,
-            },
+            kmemsize,
+            numproc,
             diskspace: self
                 .diskspace
                 .as_deref()
