@@ -439,6 +439,29 @@ fn vzlist_columns_sorting_and_json() {
     let o = h.vzlist(&["-o", "ctid,bogus"]);
     assert_eq!(o.code, 21, "{o:?}");
     assert!(o.stderr.contains("unknown field \"bogus\""));
+    // OpenVZ's filters and short forms: -h hostname pattern (not help), -N name pattern, -n the
+    // NAME column, -1 the CTIDs alone, -L the fields.
+    let ids = |args: &[&str]| {
+        h.vzlist(args)
+            .stdout
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&["-a", "-H", "-o", "ctid", "-h", "b*"]), ["201"]);
+    assert_eq!(ids(&["-a", "-H", "-o", "ctid", "-h", "?a?"]), ["202"]);
+    assert_eq!(ids(&["-a", "-H", "-o", "ctid", "-N", "d[a-c]"]), ["202"]);
+    assert!(ids(&["-a", "-H", "-h", "nomatch*"]).is_empty());
+    let o = h.vzlist(&["-n"]);
+    assert_eq!(
+        o.stdout.lines().next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["CTID", "NPROC", "STATUS", "IP_ADDR", "NAME"]
+    );
+    assert_eq!(ids(&["-1"]), ["201", "202"]);
+    assert_eq!(ids(&["-1", "-a"]), ["201", "202", "203"]);
+    let fields = h.vzlist(&["-L"]).stdout;
+    assert!(fields.lines().any(|l| l.starts_with("hostname ")), "{fields}");
+    assert!(h.vzlist(&["--help"]).stdout.contains("--hostname <PATTERN>"));
 }
 
 /// A container left frozen (an interrupted checkpoint or migration leaves it so) is stopped

@@ -13,6 +13,8 @@ use crate::runtime::Runtime;
 #[command(
     name = "vzlist",
     version,
+    // -h is OpenVZ's hostname filter; help is --help alone.
+    disable_help_flag = true,
     about = "List ferry containers",
     after_help = "Fields: ctid nproc status ip hostname name ostemplate private root layout onboot, and the beancounters kmemsize numproc physpages swappages numfile diskspace diskinodes cpuusage, with the suffixes .m (maxheld) .b (barrier) .l (limit) .f (failcnt), and .s/.h (soft/hard)"
 )]
@@ -37,6 +39,24 @@ pub struct Args {
     /// JSON output
     #[arg(short = 'j', long = "json")]
     pub json: bool,
+    /// Only containers whose hostname matches a shell pattern
+    #[arg(short = 'h', long = "hostname", value_name = "PATTERN")]
+    pub hostname: Option<String>,
+    /// Only containers whose name matches a shell pattern
+    #[arg(short = 'N', long = "name_filter", alias = "name-filter", value_name = "PATTERN")]
+    pub name_filter: Option<String>,
+    /// Show the NAME column instead of HOSTNAME
+    #[arg(short = 'n', long = "name")]
+    pub name: bool,
+    /// Only the CTIDs, one per line, no header
+    #[arg(short = '1')]
+    pub ctid_only: bool,
+    /// List the fields -o and -s take
+    #[arg(short = 'L', long = "list")]
+    pub list_fields: bool,
+    /// Print help
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
     /// Only these containers (CTIDs or names)
     pub ctids: Vec<CtRef>,
 }
@@ -51,13 +71,31 @@ pub fn main() -> ! {
     std::process::exit(code)
 }
 
+/// Does `text` match the shell pattern `pattern` (fnmatch(3))? Absent text matches nothing.
+fn matches(pattern: &str, text: Option<&str>) -> bool {
+    let (Ok(p), Some(Ok(t))) = (std::ffi::CString::new(pattern), text.map(std::ffi::CString::new)) else {
+        return false;
+    };
+    // SAFETY: two NUL-terminated strings that live across the call.
+    unsafe { libc::fnmatch(p.as_ptr(), t.as_ptr(), 0) == 0 }
+}
+
 pub fn run(args: Args) -> Result<()> {
+    if args.list_fields {
+        for f in list::FIELDS {
+            println!("{:<16} {}", f.name, f.header);
+        }
+        return Ok(());
+    }
     // Validate the field list and sort key before reading anything.
     let fields = match &args.output {
         Some(spec) => list::parse_fields(spec)?,
+        None if args.ctid_only => list::parse_fields("ctid")?,
         None if args.json => list::FIELDS.iter().copied().filter(|f| f.name != "veid").collect(),
+        None if args.name => list::parse_fields(&list::DEFAULT_FIELDS.join(",").replace("hostname", "name"))?,
         None => list::parse_fields(&list::DEFAULT_FIELDS.join(","))?,
     };
+    let no_header = args.no_header || args.ctid_only;
     let sort = match &args.sort {
         Some(s) => {
             let (rev, name) = match s.strip_prefix('-') {
@@ -96,6 +134,9 @@ pub fn run(args: Args) -> Result<()> {
         } else {
             explicit || args.all || st.running
         };
+        let wanted = wanted
+            && args.hostname.as_deref().is_none_or(|p| matches(p, ct.hostname()))
+            && args.name_filter.as_deref().is_none_or(|p| matches(p, ct.name()));
         if !wanted {
             continue;
         }
@@ -126,10 +167,10 @@ pub fn run(args: Args) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&list::json(&rows, &fields))?);
     } else {
-        if rows.is_empty() && !args.no_header && !args.global.quiet {
+        if rows.is_empty() && !no_header && !args.global.quiet {
             eprintln!("Container(s) not found");
         }
-        print!("{}", list::table(&rows, &fields, !args.no_header));
+        print!("{}", list::table(&rows, &fields, !no_header));
     }
     Ok(())
 }
