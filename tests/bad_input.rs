@@ -118,6 +118,7 @@ fn bad_input_is_refused_and_changes_nothing() {
         "the name \"web\" is already used by container 101",
     );
     refused(&h, &["create", "103", "--name", "12345"], 21, "invalid container name");
+    refused(&h, &["create", "100"], 21, "CTIDs 1 to 100 are reserved");
     refused(
         &h,
         &["create", "103", "--config", "nosuch"],

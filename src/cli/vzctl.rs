@@ -11,6 +11,8 @@ use crate::ctid::{CtRef, Ctid};
 use crate::host::Host;
 use crate::runtime::{CreateOptions, Runtime};
 
+/// OpenVZ keeps CTIDs up to this one for itself; `create` refuses them.
+const RESERVED_CTIDS: u32 = 100;
 #[derive(Debug, Parser)]
 #[command(
     name = "vzctl",
@@ -302,6 +304,16 @@ pub fn run(args: Args) -> Result<i32> {
             diskinodes,
             userns,
         } => {
+            if ctid.get() <= RESERVED_CTIDS {
+                return Err(crate::runtime::RuntimeError::BadValue {
+                    ctid,
+                    what: format!(
+                        "CTIDs 1 to {RESERVED_CTIDS} are reserved, as in OpenVZ; choose {} or more",
+                        RESERVED_CTIDS + 1
+                    ),
+                }
+                .into());
+            }
             let opts = CreateOptions {
                 userns,
                 ostemplate,
