@@ -113,6 +113,19 @@ fn routed_addresses_serve_clients_change_live_and_move_between_hosts() {
         conf.contains("IP_ADDRESS=\"198.18.0.10 2001:2::10\""),
         "a set without --save changed the config:\n{conf}"
     );
+    // An address added live is taken away live, added again, then saved while it is there
+    // (both were refused), and taken away with --save from both.
+    let saved = || std::fs::read_to_string(lab.host("hostA").root.join("etc/vz/conf/101.conf")).unwrap();
+    vz_ok(&lab, "hostA", &["set", "101", "--ipdel", "198.18.0.11"]);
+    assert_eq!(get(&lab, "198.18.0.11"), None, "a deleted live address still answers");
+    vz_ok(&lab, "hostA", &["set", "101", "--ipadd", "198.18.0.11"]);
+    vz_ok(&lab, "hostA", &["set", "101", "--ipadd", "198.18.0.11", "--save"]);
+    assert!(saved().contains("198.18.0.11"), "{}", saved());
+    assert_eq!(get(&lab, "198.18.0.11").as_deref(), Some("hello-101"));
+    vz_ok(&lab, "hostA", &["set", "101", "--ipdel", "198.18.0.11", "--save"]);
+    assert!(!saved().contains("198.18.0.11"), "{}", saved());
+    assert_eq!(get(&lab, "198.18.0.11"), None);
+    vz_ok(&lab, "hostA", &["set", "101", "--ipadd", "198.18.0.11"]);
 
     // Two containers cannot share an address, live or configured.
     let o = vz(&lab, "hostA", &["create", "102", "--ipadd", "198.18.0.11"]);

@@ -173,6 +173,12 @@ pub fn add_ips(
         state.ips.push(a.to_string());
         state.uplink = Some(uplink.clone());
     }
+    // The kernel drops the routes of a link whose last IPv4 address goes (an --ipdel of every
+    // address): the container's default route comes back with its next address.
+    if addrs.iter().any(|a| a.addr.is_ipv4()) && ip::inside(pid, &["-4", "route", "show", "default"])?.trim().is_empty()
+    {
+        ip::inside(pid, &["route", "add", "default", "dev", "venet0"])?;
+    }
     announce(&uplink, addrs)
 }
 

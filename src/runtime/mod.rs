@@ -1412,21 +1412,36 @@ impl Runtime {
         let bad = |what: String| RuntimeError::BadValue { ctid, what };
         let net = |e: crate::net::NetError| RuntimeError::Net(ctid, e);
         // 1. Validate everything; nothing changes until all of it is good.
+        // The saved addresses (`addrs`, what --save writes) and, running, the ones it has now
+        // (`live`: an address added without --save is there and not in the configuration).
         let mut addrs: Vec<crate::net::IpWithPrefix> =
             crate::net::parse_ip_list(ct.get("IP_ADDRESS").unwrap_or("")).map_err(|e| bad(e.to_string()))?;
-        let mut to_del = Vec::new();
+        let live: Option<Vec<crate::net::IpWithPrefix>> = self
+            .run_state(ctid)?
+            .map(|st| st.net.ips.iter().filter_map(|s| crate::net::parse_ip(s).ok()).collect());
+        let known = |a: &std::net::IpAddr, addrs: &[crate::net::IpWithPrefix]| {
+            addrs.iter().chain(live.iter().flatten()).any(|x| x.addr == *a)
+        };
+        let mut gone: Vec<std::net::IpAddr> = Vec::new();
         for d in &opts.ipdel {
             if d == "all" {
-                to_del.extend(addrs.iter().copied());
+                gone.extend(addrs.iter().chain(live.iter().flatten()).map(|x| x.addr));
                 continue;
             }
             let a = crate::net::parse_ip(d).map_err(|e| bad(e.to_string()))?;
-            match addrs.iter().find(|x| x.addr == a.addr) {
-                Some(x) => to_del.push(*x),
-                None => return Err(bad(format!("address {} is not assigned to this container", a.addr))),
+            if !known(&a.addr, &addrs) {
+                return Err(bad(format!("address {} is not assigned to this container", a.addr)));
             }
+            gone.push(a.addr);
         }
-        addrs.retain(|x| !to_del.iter().any(|d| d.addr == x.addr));
+        addrs.retain(|x| !gone.contains(&x.addr));
+        let mut to_del: Vec<crate::net::IpWithPrefix> = live
+            .iter()
+            .flatten()
+            .filter(|x| gone.contains(&x.addr))
+            .copied()
+            .collect();
+        to_del.dedup();
         let mut to_add = Vec::new();
         for a in &opts.ipadd {
             let ip = crate::net::parse_ip(a).map_err(|e| bad(e.to_string()))?;
@@ -1439,6 +1454,9 @@ impl Runtime {
             }
             if !addrs.iter().any(|x| x.addr == ip.addr) {
                 addrs.push(ip);
+            }
+            let has_now = live.iter().flatten().any(|x| x.addr == ip.addr) && !gone.contains(&ip.addr);
+            if !has_now && !to_add.iter().any(|x: &crate::net::IpWithPrefix| x.addr == ip.addr) {
                 to_add.push(ip);
             }
         }
