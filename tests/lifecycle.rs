@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -68,6 +69,27 @@ fn create_start_exec_stop_restart_destroy() {
     // exec and exec2 return the command's exit code.
     assert_eq!(h.vzctl(&["exec", "101", "exit 3"]).code, 3);
     assert_eq!(h.vzctl(&["exec2", "101", "exit 5"]).code, 5);
+    // `exec CT -` reads the commands from standard input, as OpenVZ's does.
+    {
+        use std::io::Write;
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vzctl"));
+        c.arg("--root-dir")
+            .arg(h.root())
+            .args(["exec", "101", "-"])
+            .env_remove("FERRY_ROOT");
+        c.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"echo one\ncat /etc/hostname\nexit 4\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "one\nct101\n");
+        assert_eq!(out.status.code(), Some(4));
+    }
     assert_eq!(h.vzctl(&["exec", "101", "echo", "two", "words"]).stdout, "two words\n");
 
     // The console is logged on the host.

@@ -390,7 +390,13 @@ pub fn run(args: Args) -> Result<i32> {
         }
         Cmd::Exec { ctid, command } | Cmd::Exec2 { ctid, command } => {
             let id = resolve(&ctid)?;
-            let argv = vec!["/bin/sh".to_string(), "-c".to_string(), command.join(" ")];
+            // As OpenVZ: `-` alone reads the commands from standard input (the container's
+            // shell reads them there).
+            let argv = if command == ["-"] {
+                vec!["/bin/sh".to_string(), "-s".to_string()]
+            } else {
+                vec!["/bin/sh".to_string(), "-c".to_string(), command.join(" ")]
+            };
             return Ok(rt.exec(id, &argv, false)?);
         }
         Cmd::Enter { ctid, exec } => {
