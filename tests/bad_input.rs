@@ -198,6 +198,13 @@ fn bad_input_is_refused_and_changes_nothing() {
     drop(lock);
     h.vzctl(&["start", "101"]).ok();
     h.vzctl(&["stop", "101", "--fast"]).ok();
+    // No command, refused or done, left a container's lock file behind.
+    let left: Vec<String> = std::fs::read_dir(h.root().join("vz/lock"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "idmap.lck")
+        .collect();
+    assert!(left.is_empty(), "lock files left: {left:?}");
 }
 
 #[test]
