@@ -651,8 +651,13 @@ fn a_stopped_process_comes_back_stopped_through_chkpnt_and_restore() {
     assert!(state().contains("T (stopped)"), "{}", state());
     // CRIU stops the tree itself (it would hang attaching to a stopped process under the
     // cgroup freezer): the checkpoint is taken, running on, the process still stopped.
-    let o = h.vzctl(&["chkpnt", "101", "--keep-running"]);
+    let o = h.vzctl(&["chkpnt", "101", "--keep-running", "--json"]);
     assert_eq!(o.code, 0, "{o:?}");
+    // --json: the checkpoint, as `checkpoints --json` lists it.
+    let c: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(c["keep_running"], true, "{c}");
+    let listed: serde_json::Value = serde_json::from_str(&h.vzctl(&["checkpoints", "101", "--json"]).stdout).unwrap();
+    assert_eq!(listed[0], c);
     assert!(state().contains("T (stopped)"), "{}", state());
     assert_eq!(h.cgroup_file("freezer", "101", "freezer.state"), "THAWED");
     // And a stopping checkpoint: restored, the same process, stopped still; continued, it runs.

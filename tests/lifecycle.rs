@@ -46,6 +46,24 @@ fn create_start_exec_stop_restart_destroy() {
     let st: serde_json::Value = serde_json::from_str(&h.vzctl(&["status", "web", "--json"]).stdout).unwrap();
     assert_eq!(st["running"], true);
     assert_eq!(st["init_pid"].as_i64().unwrap() as i32, h.init_pid("101"));
+    // With --json, a command that changes a container prints its state afterwards (the schema
+    // of status --json), and a failure prints an error object with the exit code.
+    let o = h.vzctl(&["start", "101", "--json"]);
+    assert_eq!(o.code, 32, "{o:?}");
+    let err: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(err["exit_code"], 32);
+    assert!(
+        err["error"].as_str().unwrap().contains("container 101 is running"),
+        "{err}"
+    );
+    let o = h.vzctl(&["restart", "web", "--json"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let after: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(
+        (&after["ctid"], &after["running"]),
+        (&serde_json::json!(101), &serde_json::json!(true))
+    );
+    assert_ne!(after["init_pid"], st["init_pid"], "restart kept the init");
 
     // pid 1 is the template's init, and it is a session leader with the console as its tty.
     assert_eq!(h.exec("101", "cat /proc/1/comm").trim(), "init");

@@ -152,16 +152,21 @@ pub fn require_root(prog: &'static str) -> anyhow::Result<()> {
 
 /// Prints an error chain once (`prog: error: outer: inner: ...`) and returns its exit code.
 pub fn report(prog: &str, err: &anyhow::Error) -> i32 {
+    eprintln!("{prog}: error: {}", error_text(err));
+    exit_code_of(err).code() as i32
+}
+
+/// An error chain said once: `outer: inner: ...`, links that only repeat the next one
+/// (transparent wrappers) dropped.
+pub fn error_text(err: &anyhow::Error) -> String {
     let chain: Vec<String> = err.chain().map(|c| c.to_string()).collect();
-    // Drop links that only repeat the next one (transparent wrappers).
     let mut parts: Vec<&str> = Vec::new();
     for c in &chain {
         if parts.last().is_none_or(|p| !p.contains(c.as_str())) {
             parts.push(c);
         }
     }
-    eprintln!("{prog}: error: {}", parts.join(": "));
-    exit_code_of(err).code() as i32
+    parts.join(": ")
 }
 
 /// Progress for long work: a spinner on a terminal, plain lines otherwise.

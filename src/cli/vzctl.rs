@@ -23,6 +23,11 @@ const RESERVED_CTIDS: u32 = 100;
 pub struct Args {
     #[command(flatten)]
     pub global: Global,
+    /// JSON output: what the command reports (a list, a check), or for a command that changes
+    /// a container its state afterwards as `status --json` gives it (`chkpnt`, `suspend`: the
+    /// checkpoint as `checkpoints --json` lists it); a failure as {"error", "exit_code"}
+    #[arg(short = 'j', long, global = true)]
+    pub json: bool,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -84,12 +89,7 @@ pub enum Cmd {
         timeout: Option<u64>,
     },
     /// Show whether a container exists, is mounted, is running
-    Status {
-        ctid: CtRef,
-        /// JSON output
-        #[arg(short = 'j', long)]
-        json: bool,
-    },
+    Status { ctid: CtRef },
     /// Mount a container's private area on its root directory
     Mount { ctid: CtRef },
     /// Unmount a stopped container's root directory
@@ -228,27 +228,15 @@ pub enum Cmd {
     /// Restore from the newest checkpoint (OpenVZ 4's name for restore)
     Resume { ctid: CtRef },
     /// List a container's checkpoints
-    Checkpoints {
-        ctid: CtRef,
-        #[arg(short = 'j', long)]
-        json: bool,
-    },
+    Checkpoints { ctid: CtRef },
     /// What this host's kernel and CRIU can do for checkpoints and migration
     Check {
-        /// JSON output
-        #[arg(short = 'j', long)]
-        json: bool,
         /// Probe again instead of using this boot's cached result
         #[arg(long)]
         refresh: bool,
     },
     /// Show a container's beancounters: held, maxheld, barrier, limit, failcnt per resource
-    Ubc {
-        ctid: CtRef,
-        /// JSON output
-        #[arg(short = 'j', long)]
-        json: bool,
-    },
+    Ubc { ctid: CtRef },
     /// Remove a stopped container's private area and configuration
     #[command(alias = "delete")]
     Destroy { ctid: CtRef },
@@ -268,9 +256,18 @@ impl std::str::FromStr for CtidArg {
 pub fn main() -> ! {
     let args: Args = parse();
     super::init_logging(args.global.verbose);
+    let json = args.json;
     let code = match run(args) {
         Ok(code) => code,
-        Err(e) => report("vzctl", &e),
+        Err(e) => {
+            let code = report("vzctl", &e);
+            if json {
+                // The failure as an object of its own (stderr says it in words too).
+                let v = serde_json::json!({ "error": super::error_text(&e), "exit_code": code });
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            }
+            code
+        }
     };
     std::process::exit(code)
 }
@@ -282,7 +279,12 @@ fn say(quiet: bool, msg: impl AsRef<str>) {
 }
 
 pub fn run(args: Args) -> Result<i32> {
-    let quiet = args.global.quiet;
+    let json = args.json;
+    let quiet = args.global.quiet || json;
+    // With --json, what a command that changes a container prints at the end: the container's
+    // state, or the checkpoint it took.
+    let mut changed: Option<Ctid> = None;
+    let mut took: Option<crate::checkpoint::CheckpointInfo> = None;
     let host = Host::open(args.global.layout())?;
     let rt = Runtime::new(host);
     let resolve = |r: &CtRef| -> Result<Ctid> { Ok(rt.host.resolve(r)?) };
@@ -314,6 +316,7 @@ pub fn run(args: Args) -> Result<i32> {
                 }
                 .into());
             }
+            changed = Some(ctid);
             let opts = CreateOptions {
                 userns,
                 ostemplate,
@@ -335,6 +338,7 @@ pub fn run(args: Args) -> Result<i32> {
         }
         Cmd::Start { ctid } => {
             let id = resolve(&ctid)?;
+            changed = Some(id);
             say(quiet, format!("Starting container {id} ..."));
             let st = rt.start(id)?;
             say(
@@ -344,6 +348,7 @@ pub fn run(args: Args) -> Result<i32> {
         }
         Cmd::Stop { ctid, fast, timeout } => {
             let id = resolve(&ctid)?;
+            changed = Some(id);
             say(quiet, format!("Stopping container {id} ..."));
             match rt.stop(id, fast, timeout.map(Duration::from_secs)) {
                 // As OpenVZ: stopping a stopped container is done, not an error (scripts that
@@ -359,11 +364,12 @@ pub fn run(args: Args) -> Result<i32> {
         }
         Cmd::Restart { ctid, timeout } => {
             let id = resolve(&ctid)?;
+            changed = Some(id);
             say(quiet, format!("Restarting container {id} ..."));
             rt.restart(id, timeout.map(Duration::from_secs))?;
             say(quiet, format!("Container {id} started"));
         }
-        Cmd::Status { ctid, json } => {
+        Cmd::Status { ctid } => {
             let id = match rt.host.resolve(&ctid) {
                 Ok(id) => id,
                 Err(crate::host::HostError::NoSuchName(n)) if !json => {
@@ -380,11 +386,13 @@ pub fn run(args: Args) -> Result<i32> {
         }
         Cmd::Mount { ctid } => {
             let id = resolve(&ctid)?;
+            changed = Some(id);
             rt.mount(id)?;
             say(quiet, format!("Container {id} is mounted"));
         }
         Cmd::Umount { ctid } => {
             let id = resolve(&ctid)?;
+            changed = Some(id);
             rt.umount(id)?;
             say(quiet, format!("Container {id} is unmounted"));
         }
@@ -436,6 +444,7 @@ pub fn run(args: Args) -> Result<i32> {
             save,
         } => {
             let id = resolve(&ctid)?;
+            changed = Some(id);
             if let Some(u) = userns {
                 let alone = ipadd.is_empty()
                     && ipdel.is_empty()
@@ -566,6 +575,7 @@ pub fn run(args: Args) -> Result<i32> {
             for old in pruned {
                 say(quiet, format!("Deleted checkpoint {old} of container {id} (retention)"));
             }
+            took = Some(c);
         }
         Cmd::Suspend { ctid } => {
             let id = resolve(&ctid)?;
@@ -578,6 +588,7 @@ pub fn run(args: Args) -> Result<i32> {
                     c.frozen_ms
                 ),
             );
+            took = Some(c);
         }
         Cmd::Restore {
             ctid,
@@ -588,6 +599,7 @@ pub fn run(args: Args) -> Result<i32> {
             no_attach,
         } => {
             let id = resolve(&ctid)?;
+            changed = Some(id);
             say(quiet, format!("Restoring container {id} ..."));
             let st = match images {
                 Some(dir) => rt.restore_from_images(id, &dir, !no_attach, force)?,
@@ -607,17 +619,19 @@ pub fn run(args: Args) -> Result<i32> {
         }
         Cmd::Attach { ctid } => {
             let id = resolve(&ctid)?;
+            changed = Some(id);
             rt.attach_network(id)?;
         }
         Cmd::Resume { ctid } => {
             let id = resolve(&ctid)?;
+            changed = Some(id);
             let st = rt.restore(id, &crate::checkpoint::RestoreOptions::default())?;
             say(
                 quiet,
                 format!("Container {id} resumed (init pid {} on the host)", st.init_pid),
             );
         }
-        Cmd::Checkpoints { ctid, json } => {
+        Cmd::Checkpoints { ctid } => {
             let id = resolve(&ctid)?;
             let list = rt.checkpoints(id)?;
             if json {
@@ -640,7 +654,7 @@ pub fn run(args: Args) -> Result<i32> {
                 }
             }
         }
-        Cmd::Check { json, refresh } => {
+        Cmd::Check { refresh } => {
             let criu = crate::criu::Criu::locate()?;
             let _ = rt.host.initialize();
             let h = criu.host_check(Some(&rt.host.layout.run_dir().join("criu-check.json")), refresh)?;
@@ -711,7 +725,7 @@ pub fn run(args: Args) -> Result<i32> {
                 return Ok(crate::exitcode::ExitCode::SystemError.code() as i32);
             }
         }
-        Cmd::Ubc { ctid, json } => {
+        Cmd::Ubc { ctid } => {
             let id = resolve(&ctid)?;
             let rows = rt.ubc(id)?;
             if json {
@@ -725,6 +739,7 @@ pub fn run(args: Args) -> Result<i32> {
         }
         Cmd::Destroy { ctid } => {
             let id = resolve(&ctid)?;
+            changed = Some(id);
             // As OpenVZ: a mounted container is unmounted first, by its administrator.
             let st = rt.status(id)?;
             if st.mounted && !st.running {
@@ -733,6 +748,13 @@ pub fn run(args: Args) -> Result<i32> {
             say(quiet, format!("Destroying container {id} ..."));
             rt.destroy(id)?;
             say(quiet, format!("Container {id} was destroyed"));
+        }
+    }
+    if json {
+        if let Some(c) = took {
+            println!("{}", serde_json::to_string_pretty(&c)?);
+        } else if let Some(id) = changed {
+            println!("{}", serde_json::to_string_pretty(&rt.status(id)?)?);
         }
     }
     let _ = CliError::BadOption(String::new());
