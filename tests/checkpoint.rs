@@ -353,7 +353,7 @@ fn a_file_removed_while_linked_elsewhere_survives_chkpnt_and_restore() {
     vz_ok(&lab, &["create", "106"]);
     vz_ok(&lab, &["start", "106"]);
     vz_ok(&lab, &["exec", "106", HOLD_UNLINKED]);
-    let expect = "kept\nsame-inode\n. .. f.link ";
+    let expect = "kept\nsame-inode\nsame-content\n. .. f.link ";
     assert_eq!(vz_ok(&lab, &["exec", "106", CHECK_UNLINKED]), expect);
     // A checkpoint that leaves it running leaves nothing beside the file.
     vz_ok(&lab, &["chkpnt", "106", "--keep-running"]);

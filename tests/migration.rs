@@ -545,7 +545,7 @@ fn a_file_removed_while_linked_elsewhere_migrates_live_and_rolls_back_clean() {
     m.vz_ok("hostA", &["create", "101", "--ipadd", "198.18.0.10"]);
     m.vz_ok("hostA", &["start", "101"]);
     m.vz_ok("hostA", &["exec", "101", HOLD_UNLINKED]);
-    let expect = "kept\nsame-inode\n. .. f.link ";
+    let expect = "kept\nsame-inode\nsame-content\n. .. f.link ";
     // A failed migration (the destination cannot recreate the processes under a one-process
     // limit): the container runs on here, nothing beside its file.
     let conf = m.lab.host("hostA").root.join("etc/vz/conf/101.conf");

@@ -204,6 +204,19 @@ fn restore_links(ct: &crate::host::Container) -> Vec<criu::VethPair> {
 /// hold the dump up longer.
 pub const IN_FLIGHT_WAIT: Duration = Duration::from_millis(500);
 
+/// The largest file a container's process holds open after it was deleted (a log rotated
+/// away, a temporary file) that a dump keeps in its images; CRIU's own default, 1 MiB, fails
+/// the dump of many real services. `GHOST_LIMIT` in the container's configuration (bytes, or
+/// with K/M/G) changes it.
+pub const DEFAULT_GHOST_LIMIT: u32 = 512 << 20;
+
+fn ghost_limit(ct: &crate::host::Container) -> u32 {
+    ct.get("GHOST_LIMIT")
+        .and_then(|v| crate::resources::parse_size(v, 1).ok())
+        .map(|b| b.min(u64::from(u32::MAX)) as u32)
+        .unwrap_or(DEFAULT_GHOST_LIMIT)
+}
+
 /// capability(7) number of CAP_SYS_RESOURCE.
 const CAP_SYS_RESOURCE: u32 = 24;
 
@@ -241,6 +254,7 @@ pub fn dump_opts(
         // it by and then removes. CRIU removes it itself after a dump whose processes keep
         // running, so the file snapshot is taken at its post-dump notification.
         link_remap: Some(true),
+        ghost_limit: Some(ghost_limit(ct)),
         manage_cgroups: Some(true),
         manage_cgroups_mode: Some(criu::rpc::cg_mode::SOFT),
         external: console

@@ -62,6 +62,9 @@ impl Opts {
         flag(self.track_mem, "--track-mem");
         flag(self.tcp_close, "--tcp-close");
         flag(self.leave_stopped, "--leave-stopped");
+        if let Some(g) = self.ghost_limit {
+            a.push(format!("--ghost-limit={g}"));
+        }
         if let Some(p) = self.pid {
             a.extend(["-t".into(), p.to_string()]);
         }
@@ -198,6 +201,9 @@ pub struct Opts {
     pub inherit_fd: Vec<InheritFd>,
     #[prost(int32, optional, tag = "34")]
     pub manage_cgroups_mode: Option<i32>,
+    /// Dump: the largest deleted-but-open file kept in the images (bytes; CRIU's default 1 MiB).
+    #[prost(uint32, optional, tag = "35")]
+    pub ghost_limit: Option<u32>,
     #[prost(string, repeated, tag = "37")]
     pub external: Vec<String>,
     #[prost(string, optional, tag = "44")]

@@ -330,9 +330,13 @@ pub fn echo_session(
 }
 
 /// The shell a test runs in a container to hold a file open after its name was removed while
-/// a second name links it (CRIU's zdtm unlink_fstat03), and the check of it afterwards: the
-/// descriptor reads the content and is the second name's inode; no remap is left beside it.
+/// a second name links it (CRIU's zdtm unlink_fstat03), and a deleted 4 MiB file (above CRIU's
+/// default ghost-file limit), and the check of them afterwards: the first descriptor reads the
+/// content and is the second name's inode, the second reads the deleted file's content (its
+/// checksum kept in /root); no remap is left beside them.
 pub const HOLD_UNLINKED: &str = "mkdir -p /srv; echo kept > /srv/f; ln /srv/f /srv/f.link; \
-     (exec 3</srv/f; exec sleep 100000) </dev/null >/dev/null 2>&1 & sleep 0.3; rm /srv/f";
+     dd if=/dev/urandom of=/srv/big bs=1M count=4 2>/dev/null; md5sum < /srv/big > /root/big.md5; \
+     (exec 3</srv/f 4</srv/big; exec sleep 100000) </dev/null >/dev/null 2>&1 & sleep 0.3; rm /srv/f /srv/big";
 pub const CHECK_UNLINKED: &str = "p=$(pidof sleep | tr ' ' '\\n' | head -1); cat /proc/$p/fd/3; \
-     [ $(stat -L -c %i /proc/$p/fd/3) = $(stat -c %i /srv/f.link) ] && echo same-inode; ls -a /srv | tr '\\n' ' '";
+     [ $(stat -L -c %i /proc/$p/fd/3) = $(stat -c %i /srv/f.link) ] && echo same-inode; \
+     [ \"$(md5sum < /proc/$p/fd/4)\" = \"$(cat /root/big.md5)\" ] && echo same-content; ls -a /srv | tr '\\n' ' '";
