@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Sets everything up (scripts/setup.sh), then runs every test: the unit tests, the root-only
-# integration suites (namespaces, cgroups, CRIU, templates) on this machine's kernel, and the
-# guest lane's suite on stock Debian kernels in QEMU (scripts/guest-tests.sh), and a short run
-# of the fault suite (scripts/chaos.sh). Run as root. A missing
-# prerequisite fails the run with a message; no test is skipped.
+# integration suites (namespaces, cgroups, CRIU, templates) on this machine's kernel, the guest
+# lane's suite on stock Debian kernels in QEMU (scripts/guest-tests.sh), a short run of the fault
+# suite (scripts/chaos.sh) and CRIU's own test programs (scripts/zdtm.sh). Run as root. A
+# missing prerequisite fails the run with a message; no test is skipped.
 #
 #   scripts/test.sh              everything
 #   scripts/test.sh ARGS...      extra arguments for cargo test (e.g. --test lifecycle)
@@ -41,19 +41,25 @@ if [ "$rc" = 0 ] && [ $# = 0 ]; then
     fi
     rm -rf "$smoke"
 fi
+# A suite of our own scripts, its lines added to the log; its failure fails the run (with a
+# closing line of its own if it printed none).
+script_suite() { # script_suite NAME SCRIPT
+    set +e
+    bash "$2" 2>&1 | tee -a "$log"
+    local src=${PIPESTATUS[0]}
+    set -e
+    if [ "$src" != 0 ]; then
+        rc=1
+        grep -q "^test result: FAILED.*($1" "$log" \
+            || echo "test result: FAILED. 0 passed; 1 failed ($1: $2 exit $src)" >> "$log"
+    fi
+}
 # The fault suite's short fixed-seed run (scripts/chaos.sh: faults at random moments of live
 # migrations on the lab, including the destination's agent killed at Restore and at Commit).
-if [ $# = 0 ]; then
-    set +e
-    bash scripts/chaos.sh 2>&1 | tee -a "$log"
-    crc=${PIPESTATUS[0]}
-    set -e
-    if [ "$crc" != 0 ]; then
-        rc=1
-        grep -q '^test result: FAILED.*(chaos' "$log" \
-            || echo "test result: FAILED. 0 passed; 1 failed (chaos: scripts/chaos.sh exit $crc)" >> "$log"
-    fi
-fi
+[ $# = 0 ] && script_suite chaos scripts/chaos.sh
+# CRIU's own test programs (scripts/zdtm.sh's default selection, about 10 minutes): each in a
+# fresh container as a control, through vzctl chkpnt/restore and through vzmigrate --online.
+[ $# = 0 ] && script_suite zdtm scripts/zdtm.sh
 # The guest lane: stock Debian kernels (pure cgroup v2, soft-dirty) in QEMU, the suite inside
 # them (scripts/guest-tests.sh; its kernels, root image and binaries cached between runs).
 if [ $# = 0 ]; then

@@ -35,25 +35,38 @@ fn bad(what: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.into())
 }
 
-/// Decodes a user namespace image: the two magics, then one size-prefixed entry.
-pub fn decode_userns(bytes: &[u8]) -> io::Result<UsernsEntry> {
+/// The size-prefixed entries of an image whose second magic is `magic` (`what` names it in
+/// errors): everything after the two magics must be whole entries.
+fn entries<'a>(bytes: &'a [u8], magic: u32, what: &str) -> io::Result<Vec<&'a [u8]>> {
     let word = |at: usize| -> io::Result<u32> {
         bytes
             .get(at..at + 4)
             .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-            .ok_or_else(|| bad("the user namespace image is truncated"))
+            .ok_or_else(|| bad(format!("the {what} image is truncated")))
     };
-    if word(0)? != IMG_COMMON_MAGIC || word(4)? != USERNS_MAGIC {
-        return Err(bad("not a CRIU user namespace image (magic)"));
+    if word(0)? != IMG_COMMON_MAGIC || word(4)? != magic {
+        return Err(bad(format!("not a CRIU {what} image (magic)")));
     }
-    let len = word(8)? as usize;
-    let body = bytes
-        .get(12..12 + len)
-        .ok_or_else(|| bad("the user namespace image is truncated"))?;
-    if bytes.len() != 12 + len {
-        return Err(bad("the user namespace image has more than one entry"));
+    let mut out = Vec::new();
+    let mut at = 8;
+    while at < bytes.len() {
+        let len = word(at)? as usize;
+        let body = bytes
+            .get(at + 4..at + 4 + len)
+            .ok_or_else(|| bad(format!("the {what} image is truncated")))?;
+        out.push(body);
+        at += 4 + len;
     }
-    UsernsEntry::decode(body).map_err(|e| bad(format!("the user namespace image: {e}")))
+    Ok(out)
+}
+
+/// Decodes a user namespace image: the two magics, then one size-prefixed entry.
+pub fn decode_userns(bytes: &[u8]) -> io::Result<UsernsEntry> {
+    match entries(bytes, USERNS_MAGIC, "user namespace")?.as_slice() {
+        [body] => UsernsEntry::decode(*body).map_err(|e| bad(format!("the user namespace image: {e}"))),
+        [] => Err(bad("the user namespace image is truncated")),
+        _ => Err(bad("the user namespace image has more than one entry")),
+    }
 }
 
 pub fn encode_userns(e: &UsernsEntry) -> Vec<u8> {
@@ -142,23 +155,8 @@ pub fn link_remaps(images: &Path) -> io::Result<Vec<String>> {
 }
 
 fn link_remaps_in(bytes: &[u8]) -> io::Result<Vec<String>> {
-    let word = |at: usize| -> io::Result<u32> {
-        bytes
-            .get(at..at + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-            .ok_or_else(|| bad("the files image is truncated"))
-    };
-    if word(0)? != IMG_COMMON_MAGIC || word(4)? != FILES_MAGIC {
-        return Err(bad("not a CRIU files image (magic)"));
-    }
     let mut out = Vec::new();
-    let mut at = 8;
-    while at < bytes.len() {
-        let len = word(at)? as usize;
-        let body = bytes
-            .get(at + 4..at + 4 + len)
-            .ok_or_else(|| bad("the files image is truncated"))?;
-        at += 4 + len;
+    for body in entries(bytes, FILES_MAGIC, "files")? {
         let e = FileEntryName::decode(body).map_err(|e| bad(format!("the files image: {e}")))?;
         if let Some(name) = e.reg.and_then(|r| r.name) {
             let base = name.rsplit('/').next().unwrap_or_default();
