@@ -19,8 +19,9 @@
 # passes its control fails a dump mode, and in the default selection (tests that pass their
 # control on a host like this one) also when a control fails. Failures' logs (the vz commands'
 # output, CRIU's logs from both hosts' vz/log, the test's outfile) stay in the run directory it
-# prints. Run as root; uses its own lab (ferry-zdtm-*, below /tmp/ferry-zdtm), torn down at the
-# start and at the end.
+# prints (FERRY_ZDTM_KEEP=1 keeps it always). Run as root; uses its own lab (ferry-zdtm-*, below
+# /tmp/ferry-zdtm, containers at 198.18.0.80-99), torn down at the start and at the end; one run
+# at a time (/tmp/ferry-zdtm.lock).
 #
 # The programs: built once from CRIU's source, statically linked, into FERRY_ZDTM_CACHE (default
 # /var/cache/ferry-zdtm; rebuilt only when missing; `stamp` names the source). The source is
@@ -33,8 +34,9 @@
 # lacks CAP_SYS_RESOURCE here, so CRIU cannot dump a non-root process in a privileged container
 # (ferry refuses it up front), and CRIU's own runs run most tests as a non-root user; here they
 # run as root. Tests whose programs switch to other users run in a container with a user
-# namespace instead (USERNS_TESTS below), where that limit does not apply. Each mode gets a
-# fresh container; the test lives in /zdtm/static in it (CRIU's own path).
+# namespace instead (USERNS_TESTS below), where that limit does not apply
+# (FERRY_ZDTM_USERNS=yes|no puts every test in one kind). Each mode gets a fresh container; the
+# test lives in /zdtm/static in it (CRIU's own path).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
