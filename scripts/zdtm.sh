@@ -283,6 +283,14 @@ declare -A MODE_NA=(
     [file_lease04:chkpnt]=$LEASE_NA [file_lease04:migrate]=$LEASE_NA
 )
 
+# Known failures, each with its issue: the test runs, and a failure of that way is shown as
+# KNOWN (with what this run said) and does not fail the run; a pass is shown as PASS.
+TCPBUF_KNOWN="stalls after a live migration in some runs (1 of 4 runs here this session, 3 of 4 before; chkpnt always passes); cause not found yet (issue #23)"
+declare -A KNOWN=(
+    [socket-tcpbuf:migrate]=$TCPBUF_KNOWN [socket-tcpbuf6:migrate]=$TCPBUF_KNOWN
+    [socket-tcpbuf-local:migrate]=$TCPBUF_KNOWN [socket-tcpbuf6-local:migrate]=$TCPBUF_KNOWN
+)
+
 # ---- The programs: CRIU's source, built once ------------------------------------------------------
 need_pkgs() {
     local p missing=()
@@ -444,6 +452,10 @@ if [ "$list" = 1 ]; then
     while read -r t _ _; do
         r=$(why_not "$t"); [ -z "$r" ] || printf '  %-34s %s\n' "$t" "$r"
     done < "$cache/tests.list"
+    echo "known failures (shown as KNOWN, not failing the run):"
+    for k in $(printf '%s\n' "${!KNOWN[@]}" | sort); do
+        printf '  %-34s %s\n' "${k%%:*} (${k#*:})" "${KNOWN[$k]}"
+    done
     echo "run one way only:"
     for k in $(printf '%s\n' "${!MODE_NA[@]}" | sort); do
         printf '  %-34s %s\n' "${k%%:*} (not ${k#*:})" "${MODE_NA[$k]}"
@@ -668,6 +680,7 @@ passed=0
 failed=0
 ctl_failed=()
 na=0
+known=0
 declare -A R W
 t0=$(date +%s)
 printf '%-30s %-8s %-8s %-8s %5s  %s\n' TEST CONTROL CHKPNT MIGRATE TIME "WHY (for what is not PASS)"
@@ -693,6 +706,10 @@ for t in "${selected[@]}"; do
                 R[$m]=N/A; W[$m]="${MODE_NA[$t:$m]}"
             else
                 run_mode "$t" "$m"; R[$m]=$result; W[$m]=$reason
+                if [ "$result" = FAIL ] && [ -n "${KNOWN[$t:$m]:-}" ]; then
+                    R[$m]=KNOWN; W[$m]="known failure: ${KNOWN[$t:$m]}; this run: $reason"
+                    known=$((known + 1))
+                fi
             fi
         done
     else
@@ -713,7 +730,7 @@ for t in "${selected[@]}"; do
     fi
 done
 elapsed=$(( $(date +%s) - t0 ))
-echo "zdtm: ${#selected[@]} tests in ${elapsed} s: $passed passed every way that applies to them, $failed failed a dump mode, ${#ctl_failed[@]} failed their control, $na not applicable"
+echo "zdtm: ${#selected[@]} tests in ${elapsed} s: $passed passed every way that applies to them, $failed failed a dump mode, ${#ctl_failed[@]} failed their control, $na not applicable, $known known failures of one way (KNOWN)"
 if [ ${#ctl_failed[@]} -gt 0 ]; then
     echo "zdtm: failed their control (the test cannot pass here even without a dump): ${ctl_failed[*]}"
     # The default selection holds tests that pass their control on such a host: there a control
