@@ -285,7 +285,7 @@ declare -A MODE_NA=(
 
 # Known failures, each with its issue: the test runs, and a failure of that way is shown as
 # KNOWN (with what this run said) and does not fail the run; a pass is shown as PASS.
-TCPBUF_KNOWN="stalls after a live migration in some runs (1 of 4 runs here this session, 3 of 4 before; chkpnt always passes); cause not found yet (issue #23)"
+TCPBUF_KNOWN="stalls after a live migration in some runs (socket-tcpbuf 2 of 8 runs here this session, socket-tcpbuf-local 1 of 8, socket-tcpbuf 3 of 4 before; chkpnt always passes); cause not found yet (issue #23)"
 declare -A KNOWN=(
     [socket-tcpbuf:migrate]=$TCPBUF_KNOWN [socket-tcpbuf6:migrate]=$TCPBUF_KNOWN
     [socket-tcpbuf-local:migrate]=$TCPBUF_KNOWN [socket-tcpbuf6-local:migrate]=$TCPBUF_KNOWN
