@@ -364,16 +364,22 @@ impl Runtime {
             .collect())
     }
 
-    /// [`dump_blockers`] for a running container (nothing is frozen).
-    pub fn dump_blockers(&self, ctid: Ctid, cgroup_freezer: bool) -> Result<Vec<String>> {
+    /// [`dump_blockers`] for these processes of a running container (nothing is frozen).
+    fn dump_blockers_of(&self, ctid: Ctid, procs: &[ProcFacts], cgroup_freezer: bool) -> Result<Vec<String>> {
         let ct = self.existing(ctid)?;
         Ok(dump_blockers(
             ctid,
-            &self.proc_facts(ctid)?,
+            procs,
             ct.userns(),
             criu::has_cap(CAP_SYS_RESOURCE),
             cgroup_freezer,
         ))
+    }
+
+    /// [`dump_blockers`] for a running container and a dump under the cgroup freezer (a live
+    /// migration's), read from `/proc` (nothing is frozen).
+    pub fn dump_blockers(&self, ctid: Ctid) -> Result<Vec<String>> {
+        self.dump_blockers_of(ctid, &self.proc_facts(ctid)?, true)
     }
 
     /// CRIU's options for restoring a container: its root, its cgroup on this host (wherever
@@ -591,8 +597,9 @@ impl Runtime {
         // A tree holding a process stopped by a signal is stopped by CRIU itself (ptrace), not
         // by the cgroup freezer, under which CRIU would hang attaching to it; the file
         // snapshot, taken at CRIU's post-dump notification, still sees nothing running.
-        let cgroup_freezer = !self.proc_facts(ctid)?.iter().any(|p| p.state == 'T');
-        let blockers = self.dump_blockers(ctid, cgroup_freezer)?;
+        let procs = self.proc_facts(ctid)?;
+        let cgroup_freezer = !procs.iter().any(|p| p.state == 'T');
+        let blockers = self.dump_blockers_of(ctid, &procs, cgroup_freezer)?;
         if !blockers.is_empty() {
             return Err(CheckpointError::NotDumpable {
                 ctid,

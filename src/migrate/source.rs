@@ -517,9 +517,11 @@ impl Ctx<'_> {
             self.dump_streaming(&criu, &images, opts).await?;
         } else {
             let mut remaps = super::remaps::RemapKeeper::new(self.ct.tree(), &images);
-            criu.dump(&images, opts, &mut |s| remaps.notify(s))
-                .map_err(|e| MigrateError::Dump(e.to_string()))?;
+            let dumped = criu.dump(&images, opts, &mut |s| remaps.notify(s));
+            // Back under their names even when the dump failed after post-dump: a second name
+            // of ours is never left in the container's files.
             self.put_back_remaps(remaps)?;
+            dumped.map_err(|e| MigrateError::Dump(e.to_string()))?;
         }
         self.report.dump_ms = dump_t.elapsed().as_millis() as u64;
         (self.progress)(&format!(
@@ -1021,7 +1023,7 @@ pub async fn migrate(
     // --check-only finds it too.
     if opts.online {
         let blockers = rt
-            .dump_blockers(ctid, true)
+            .dump_blockers(ctid)
             .map_err(|e| MigrateError::Unsupported(ctid, e.to_string()))?;
         if !blockers.is_empty() {
             return Err(MigrateError::Unsupported(

@@ -1416,8 +1416,9 @@ impl Runtime {
         // (`live`: an address added without --save is there and not in the configuration).
         let mut addrs: Vec<crate::net::IpWithPrefix> =
             crate::net::parse_ip_list(ct.get("IP_ADDRESS").unwrap_or("")).map_err(|e| bad(e.to_string()))?;
-        let live: Option<Vec<crate::net::IpWithPrefix>> = self
-            .run_state(ctid)?
+        let running = self.run_state(ctid)?;
+        let live: Option<Vec<crate::net::IpWithPrefix>> = running
+            .as_ref()
             .map(|st| st.net.ips.iter().filter_map(|s| crate::net::parse_ip(s).ok()).collect());
         let known = |a: &std::net::IpAddr, addrs: &[crate::net::IpWithPrefix]| {
             addrs.iter().chain(live.iter().flatten()).any(|x| x.addr == *a)
@@ -1435,13 +1436,12 @@ impl Runtime {
             gone.push(a.addr);
         }
         addrs.retain(|x| !gone.contains(&x.addr));
-        let mut to_del: Vec<crate::net::IpWithPrefix> = live
+        let to_del: Vec<crate::net::IpWithPrefix> = live
             .iter()
             .flatten()
             .filter(|x| gone.contains(&x.addr))
             .copied()
             .collect();
-        to_del.dedup();
         let mut to_add = Vec::new();
         for a in &opts.ipadd {
             let ip = crate::net::parse_ip(a).map_err(|e| bad(e.to_string()))?;
@@ -1530,7 +1530,7 @@ impl Runtime {
         }
         // What holds now: the saved limits, then those set live since the start, then these.
         let mut limits = crate::resources::Limits::from_config(&ct.config).map_err(|e| bad(e.to_string()))?;
-        if let Some(st) = self.run_state(ctid)? {
+        if let Some(st) = &running {
             limits.merge(&st.live_limits);
         }
         limits.merge(&new_limits);
@@ -1599,7 +1599,8 @@ impl Runtime {
         }
         // 2. Apply to the running container.
         let mut applied_live = false;
-        if let Some(mut st) = self.run_state(ctid)? {
+        // (The run state read once at the start: the lock keeps it as it was.)
+        if let Some(mut st) = running {
             let pid = st.init_pid;
             let hn = self.host_net();
             crate::net::del_ips(pid, &to_del, &mut st.net).map_err(net)?;
