@@ -506,6 +506,11 @@ fn a_dump_through_the_page_server_writes_what_criu_writes_and_restores() {
     wait_until("the holder's checksum and pid", Duration::from_secs(20), || {
         h.private("105").join("tmp/holder").exists()
     });
+    // The counter has counted before anything freezes (under load its first write can come
+    // after the holder's).
+    wait_until("the counter to start", Duration::from_secs(20), || {
+        count_in(&h.private("105")) > 0
+    });
     let layout = ferry::layout::HostLayout::new(h.root());
     let rt = ferry::runtime::Runtime::new(ferry::host::Host::open(layout).unwrap());
     let ctid = Ctid::new(105).unwrap();
