@@ -286,10 +286,7 @@ fn a_fresh_container_is_dumped_and_restored_by_criu() {
         .ok();
     h.vzctl(&["start", "130"]).ok();
     // A service started the clean way (no host descriptors), with a counter in a file.
-    h.exec(
-        "130",
-        "(i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done) </dev/null >/dev/null 2>&1 &",
-    );
+    h.exec("130", COUNTER_LOOP);
     // The loop's pid (not a fork of it for its `sleep`).
     let before = lasting_procs(&h.exec("130", "ps -o pid,args"), |l| l.contains("while true"))
         .first()

@@ -50,14 +50,7 @@ fn serve_echo_and_count(m: &MigLab, host: &str) {
         host,
         &["exec", "101", "nc -ll -p 7 -e cat </dev/null >/dev/null 2>&1 &"],
     );
-    m.vz_ok(
-        host,
-        &[
-            "exec",
-            "101",
-            "(i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done) </dev/null >/dev/null 2>&1 &",
-        ],
-    );
+    m.vz_ok(host, &["exec", "101", COUNTER_LOOP]);
 }
 
 /// The lasting processes of the container: init, the echo server and the loops (pid and

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod lab;
+pub mod services;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -340,3 +341,10 @@ pub const HOLD_UNLINKED: &str = "mkdir -p /srv; echo kept > /srv/f; ln /srv/f /s
 pub const CHECK_UNLINKED: &str = "p=$(pidof sleep | tr ' ' '\\n' | head -1); cat /proc/$p/fd/3; \
      [ $(stat -L -c %i /proc/$p/fd/3) = $(stat -c %i /srv/f.link) ] && echo same-inode; \
      [ \"$(md5sum < /proc/$p/fd/4)\" = \"$(cat /root/big.md5)\" ] && echo same-content; ls -a /srv | tr '\\n' ' '";
+
+/// The shell a test runs in a container for a counter in memory that it also writes to
+/// /tmp/count every 0.05 s. Each value goes to a new file renamed over the old one, so the file
+/// always holds a whole number, whenever a checkpoint freezes the loop (writing in place left
+/// it empty for the moment between truncation and write, and a dump falling there read 0).
+pub const COUNTER_LOOP: &str = "(i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; \
+     mv /tmp/count.new /tmp/count; sleep 0.05; done) </dev/null >/dev/null 2>&1 &";
