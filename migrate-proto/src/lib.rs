@@ -7,6 +7,7 @@
 //! clock and link ([`sim`]) that the tests and fuzz targets drive. `docs/migration-protocol.md`
 //! describes the protocol.
 
+pub mod cgroups;
 pub mod frame;
 pub mod limits;
 pub mod machine;
