@@ -4,6 +4,7 @@
 //! Every binary parses its arguments first (no system calls), then acts, and exits with a code
 //! from [`ExitCode`]; errors are printed once, as a chain, on stderr.
 
+pub mod docs;
 pub mod vzagentd;
 pub mod vzctl;
 pub mod vzevacuate;
