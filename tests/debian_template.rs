@@ -1,5 +1,5 @@
 //! Root-only and slow: builds a Debian cache with debootstrap from Debian's archive (the
-//! built-in debian-12 recipe, plus lighttpd and PostgreSQL as real services, each running as
+//! built-in debian-12-sysv recipe (sysvinit), plus lighttpd and PostgreSQL as real services, each running as
 //! its own user), then on the testbed creates, boots, serves, checkpoints and restores a
 //! container from it, migrates it live to another host (a real distribution's tree: hard links,
 //! devices, absolute symlinks), PostgreSQL's rows and postmaster intact, stops and destroys it
@@ -13,6 +13,7 @@ mod common;
 use std::time::Duration;
 
 use common::lab::MigLab;
+use common::services::{http_head, pg_rows, pg_session};
 use common::*;
 use ferry_testbed::Lab;
 
@@ -35,89 +36,6 @@ fn vz(lab: &Lab, args: &[&str]) -> Out {
 
 fn vz_ok(lab: &Lab, args: &[&str]) -> String {
     vz_ok_on(lab, "hostA", args)
-}
-
-fn http_head(lab: &Lab, addr: &str) -> String {
-    let mut c = Lab::cmd(&lab.client, "sh");
-    c.args([
-        "-c",
-        &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 5 {addr} 80 | head -c 2000"),
-    ]);
-    run(c, Duration::from_secs(20)).stdout
-}
-
-/// A PostgreSQL client's session from the lab's client (the host's psql): one connection that
-/// inserts a row every 50 ms until told to finish (at most 6000 rows, 300 s), then counts them.
-struct PgSession {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    handle: std::thread::JoinHandle<Result<(u64, u64), String>>,
-}
-
-impl PgSession {
-    /// (rows sent, rows the server counts at the end over the same connection); a broken
-    /// session fails the test with psql's error and `context()`.
-    fn finish_or(self, context: impl FnOnce() -> String) -> (u64, u64) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        match self.handle.join().unwrap() {
-            Ok(r) => r,
-            Err(e) => panic!("the session broke: {e}\n{}", context()),
-        }
-    }
-}
-
-fn pg_session(lab: &Lab) -> PgSession {
-    use std::io::Write;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let mut c = Lab::cmd(&lab.client, "psql");
-    c.args(["-h", "198.18.0.30", "-U", "postgres", "-At", "-v", "ON_ERROR_STOP=1"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().expect("psql (scripts/setup.sh installs postgresql-client)");
-    let handle = std::thread::spawn(move || {
-        let mut stdin = child.stdin.take().unwrap();
-        let t0 = std::time::Instant::now();
-        let mut sent = 0u64;
-        while !stop2.load(std::sync::atomic::Ordering::Relaxed)
-            && sent < 6000
-            && t0.elapsed() < Duration::from_secs(300)
-        {
-            if writeln!(stdin, "insert into t values ({sent});").is_err() {
-                break;
-            }
-            sent += 1;
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = writeln!(stdin, "select count(*) from t;");
-        let _ = writeln!(stdin, "\\q");
-        drop(stdin);
-        // A connection that went dead hangs psql: bounded.
-        let t1 = std::time::Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if t1.elapsed() > Duration::from_secs(60) {
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
-                return Err(format!(
-                    "psql did not finish within 60 s after {sent} rows (a dead connection): {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let out = child.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            return Err(format!(
-                "psql exited with {} after {sent} rows: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let counted = text.lines().rev().find_map(|l| l.trim().parse().ok()).unwrap_or(0);
-        Ok((sent, counted))
-    });
-    PgSession { stop, handle }
 }
 
 /// Runs a client program from the lab's client again and again (each run bounded to 120 s,
@@ -188,7 +106,7 @@ fn debian_cache_builds_boots_serves_and_checkpoints() {
     let root = lab.host("hostA").root.clone();
     let layout = ferry::layout::HostLayout::new(&root);
     // The built-in recipe, with a real service added.
-    let recipe = ferry::template::debootstrap::ensure_recipe(&layout, "debian-12").unwrap();
+    let recipe = ferry::template::debootstrap::ensure_recipe(&layout, "debian-12-sysv").unwrap();
     let conf = recipe.join("template.conf");
     let text = std::fs::read_to_string(&conf).unwrap().replace(
         "PACKAGES=\"sysvinit-core",
@@ -198,13 +116,13 @@ fn debian_cache_builds_boots_serves_and_checkpoints() {
     // The build needs Debian's archive: it runs in the machine's own network namespace, not
     // in the lab.
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vzpkg"));
-    c.arg("--root-dir").arg(&root).args(["create-cache", "debian-12"]);
+    c.arg("--root-dir").arg(&root).args(["create-cache", "debian-12-sysv"]);
     let o = run(c, Duration::from_secs(1500));
     assert_eq!(
         o.code, 0,
-        "vzpkg create-cache debian-12 failed (debootstrap needs Debian's archive): {o:?}"
+        "vzpkg create-cache debian-12-sysv failed (debootstrap needs Debian's archive): {o:?}"
     );
-    assert!(root.join("vz/template/cache/debian-12.tar.zst").is_file());
+    assert!(root.join("vz/template/cache/debian-12-sysv.tar.zst").is_file());
     let mut l = std::process::Command::new(env!("CARGO_BIN_EXE_vzpkg"));
     l.arg("--root-dir").arg(&root).args(["list", "--json"]);
     let list: serde_json::Value = serde_json::from_str(&run(l, Duration::from_secs(30)).stdout).unwrap();
@@ -212,8 +130,8 @@ fn debian_cache_builds_boots_serves_and_checkpoints() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|t| t["name"] == "debian-12")
-        .expect("debian-12 not listed");
+        .find(|t| t["name"] == "debian-12-sysv")
+        .expect("debian-12-sysv not listed");
     assert!(
         entry["size"].as_u64().unwrap() > 10 << 20,
         "suspiciously small cache: {entry}"
@@ -225,7 +143,7 @@ fn debian_cache_builds_boots_serves_and_checkpoints() {
             "create",
             "301",
             "--ostemplate",
-            "debian-12",
+            "debian-12-sysv",
             "--hostname",
             "deb",
             "--ipadd",
@@ -301,18 +219,11 @@ fn debian_cache_builds_boots_serves_and_checkpoints() {
         c.args(["-h", "198.18.0.30", "-U", "postgres", "-Atc", "select 1"]);
         run(c, Duration::from_secs(10)).stdout.trim() == "1"
     });
-    let session = pg_session(lab);
+    let session = pg_session(lab, "198.18.0.30");
     // The session is open (its rows arrive) before anything freezes: a client connecting at
     // the very moment of a freeze is another matter (see the CRIU compatibility issue).
     wait_until("the session's first rows", Duration::from_secs(30), || {
-        let mut c = Lab::cmd(&lab.client, "psql");
-        c.args(["-h", "198.18.0.30", "-U", "postgres", "-Atc", "select count(*) from t"]);
-        run(c, Duration::from_secs(10))
-            .stdout
-            .trim()
-            .parse::<u64>()
-            .unwrap_or(0)
-            >= 5
+        pg_rows(lab, "198.18.0.30") >= 5
     });
 
     // The service across a checkpoint: same process, still serving.

@@ -20,6 +20,17 @@ pub enum Cmd {
     /// Build (or rebuild) the cache of a template: busybox from the host's busybox-static,
     /// distributions with debootstrap from their recipe in vz/template/NAME/
     CreateCache { name: String },
+    /// Show a distribution template's recipe (vz/template/NAME/), writing the built-in one first
+    /// if it is not there yet; --add-package puts packages (services) in its PACKAGES for the
+    /// next create-cache
+    Recipe {
+        name: String,
+        /// A Debian package to add (repeatable; ones already there are left as they are)
+        #[arg(long = "add-package", value_name = "PKG")]
+        add: Vec<String>,
+        #[arg(short = 'j', long)]
+        json: bool,
+    },
     /// List the templates: caches present and recipes known
     List {
         #[arg(short = 'j', long)]
@@ -60,6 +71,28 @@ pub fn run(args: Args) -> Result<()> {
                     path.display(),
                     start.elapsed().as_secs_f64(),
                     size as f64 / 1048576.0
+                );
+            }
+        }
+        Cmd::Recipe { name, add, json } => {
+            require_root("vzpkg")?;
+            let r = template::debootstrap::recipe(&layout, &name, &add)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!("recipe of {}: {}", r.name, r.dir.display());
+                println!("  suite     {}", r.suite.as_deref().unwrap_or("(not set)"));
+                println!("  variant   {}", r.variant);
+                println!("  packages  {}", r.packages.join(" "));
+                println!(
+                    "  mirror    {}",
+                    r.mirror.as_deref().unwrap_or("(debootstrap's default)")
+                );
+                let yes = |b: bool| if b { "yes" } else { "no" };
+                println!(
+                    "  scripts   pre-install {}, post-install {}",
+                    yes(r.pre_install),
+                    yes(r.post_install)
                 );
             }
         }

@@ -3,8 +3,9 @@
 //! A template's recipe lives in `vz/template/NAME/`: `template.conf` (DISTRIBUTION, SUITE,
 //! VARIANT, PACKAGES, optional MIRROR) and optional executable `pre-install` and
 //! `post-install` scripts, each run on the host with the new root's path as `$1` (before and
-//! after debootstrap). Names with a built-in recipe (`debian-11`, `debian-12`, `debian-13`) get
-//! their recipe written on first use, so it can be read and edited.
+//! after debootstrap). Names with a built-in recipe (`debian-11`, `debian-12`, `debian-13` with
+//! systemd, the distribution's default; `debian-11-sysv`, ... with sysvinit) get their recipe
+//! written on first use, so it can be read and edited.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -18,16 +19,22 @@ use crate::layout::HostLayout;
 
 pub const META_FILE: &str = "template.conf";
 
-/// Built-in recipes: template name and Debian suite.
-pub const KNOWN: &[(&str, &str)] = &[
-    ("debian-11", "bullseye"),
-    ("debian-12", "bookworm"),
-    ("debian-13", "trixie"),
+/// Built-in recipes: template name, Debian suite, and whether its init is systemd (else
+/// sysvinit).
+pub const KNOWN: &[(&str, &str, bool)] = &[
+    ("debian-11", "bullseye", true),
+    ("debian-12", "bookworm", true),
+    ("debian-13", "trixie", true),
+    ("debian-11-sysv", "bullseye", false),
+    ("debian-12-sysv", "bookworm", false),
+    ("debian-13-sysv", "trixie", false),
 ];
 
-/// Packages added to minbase so the container boots with a real init and can be managed:
-/// sysvinit (no systemd: it needs CAP_SYS_ADMIN, which containers do not get), ps, ip.
-const DEBIAN_PACKAGES: &str = "sysvinit-core procps iproute2 netbase";
+/// Packages added to minbase so the container boots with a real init and can be managed: the
+/// init (systemd with D-Bus for logind, as Debian installs it; or sysvinit), ps, ip.
+const DEBIAN_PACKAGES: &str = "procps iproute2 netbase";
+const SYSTEMD_PACKAGES: &str = "systemd systemd-sysv dbus";
+const SYSV_PACKAGES: &str = "sysvinit-core";
 
 /// The post-install script of the built-in recipes: no gettys on virtual terminals a container
 /// does not have, an empty hostname and resolver, no package caches in the template.
@@ -38,6 +45,11 @@ root="$1"
 if [ -f "$root/etc/inittab" ]; then
     sed -i -e 's/^\([1-6]\):\([0-9]*\):respawn:/#\1:\2:respawn:/' "$root/etc/inittab"
 fi
+# Each container gets its own machine-id at its first start (ferry writes it; systemd keeps it).
+if [ -e "$root/etc/machine-id" ]; then
+    : > "$root/etc/machine-id"
+fi
+rm -f "$root/var/lib/dbus/machine-id"
 : > "$root/etc/hostname"
 : > "$root/etc/resolv.conf"
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*_*
@@ -60,15 +72,16 @@ pub fn ensure_recipe(layout: &HostLayout, name: &str) -> Result<PathBuf, Templat
     if dir.join(META_FILE).is_file() {
         return Ok(dir);
     }
-    let Some((_, suite)) = KNOWN.iter().find(|(n, _)| *n == name) else {
+    let Some((_, suite, systemd)) = KNOWN.iter().find(|(n, _, _)| *n == name) else {
         return Err(TemplateError::NoRecipe {
             name: name.to_string(),
             dir,
         });
     };
     fs::create_dir_all(&dir).map_err(io_err(format!("mkdir {}", dir.display())))?;
+    let init = if *systemd { SYSTEMD_PACKAGES } else { SYSV_PACKAGES };
     let conf = format!(
-        "# ferry template recipe for {name}\nDISTRIBUTION=\"debian\"\nSUITE=\"{suite}\"\nVARIANT=\"minbase\"\nPACKAGES=\"{DEBIAN_PACKAGES}\"\n# MIRROR=\"\"  (empty: debootstrap's default)\n"
+        "# ferry template recipe for {name}\nDISTRIBUTION=\"debian\"\nSUITE=\"{suite}\"\nVARIANT=\"minbase\"\nPACKAGES=\"{init} {DEBIAN_PACKAGES}\"\n# MIRROR=\"\"  (empty: debootstrap's default)\n"
     );
     for (name, text) in [
         ("pre-install", DEBIAN_PRE_INSTALL),
@@ -83,24 +96,90 @@ pub fn ensure_recipe(layout: &HostLayout, name: &str) -> Result<PathBuf, Templat
     Ok(dir)
 }
 
-/// Builds `NAME.tar.zst` with debootstrap. `progress` gets one line per step.
-pub fn create_cache(layout: &HostLayout, name: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, TemplateError> {
+/// A template's recipe, as `vzpkg create-cache` builds it and `vzpkg recipe` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Recipe {
+    pub name: String,
+    pub dir: PathBuf,
+    pub suite: Option<String>,
+    pub variant: String,
+    pub packages: Vec<String>,
+    pub mirror: Option<String>,
+    pub pre_install: bool,
+    pub post_install: bool,
+}
+
+/// Whether `p` is a Debian package name (Policy 5.6.1: lower-case letters, digits, `+`, `-`,
+/// `.`, at least two characters, starting with a letter or digit).
+fn package_name_ok(p: &str) -> bool {
+    p.len() >= 2
+        && p.len() <= 128
+        && p.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && p.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+}
+
+/// The recipe of template `name`, written first if it is a built-in one not yet on this host;
+/// with `add`, those packages are appended to its PACKAGES (the ones it lacks, in order) and
+/// the recipe saved. A bad package name changes nothing.
+pub fn recipe(layout: &HostLayout, name: &str, add: &[String]) -> Result<Recipe, TemplateError> {
     super::validate_name(name)?;
+    if let Some(bad) = add.iter().find(|p| !package_name_ok(p)) {
+        return Err(TemplateError::BadPackage(bad.clone()));
+    }
     let dir = ensure_recipe(layout, name)?;
     let meta_path = dir.join(META_FILE);
-    let meta = Config::load(&meta_path).map_err(|e| TemplateError::Tool {
+    let read_err = |e: crate::config::ConfigError| TemplateError::Tool {
         what: format!("reading {}", meta_path.display()),
         stderr: e.to_string(),
-    })?;
-    let suite = meta
-        .get("SUITE")
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| TemplateError::Tool {
-            what: format!("reading {}", meta_path.display()),
-            stderr: "SUITE is not set".into(),
+    };
+    let mut meta = Config::load(&meta_path).map_err(read_err)?;
+    let mut packages: Vec<String> = meta
+        .get("PACKAGES")
+        .unwrap_or("")
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let before = packages.len();
+    for p in add {
+        if !packages.contains(p) {
+            packages.push(p.clone());
+        }
+    }
+    if packages.len() != before {
+        meta.set("PACKAGES", &packages.join(" ")).map_err(read_err)?;
+        meta.save(&meta_path).map_err(|e| TemplateError::Tool {
+            what: format!("writing {}", meta_path.display()),
+            stderr: e.to_string(),
         })?;
-    let variant = meta.get("VARIANT").unwrap_or("minbase");
-    let packages: Vec<&str> = meta.get("PACKAGES").unwrap_or("").split_whitespace().collect();
+    }
+    let script = |n: &str| dir.join(n).is_file();
+    Ok(Recipe {
+        name: name.to_string(),
+        suite: meta.get("SUITE").filter(|s| !s.is_empty()).map(String::from),
+        variant: meta.get("VARIANT").unwrap_or("minbase").to_string(),
+        packages,
+        mirror: meta.get("MIRROR").filter(|m| !m.is_empty()).map(String::from),
+        pre_install: script("pre-install"),
+        post_install: script("post-install"),
+        dir,
+    })
+}
+
+/// Builds `NAME.tar.zst` with debootstrap. `progress` gets one line per step.
+pub fn create_cache(layout: &HostLayout, name: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf, TemplateError> {
+    let Recipe {
+        dir,
+        suite,
+        variant,
+        packages,
+        mirror,
+        ..
+    } = recipe(layout, name, &[])?;
+    let suite = suite.ok_or_else(|| TemplateError::Tool {
+        what: format!("reading {}", dir.join(META_FILE).display()),
+        stderr: "SUITE is not set".into(),
+    })?;
     let cache_dir = layout.template_cache();
     fs::create_dir_all(&cache_dir).map_err(io_err(format!("mkdir {}", cache_dir.display())))?;
     let build = cache_dir.join(format!(".{name}.build-{}", std::process::id()));
@@ -114,8 +193,8 @@ pub fn create_cache(layout: &HostLayout, name: &str, progress: &mut dyn FnMut(&s
         if !packages.is_empty() {
             cmd.arg(format!("--include={}", packages.join(",")));
         }
-        cmd.arg(suite).arg(&build);
-        if let Some(m) = meta.get("MIRROR").filter(|m| !m.is_empty()) {
+        cmd.arg(&suite).arg(&build);
+        if let Some(m) = &mirror {
             cmd.arg(m);
         }
         progress(&format!("debootstrap {suite} ({variant}) into {}", build.display()));
@@ -184,6 +263,10 @@ mod tests {
         let dir = ensure_recipe(&l, "debian-12").unwrap();
         let c = Config::load(&dir.join(META_FILE)).unwrap();
         assert_eq!(c.get("SUITE"), Some("bookworm"));
+        assert!(c.get("PACKAGES").unwrap().starts_with("systemd systemd-sysv dbus "));
+        let sysv = Config::load(&ensure_recipe(&l, "debian-12-sysv").unwrap().join(META_FILE)).unwrap();
+        assert_eq!(sysv.get("SUITE"), Some("bookworm"));
+        assert!(sysv.get("PACKAGES").unwrap().starts_with("sysvinit-core "));
         fs::write(dir.join(META_FILE), "SUITE=\"sid\"\n").unwrap();
         ensure_recipe(&l, "debian-12").unwrap();
         assert_eq!(
@@ -195,5 +278,32 @@ mod tests {
             ensure_recipe(&l, "plan9"),
             Err(TemplateError::NoRecipe { .. })
         ));
+    }
+
+    #[test]
+    fn packages_are_added_once_and_a_bad_name_changes_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let l = HostLayout::new(d.path());
+        let add = |p: &[&str]| recipe(&l, "debian-13", &p.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let r = add(&["lighttpd", "postgresql-17", "lighttpd"]).unwrap();
+        assert_eq!(r.suite.as_deref(), Some("trixie"));
+        assert!(r.pre_install && r.post_install);
+        assert_eq!(&r.packages[r.packages.len() - 2..], ["lighttpd", "postgresql-17"]);
+        let conf = r.dir.join(META_FILE);
+        let text = fs::read_to_string(&conf).unwrap();
+        assert_eq!(add(&["lighttpd"]).unwrap().packages, r.packages, "added twice");
+        for bad in ["Lighttpd", "x", "a b", "-rf", "nginx;reboot"] {
+            assert!(
+                matches!(add(&["redis", bad]), Err(TemplateError::BadPackage(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            fs::read_to_string(&conf).unwrap(),
+            text,
+            "a refused call changed the recipe"
+        );
+        assert!(matches!(add(&["x11-common"]).map(|_| ()), Ok(())));
+        assert!(matches!(recipe(&l, "plan9", &[]), Err(TemplateError::NoRecipe { .. })));
     }
 }

@@ -35,6 +35,8 @@ pub enum TemplateError {
     },
     #[error("{what} failed: {stderr}")]
     Tool { what: String, stderr: String },
+    #[error("invalid package name {0:?}: Debian package names are lower-case letters, digits, '+', '-' and '.'")]
+    BadPackage(String),
     #[error("no metadata for template {name} in {dir} and no built-in recipe for that name; create {dir}/template.conf (see docs/templates.md)")]
     NoRecipe { name: String, dir: PathBuf },
 }
@@ -42,7 +44,7 @@ pub enum TemplateError {
 impl TemplateError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            TemplateError::BadName(_) => ExitCode::BadValue,
+            TemplateError::BadName(_) | TemplateError::BadPackage(_) => ExitCode::BadValue,
             TemplateError::NotFound { .. } | TemplateError::NoRecipe { .. } => ExitCode::NoTemplate,
             TemplateError::NoBusybox(_) => ExitCode::NoTemplate,
             TemplateError::Io { .. } | TemplateError::Tool { .. } => ExitCode::CreateFailed,
@@ -238,7 +240,7 @@ pub fn list(layout: &HostLayout) -> Result<Vec<TemplateInfo>, TemplateError> {
             }
         }
     }
-    for name in std::iter::once(BUSYBOX).chain(debootstrap::KNOWN.iter().map(|(n, _)| *n)) {
+    for name in std::iter::once(BUSYBOX).chain(debootstrap::KNOWN.iter().map(|(n, _, _)| *n)) {
         entry(&mut m, name);
         m.get_mut(name).unwrap().recipe = true;
     }
