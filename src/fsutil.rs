@@ -43,6 +43,21 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// Reads a text file of at most `max` bytes (a larger one is an error, not a truncation):
+/// for files that may come from a peer or a container.
+pub fn read_bounded(path: &Path, max: u64) -> io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(max + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is larger than {max} bytes", path.display()),
+        ));
+    }
+    Ok(text)
+}
+
 /// Is `path` a mount point in this process's mount namespace? Reads /proc/self/mountinfo,
 /// which (unlike comparing device numbers) also sees bind mounts within one file system.
 pub fn is_mountpoint(path: &Path) -> io::Result<bool> {

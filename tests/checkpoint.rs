@@ -35,14 +35,7 @@ fn tcp_session_counter_and_pids_survive_chkpnt_and_restore() {
         &lab,
         &["exec", "101", "nc -ll -p 7 -e cat </dev/null >/dev/null 2>&1 &"],
     );
-    vz_ok(
-        &lab,
-        &[
-            "exec",
-            "101",
-            "(i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done) </dev/null >/dev/null 2>&1 &",
-        ],
-    );
+    vz_ok(&lab, &["exec", "101", COUNTER_LOOP]);
     wait_until("the counter to start", Duration::from_secs(20), || {
         counter(&lab, "101") > 0
     });
@@ -83,7 +76,10 @@ fn keep_running_then_restore_rolls_memory_and_files_back() {
     let lab = lab("kr");
     vz_ok(&lab, &["create", "102"]);
     vz_ok(&lab, &["start", "102"]);
-    vz_ok(&lab, &["exec", "102", "echo before > /root/marker; (i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done) </dev/null >/dev/null 2>&1 &"]);
+    vz_ok(
+        &lab,
+        &["exec", "102", &format!("echo before > /root/marker; {COUNTER_LOOP}")],
+    );
     std::thread::sleep(Duration::from_millis(500));
     let out = vz_ok(&lab, &["chkpnt", "102", "--keep-running"]);
     assert!(out.contains("still running"), "{out}");
@@ -493,10 +489,7 @@ fn a_dump_through_the_page_server_writes_what_criu_writes_and_restores() {
     h.vzctl(&["start", "105"]).ok();
     // A counter, and a shell holding 2 MB of random text whose checksum it writes at start and
     // again on SIGUSR1.
-    h.exec(
-        "105",
-        "(i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done) </dev/null >/dev/null 2>&1 &",
-    );
+    h.exec("105", COUNTER_LOOP);
     h.exec(
         "105",
         "sh -c 'x=$(head -c 1500000 /dev/urandom | od -An -x); trap \"echo \\\"\\$x\\\" | md5sum > /tmp/after\" USR1; \
@@ -520,8 +513,15 @@ fn a_dump_through_the_page_server_writes_what_criu_writes_and_restores() {
     let f = cg.freezers(ctid)[0];
     cg.freeze(ctid, f, Duration::from_secs(30)).unwrap();
     let freezer_dir = cg.freezer_dir(ctid, f).ok();
-    let console = ferry::checkpoint::console_key(st.init_pid);
-    let opts = ferry::checkpoint::dump_opts(&ct, st.init_pid, console.as_deref(), freezer_dir.as_deref(), true);
+    let console = ferry::checkpoint::console_key(st.init_pid, &cg.pids(ctid).unwrap());
+    let opts = ferry::checkpoint::dump_opts(
+        &ct,
+        st.init_pid,
+        false,
+        console.as_deref(),
+        freezer_dir.as_deref(),
+        true,
+    );
     let criu = ferry::criu::Criu::locate().unwrap();
     let dir = |n: &str| {
         let d = h.root().join(n);

@@ -63,6 +63,19 @@ fn assert_refused(lab: &Lab, ctid: &str, args: &str) {
     assert_eq!(code, 1, "container {ctid}: `{args}` was not refused: {said}");
 }
 
+/// The probes of calls that reach the host's kernel, refused to every container.
+const KERNEL_CALLS: &[&str] = &[
+    "keyctl",
+    "add_key",
+    "kexec_load",
+    "finit_module",
+    "open_by_handle_at",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "io_uring",
+];
+
 /// Calls that reach the host's kernel: keyrings, kexec, modules, file handles, BPF, host-wide
 /// perf, userfaultfd, the uevent netlink group, io_uring; and rtnetlink on the host's network
 /// namespace by its id. Refused in a container with a user namespace, before and after a
@@ -73,18 +86,7 @@ fn assert_refused(lab: &Lab, ctid: &str, args: &str) {
 fn calls_that_reach_the_hosts_kernel_are_refused() {
     let lab = lab("esk");
     container(&lab, "101", &["--ipadd", "198.18.0.10"]);
-    let kernel = [
-        "keyctl",
-        "add_key",
-        "kexec_load",
-        "finit_module",
-        "open_by_handle_at",
-        "bpf",
-        "perf_event_open",
-        "userfaultfd",
-        "uevent",
-        "io_uring",
-    ];
+    let kernel: Vec<&str> = KERNEL_CALLS.iter().copied().chain(["uevent"]).collect();
     for a in kernel.iter().chain(&["netnsid"]) {
         assert_refused(&lab, "101", a);
     }
@@ -196,6 +198,90 @@ fn mounts_devices_and_its_own_limits_are_out_of_reach() {
     for ct in ["103", "104", "105"] {
         vz_ok(&lab, &["stop", ct, "--fast"]);
     }
+}
+
+/// A container whose init is systemd keeps CAP_SYS_ADMIN in its own user namespace: with it
+/// its root may mount and unmount what its own namespaces made, but the kernel still refuses it
+/// everything of the host's. Here the "systemd" is busybox init started by a script of that
+/// name, which is all ferry looks at; the probes run with the capability (checked in its
+/// bounding set). The kernel's calls stay refused, as do device nodes and its own limits; what
+/// the start made read-only or masked, it can unmount, and what is behind stays the host's and
+/// refused: /sys written, /proc/sys written, /proc/kcore read.
+#[test]
+fn a_systemd_container_with_cap_sys_admin_still_cannot_reach_the_host() {
+    let lab = lab("esd");
+    vz_ok(&lab, &["create", "106", "--ipadd", "198.18.0.12"]);
+    vz_ok(&lab, &["set", "106", "--ram", "256M", "--numproc", "300", "--save"]);
+    let private = lab.host("hostA").root.join("vz/private/106");
+    std::fs::copy(probe(), private.join("bin/escape_probe")).unwrap();
+    std::fs::create_dir_all(private.join("lib/systemd")).unwrap();
+    std::fs::write(
+        private.join("lib/systemd/systemd"),
+        "#!/bin/sh\nexec /bin/busybox init\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        private.join("lib/systemd/systemd"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::remove_file(private.join("sbin/init")).unwrap();
+    std::os::unix::fs::symlink("/lib/systemd/systemd", private.join("sbin/init")).unwrap();
+    vz_ok(&lab, &["start", "106"]);
+    let status = vz_ok(&lab, &["exec", "106", "cat /proc/1/status /proc/self/status"]);
+    let bnd: Vec<u64> = status
+        .lines()
+        .filter_map(|l| l.strip_prefix("CapBnd:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .collect();
+    assert_eq!(bnd.len(), 2, "{status}");
+    for b in bnd {
+        assert_eq!(b, ferry::runtime::caps::allowed_mask() | 1 << 21, "{status}");
+    }
+    for a in KERNEL_CALLS.iter().chain(&[
+        "netnsid",
+        "raise memory memory.limit_in_bytes 999999999",
+        "raise pids pids.max max",
+    ]) {
+        assert_refused(&lab, "106", a);
+    }
+    for (what, script) in [
+        ("mknod a host disk", "mknod /tmp/sda b 8 0"),
+        // The kernel lets a cgroup namespace's owner mount the v1 hierarchy (its own part of
+        // it); the files there stay the host's.
+        (
+            "raise its limit through the cgroup v1 memory hierarchy it mounts",
+            "mkdir -p /tmp/m; mount -t cgroup -o memory cgroup /tmp/m; echo 999999999 > /tmp/m/memory.limit_in_bytes",
+        ),
+        (
+            "make a cgroup in the v1 memory hierarchy",
+            "mkdir -p /tmp/m; mount -t cgroup -o memory cgroup /tmp/m; mkdir /tmp/m/sub",
+        ),
+        (
+            "write /sys",
+            "mount -o remount,rw /sys; echo /tmp/x > /sys/kernel/uevent_helper",
+        ),
+        ("write /proc/sys", "umount /proc/sys; echo 0 > /proc/sys/kernel/sysrq"),
+        (
+            "read /proc/kcore",
+            "umount /proc/kcore; head -c 1 /proc/kcore > /dev/null",
+        ),
+        // Its delegated v2 cgroup's own limit files stay the host's (on a pure v2 host; a
+        // hybrid host's unified hierarchy has no controllers, so no such file).
+        ("raise its own cgroup v2 limit", "echo max > /sys/fs/cgroup/pids.max"),
+    ] {
+        let o = vz(&lab, &["exec", "106", &format!("{script} 2>&1")]);
+        assert_ne!(o.code, 0, "the systemd container's root could {what}: {o:?}");
+    }
+    let cg = |ctrl: &str, file: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{ctrl}/ferry-lab-{}-hostA/106/{file}", lab.name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(cg("memory", "memory.limit_in_bytes"), (256u64 << 20).to_string());
+    assert_eq!(cg("pids", "pids.max"), "300");
+    vz_ok(&lab, &["stop", "106", "--fast"]);
 }
 
 /// A container sends only from its own addresses: a datagram from its address reaches the

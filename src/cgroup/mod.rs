@@ -223,18 +223,6 @@ impl Cgroups {
         Ok(())
     }
 
-    /// Opens the `cgroup.procs` file of every hierarchy, for a process to move itself in later
-    /// (by writing "0") after it has left the host's mount namespace.
-    pub fn open_procs(&self, ctid: Ctid) -> Result<Vec<fs::File>, CgroupError> {
-        self.dirs(ctid)
-            .into_iter()
-            .map(|d| {
-                let p = d.join("cgroup.procs");
-                fs::OpenOptions::new().write(true).open(&p).map_err(io_err(&p))
-            })
-            .collect()
-    }
-
     /// Moves a process (host pid) into the container's cgroup.
     pub fn join(&self, ctid: Ctid, pid: i32) -> Result<(), CgroupError> {
         for d in self.dirs(ctid) {
@@ -244,17 +232,214 @@ impl Cgroups {
         Ok(())
     }
 
-    /// Host pids of the container's processes; empty when the cgroup does not exist.
+    /// Host pids of the container's processes, in its cgroup and every cgroup below it (a
+    /// container whose init is systemd makes its own in its delegated v2 subtree); empty when
+    /// the cgroup does not exist.
     pub fn pids(&self, ctid: Ctid) -> Result<Vec<i32>, CgroupError> {
         let Some(h) = self.hierarchies.first() else {
             return Ok(vec![]);
         };
-        let p = self.dir(h, ctid).join("cgroup.procs");
-        match fs::read_to_string(&p) {
-            Ok(s) => Ok(s.lines().filter_map(|l| l.trim().parse().ok()).collect()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(vec![]),
-            Err(e) => Err(io_err(&p)(e)),
+        let mut pids = Vec::new();
+        for d in subtree(&self.dir(h, ctid))? {
+            let p = d.join("cgroup.procs");
+            match fs::read_to_string(&p) {
+                Ok(s) => pids.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok())),
+                // A cgroup the container removed meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&p)(e)),
+            }
         }
+        Ok(pids)
+    }
+
+    /// Hands the container's cgroup v2 directory to its root (host ids `uid`/`gid`), as
+    /// systemd's delegation does: it may make cgroups below it and move its processes between
+    /// them; the limit files of the directory itself stay the host's. Nothing to do where no
+    /// v2 hierarchy is mounted (the caller refuses what needs one).
+    pub fn delegate(&self, ctid: Ctid, uid: u32, gid: u32) -> Result<(), CgroupError> {
+        for h in self.hierarchies.iter().filter(|h| h.v2) {
+            let dir = self.dir(h, ctid);
+            for p in std::iter::once(dir.clone()).chain(
+                ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"]
+                    .iter()
+                    .map(|f| dir.join(f)),
+            ) {
+                std::os::unix::fs::chown(&p, Some(uid), Some(gid)).map_err(io_err(&p))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The container's cgroup and those below it in the v2 hierarchy, relative to it
+    /// (`.`, `system.slice/lighttpd.service`), parents first, each with the controllers its
+    /// `cgroup.subtree_control` enables: what a systemd container made in its delegated
+    /// subtree, which a dump records ([`TREE_FILE`]) because CRIU restores only the cgroups
+    /// that hold processes, and systemd watches the empty ones too (and files of controllers).
+    pub fn v2_subtree(&self, ctid: Ctid) -> Result<Vec<migrate_proto::cgroups::Cgroup>, CgroupError> {
+        let Some(h) = self.unified() else {
+            return Ok(vec![]);
+        };
+        let top = self.dir(h, ctid);
+        let mut out = Vec::new();
+        for d in subtree(&top)? {
+            let Ok(rel) = d.strip_prefix(&top) else { continue };
+            let rel = rel.to_string_lossy();
+            let controllers = match fs::read_to_string(d.join("cgroup.subtree_control")) {
+                Ok(s) => s.split_whitespace().map(String::from).collect(),
+                // A cgroup the container removed meanwhile (or a directory without the file,
+                // which no cgroup file system has).
+                Err(e) if e.kind() == io::ErrorKind::NotFound && d.is_dir() => Vec::new(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(&d.join("cgroup.subtree_control"))(e)),
+            };
+            let path = if rel.is_empty() {
+                migrate_proto::cgroups::OWN.to_string()
+            } else {
+                rel.into_owned()
+            };
+            out.push(migrate_proto::cgroups::Cgroup { path, controllers });
+        }
+        Ok(out)
+    }
+
+    /// Before a restore: makes the cgroups a dump recorded ([`TREE_FILE`]'s text, which may
+    /// come from a peer: checked, bounded, confined below the container's cgroup) in the v2
+    /// hierarchy, parents first, and hands them and the container's own cgroup to its root
+    /// (host ids), as [`Cgroups::delegate`] and systemd inside expect. Returns the list for
+    /// [`Cgroups::restore_v2_controllers`], which the restore calls once CRIU has set up the
+    /// cgroup namespace (CRIU moves the restored init into the container's own cgroup to make
+    /// it, and a cgroup that enables controllers for its children takes no process).
+    pub fn restore_v2_subtree(
+        &self,
+        ctid: Ctid,
+        list: &str,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Vec<migrate_proto::cgroups::Cgroup>, CgroupError> {
+        let list = migrate_proto::cgroups::parse_tree(list).map_err(CgroupError::Unsupported)?;
+        let Some(h) = self.unified() else {
+            return Err(CgroupError::NoController("cgroup v2 (unified)".into()));
+        };
+        self.delegate(ctid, uid, gid)?;
+        let top = self.dir(h, ctid);
+        for c in list.iter().filter(|c| c.path != migrate_proto::cgroups::OWN) {
+            let d = top.join(&c.path);
+            match fs::create_dir(&d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err(&d)(e)),
+            }
+            self.give_cgroup(&d, uid, gid)?;
+        }
+        Ok(list)
+    }
+
+    /// During a restore, once CRIU has made the cgroup namespace and moved the restored init
+    /// on from the container's own cgroup (waited for, at most `wait`): enables the controllers
+    /// each cgroup of `list` ([`Cgroups::restore_v2_subtree`]) had for its children, parents
+    /// first, before CRIU reopens what systemd watched (`init.scope/memory.events`), and hands
+    /// the files they make to the container's root. A controller this host does not offer
+    /// there is an error naming it.
+    pub fn restore_v2_controllers(
+        &self,
+        ctid: Ctid,
+        list: &[migrate_proto::cgroups::Cgroup],
+        uid: u32,
+        gid: u32,
+        wait: Duration,
+    ) -> Result<(), CgroupError> {
+        let Some(h) = self.unified() else {
+            return Err(CgroupError::NoController("cgroup v2 (unified)".into()));
+        };
+        let top = self.dir(h, ctid);
+        if list.iter().all(|c| c.controllers.is_empty()) {
+            return Ok(());
+        }
+        // The restored init has been in the container's own cgroup and left it for its own.
+        let procs = |d: &Path| fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+        let deadline = Instant::now() + wait;
+        loop {
+            let below = subtree(&top)?.iter().skip(1).any(|d| !procs(d).trim().is_empty());
+            if below && procs(&top).trim().is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(CgroupError::Unsupported(format!(
+                    "the restored init did not reach its own cgroup below {} within {} s",
+                    top.display(),
+                    wait.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for c in list {
+            let own = c.path == migrate_proto::cgroups::OWN;
+            let d = if own { top.clone() } else { top.join(&c.path) };
+            if !c.controllers.is_empty() {
+                let offered =
+                    fs::read_to_string(d.join("cgroup.controllers")).map_err(io_err(&d.join("cgroup.controllers")))?;
+                if let Some(missing) = c
+                    .controllers
+                    .iter()
+                    .find(|n| !offered.split_whitespace().any(|o| o == n.as_str()))
+                {
+                    return Err(CgroupError::Unsupported(format!(
+                        "the dump's cgroup {} had controller {missing} enabled for its children, which this host does not offer there (it offers: {})",
+                        c.path,
+                        offered.trim()
+                    )));
+                }
+                let p = d.join("cgroup.subtree_control");
+                let enable: Vec<String> = c.controllers.iter().map(|n| format!("+{n}")).collect();
+                fs::write(&p, enable.join(" ")).map_err(io_err(&p))?;
+            }
+        }
+        for c in list.iter().filter(|c| c.path != migrate_proto::cgroups::OWN) {
+            self.give_cgroup(&top.join(&c.path), uid, gid)?;
+        }
+        Ok(())
+    }
+
+    /// Below the delegation point everything is the container's: a cgroup directory and every
+    /// interface file in it.
+    fn give_cgroup(&self, d: &Path, uid: u32, gid: u32) -> Result<(), CgroupError> {
+        std::os::unix::fs::lchown(d, Some(uid), Some(gid)).map_err(io_err(d))?;
+        for e in fs::read_dir(d).map_err(io_err(d))?.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_file()) {
+                std::os::unix::fs::lchown(e.path(), Some(uid), Some(gid)).map_err(io_err(&e.path()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The v2 hierarchy, if one is mounted.
+    pub fn unified(&self) -> Option<&Hierarchy> {
+        self.hierarchies.iter().find(|h| h.v2)
+    }
+
+    /// The `cgroup.procs` files a command run in the container joins: its cgroup in each
+    /// hierarchy, except that in the v2 hierarchy it joins the cgroup `init_pid` (the
+    /// container's init, a host pid) is in, when that is below the container's own: systemd
+    /// moves itself into `init.scope`, and a v2 cgroup with controllers enabled below it takes
+    /// no process itself.
+    pub fn open_procs_beside(&self, ctid: Ctid, init_pid: i32) -> Result<Vec<fs::File>, CgroupError> {
+        let own = std::fs::read_to_string(format!("/proc/{init_pid}/cgroup")).unwrap_or_default();
+        self.hierarchies
+            .iter()
+            .map(|h| {
+                let top = self.dir(h, ctid);
+                let dir = if h.v2 {
+                    init_v2_cgroup(&own)
+                        .map(|rel| h.mount.join(rel))
+                        .filter(|d| d.starts_with(&top) && d.is_dir())
+                        .unwrap_or(top)
+                } else {
+                    top
+                };
+                let p = dir.join("cgroup.procs");
+                fs::OpenOptions::new().write(true).open(&p).map_err(io_err(&p))
+            })
+            .collect()
     }
 
     /// Sends SIGKILL to every process of the container until none is left, or `timeout`.
@@ -279,11 +464,17 @@ impl Cgroups {
         }
     }
 
-    /// Removes the container's cgroup everywhere. Processes that are exiting keep a cgroup busy
-    /// for a moment, so removal is retried until `timeout`.
+    /// Removes the container's cgroup everywhere, the cgroups its processes made below it
+    /// first. Processes that are exiting keep a cgroup busy for a moment, so removal is
+    /// retried until `timeout`.
     pub fn remove(&self, ctid: Ctid, timeout: Duration) -> Result<(), CgroupError> {
         let start = Instant::now();
-        for d in self.dirs(ctid) {
+        let mut all = Vec::new();
+        for top in self.dirs(ctid) {
+            // Deepest first.
+            all.extend(subtree(&top)?.into_iter().rev());
+        }
+        for d in all {
             loop {
                 match fs::remove_dir(&d) {
                     Ok(()) => break,
@@ -310,9 +501,97 @@ impl Cgroups {
     }
 }
 
+/// The file in a dump's images that lists a systemd container's cgroups
+/// ([`Cgroups::v2_subtree`]), in [`migrate_proto::cgroups::parse_tree`]'s form.
+pub const TREE_FILE: &str = "ferry-cgroups";
+
+/// A cgroup directory and every directory below it, parents before children; empty when it
+/// does not exist. Symbolic links are not followed (cgroup file systems have none).
+fn subtree(top: &Path) -> Result<Vec<PathBuf>, CgroupError> {
+    let mut out = Vec::new();
+    if !top.is_dir() {
+        return Ok(out);
+    }
+    out.push(top.to_path_buf());
+    let mut i = 0;
+    while i < out.len() {
+        let d = out[i].clone();
+        i += 1;
+        let entries = match fs::read_dir(&d) {
+            Ok(e) => e,
+            // Removed meanwhile.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err(&d)(e)),
+        };
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push(e.path());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The v2 cgroup in a `/proc/PID/cgroup` text (`0::/ferry/101/init.scope`), relative, when it
+/// is a plain path (no `..`, no deleted marker).
+fn init_v2_cgroup(proc_cgroup: &str) -> Option<PathBuf> {
+    let path = proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
+    let rel = path.strip_prefix('/')?;
+    let p = Path::new(rel);
+    p.components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)))
+        .then(|| p.to_path_buf())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_inits_v2_cgroup_is_read_only_when_it_is_a_plain_path() {
+        assert_eq!(
+            init_v2_cgroup("12:pids:/ferry/101\n0::/ferry/101/init.scope\n"),
+            Some(PathBuf::from("ferry/101/init.scope"))
+        );
+        assert_eq!(init_v2_cgroup("0::/ferry/101/../../x\n"), None);
+        assert_eq!(
+            init_v2_cgroup("0::/ferry/101 (deleted)\n").map(|p| p.is_absolute()),
+            Some(false)
+        );
+        assert_eq!(init_v2_cgroup("3:cpu:/ferry/101\n"), None);
+    }
+
+    #[test]
+    fn pids_and_removal_cover_the_cgroups_made_below() {
+        let d = tempfile::tempdir().unwrap();
+        let m = d.path().to_str().unwrap();
+        let info = format!("1 0 0:1 / {m} rw - cgroup2 cgroup2 rw\n");
+        let c = Cgroups::from_mountinfo(&info, "ferry").unwrap();
+        let id = Ctid::new(101).unwrap();
+        c.create(id).unwrap();
+        let top = d.path().join("ferry/101");
+        fs::create_dir_all(top.join("system.slice/x.service")).unwrap();
+        fs::create_dir_all(top.join("init.scope")).unwrap();
+        fs::write(top.join("init.scope/cgroup.procs"), "1\n").unwrap();
+        fs::write(top.join("system.slice/x.service/cgroup.procs"), "7\n8\n").unwrap();
+        let mut p = c.pids(id).unwrap();
+        p.sort();
+        assert_eq!(p, vec![1, 7, 8]);
+        fs::write(top.join("cgroup.subtree_control"), "memory pids\n").unwrap();
+        let listed = c.v2_subtree(id).unwrap();
+        let text = migrate_proto::cgroups::format_tree(&listed);
+        assert_eq!(migrate_proto::cgroups::parse_tree(&text).unwrap(), listed);
+        let mut paths: Vec<&str> = listed.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths[0], ".");
+        assert_eq!(listed[0].controllers, ["memory", "pids"]);
+        paths.sort();
+        assert_eq!(paths, [".", "init.scope", "system.slice", "system.slice/x.service"]);
+        fs::remove_file(top.join("init.scope/cgroup.procs")).unwrap();
+        fs::remove_file(top.join("system.slice/x.service/cgroup.procs")).unwrap();
+        fs::remove_file(top.join("cgroup.subtree_control")).unwrap();
+        c.remove(id, Duration::from_millis(10)).unwrap();
+        assert!(!top.exists());
+    }
 
     const HYBRID: &str = "\
 25 1 0:23 / /sys/fs/cgroup rw,nosuid - tmpfs tmpfs rw,mode=755

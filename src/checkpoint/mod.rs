@@ -162,11 +162,30 @@ fn tar_output(ctid: Ctid, args: &[&str], what: &str) -> Result<String> {
     }
 }
 
-/// The console descriptor of a container's init as CRIU names external ttys.
-pub fn console_key(init_pid: i32) -> Option<String> {
-    let md = fs::metadata(format!("/proc/{init_pid}/fd/0")).ok()?;
-    let is_pts = libc::major(md.rdev()) == 136;
-    is_pts.then(|| format!("tty[{:x}:{:x}]", md.rdev(), md.dev()))
+/// The container's console pty as CRIU names external ttys (`pids`: the container's
+/// processes, host pids). In order: the pty init has as its standard input; else (systemd
+/// puts /dev/null there) a pty some process has as a standard descriptor that is not of the
+/// container's own devpts (after a restore the console is the host's pty, which the restore
+/// handed in); else the one the container's `/dev/console` leads to, as init sees it.
+pub fn console_key(init_pid: i32, pids: &[i32]) -> Option<String> {
+    let pts = |path: String| {
+        fs::metadata(path)
+            .ok()
+            .filter(|md| libc::major(md.rdev()) == 136)
+            .map(|md| (md.dev(), format!("tty[{:x}:{:x}]", md.rdev(), md.dev())))
+    };
+    if let Some((_, k)) = pts(format!("/proc/{init_pid}/fd/0")) {
+        return Some(k);
+    }
+    let own = fs::metadata(format!("/proc/{init_pid}/root/dev/pts"))
+        .map(|m| m.dev())
+        .ok();
+    pids.iter()
+        .flat_map(|p| (0..3).map(move |fd| format!("/proc/{p}/fd/{fd}")))
+        .filter_map(pts)
+        .find(|(dev, _)| Some(*dev) != own)
+        .or_else(|| pts(format!("/proc/{init_pid}/root/dev/console")))
+        .map(|(_, k)| k)
 }
 
 /// CRIU's options for dumping a container's tree: the same for `vzctl chkpnt` and a
@@ -223,6 +242,25 @@ const CAP_SYS_RESOURCE: u32 = 24;
 /// The tty group inside a container (devpts is mounted with gid=5, as on every distribution).
 const TTY_GID: u32 = 5;
 
+/// After a dump of a systemd container (`systemd`: its init holds CAP_SYS_ADMIN in its user
+/// namespace, [`crate::runtime::running_caps`], read before the dump: a dump that stops the
+/// container leaves no init to ask): the cgroups it made in its delegated subtree, written
+/// beside the images ([`crate::cgroup::TREE_FILE`]) for the restore to make again. Nothing for
+/// other containers.
+pub fn record_cgroup_tree(
+    cg: &crate::cgroup::Cgroups,
+    ct: &crate::host::Container,
+    systemd: bool,
+    images: &Path,
+) -> std::io::Result<()> {
+    if !systemd {
+        return Ok(());
+    }
+    let list = cg.v2_subtree(ct.ctid).map_err(std::io::Error::other)?;
+    let text = migrate_proto::cgroups::format_tree(&list);
+    crate::fsutil::write_atomic(&images.join(crate::cgroup::TREE_FILE), text.as_bytes(), 0o600)
+}
+
 /// The external mounts of a container with a user namespace (spawn::external_mounts).
 fn userns_externals(ct: &crate::host::Container, restore: bool) -> Vec<String> {
     if ct.userns() {
@@ -232,9 +270,12 @@ fn userns_externals(ct: &crate::host::Container, restore: bool) -> Vec<String> {
     }
 }
 
+/// CRIU's options for dumping container `ct` (its init `init_pid`; `systemd` as for
+/// [`record_cgroup_tree`]).
 pub fn dump_opts(
     ct: &crate::host::Container,
     init_pid: i32,
+    systemd: bool,
     console: Option<&str>,
     freezer_dir: Option<&Path>,
     leave_running: bool,
@@ -263,10 +304,26 @@ pub fn dump_opts(
             .chain(userns_externals(ct, false))
             .collect(),
         leave_running: Some(leave_running),
+        // systemd watches /etc/localtime, a symbolic link, itself (IN_DONT_FOLLOW): CRIU finds
+        // no path for that watch by its handle and needs its directory scan.
+        force_irmap: systemd.then_some(true),
         freeze_cgroup: freezer_dir.map(|d| d.display().to_string()),
         notify_scripts: Some(true),
         ..Default::default()
     }
+}
+
+/// `vzctl check CTID`: one container's readiness (JSON: this object under "container").
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ContainerCheck {
+    pub ctid: u32,
+    /// "systemd", "busybox" or "other" (sysvinit and the rest).
+    pub init: &'static str,
+    pub running: bool,
+    /// Why it would not start (empty: nothing known).
+    pub start_blockers: Vec<String>,
+    /// Running: what would fail a checkpoint or a live migration's dump now.
+    pub dump_blockers: Vec<String>,
 }
 
 /// One process of a container as `/proc` shows it: what decides whether CRIU can dump it.
@@ -280,6 +337,11 @@ pub struct ProcFacts {
     /// Real, effective and saved user and group ids, as the host sees them.
     pub uids: [u32; 3],
     pub gids: [u32; 3],
+    /// The namespaces it has of its own, below the container's, among those CRIU cannot dump
+    /// nested (uts, ipc, user, pid): a systemd unit's sandbox (`ProtectHostname=`, ...).
+    pub own_ns: Vec<&'static str>,
+    /// The systemd unit it belongs to (its cgroup v2's last part, `lighttpd.service`), if any.
+    pub unit: Option<String>,
 }
 
 impl ProcFacts {
@@ -304,8 +366,21 @@ impl ProcFacts {
             state: field("State:")?.chars().next()?,
             uids: ids("Uid:")?,
             gids: ids("Gid:")?,
+            own_ns: Vec::new(),
+            unit: None,
         })
     }
+}
+
+/// The namespaces CRIU 4.2 cannot dump when a process has one below the container's.
+const NESTED_NS: &[&str] = &["uts", "ipc", "user", "pid"];
+
+/// The systemd unit of a process from its `/proc/PID/cgroup` (the v2 line's last part, when
+/// it names a service or scope).
+fn systemd_unit(proc_cgroup: &str) -> Option<String> {
+    let path = proc_cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let last = path.trim().rsplit('/').next()?;
+    (last.ends_with(".service") || last.ends_with(".scope")).then(|| last.to_string())
 }
 
 /// What would make CRIU fail, or hang, on these processes of a container, found before
@@ -322,6 +397,24 @@ pub fn dump_blockers(
     cgroup_freezer: bool,
 ) -> Vec<String> {
     let mut out = Vec::new();
+    for p in procs.iter().filter(|p| !p.own_ns.is_empty()) {
+        let unit = p.unit.as_deref().map(|u| format!(" of unit {u}")).unwrap_or_default();
+        out.push(format!(
+            "process {} ({}){unit} has {} namespace{} of its own, which CRIU cannot checkpoint{}",
+            p.pid,
+            p.comm,
+            p.own_ns.join(" and "),
+            if p.own_ns.len() > 1 { "s" } else { "" },
+            match &p.unit {
+                Some(u) => format!(
+                    "; turn its sandboxing off for that (ferry's drop-in sets ProtectHostname=no, PrivateIPC=no, \
+                     PrivateUsers=no for every service at start; a unit of its own overrides it: systemctl cat {u}) \
+                     and restart it"
+                ),
+                None => "; end it first".into(),
+            }
+        ));
+    }
     for p in procs.iter().filter(|p| cgroup_freezer && p.state == 'T') {
         out.push(format!(
             "process {} ({}) is stopped by a signal, and CRIU hangs attaching to a stopped process in a frozen cgroup; \
@@ -357,10 +450,28 @@ impl Runtime {
     pub fn proc_facts(&self, ctid: Ctid) -> Result<Vec<ProcFacts>> {
         let cg = self.cgroups(ctid)?;
         let pids = cg.pids(ctid).map_err(|e| RuntimeError::Cgroup(ctid, e))?;
+        let ns = |pid: i32, name: &str| fs::read_link(format!("/proc/{pid}/ns/{name}")).ok();
+        // The container's own namespaces, read once: init's.
+        let init_ns: Option<Vec<_>> = self
+            .run_state(ctid)?
+            .map(|s| NESTED_NS.iter().map(|n| ns(s.init_pid, n)).collect());
         Ok(pids
             .iter()
-            .filter_map(|p| fs::read_to_string(format!("/proc/{p}/status")).ok())
-            .filter_map(|s| ProcFacts::parse(&s))
+            .filter_map(|p| {
+                let mut f = ProcFacts::parse(&fs::read_to_string(format!("/proc/{p}/status")).ok()?)?;
+                if let Some(init_ns) = &init_ns {
+                    f.own_ns = NESTED_NS
+                        .iter()
+                        .zip(init_ns)
+                        .filter(|(n, theirs)| ns(*p, n).is_some_and(|mine| Some(mine) != **theirs))
+                        .map(|(n, _)| *n)
+                        .collect();
+                }
+                f.unit = fs::read_to_string(format!("/proc/{p}/cgroup"))
+                    .ok()
+                    .and_then(|c| systemd_unit(&c));
+                Some(f)
+            })
             .collect())
     }
 
@@ -374,6 +485,34 @@ impl Runtime {
             criu::has_cap(CAP_SYS_RESOURCE),
             cgroup_freezer,
         ))
+    }
+
+    /// What `vzctl check CTID` says of one container: the kind of its init, what would keep it
+    /// from starting (a systemd init's needs), and, running, what would fail a dump now.
+    pub fn check_container(&self, ctid: Ctid) -> Result<ContainerCheck> {
+        let ct = self.existing(ctid)?;
+        let running = self.run_state(ctid)?.is_some();
+        let mounted = crate::fsutil::is_mountpoint(&ct.root).unwrap_or(false);
+        let kind = crate::runtime::init_kind_at(&ct, if mounted { &ct.root } else { ct.tree() });
+        let cg = self.cgroups(ctid)?;
+        let start_blockers = match kind {
+            crate::runtime::InitKind::Systemd => crate::runtime::systemd_missing(&ct, cg)
+                .map(|n| format!("its init is systemd, which needs {n}"))
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(ContainerCheck {
+            ctid: ctid.get(),
+            init: match kind {
+                crate::runtime::InitKind::Systemd => "systemd",
+                crate::runtime::InitKind::Busybox => "busybox",
+                crate::runtime::InitKind::Other => "other",
+            },
+            running,
+            start_blockers,
+            dump_blockers: if running { self.dump_blockers(ctid)? } else { Vec::new() },
+        })
     }
 
     /// [`dump_blockers`] for a running container and a dump under the cgroup freezer (a live
@@ -438,8 +577,16 @@ impl Runtime {
         let cg = self.cgroups(ctid)?;
         let freezer = cg.freezers(ctid).first().copied();
         let dir = freezer.and_then(|f| cg.freezer_dir(ctid, f).ok());
-        let console = console_key(st.init_pid);
-        Ok(dump_opts(&ct, st.init_pid, console.as_deref(), dir.as_deref(), false))
+        let console = console_key(st.init_pid, &cg.pids(ctid).unwrap_or_default());
+        let systemd = crate::runtime::running_caps(&ct, st.init_pid).sys_admin;
+        Ok(dump_opts(
+            &ct,
+            st.init_pid,
+            systemd,
+            console.as_deref(),
+            dir.as_deref(),
+            false,
+        ))
     }
 
     /// The restore `vzctl restore` would make of a container, as CRIU options.
@@ -644,7 +791,7 @@ impl Runtime {
         let freezer_dir = cg
             .freezer_dir(ctid, freezer)
             .map_err(|e| RuntimeError::Cgroup(ctid, e))?;
-        let console = console_key(st.init_pid);
+        let console = console_key(st.init_pid, &cg.pids(ctid).unwrap_or_default());
 
         // No connection is left half made for the dump to drop: new ones are refused, those
         // made are accepted first (bounded).
@@ -662,9 +809,11 @@ impl Runtime {
         // restored copy) instead of being answered with a reset by the namespace on its way out.
         crate::net::suspend(&st.net);
         crate::net::mute(ctid.get(), &st.net);
+        let systemd = crate::runtime::running_caps(&ct, st.init_pid).sys_admin;
         let dump_opts = dump_opts(
             &ct,
             st.init_pid,
+            systemd,
             console.as_deref(),
             cgroup_freezer.then_some(freezer_dir.as_path()),
             opts.keep_running,
@@ -721,6 +870,11 @@ impl Runtime {
         }
         // CRIU sends post-dump on every successful dump; without it, the snapshot now.
         let snap = snap.unwrap_or_else(|| tar(ctid, &args, "snapshotting the private area"));
+        let snap = snap.and_then(|s| {
+            record_cgroup_tree(cg, &ct, systemd, &images)
+                .map(|_| s)
+                .map_err(io("recording the container's cgroups".into()))
+        });
         if opts.keep_running {
             let _ = cg.thaw(ctid, freezer);
             crate::net::unsuspend(ctid.get(), &st.net);
@@ -1071,6 +1225,28 @@ impl Runtime {
             nix::unistd::fchown(&slave, Some(map.uid.into()), Some((map.gid + TTY_GID).into()))
                 .map_err(|e| undo(io("handing the console pty to the container's root".into())(e.into())))?;
         }
+        // A systemd container's cgroups, all of them (CRIU makes only those holding processes;
+        // systemd watches the others too), handed to its root before its processes come back.
+        let tree = images.join(crate::cgroup::TREE_FILE);
+        let mut cgroup_tree = None;
+        if tree.exists() {
+            let text = crate::fsutil::read_bounded(&tree, 1 << 20)
+                .map_err(|e| undo(io(format!("reading {}", tree.display()))(e)))?;
+            let Some(map) = idmap else {
+                return Err(undo(
+                    RuntimeError::BadValue {
+                        ctid,
+                        what: "the dump is of a systemd container, which needs a user namespace, and this one has none"
+                            .into(),
+                    }
+                    .into(),
+                ));
+            };
+            let list = cg
+                .restore_v2_subtree(ctid, &text, map.uid, map.gid)
+                .map_err(|e| undo(RuntimeError::Cgroup(ctid, e).into()))?;
+            cgroup_tree = Some((list, map));
+        }
         let (parent_sock, logger_sock) = sys::socketpair().map_err(|e| undo(io("socketpair".into())(e)))?;
         console::spawn_logger(logger_sock, &self.host.layout.console_log(ctid))
             .map_err(|e| undo(io("starting the console logger".into())(e)))?;
@@ -1147,7 +1323,15 @@ impl Runtime {
             made
         };
         let ropts = self.restore_opts(ct, console, slave.as_raw_fd(), !attach);
-        let pid = match criu.restore(images, ropts, &[slave.as_raw_fd()], &mut |_| Ok(())) {
+        // The controllers a systemd container had enabled in its cgroups come back once CRIU
+        // has made its cgroup namespace (Cgroups::restore_v2_controllers).
+        let mut notify = |script: &str| match (&cgroup_tree, script) {
+            (Some((list, map)), "post-setup-namespaces") => cg
+                .restore_v2_controllers(ctid, list, map.uid, map.gid, Duration::from_secs(60))
+                .map_err(|e| e.to_string()),
+            _ => Ok(()),
+        };
+        let pid = match criu.restore(images, ropts, &[slave.as_raw_fd()], &mut notify) {
             Ok(pid) => pid,
             Err(e) => {
                 for m in &precreated {
@@ -1239,5 +1423,31 @@ mod tests {
         let root = ProcFacts::parse(&status("R (running)", 0, 0)).unwrap();
         assert!(dump_blockers(ctid, &[root], false, false, true).is_empty());
         assert_eq!(ProcFacts::parse("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn a_process_in_a_namespace_of_its_own_blocks_a_dump_and_its_unit_is_named() {
+        let ctid = Ctid::new(101).unwrap();
+        assert_eq!(
+            systemd_unit("12:pids:/x\n0::/ferry/101/system.slice/systemd-logind.service\n").as_deref(),
+            Some("systemd-logind.service")
+        );
+        assert_eq!(systemd_unit("0::/ferry/101\n"), None);
+        let mut p = ProcFacts::parse(&status("S (sleeping)", 0, 0)).unwrap();
+        assert!(dump_blockers(ctid, std::slice::from_ref(&p), true, true, true).is_empty());
+        p.own_ns = vec!["uts"];
+        p.unit = Some("systemd-logind.service".into());
+        let b = dump_blockers(ctid, std::slice::from_ref(&p), true, true, true);
+        assert!(
+            b.len() == 1 && b[0].contains("of unit systemd-logind.service has uts namespace of its own"),
+            "{b:?}"
+        );
+        p.unit = None;
+        p.own_ns = vec!["uts", "ipc"];
+        let b = dump_blockers(ctid, &[p], true, true, true);
+        assert!(
+            b[0].contains("uts and ipc namespaces") && b[0].ends_with("end it first"),
+            "{b:?}"
+        );
     }
 }

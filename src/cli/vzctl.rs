@@ -229,11 +229,14 @@ pub enum Cmd {
     Resume { ctid: CtRef },
     /// List a container's checkpoints
     Checkpoints { ctid: CtRef },
-    /// What this host's kernel and CRIU can do for checkpoints and migration
+    /// What this host's kernel and CRIU can do for checkpoints and migration; with a CTID,
+    /// also what would keep that container from starting or being checkpointed
     Check {
         /// Probe again instead of using this boot's cached result
         #[arg(long)]
         refresh: bool,
+        /// A container to check as well
+        ctid: Option<CtRef>,
     },
     /// Show a container's beancounters: held, maxheld, barrier, limit, failcnt per resource
     Ubc { ctid: CtRef },
@@ -654,7 +657,11 @@ pub fn run(args: Args) -> Result<i32> {
                 }
             }
         }
-        Cmd::Check { refresh } => {
+        Cmd::Check { refresh, ctid } => {
+            let container = match &ctid {
+                Some(c) => Some(rt.check_container(resolve(c)?)?),
+                None => None,
+            };
             let criu = crate::criu::Criu::locate()?;
             let _ = rt.host.initialize();
             let h = criu.host_check(Some(&rt.host.layout.run_dir().join("criu-check.json")), refresh)?;
@@ -676,6 +683,9 @@ pub fn run(args: Args) -> Result<i32> {
                 // CAP_SYS_RESOURCE on the host, or as the owner of their user namespace.
                 v["nonroot_checkpointable_privileged"] = h.sys_resource.into();
                 v["nonroot_checkpointable_userns"] = userns.is_ok().into();
+                if let Some(c) = &container {
+                    v["container"] = serde_json::to_value(c)?;
+                }
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 let yn = |b: bool| if b { "yes" } else { "no" };
@@ -720,9 +730,36 @@ pub fn run(args: Args) -> Result<i32> {
                 println!("{:<24} {}", "non-root processes", nonroot);
                 let cg = crate::cgroup::Cgroups::detect(&rt.host.cgroup_parent())?;
                 println!("{:<24} {:?}", "cgroup", cg.version());
+                if let Some(c) = &container {
+                    let ct = format!("container {}", c.ctid);
+                    println!(
+                        "{ct:<24} init {}, {}",
+                        c.init,
+                        if c.running { "running" } else { "stopped" }
+                    );
+                    for b in &c.start_blockers {
+                        println!("{:<24} NO: {b}", "  starts");
+                    }
+                    if c.running {
+                        if c.dump_blockers.is_empty() {
+                            println!("{:<24} yes", "  checkpointable now");
+                        }
+                        for b in &c.dump_blockers {
+                            println!("{:<24} NO: {b}", "  checkpointable now");
+                        }
+                    }
+                }
             }
             if !h.criu_check {
                 return Ok(crate::exitcode::ExitCode::SystemError.code() as i32);
+            }
+            if let Some(c) = &container {
+                if !c.start_blockers.is_empty() {
+                    return Ok(crate::exitcode::ExitCode::BadContainer.code() as i32);
+                }
+                if !c.dump_blockers.is_empty() {
+                    return Ok(crate::exitcode::ExitCode::CheckpointFailed.code() as i32);
+                }
             }
         }
         Cmd::Ubc { ctid } => {

@@ -62,6 +62,7 @@ impl Opts {
         flag(self.track_mem, "--track-mem");
         flag(self.tcp_close, "--tcp-close");
         flag(self.leave_stopped, "--leave-stopped");
+        flag(self.force_irmap, "--force-irmap");
         if let Some(g) = self.ghost_limit {
             a.push(format!("--ghost-limit={g}"));
         }
@@ -193,6 +194,11 @@ pub struct Opts {
     pub link_remap: Option<bool>,
     #[prost(message, repeated, tag = "19")]
     pub veths: Vec<VethPair>,
+    /// Dump: an inotify watch whose file CRIU cannot find by its handle's path (a watch on a
+    /// symbolic link itself, as systemd's on /etc/localtime) is looked up by scanning
+    /// directories, instead of being recorded as a handle alone.
+    #[prost(bool, optional, tag = "21")]
+    pub force_irmap: Option<bool>,
     #[prost(bool, optional, tag = "24")]
     pub manage_cgroups: Option<bool>,
     #[prost(message, repeated, tag = "25")]

@@ -506,9 +506,16 @@ impl Ctx<'_> {
             .map_err(|e| MigrateError::Unsupported(self.ctid, e.to_string()))?;
         let cg = self.rt.cgroups(self.ctid)?;
         let freezer_dir = self.freezer.and_then(|f| cg.freezer_dir(self.ctid, f).ok());
-        let console = crate::checkpoint::console_key(st.init_pid);
-        let opts =
-            crate::checkpoint::dump_opts(&self.ct, st.init_pid, console.as_deref(), freezer_dir.as_deref(), true);
+        let console = crate::checkpoint::console_key(st.init_pid, &cg.pids(self.ctid).unwrap_or_default());
+        let systemd = crate::runtime::running_caps(&self.ct, st.init_pid).sys_admin;
+        let opts = crate::checkpoint::dump_opts(
+            &self.ct,
+            st.init_pid,
+            systemd,
+            console.as_deref(),
+            freezer_dir.as_deref(),
+            true,
+        );
         let dump_t = Instant::now();
         let start = self.link.sent();
         let streaming = page_refs && self.rt.host.setting("MIGRATE_PAGE_SERVER", "yes") != "no";
@@ -552,6 +559,11 @@ impl Ctx<'_> {
         if let Some(c) = &console {
             let _ = std::fs::write(images.join("ferry-console"), c);
         }
+        crate::checkpoint::record_cgroup_tree(cg, &self.ct, systemd, &images).map_err(|e| RuntimeError::Io {
+            ctid: self.ctid,
+            what: "recording the container's cgroups".into(),
+            source: e,
+        })?;
         let last = self.report.phases_ms.len() as u32 + 100;
         let t_fs = Instant::now();
         self.report.final_fs_bytes = self.fs_pass(last).await?;

@@ -61,9 +61,42 @@ pub const ALLOWED: &[(u32, &str)] = &[
     ),
 ];
 
+/// CAP_SYS_ADMIN, added for a container whose init is systemd, which has a user namespace:
+/// systemd mounts (`/run/user`, its units' sandboxes: private `/tmp`, read-only views, new
+/// namespaces) and manages its delegated cgroups. In its own user namespace that covers only
+/// the namespaces the container owns; the kernel refuses it everything of the host's, as for
+/// the capabilities above (ARCHITECTURE.md, "systemd containers"). Never for a privileged
+/// container, where it would be the host's.
+pub const SYS_ADMIN: (u32, &str) = (
+    21,
+    "CAP_SYS_ADMIN (systemd containers only): mounts and namespaces of its own",
+);
+
+/// A container's capability set: the allowed ones, plus CAP_SYS_ADMIN for systemd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Set {
+    pub sys_admin: bool,
+}
+
+impl Set {
+    /// Is capability `c` kept?
+    pub fn keeps(self, c: u32) -> bool {
+        ALLOWED.iter().any(|(a, _)| *a == c) || (self.sys_admin && c == SYS_ADMIN.0)
+    }
+
+    /// The kept capabilities as a bit mask.
+    pub fn mask(self) -> u64 {
+        (0..64).filter(|c| self.keeps(*c)).fold(0, |m, c| m | 1u64 << c)
+    }
+}
+
 /// The capability numbers a container loses: everything up to `last` that is not allowed.
 pub fn dropped(last: u32) -> Vec<u32> {
-    (0..=last).filter(|c| !ALLOWED.iter().any(|(a, _)| a == c)).collect()
+    dropped_from(Set::default(), last)
+}
+
+fn dropped_from(set: Set, last: u32) -> Vec<u32> {
+    (0..=last).filter(|c| !set.keeps(*c)).collect()
 }
 
 /// The highest capability this kernel knows.
@@ -76,7 +109,7 @@ pub fn last_cap() -> u32 {
 
 /// The allowed capabilities as a bit mask.
 pub fn allowed_mask() -> u64 {
-    ALLOWED.iter().fold(0, |m, (c, _)| m | 1u64 << c)
+    Set::default().mask()
 }
 
 #[repr(C)]
@@ -95,11 +128,11 @@ struct CapData {
 
 const CAP_V3: u32 = 0x2008_0522;
 
-/// Removes every capability but the allowed ones from every set of the calling process.
-pub fn drop_container_caps() -> io::Result<()> {
+/// Removes every capability but the container's (`set`) from every set of the calling process.
+pub fn drop_container_caps(set: Set) -> io::Result<()> {
     // Past cap_last_cap too: a kernel newer than the one probed may know more; EINVAL means the
     // kernel does not know the capability, so there is nothing to drop.
-    for cap in dropped(63) {
+    for cap in dropped_from(set, 63) {
         // SAFETY: prctl with integer arguments.
         let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
         if r < 0 {
@@ -126,7 +159,7 @@ pub fn drop_container_caps() -> io::Result<()> {
     let mut data = [CapData::default(); 2];
     // SAFETY: capget fills two CapData structs for version 3.
     check(unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut CapHeader, data.as_mut_ptr()) as libc::c_int })?;
-    let mask = allowed_mask();
+    let mask = set.mask();
     for (i, d) in data.iter_mut().enumerate() {
         let m = (mask >> (32 * i)) as u32;
         d.effective &= m;
@@ -172,5 +205,8 @@ mod tests {
             assert!(gone.contains(&c), "capability {c} is granted");
         }
         assert_eq!(gone.len() + ALLOWED.len(), 64);
+        let sd = Set { sys_admin: true };
+        assert_eq!(sd.mask(), allowed_mask() | 1 << 21);
+        assert_eq!(dropped_from(sd, 63).len() + 1, gone.len());
     }
 }

@@ -64,6 +64,8 @@ pub enum RuntimeError {
     NoPrivate(Ctid, PathBuf),
     #[error("container {0} cannot start: {1} not found in its root file system")]
     BadContainer(Ctid, String),
+    #[error("container {ctid} cannot start: its init {init} is systemd, which needs {needs}")]
+    InitNeeds { ctid: Ctid, init: String, needs: String },
     #[error("container {ctid}: {what}")]
     BadValue { ctid: Ctid, what: String },
     #[error("container {ctid}: the address {addr} is already used by container {other}")]
@@ -123,7 +125,7 @@ impl RuntimeError {
             Mounted(_) => ExitCode::Mounted,
             NotMounted(_) => ExitCode::NotMounted,
             NoPrivate(..) => ExitCode::NoPrivate,
-            BadContainer(..) => ExitCode::BadContainer,
+            BadContainer(..) | InitNeeds { .. } => ExitCode::BadContainer,
             BadValue { .. } => ExitCode::BadValue,
             AddressInUse { .. } => ExitCode::AddressInUse,
             StopFailed(..) => ExitCode::StopFailed,
@@ -815,6 +817,17 @@ impl Runtime {
             }
         }
         let cg = self.cgroups(ctid)?;
+        let systemd = init_kind(&ct) == InitKind::Systemd;
+        if let Some(needs) = systemd.then(|| systemd_missing(&ct, cg)).flatten() {
+            if !was_mounted {
+                let _ = self.umount_root(&ct);
+            }
+            return Err(RuntimeError::InitNeeds {
+                ctid,
+                init: init.clone(),
+                needs,
+            });
+        }
         let undo = |e: RuntimeError| -> RuntimeError {
             let _ = cg.kill_all(ctid, Duration::from_secs(5));
             let _ = cg.remove(ctid, Duration::from_secs(5));
@@ -824,6 +837,10 @@ impl Runtime {
             e
         };
         cg.create(ctid).map_err(|e| undo(RuntimeError::Cgroup(ctid, e)))?;
+        if let (true, Some(map)) = (systemd, idmap) {
+            cg.delegate(ctid, map.uid, map.gid)
+                .map_err(|e| undo(RuntimeError::Cgroup(ctid, e)))?;
+        }
         let limits = crate::resources::Limits::from_config(&ct.config).map_err(|e| {
             undo(RuntimeError::BadValue {
                 ctid,
@@ -840,6 +857,10 @@ impl Runtime {
             "container=ferry",
         ]
         .iter()
+        // systemd >= 254 watches its own cgroup's memory pressure with a PSI trigger, which a
+        // restore does not bring back: the restored descriptor reports an error on every poll
+        // and init spins on it, its job queue starved. /dev/null turns that watch off.
+        .chain(systemd.then_some(&"MEMORY_PRESSURE_WATCH=/dev/null"))
         .map(|s| sys::c(s))
         .collect();
         let console_log = self.host.layout.console_log(ctid);
@@ -859,7 +880,8 @@ impl Runtime {
             console_log: &console_log,
             resolv,
             idmap,
-            seccomp: seccomp_profile(&ct),
+            seccomp: seccomp_profile(&ct, systemd),
+            systemd,
         };
         let hn = self.host_net();
         let mut net = crate::net::NetState::default();
@@ -1049,27 +1071,32 @@ impl Runtime {
         } else {
             spawn::Stdio::Inherit
         };
+        let caps = running_caps(&ct, st.init_pid);
         spawn::exec_in(
             &spawn::Running {
                 ctid,
                 init_pid: st.init_pid,
                 init_start: st.init_start,
                 cgroups: cg,
+                caps,
             },
             &argv,
             &env,
             stdio,
-            seccomp_profile(&ct),
+            seccomp_profile(&ct, caps.sys_admin),
         )
         .map_err(|e| RuntimeError::Exec(ctid, e))
     }
 }
 
 /// The seccomp profile of a container's processes (seccomp.rs), unless its configuration says
-/// `SECCOMP="no"`. A privileged container may not make a user namespace either.
-pub fn seccomp_profile(ct: &Container) -> Option<seccomp::Profile> {
+/// `SECCOMP="no"`. A privileged container may not make a user namespace either; a systemd
+/// container (`systemd`: its init is systemd, or was given CAP_SYS_ADMIN as one) may open the
+/// uevent socket.
+pub fn seccomp_profile(ct: &Container, systemd: bool) -> Option<seccomp::Profile> {
     (ct.get("SECCOMP") != Some("no")).then(|| seccomp::Profile {
         no_nested_userns: !ct.userns(),
+        no_uevent: !(systemd && ct.userns()),
     })
 }
 
@@ -1094,23 +1121,83 @@ pub struct Stopping {
     pub killed: bool,
 }
 
+/// The capabilities of what `vzctl exec` runs in a container: those its init was given at
+/// start (a restored init keeps its own), read from init's bounding set, which nothing in the
+/// container can widen: CAP_SYS_ADMIN only where init has it, in a user namespace.
+pub(crate) fn running_caps(ct: &Container, init_pid: i32) -> caps::Set {
+    let bnd = fs::read_to_string(format!("/proc/{init_pid}/status"))
+        .ok()
+        .and_then(|s| caps::bounding_set(&s))
+        .unwrap_or(0);
+    caps::Set {
+        sys_admin: ct.userns() && bnd & (1u64 << caps::SYS_ADMIN.0) != 0,
+    }
+}
+
+/// The kind of init a container boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitKind {
+    Busybox,
+    Systemd,
+    /// sysvinit and anything else.
+    Other,
+}
+
+/// What a container whose init is systemd needs and this container or host lacks: a user
+/// namespace (CAP_SYS_ADMIN in namespaces of its own), a cgroup v2 hierarchy to delegate.
+pub fn systemd_missing(ct: &Container, cg: &Cgroups) -> Option<String> {
+    if !ct.userns() {
+        return Some(format!(
+            "a user namespace (CAP_SYS_ADMIN in namespaces of its own), and this container is privileged: \
+             vzctl set {} --userns yes --save",
+            ct.ctid
+        ));
+    }
+    if cg.unified().is_none() {
+        return Some(
+            "a cgroup v2 hierarchy to delegate, and this host mounts none (mount cgroup2, e.g. on /sys/fs/cgroup/unified)"
+                .into(),
+        );
+    }
+    None
+}
+
+/// The kind of a container's init, from where `INIT` (default `/sbin/init`) leads in its
+/// mounted root.
+pub fn init_kind(ct: &Container) -> InitKind {
+    init_kind_at(ct, &ct.root)
+}
+
+/// [`init_kind`] in the tree at `root` (the private area of a container that is not mounted).
+pub fn init_kind_at(ct: &Container, root: &Path) -> InitKind {
+    let init = ct.get("INIT").unwrap_or("/sbin/init");
+    let target = resolve_in_root(root, init);
+    let name = target
+        .as_deref()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if name == "busybox" {
+        InitKind::Busybox
+    } else if name == "systemd" {
+        InitKind::Systemd
+    } else {
+        InitKind::Other
+    }
+}
+
 /// The signal a container's init expects for a clean shutdown: STOP_SIGNAL from the
-/// configuration, else by the kind of init (busybox: SIGUSR2, systemd: SIGRTMIN+4, sysvinit
-/// and others: SIGINT, the ctrl-alt-del action).
+/// configuration, else by the kind of init (busybox: SIGUSR2; systemd: SIGRTMIN+3, its halt
+/// request, which in a container ends it; sysvinit and others: SIGINT, the ctrl-alt-del
+/// action).
 pub fn stop_signal(ct: &Container) -> libc::c_int {
     if let Some(s) = ct.get("STOP_SIGNAL").and_then(parse_signal) {
         return s;
     }
-    let init = ct.get("INIT").unwrap_or("/sbin/init");
-    let target = resolve_in_root(&ct.root, init)
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if target.contains("busybox") {
-        libc::SIGUSR2
-    } else if target.contains("systemd") {
-        libc::SIGRTMIN() + 4
-    } else {
-        libc::SIGINT
+    match init_kind(ct) {
+        InitKind::Busybox => libc::SIGUSR2,
+        InitKind::Systemd => libc::SIGRTMIN() + 3,
+        InitKind::Other => libc::SIGINT,
     }
 }
 
@@ -1213,6 +1300,47 @@ pub fn resolve_in_root(root: &Path, path: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn systemd_is_told_what_it_lacks_a_user_namespace_or_cgroup_v2() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        fs::create_dir_all(root.join("lib/systemd")).unwrap();
+        fs::create_dir_all(root.join("sbin")).unwrap();
+        fs::write(root.join("lib/systemd/systemd"), b"x").unwrap();
+        symlink("/lib/systemd/systemd", root.join("sbin/init")).unwrap();
+        let mut config = Config::new();
+        config.set("USERNS", "yes").unwrap();
+        let mut ct = Container {
+            ctid: Ctid::new(101).unwrap(),
+            conf_path: d.path().join("101.conf"),
+            config,
+            private: root.clone(),
+            root: root.clone(),
+            image_fs: None,
+        };
+        assert_eq!(init_kind(&ct), InitKind::Systemd);
+        let hybrid = Cgroups::from_mountinfo(
+            "26 25 0:24 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n30 25 0:28 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n",
+            "ferry",
+        )
+        .unwrap();
+        let pure_v1 =
+            Cgroups::from_mountinfo("26 25 0:24 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n", "ferry").unwrap();
+        assert_eq!(systemd_missing(&ct, &hybrid), None);
+        assert!(systemd_missing(&ct, &pure_v1).unwrap().contains("cgroup v2"));
+        ct.config.set("USERNS", "no").unwrap();
+        let m = systemd_missing(&ct, &hybrid).unwrap();
+        assert!(
+            m.contains("user namespace") && m.contains("vzctl set 101 --userns yes --save"),
+            "{m}"
+        );
+        fs::remove_file(root.join("sbin/init")).unwrap();
+        symlink("/bin/busybox", root.join("sbin/init")).unwrap();
+        fs::create_dir_all(root.join("bin")).unwrap();
+        fs::write(root.join("bin/busybox"), b"x").unwrap();
+        assert_eq!(init_kind(&ct), InitKind::Busybox);
+    }
     use std::os::unix::fs::symlink;
 
     #[test]

@@ -161,6 +161,11 @@ pub struct Profile {
     /// flags a filter cannot read, then fails with ENOSYS, and the C library falls back to
     /// `clone`.
     pub no_nested_userns: bool,
+    /// The uevent netlink socket is refused (the host's device events). Allowed only to a
+    /// systemd container, which has a user namespace: its logind and udev clients open one,
+    /// and the kernel sends a network namespace owned by another user namespace no device
+    /// events but its own links' (Linux 4.18, "netns: restrict uevents").
+    pub no_uevent: bool,
 }
 
 /// The filter of one architecture's calls (the accumulator holds nothing yet). Straight-line:
@@ -195,13 +200,15 @@ fn arch_block(p: &mut Vec<Insn>, i386: bool, profile: Profile) {
     // if nr == socket { if args[0] == AF_NETLINK && args[2] == NETLINK_KOBJECT_UEVENT { EPERM } }
     // (the host's device events). i386's older socketcall multiplexer passes its arguments in
     // memory, which a filter cannot read: that one way stays open to 32-bit programs.
-    p.push(jump(BPF_JEQ_K, pick(SOCKET), 0, 6));
-    p.push(stmt(BPF_LD_W_ABS, off_arg(0)));
-    p.push(jump(BPF_JEQ_K, AF_NETLINK, 0, 3));
-    p.push(stmt(BPF_LD_W_ABS, off_arg(2)));
-    p.push(jump(BPF_JEQ_K, NETLINK_KOBJECT_UEVENT, 0, 1));
-    p.push(eperm());
-    p.push(ret(SECCOMP_RET_ALLOW));
+    if profile.no_uevent {
+        p.push(jump(BPF_JEQ_K, pick(SOCKET), 0, 6));
+        p.push(stmt(BPF_LD_W_ABS, off_arg(0)));
+        p.push(jump(BPF_JEQ_K, AF_NETLINK, 0, 3));
+        p.push(stmt(BPF_LD_W_ABS, off_arg(2)));
+        p.push(jump(BPF_JEQ_K, NETLINK_KOBJECT_UEVENT, 0, 1));
+        p.push(eperm());
+        p.push(ret(SECCOMP_RET_ALLOW));
+    }
     p.push(ret(SECCOMP_RET_ALLOW));
 }
 
@@ -342,6 +349,7 @@ mod tests {
     fn denies_what_it_lists_and_allows_the_rest() {
         let p = program(Profile {
             no_nested_userns: false,
+            no_uevent: true,
         });
         let x = AUDIT_ARCH_X86_64;
         for dn in DENIED {
@@ -368,7 +376,10 @@ mod tests {
 
     #[test]
     fn a_privileged_container_makes_no_user_namespace() {
-        let p = program(Profile { no_nested_userns: true });
+        let p = program(Profile {
+            no_nested_userns: true,
+            no_uevent: true,
+        });
         let x = AUDIT_ARCH_X86_64;
         assert_eq!(run(&p, x, 272, [0x1000_0000 | 0x0002_0000, 0, 0, 0, 0, 0]), EPERM);
         assert_eq!(run(&p, x, 272, [0x0002_0000, 0, 0, 0, 0, 0]), ALLOW);
@@ -381,5 +392,19 @@ mod tests {
         assert_eq!(run(&p, x, 250, [0; 6]), EPERM);
         assert_eq!(run(&p, x, 41, [16, 3, 15, 0, 0, 0]), EPERM);
         assert_eq!(run(&p, x, 0, [0; 6]), ALLOW);
+    }
+
+    #[test]
+    fn a_systemd_container_opens_the_uevent_socket_and_nothing_else_changes() {
+        let p = program(Profile {
+            no_nested_userns: false,
+            no_uevent: false,
+        });
+        let x = AUDIT_ARCH_X86_64;
+        assert_eq!(run(&p, x, 41, [16, 3, 15, 0, 0, 0]), ALLOW);
+        assert_eq!(run(&p, AUDIT_ARCH_I386, 359, [16, 3, 15, 0, 0, 0]), ALLOW);
+        for dn in DENIED {
+            assert_eq!(run(&p, x, dn.x86_64, [0; 6]), EPERM, "{}", dn.name);
+        }
     }
 }

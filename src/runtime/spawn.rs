@@ -57,6 +57,11 @@ pub struct InitSpec<'a> {
     pub idmap: Option<super::userns::IdMap>,
     /// The seccomp profile its processes get (`None`: `SECCOMP="no"`).
     pub seccomp: Option<super::seccomp::Profile>,
+    /// Its init is systemd (the caller checked the user namespace and the cgroup v2 hierarchy
+    /// it needs): it gets the cgroup v2 file system at `/sys/fs/cgroup` (its own subtree,
+    /// through its cgroup namespace), `/run/lock`, `/run/systemd/container`, a machine-id if
+    /// it has none, and CAP_SYS_ADMIN in its user namespace.
+    pub systemd: bool,
 }
 
 /// A freshly started container.
@@ -260,6 +265,9 @@ fn init_child(spec: &InitSpec<'_>, parent_sock: &OwnedFd, go_r: OwnedFd) -> Resu
         move |e: io::Error| format!("{what}: {e}")
     };
     let userns = spec.idmap.is_some();
+    let caps = caps::Set {
+        sys_admin: spec.systemd && userns,
+    };
     sys::mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)
         .map_err(step("making mounts private"))?;
     // Without a configured name the new uts namespace would keep the host's: use localhost.
@@ -286,6 +294,13 @@ fn init_child(spec: &InitSpec<'_>, parent_sock: &OwnedFd, go_r: OwnedFd) -> Resu
     sys::mount(Some("proc"), &p("proc"), Some("proc"), nosx, None).map_err(step("mounting /proc"))?;
     mkdir("sys", 0o555)?;
     sys::mount(Some("sysfs"), &p("sys"), Some("sysfs"), nosx | libc::MS_RDONLY, None).map_err(step("mounting /sys"))?;
+    if spec.systemd {
+        // The container's own cgroup v2 subtree (its cgroup namespace's root is the container's
+        // cgroup, delegated to its root): systemd runs in unified mode on any host, and on a
+        // hybrid host the v1 controllers keep limiting it from outside.
+        sys::mount(Some("cgroup2"), &p("sys/fs/cgroup"), Some("cgroup2"), nosx, None)
+            .map_err(step("mounting the cgroup v2 file system on /sys/fs/cgroup"))?;
+    }
     mkdir("dev", 0o755)?;
     sys::mount(
         Some("tmpfs"),
@@ -343,6 +358,21 @@ fn init_child(spec: &InitSpec<'_>, parent_sock: &OwnedFd, go_r: OwnedFd) -> Resu
         Some("mode=755,size=65536k"),
     )
     .map_err(step("mounting /run"))?;
+    if spec.systemd {
+        mkdir("run/lock", 0o1777)?;
+        sys::mount(
+            Some("tmpfs"),
+            &p("run/lock"),
+            Some("tmpfs"),
+            nosx,
+            Some("mode=1777,size=5120k"),
+        )
+        .map_err(step("mounting /run/lock"))?;
+        mkdir("run/systemd", 0o755)?;
+        std::fs::write(p("run/systemd/container"), "ferry\n").map_err(step("writing /run/systemd/container"))?;
+        mkdir("run/systemd/system", 0o755)?;
+        mkdir("run/systemd/system/service.d", 0o755)?;
+    }
 
     // The console: a pty of the container's own devpts; the master goes to the logger.
     let (master, n) = sys::open_pty_master(&p("dev/pts/ptmx")).map_err(step("opening the console pty"))?;
@@ -380,6 +410,15 @@ fn init_child(spec: &InitSpec<'_>, parent_sock: &OwnedFd, go_r: OwnedFd) -> Resu
             std::fs::write("/etc/resolv.conf", r).map_err(step("writing /etc/resolv.conf"))?;
         }
     }
+    if spec.systemd {
+        ensure_machine_id().map_err(step("writing /etc/machine-id"))?;
+        // After pivot_root: the tree is read as the container sees it.
+        std::fs::write(
+            "/run/systemd/system/service.d/ferry-checkpoint.conf",
+            systemd_drop_in(systemd_version()),
+        )
+        .map_err(step("writing ferry's drop-in for services"))?;
+    }
 
     // Wait until the starting command says go (it may attach the network first).
     let go = sys::read_to_end(go_r.as_raw_fd(), 1).map_err(step("waiting for go"))?;
@@ -395,20 +434,111 @@ fn init_child(spec: &InitSpec<'_>, parent_sock: &OwnedFd, go_r: OwnedFd) -> Resu
     if let Some(profile) = spec.seccomp {
         super::seccomp::install(profile).map_err(step("installing the seccomp profile"))?;
     }
-    caps::drop_container_caps().map_err(step("dropping capabilities"))?;
+    caps::drop_container_caps(caps).map_err(step("dropping capabilities"))?;
     sys::reset_signals();
     let e = sys::execve(&spec.argv, &spec.env);
     Err(format!("exec {}: {e}", sys::cstr_to_string(&spec.argv[0])))
 }
 
+/// The drop-in every service of a systemd container gets, in `/run` (the container's tree is
+/// not changed; a unit's own drop-in in `/etc` overrides it), for systemd `version` (each
+/// setting only where that version knows it, so none is logged as unknown; all of them when
+/// the version is not known):
+/// - the sandboxing options that give a service a UTS, IPC or user namespace of its own are
+///   off, since CRIU cannot checkpoint a process in one below the container's (Debian 12's
+///   systemd-logind has `ProtectHostname=yes`);
+/// - `MemoryPressureWatch=off` (systemd >= 254): a sandboxed service otherwise gets its
+///   cgroup's `memory.pressure` file bound into its mount namespace, a bind mount of one file
+///   of the cgroup v2 file system that CRIU 4.2 cannot restore (Debian 13's logind).
+///
+/// Every other sandboxing option (private /tmp, read-only views, capability bounds, system
+/// call filters) stays.
+pub fn systemd_drop_in(version: Option<u32>) -> String {
+    let mut s = String::from(
+        "# Written by ferry at each start: CRIU cannot checkpoint a process that has a UTS, IPC or\n\
+         # user namespace of its own, nor restore a bound memory.pressure file, so services get\n\
+         # none. See ferry's docs/templates.md.\n[Service]\n",
+    );
+    for (since, line) in [
+        (232, "PrivateUsers=no"),
+        (242, "ProtectHostname=no"),
+        (248, "PrivateIPC=no"),
+        (254, "MemoryPressureWatch=off"),
+    ] {
+        if version.is_none_or(|v| v >= since) {
+            s.push_str(line);
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// The version of the container's systemd, from the name of its shared library
+/// (`libsystemd-shared-257.so`, in `/usr/lib/systemd`, `/lib/systemd` or
+/// `/usr/lib/<triplet>/systemd`). Runs in the container's root.
+fn systemd_version() -> Option<u32> {
+    let mut dirs = vec![PathBuf::from("/usr/lib/systemd"), PathBuf::from("/lib/systemd")];
+    if let Ok(rd) = std::fs::read_dir("/usr/lib") {
+        dirs.extend(rd.flatten().map(|e| e.path().join("systemd")));
+    }
+    dirs.iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flat_map(|rd| rd.flatten())
+        .find_map(|e| {
+            let name = e.file_name();
+            let v = name.to_str()?.strip_prefix("libsystemd-shared-")?.strip_suffix(".so")?;
+            v.parse().ok()
+        })
+}
+
+/// A stable machine-id (machine-id(5)) for a systemd container: written once, at its first
+/// start, when `/etc/machine-id` is missing, empty or "uninitialized" (the built-in recipes
+/// leave it empty so that no two containers share one), and kept from then on, through
+/// checkpoints and migrations, as the file is in the container's tree. Runs in the container's
+/// root (after pivot_root).
+fn ensure_machine_id() -> io::Result<()> {
+    let path = Path::new("/etc/machine-id");
+    let cur = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    let cur = cur.trim();
+    if !cur.is_empty() && cur != "uninitialized" {
+        return Ok(());
+    }
+    let mut b = [0u8; 16];
+    // SAFETY: getrandom into a local buffer of its length.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        return Err(io::Error::other("getrandom returned too few bytes"));
+    }
+    let id: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    // Replace, not write through: the path may be a symlink planted in the container's tree.
+    let tmp = Path::new("/etc/.machine-id.ferry");
+    let _ = std::fs::remove_file(tmp);
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(tmp)?;
+        f.write_all(format!("{id}\n").as_bytes())?;
+    }
+    std::fs::rename(tmp, path)
+}
+
 /// A running container, as `exec_in` finds it: its init (pid and start time, so a reused pid
-/// is noticed) and its cgroups.
+/// is noticed), its cgroups and the capabilities its processes get.
 #[derive(Clone, Copy)]
 pub struct Running<'a> {
     pub ctid: Ctid,
     pub init_pid: i32,
     pub init_start: u64,
     pub cgroups: &'a Cgroups,
+    pub caps: caps::Set,
 }
 
 /// How a command run inside a container gets its terminal.
@@ -454,6 +584,7 @@ pub fn exec_in(
         init_pid,
         init_start,
         cgroups,
+        caps,
     } = *ct;
     sys::ensure_single_threaded().map_err(sys_err("cannot enter the container"))?;
     let open_ns = |name: &str| -> Result<OwnedFd, SpawnError> {
@@ -479,7 +610,7 @@ pub fn exec_in(
         )));
     }
     let procs = cgroups
-        .open_procs(ctid)
+        .open_procs_beside(ctid, init_pid)
         .map_err(|e| SpawnError::Setup(format!("{e}")))?;
     let (err_r, err_w) = sys::pipe().map_err(sys_err("pipe"))?;
 
@@ -490,7 +621,7 @@ pub fn exec_in(
             let _ = sys::write_all(err_w.as_raw_fd(), msg.as_bytes());
             sys::exit_child(1)
         };
-        if let Err(m) = confine_waiter(user_ns.as_ref(), &others, &pid_ns, &time_ns, seccomp) {
+        if let Err(m) = confine_waiter(user_ns.as_ref(), &others, &pid_ns, &time_ns, seccomp, caps) {
             fail(m);
         }
         match sys::fork() {
@@ -539,6 +670,7 @@ fn confine_waiter(
     pid_ns: &OwnedFd,
     time_ns: &OwnedFd,
     seccomp: Option<super::seccomp::Profile>,
+    caps: caps::Set,
 ) -> Result<(), String> {
     // These two take effect for children only, so they come first, while this process is
     // still the host's root (a time namespace the container did not make is the host's, which
@@ -556,7 +688,7 @@ fn confine_waiter(
     if let Some(profile) = seccomp {
         super::seccomp::install(profile).map_err(|e| format!("installing the seccomp profile: {e}"))?;
     }
-    caps::drop_container_caps().map_err(|e| format!("dropping capabilities: {e}"))
+    caps::drop_container_caps(caps).map_err(|e| format!("dropping capabilities: {e}"))
 }
 
 fn command_child(
@@ -649,4 +781,20 @@ pub fn in_container(
         return Err(SpawnError::Setup(String::from_utf8_lossy(&msg).into_owned()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drop_in_names_only_what_the_containers_systemd_knows() {
+        let d252 = systemd_drop_in(Some(252));
+        assert!(d252.contains("ProtectHostname=no\nPrivateIPC=no\n"), "{d252}");
+        assert!(!d252.contains("MemoryPressureWatch"), "{d252}");
+        assert!(!systemd_drop_in(Some(247)).contains("PrivateIPC"));
+        let d257 = systemd_drop_in(Some(257));
+        assert!(d257.contains("MemoryPressureWatch=off"));
+        assert_eq!(systemd_drop_in(None), d257);
+    }
 }
