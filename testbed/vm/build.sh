@@ -22,9 +22,11 @@
 #   rootfs/                         debootstrap bookworm minbase + the tools ferry's tests use
 #   images/root.img                 ext4 image (mke2fs -d, no mount) of rootfs/ with both kernels'
 #                                   modules; guests boot it read-only (QEMU snapshot), it stays pristine
+#   templates/                      a host root where the release vzpkg builds debian-13 (systemd,
+#                                   with lighttpd) for the guests' systemd containers
 #   layer/, images/layer.img        the cheap last layer: ferry's binaries (bin/), the CRIU prefix
-#                                   (criu/) and the guest's init (init, inittab); rebuilt in a second
-#                                   or two whenever one of them changes
+#                                   (criu/), the guest's init (init, inittab) and that template
+#                                   (templates/); rebuilt in a few seconds whenever one changes
 #
 # Booting: testbed/vm/run.sh; for developers: scripts/guests.sh.
 set -euo pipefail
@@ -345,6 +347,32 @@ else
     echo "$root_stamp" > "$ROOT_IMG.stamp"
     log "root image: done ($(du -h "$ROOT_IMG" | cut -f1) used of $ROOT_SIZE)"
 fi
+
+# ---- 5b. the systemd template the guests' containers are made from --------------------------------
+# Debian 13's built-in recipe (systemd) with lighttpd, built on this host with the release vzpkg
+# (debootstrap from the same archive) in a root of its own, again only when the recipe changes.
+TPL_ROOT=$CACHE/templates
+TPL=debian-13
+TPL_PKGS=(lighttpd)
+mkdir -p "$TPL_ROOT"
+rm -rf "$TPL_ROOT/vz/template/$TPL"
+args=(); for p in "${TPL_PKGS[@]}"; do args+=(--add-package "$p"); done
+"$TARGET/release/vzpkg" --root-dir "$TPL_ROOT" -q recipe "$TPL" "${args[@]}" >/dev/null || die "vzpkg recipe $TPL failed"
+echo "MIRROR=\"$MIRROR\"" >> "$TPL_ROOT/vz/template/$TPL/template.conf"
+tpl_stamp=$(cat "$TPL_ROOT/vz/template/$TPL"/* | sha256sum | cut -d' ' -f1)
+tpl_cache=$TPL_ROOT/vz/template/cache/$TPL.tar.zst
+if [ -f "$tpl_cache" ] && [ "$(cat "$tpl_cache.stamp" 2>/dev/null)" = "$tpl_stamp" ]; then
+    log "template $TPL: cached"
+else
+    log "template $TPL: vzpkg create-cache with ${TPL_PKGS[*]} (debootstrap, a few minutes)"
+    rm -f "$tpl_cache.stamp"
+    "$TARGET/release/vzpkg" --root-dir "$TPL_ROOT" -q create-cache "$TPL" > "$CACHE/tmp/template.log" 2>&1 \
+        || die "vzpkg create-cache $TPL failed; see $CACHE/tmp/template.log"
+    echo "$tpl_stamp" > "$tpl_cache.stamp"
+    log "template $TPL: built ($(du -h "$tpl_cache" | cut -f1))"
+fi
+mkdir -p "$CACHE/layer/templates"
+cmp -s "$tpl_cache" "$CACHE/layer/templates/$TPL.tar.zst" || cp "$tpl_cache" "$CACHE/layer/templates/$TPL.tar.zst"
 
 # ---- 6. the ferry layer: binaries, CRIU, the guest init ---------------------------------------------
 LAYER=$CACHE/layer

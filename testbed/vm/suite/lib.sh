@@ -23,6 +23,17 @@ holds() {
     if eval "$*"; then ok "$what"; else bad "$what: ($*) is false"; fi
 }
 vz() { vzctl --root-dir "$R" "$@"; }
+# systemd_state CTID: waits (bounded: 240 s) for the systemd container's init to finish starting
+# and prints what systemctl is-system-running last said.
+systemd_state() {
+    local st i
+    for i in $(seq 1 240); do
+        st=$(vz exec "$1" 'systemctl is-system-running' 2>&1)
+        case "$st" in running|degraded) break ;; esac
+        sleep 1
+    done
+    echo "$st"
+}
 # The container's cgroup v2 file.
 cgv2() { cat "/sys/fs/cgroup/ferry/$1/$2" 2>/dev/null; }
 # A host root for ferry on the guest's ext4 (idmapped mounts need it on 6.1); the guest's eth0,
@@ -40,6 +51,9 @@ STOP_TIMEOUT="30"
 CONF
     [ ! -e /sys/class/net/eth0 ] || echo 'UPLINK="eth0"' >> "$R/etc/vz/vz.conf"
     vzpkg --root-dir "$R" -q create-cache busybox
+    # debian-13 (systemd, lighttpd), built on the machine by testbed/vm/build.sh.
+    mkdir -p "$R/vz/template/cache"
+    cp /ferry/templates/*.tar.zst "$R/vz/template/cache/"
 }
 finish() {
     echo "test result: $([ "$failed" = 0 ] && echo ok || echo FAILED). $passed passed; $failed failed (guest ${FERRY_GUEST_NAME:-?}, $(uname -r))"

@@ -1,6 +1,6 @@
 # One guest, one stock kernel: what ferry does on pure cgroup v2 with soft-dirty tracking, checked
 # from outside (the cgroup files ferry wrote) and from inside (the limit enforced). Needs lib.sh
-# first (scripts/guest-tests.sh puts them together).
+# first; systemd.sh and lib.sh's finish follow (scripts/guest-tests.sh puts them together).
 ferry_root
 
 # The host as vzctl check sees it.
@@ -102,4 +102,3 @@ check "stop --fast of the frozen container" vz stop --fast 101
 same "stopped" "CTID 101 exist unmounted down" "$(vz status 101)"
 holds "its cgroup is gone" '[ ! -d /sys/fs/cgroup/ferry/101 ]'
 check "destroy" vz destroy 101
-finish
