@@ -675,3 +675,61 @@ fn a_stopped_process_comes_back_stopped_through_chkpnt_and_restore() {
     assert!(state().contains("S (sleeping)"), "{}", state());
     h.vzctl(&["stop", "101", "--fast"]).ok();
 }
+
+/// A dump that meets the container's file system being mounted at that moment (a remount here;
+/// on a busy host, any mount of the same file system, such as every container start's cgroup2)
+/// is tried again: the kernel then prints an inotify watch without its file handle, and CRIU
+/// fails the dump on it. A container holding 1200 watches on its image's XFS is checkpointed
+/// while the host remounts that XFS in bursts of 800 ms from the start of each checkpoint;
+/// every checkpoint must succeed, and the test goes on until two needed another try. Then the
+/// last one restores with all the watches.
+#[test]
+fn a_dump_that_meets_a_busy_file_system_is_tried_again() {
+    let h = TestHost::new("fhr");
+    let o = h.vzctl(&["create", "101", "--layout", "image", "--diskspace", "300M:320M"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    let fs = h.private("101").join("fs");
+    h.vzctl(&["start", "101"]).ok();
+    // The image is mounted (at fs) while the container runs.
+    std::fs::copy(static_program("inotify_watches"), fs.join("bin/inotify_watches")).unwrap();
+    h.exec("101", "inotify_watches /w 1200 </dev/null >/tmp/iw.out 2>&1 &");
+    wait_until("the watches", Duration::from_secs(20), || {
+        h.exec("101", "cat /tmp/iw.out").contains("watching 1200")
+    });
+    let remount = || {
+        let end = std::time::Instant::now() + Duration::from_millis(800);
+        while std::time::Instant::now() < end {
+            let s = std::process::Command::new("mount")
+                .args(["-o", "remount,noatime"])
+                .arg(&fs)
+                .status()
+                .unwrap();
+            assert!(s.success(), "remounting {}", fs.display());
+        }
+    };
+    let mut retried = 0;
+    for n in 1..=20 {
+        let o = std::thread::scope(|s| {
+            s.spawn(remount);
+            h.vzctl(&["chkpnt", "101", "--keep-running"])
+        });
+        assert_eq!(o.code, 0, "checkpoint {n} (after {retried} retried): {o:?}");
+        if o.stderr.contains("met a passing race, trying again") {
+            retried += 1;
+            if retried == 2 {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        retried, 2,
+        "20 checkpoints under remounts, and fewer than two met the race"
+    );
+    let watches = || h.exec("101", "grep -c '^inotify' /proc/$(pidof inotify_watches)/fdinfo/3");
+    assert_eq!(watches().trim(), "1200");
+    h.vzctl(&["stop", "101"]).ok();
+    let o = h.vzctl(&["restore", "101"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(watches().trim(), "1200");
+    h.vzctl(&["stop", "101", "--fast"]).ok();
+}

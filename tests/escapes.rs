@@ -14,27 +14,9 @@ use common::lab::{vz, vz_ok};
 use common::*;
 use ferry_testbed::Lab;
 
-/// tests/escape_probe.c, built statically once per test run (gcc and libc6-dev: setup.sh).
+/// tests/escape_probe.c, built statically once per test run.
 fn probe() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("escape_probe");
-            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/escape_probe.c");
-            let o = std::process::Command::new("gcc")
-                .args(["-static", "-O1", "-o"])
-                .arg(&out)
-                .arg(&src)
-                .output()
-                .expect("gcc (scripts/setup.sh installs it)");
-            assert!(
-                o.status.success(),
-                "building the probe: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            out
-        })
-        .clone()
+    static_program("escape_probe")
 }
 
 fn lab(tag: &str) -> Lab {

@@ -68,7 +68,30 @@ pub fn log_errors(log: &Path, max: usize) -> Vec<String> {
         .collect()
 }
 
+/// How many times in all a dump that met [`CriuError::is_fhandle_race`] is tried.
+pub const DUMP_ATTEMPTS: u32 = 8;
+
+/// A line of CRIU's saying it could not parse an inotify or fanotify watch's fdinfo because
+/// the kernel printed it without its file handle. The kernel prints the handle only if it can
+/// take the watched file system's superblock lock at that moment (`show_mark_fhandle`), so a
+/// mount or remount of the same file system anywhere on the host (every container start mounts
+/// cgroup2) fails a dump now and then through no fault of the container.
+fn fhandle_race_line(line: &str) -> bool {
+    line.contains("error parsing [")
+        && (line.contains("inotify wd:") || line.contains("fanotify ino:"))
+        && !line.contains("fhandle-bytes")
+}
+
 impl CriuError {
+    /// A dump that failed only because it met a file system being mounted at that moment
+    /// ([`fhandle_race_line`]): worth trying again.
+    pub fn is_fhandle_race(&self) -> bool {
+        match self {
+            CriuError::Failed { msg, log_errors, .. } => msg.iter().chain(log_errors).any(|l| fhandle_race_line(l)),
+            _ => false,
+        }
+    }
+
     /// A failed request. CRIU's own message is the first error it logged; when that is the
     /// harmless one, the log's first real error leads instead.
     pub fn failed(op: &'static str, errno: Option<i32>, msg: Option<String>, mut log_errors: Vec<String>) -> Self {
@@ -81,6 +104,39 @@ impl CriuError {
             errno,
             msg,
             log_errors,
+        }
+    }
+}
+
+/// Runs `once`, a dump into `dir`, up to `attempts` times while its error is one `retry` says
+/// is worth another try (a passing race), pausing 20 ms × the tries so far between tries.
+/// Before each new try, what the failed one left in `dir` is removed; what `dir` held before
+/// the first try stays. The last error is returned as it came.
+pub fn dump_attempts<T, E: std::fmt::Display>(
+    dir: &Path,
+    attempts: u32,
+    mut once: impl FnMut() -> Result<T, E>,
+    mut retry: impl FnMut(&E) -> bool,
+) -> Result<T, E> {
+    let names = || -> std::collections::HashSet<std::ffi::OsString> {
+        std::fs::read_dir(dir)
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default()
+    };
+    let before = names();
+    let mut tried = 0;
+    loop {
+        tried += 1;
+        match once() {
+            Err(e) if tried < attempts && retry(&e) => {
+                tracing::warn!("dump try {tried} of {attempts} met a passing race, trying again: {e}");
+                for n in names().difference(&before) {
+                    let p = dir.join(n);
+                    let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir_all(&p));
+                }
+                std::thread::sleep(Duration::from_millis(20 * tried as u64));
+            }
+            r => return r,
         }
     }
 }
@@ -370,13 +426,20 @@ impl Criu {
 
     /// Dumps a process tree into `dir`; `opts` carries everything but the images directory and
     /// the log, which this fills in (the log is `dir/dump.log`).
+    /// A dump that meets a file system being mounted ([`CriuError::is_fhandle_race`]) is tried
+    /// again, [`DUMP_ATTEMPTS`] times in all ([`dump_attempts`]).
     pub fn dump(
         &self,
         dir: &Path,
         opts: rpc::Opts,
         notify: &mut dyn FnMut(&str) -> Result<(), String>,
     ) -> Result<(), CriuError> {
-        self.dump_with_fds(dir, opts, &[], notify)
+        dump_attempts(
+            dir,
+            DUMP_ATTEMPTS,
+            || self.dump_with_fds(dir, opts.clone(), &[], notify),
+            |e| e.is_fhandle_race(),
+        )
     }
 
     /// [`Criu::dump`], with more descriptors made available to CRIU under their numbers (a
@@ -591,5 +654,86 @@ mod tests {
         assert!(e.to_string().contains(": real trouble"));
         let e = CriuError::failed("restore", None, Some(noise.into()), vec![]);
         assert_eq!(e.to_string(), "CRIU restore failed");
+    }
+
+    /// The line CI's failed dump logged, and its neighbours: only a watch printed without its
+    /// handle is the race.
+    #[test]
+    fn only_a_watch_without_its_handle_is_the_race() {
+        let race = "(00.41) Error (criu/proc_parse.c:1760): parse_fdinfo_pid_s: error parsing \
+                    [inotify wd:16 ino:4e386 sdev:26 mask:2 ignored_mask:0 ] for 8";
+        let failed = |line: &str| CriuError::failed("dump", None, None, vec![line.into()]);
+        assert!(failed(race).is_fhandle_race());
+        assert!(CriuError::failed("dump", None, Some(race.into()), vec![]).is_fhandle_race());
+        let fan =
+            "Error: parse_fdinfo_pid_s: error parsing [fanotify ino:12 sdev:26 mflags:0 mask:1 ignored_mask:0 ] for 3";
+        assert!(failed(fan).is_fhandle_race());
+        let whole = "Error: parse_fdinfo_pid_s: error parsing [inotify wd:1 ino:2 sdev:26 mask:2 ignored_mask:0 \
+                     fhandle-bytes:8 fhandle-type:1 f_handle:0200000000000000] for 8";
+        assert!(!failed(whole).is_fhandle_race());
+        assert!(
+            !failed("Error (criu/mount.c:753): mnt: 87:./proc/timer_list doesn't have a proper root mount")
+                .is_fhandle_race()
+        );
+        assert!(!CriuError::Timeout(Duration::from_secs(1)).is_fhandle_race());
+    }
+
+    /// Tries again only for the race, at most `attempts` times, removing what a failed try
+    /// left and keeping what was there before.
+    #[test]
+    fn a_dump_is_tried_again_only_for_the_race_and_cleans_between_tries() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("kept.img"), b"before").unwrap();
+        let mut tries = 0;
+        let r: Result<(), String> = dump_attempts(
+            dir.path(),
+            8,
+            || {
+                tries += 1;
+                // Each try finds only what was there before it began.
+                let mut seen: Vec<_> = std::fs::read_dir(dir.path())
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect();
+                seen.sort();
+                assert_eq!(seen, ["kept.img"], "try {tries}");
+                std::fs::write(dir.path().join("core-1.img"), b"half").unwrap();
+                std::fs::create_dir(dir.path().join("sub")).unwrap();
+                if tries < 3 {
+                    Err("race".into())
+                } else {
+                    Ok(())
+                }
+            },
+            |e| e == "race",
+        );
+        assert!(r.is_ok());
+        assert_eq!(tries, 3);
+        assert_eq!(std::fs::read(dir.path().join("kept.img")).unwrap(), b"before");
+        // Another error ends it at once, and what it left stays for the reader of its log.
+        let mut tries = 0;
+        let r: Result<(), String> = dump_attempts(
+            dir.path(),
+            8,
+            || {
+                tries += 1;
+                Err("other".into())
+            },
+            |e| e == "race",
+        );
+        assert_eq!((r, tries), (Err("other".into()), 1));
+        assert!(dir.path().join("core-1.img").exists());
+        // The race for ever: `attempts` tries, then its error.
+        let mut tries = 0;
+        let r: Result<(), String> = dump_attempts(
+            dir.path(),
+            4,
+            || {
+                tries += 1;
+                Err("race".into())
+            },
+            |e| e == "race",
+        );
+        assert_eq!((r, tries), (Err("race".into()), 4));
     }
 }

@@ -251,7 +251,50 @@ pub enum DumpError {
 /// written into `dir` with CRIU's other images, and no pages image is. CRIU's failure is the
 /// error unless the sink failed first (then the sink's error: the dump failed because the page
 /// server stopped reading). `notify` answers CRIU's notifications as in [`super::Criu::dump`].
+///
+/// A dump that meets a file system being mounted ([`super::CriuError::is_fhandle_race`]) is
+/// tried again as [`super::Criu::dump`] does, but only while `sink` has been handed nothing:
+/// once a page has gone on, the failure is the caller's.
 pub fn dump(
+    criu: &super::Criu,
+    dir: &Path,
+    opts: super::rpc::Opts,
+    sink: &mut (dyn PageSink + Send),
+    notify: &mut dyn FnMut(&str) -> Result<(), String>,
+) -> Result<Served, DumpError> {
+    let touched = std::sync::atomic::AtomicBool::new(false);
+    let mut watched = Watched {
+        inner: sink,
+        touched: &touched,
+    };
+    super::dump_attempts(
+        dir,
+        super::DUMP_ATTEMPTS,
+        || dump_once(criu, dir, opts.clone(), &mut watched, notify),
+        |e| {
+            matches!(e, DumpError::Criu(c) if c.is_fhandle_race()) && !touched.load(std::sync::atomic::Ordering::SeqCst)
+        },
+    )
+}
+
+/// A sink that notes whether it was handed anything.
+struct Watched<'a> {
+    inner: &'a mut (dyn PageSink + Send),
+    touched: &'a std::sync::atomic::AtomicBool,
+}
+
+impl PageSink for Watched<'_> {
+    fn open(&mut self, image: &str) -> io::Result<()> {
+        self.touched.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.open(image)
+    }
+    fn pages(&mut self, image: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.touched.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.pages(image, offset, data)
+    }
+}
+
+fn dump_once(
     criu: &super::Criu,
     dir: &Path,
     mut opts: super::rpc::Opts,

@@ -348,3 +348,28 @@ pub const CHECK_UNLINKED: &str = "p=$(pidof sleep | tr ' ' '\\n' | head -1); cat
 /// it empty for the moment between truncation and write, and a dump falling there read 0).
 pub const COUNTER_LOOP: &str = "(i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; \
      mv /tmp/count.new /tmp/count; sleep 0.05; done) </dev/null >/dev/null 2>&1 &";
+
+/// `tests/NAME.c` built statically (gcc and libc6-dev: setup.sh) into the test target's
+/// directory, once per test binary; its path.
+pub fn static_program(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = built.iter().find(|(n, _)| n == name) {
+        return p.clone();
+    }
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/{name}.c"));
+    let o = Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .output()
+        .expect("gcc (scripts/setup.sh installs it)");
+    assert!(
+        o.status.success(),
+        "building {name}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    built.push((name.to_string(), out.clone()));
+    out
+}
