@@ -22,6 +22,8 @@ pub enum HostError {
     AmbiguousName { name: String, a: Ctid, b: Ctid },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("no ferry host at {}: {} does not exist; is --root-dir (or FERRY_ROOT) right? (vzctl create makes a host)", .0.display(), .0.join("etc/vz/vz.conf").display())]
+    NoHost(PathBuf),
     #[error("cannot prepare the host directory {path}")]
     Dir {
         path: PathBuf,
@@ -38,6 +40,7 @@ impl HostError {
             HostError::Config(ConfigError::Malformed { .. } | ConfigError::Read { .. }) => ExitCode::NoConfig,
             HostError::Config(_) => ExitCode::ConfigWrite,
             HostError::Dir { .. } => ExitCode::SystemError,
+            HostError::NoHost(_) => ExitCode::GlobalConfig,
         }
     }
 }
@@ -70,6 +73,11 @@ CGROUP_PARENT="ferry"
 
 ## Seconds that vzctl stop waits for a clean shutdown before killing the container
 STOP_TIMEOUT="60"
+
+## What vzboot stop (the host's shutdown, ferry.service) does to a running container: "stop"
+## (a clean shutdown) or "suspend" (a checkpoint the next vzboot start resumes from); a
+## container's own VE_STOP_MODE wins
+#VE_STOP_MODE="stop"
 
 ## Seconds one CRIU request (a dump, a restore) may take before CRIU is stopped and the
 ## operation fails, the container thawed and running (a dump that hangs must not keep it
@@ -110,6 +118,16 @@ impl Host {
             Err(source) => return Err(ConfigError::Read { path, source }.into()),
         };
         Ok(Self { layout, global })
+    }
+
+    /// Opens a host that must exist already (every command but those that make one): a root
+    /// without `vz.conf` is a mistyped `--root-dir`, refused before anything is read or made
+    /// there, rather than read as a host without containers.
+    pub fn open_existing(layout: HostLayout) -> Result<Self, HostError> {
+        if !layout.vz_conf().exists() {
+            return Err(HostError::NoHost(layout.root().to_path_buf()));
+        }
+        Self::open(layout)
     }
 
     /// Creates the host's directories, `vz.conf` and the default sample if they are missing.

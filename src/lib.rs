@@ -3,6 +3,7 @@
 //! See docs/ARCHITECTURE.md for the bird's-eye view and the codemap.
 
 pub mod agent;
+pub mod boot;
 pub mod cgroup;
 pub mod checkpoint;
 pub mod cli;

@@ -20,7 +20,11 @@ pub struct Row {
     pub private: String,
     pub root: String,
     pub layout: Option<String>,
-    pub onboot: Option<String>,
+    /// ONBOOT="yes"; DISABLED="yes"; BOOTORDER; DESCRIPTION (crate::boot).
+    pub onboot: bool,
+    pub disabled: bool,
+    pub bootorder: Option<u64>,
+    pub description: Option<String>,
     /// Beancounters, filled only when a resource field is asked for.
     pub ubc: Vec<crate::resources::UbcRow>,
 }
@@ -131,6 +135,27 @@ pub const FIELDS: &[Field] = &[
         right: false,
         ubc: None,
     },
+    Field {
+        name: "bootorder",
+        header: "BOOTORDER",
+        width: 9,
+        right: true,
+        ubc: None,
+    },
+    Field {
+        name: "disabled",
+        header: "DISABL",
+        width: 6,
+        right: false,
+        ubc: None,
+    },
+    Field {
+        name: "description",
+        header: "DESCRIPTION",
+        width: 24,
+        right: false,
+        ubc: None,
+    },
 ];
 
 /// OpenVZ's default columns.
@@ -216,9 +241,16 @@ fn text(row: &Row, f: &Field) -> String {
         "private" => row.private.clone(),
         "root" => row.root.clone(),
         "layout" => opt(&row.layout),
-        "onboot" => opt(&row.onboot),
+        "onboot" => yes_no(row.onboot),
+        "disabled" => yes_no(row.disabled),
+        "bootorder" => row.bootorder.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+        "description" => opt(&row.description),
         _ => "-".into(),
     }
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.into()
 }
 
 fn value(row: &Row, f: &Field) -> Value {
@@ -234,6 +266,9 @@ fn value(row: &Row, f: &Field) -> Value {
         "ostemplate" => json!(row.ostemplate),
         "layout" => json!(row.layout),
         "onboot" => json!(row.onboot),
+        "disabled" => json!(row.disabled),
+        "bootorder" => json!(row.bootorder),
+        "description" => json!(row.description),
         _ => json!(text(row, f)),
     }
 }
@@ -244,6 +279,7 @@ pub fn sort(rows: &mut [Row], f: &Field, reverse: bool) {
         let o = match f.name {
             "ctid" | "veid" => a.ctid.cmp(&b.ctid),
             "nproc" => a.nproc.cmp(&b.nproc),
+            "bootorder" => a.bootorder.cmp(&b.bootorder),
             _ if f.ubc.is_some() => ubc_value(a, f).cmp(&ubc_value(b, f)),
             _ => text(a, f).cmp(&text(b, f)),
         }
@@ -316,7 +352,10 @@ mod tests {
             private: format!("/vz/private/{id}"),
             root: format!("/vz/root/{id}"),
             layout: Some("simfs".into()),
-            onboot: None,
+            onboot: id == 101,
+            disabled: false,
+            bootorder: (id == 101).then_some(50),
+            description: (id == 101).then(|| "the web site".to_string()),
             ubc: vec![crate::resources::UbcRow {
                 resource: "numproc",
                 held: Some(id as u64 - 100),
@@ -401,5 +440,40 @@ mod tests {
         assert_eq!(v[1]["nproc"], Value::Null);
         assert_eq!(v[1]["hostname"], Value::Null);
         assert_eq!(v[1]["status"], json!("stopped"));
+    }
+
+    /// The boot fields: booleans and a number in JSON (never "yes"/"no" strings), OpenVZ's
+    /// yes/no and "-" in the table; bootorder sorts as a number.
+    #[test]
+    fn boot_fields() {
+        let mut rows = vec![
+            row(101, Some(3), "running", Some("ct101")),
+            row(102, None, "stopped", None),
+        ];
+        rows[1].bootorder = Some(7);
+        let f = parse_fields("ctid,onboot,bootorder,disabled,description").unwrap();
+        let v = json(&rows, &f);
+        assert_eq!(v[0]["onboot"], json!(true));
+        assert_eq!(v[1]["onboot"], json!(false));
+        assert_eq!(v[0]["bootorder"], json!(50));
+        assert_eq!(v[0]["disabled"], json!(false));
+        assert_eq!(v[0]["description"], json!("the web site"));
+        assert_eq!(v[1]["description"], Value::Null);
+        let t = table(&rows, &f, true);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["CTID", "ONBOOT", "BOOTORDER", "DISABL", "DESCRIPTION"]
+        );
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            ["101", "yes", "50", "no", "the", "web", "site"]
+        );
+        assert_eq!(
+            lines[2].split_whitespace().collect::<Vec<_>>(),
+            ["102", "no", "7", "no", "-"]
+        );
+        sort(&mut rows, &field("bootorder").unwrap(), true);
+        assert_eq!(rows[0].ctid.get(), 101);
     }
 }

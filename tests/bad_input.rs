@@ -219,3 +219,38 @@ fn non_root_is_refused() {
     assert!(o.stderr.contains("must be run as root"));
     assert!(!h.conf("101").exists());
 }
+
+/// A mistyped `--root-dir` (no etc/vz/vz.conf there) is refused with exit 10, naming the
+/// root, by every command but `vzctl create` and `check`, and nothing is made there.
+#[test]
+fn a_root_with_no_host_is_refused_and_nothing_is_made_there() {
+    let h = TestHost::new("noroot");
+    h.vzctl(&["create", "101"]).ok();
+    let typo = h.root().join("typo");
+    let cmd = |bin: &str, args: &[&str]| {
+        let mut c = std::process::Command::new(bin);
+        c.arg("--root-dir").arg(&typo).args(args).env_remove("FERRY_ROOT");
+        run(c, std::time::Duration::from_secs(30))
+    };
+    let vzctl = env!("CARGO_BIN_EXE_vzctl");
+    for (bin, args) in [
+        (vzctl, &["status", "101"][..]),
+        (vzctl, &["start", "101"]),
+        (vzctl, &["stop", "101"]),
+        (vzctl, &["set", "101", "--onboot", "yes", "--save"]),
+        (vzctl, &["destroy", "101"]),
+        (vzctl, &["checkpoints", "101"]),
+        (env!("CARGO_BIN_EXE_vzlist"), &["-a"]),
+        (env!("CARGO_BIN_EXE_vzboot"), &["start"]),
+    ] {
+        let o = cmd(bin, args);
+        assert_eq!(o.code, 10, "{bin} {args:?}: {o:?}");
+        assert!(
+            o.stderr.contains("no ferry host at") && o.stderr.contains("--root-dir"),
+            "{o:?}"
+        );
+        assert!(!typo.exists(), "{bin} {args:?} made {}", typo.display());
+    }
+    // The real host is untouched.
+    assert!(h.vzctl(&["status", "101"]).ok().stdout.contains("exist"));
+}

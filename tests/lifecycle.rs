@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -528,4 +529,172 @@ fn a_frozen_container_is_stopped_gracefully_and_fast() {
             "CTID 101 exist unmounted down"
         );
     }
+}
+
+/// The host's boot service: `vzboot start` starts ONBOOT containers, highest BOOTORDER first and
+/// unnumbered last, never DISABLED ones; `vzboot stop` stops every running one in the reverse
+/// order, or suspends one whose VE_STOP_MODE says so, and the next `vzboot start` resumes it
+/// (the same process) whatever its ONBOOT. The settings behind it are configuration only.
+#[test]
+fn vzboot_starts_in_bootorder_and_stops_or_suspends_in_reverse() {
+    let h = TestHost::new("boot");
+    for id in ["101", "102", "103", "104"] {
+        h.vzctl(&["create", id]).ok();
+    }
+    // Configuration only: without --save refused, and nothing written.
+    let before = std::fs::read_to_string(h.conf("101")).unwrap();
+    let o = h.vzctl(&["set", "101", "--onboot", "yes", "--bootorder", "10"]);
+    assert_eq!(o.code, 21, "{o:?}");
+    assert!(o.stderr.contains("--save"), "{o:?}");
+    let o = h.vzctl(&[
+        "set",
+        "101",
+        "--onboot",
+        "yes",
+        "--description",
+        "a \"quoted\" one",
+        "--save",
+    ]);
+    assert_eq!(o.code, 21, "{o:?}");
+    assert_eq!(std::fs::read_to_string(h.conf("101")).unwrap(), before);
+    h.vzctl(&[
+        "set",
+        "101",
+        "--onboot",
+        "yes",
+        "--bootorder",
+        "10",
+        "--description",
+        "the first",
+        "--save",
+    ])
+    .ok();
+    h.vzctl(&["set", "102", "--onboot", "yes", "--bootorder", "50", "--save"])
+        .ok();
+    h.vzctl(&[
+        "set",
+        "103",
+        "--onboot",
+        "yes",
+        "--bootorder",
+        "99",
+        "--disabled",
+        "yes",
+        "--save",
+    ])
+    .ok();
+    h.vzctl(&["set", "104", "--onboot", "yes", "--save"]).ok();
+    let conf = std::fs::read_to_string(h.conf("101")).unwrap();
+    for l in ["ONBOOT=\"yes\"", "BOOTORDER=\"10\"", "DESCRIPTION=\"the first\""] {
+        assert!(conf.contains(l), "{conf}");
+    }
+    let listed: serde_json::Value = serde_json::from_str(
+        &h.vzlist(&["-a", "-j", "-o", "ctid,onboot,bootorder,disabled,description"])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(listed[0]["onboot"], true, "{listed}");
+    assert_eq!(listed[0]["bootorder"], 10, "{listed}");
+    assert_eq!(listed[0]["description"], "the first", "{listed}");
+    assert_eq!(listed[2]["disabled"], true, "{listed}");
+    assert_eq!(h.vzlist(&["-a", "-1", "-d", "the*"]).ok().stdout.trim(), "101");
+
+    // The plan changes nothing.
+    let plan = |o: Out| -> Vec<(u64, String, String)> {
+        assert_eq!(o.code, 0, "{o:?}");
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["ctid"].as_u64().unwrap(),
+                    e["action"].as_str().unwrap().to_string(),
+                    e["result"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let s = |v: &[(u64, &str, &str)]| -> Vec<(u64, String, String)> {
+        v.iter().map(|(c, a, r)| (*c, a.to_string(), r.to_string())).collect()
+    };
+    assert_eq!(
+        plan(h.vzboot(&["start", "--dry-run", "--json"])),
+        s(&[
+            (102, "start", "planned"),
+            (101, "start", "planned"),
+            (104, "start", "planned")
+        ])
+    );
+    let status = |id: &str| h.vzctl(&["status", id]).stdout;
+    assert!(status("102").contains("down"), "{}", status("102"));
+
+    // Boot: in order, the disabled one left down.
+    assert_eq!(
+        plan(h.vzboot(&["start", "--json"])),
+        s(&[(102, "start", "done"), (101, "start", "done"), (104, "start", "done")])
+    );
+    for id in ["101", "102", "104"] {
+        assert!(status(id).contains("running"), "{id}: {}", status(id));
+    }
+    assert!(status("103").contains("down"), "{}", status("103"));
+    // A second boot finds them running.
+    assert_eq!(
+        plan(h.vzboot(&["start", "--json"])),
+        s(&[
+            (102, "skip", "already running"),
+            (101, "skip", "already running"),
+            (104, "skip", "already running")
+        ])
+    );
+    // Disabled: refused by hand too, unless forced.
+    let o = h.vzctl(&["start", "103"]);
+    assert_eq!(o.code, 133, "{o:?}");
+    assert!(o.stderr.contains("disabled"), "{o:?}");
+    assert!(status("103").contains("down"));
+    h.vzctl(&["start", "103", "--force"]).ok();
+
+    // Shutdown: the reverse order; 101 is suspended, not stopped.
+    let mut conf = std::fs::read_to_string(h.conf("101")).unwrap();
+    conf.push_str("VE_STOP_MODE=\"suspend\"\n");
+    std::fs::write(h.conf("101"), conf).unwrap();
+    h.exec("101", "sleep 600 </dev/null >/dev/null 2>&1 & echo $! > /tmp/sleeper");
+    let sleeper = h.exec("101", "cat /tmp/sleeper").trim().to_string();
+    assert_eq!(
+        plan(h.vzboot(&["stop", "--json"])),
+        s(&[
+            (104, "stop", "done"),
+            (101, "suspend", "done"),
+            (102, "stop", "done"),
+            (103, "stop", "done")
+        ])
+    );
+    for id in ["101", "102", "103", "104"] {
+        assert!(status(id).contains("down"), "{id}: {}", status(id));
+    }
+    let mark = h.root().join("etc/vz/conf/101.suspended");
+    assert!(mark.is_file());
+    assert_eq!(std::fs::metadata(&mark).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // Next boot: 101 resumed (its process the same), the others started afresh.
+    assert_eq!(
+        plan(h.vzboot(&["start", "--json"])),
+        s(&[(102, "start", "done"), (101, "resume", "done"), (104, "start", "done")])
+    );
+    assert_eq!(h.exec("101", &format!("cat /proc/{sleeper}/comm")).trim(), "sleep");
+    assert!(!mark.exists());
+    // Not ONBOOT any more, stopped rather than suspended: the next boot leaves it alone.
+    let conf = std::fs::read_to_string(h.conf("101"))
+        .unwrap()
+        .replace("VE_STOP_MODE=\"suspend\"\n", "");
+    std::fs::write(h.conf("101"), conf).unwrap();
+    h.vzctl(&["set", "101", "--onboot", "no", "--save"]).ok();
+    h.vzboot(&["stop"]).ok();
+    assert_eq!(
+        plan(h.vzboot(&["start", "--json"])),
+        s(&[(102, "start", "done"), (104, "start", "done")])
+    );
+    assert!(status("101").contains("down"));
+    h.vzboot(&["stop"]).ok();
 }

@@ -17,6 +17,7 @@ pub fn commands() -> Vec<clap::Command> {
         super::vzagentd::Args::command(),
         super::vzpkg::Args::command(),
         super::vzevacuate::Args::command(),
+        super::vzboot::Args::command(),
     ]
 }
 

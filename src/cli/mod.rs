@@ -6,6 +6,7 @@
 
 pub mod docs;
 pub mod vzagentd;
+pub mod vzboot;
 pub mod vzctl;
 pub mod vzevacuate;
 pub mod vzlist;

@@ -71,7 +71,12 @@ pub enum Cmd {
         userns: Option<String>,
     },
     /// Start a container
-    Start { ctid: CtRef },
+    Start {
+        ctid: CtRef,
+        /// Start it though it is DISABLED
+        #[arg(long)]
+        force: bool,
+    },
     /// Stop a container: a clean shutdown through its init, then kill after the timeout
     Stop {
         ctid: CtRef,
@@ -87,6 +92,9 @@ pub enum Cmd {
         ctid: CtRef,
         #[arg(long)]
         timeout: Option<u64>,
+        /// Start it though it is DISABLED
+        #[arg(long)]
+        force: bool,
     },
     /// Show whether a container exists, is mounted, is running
     Status { ctid: CtRef },
@@ -181,6 +189,18 @@ pub enum Cmd {
         /// and no other option
         #[arg(long, value_parser = ["yes", "no"])]
         userns: Option<String>,
+        /// yes: vzboot starts it when the host boots (configuration only: needs --save)
+        #[arg(long, value_parser = ["yes", "no"])]
+        onboot: Option<String>,
+        /// Its place in the boot: higher starts earlier, none after all numbered ones (needs --save)
+        #[arg(long, value_parser = clap::value_parser!(u64))]
+        bootorder: Option<u64>,
+        /// yes: it cannot be started (vzctl start --force still can; needs --save)
+        #[arg(long, value_parser = ["yes", "no"])]
+        disabled: Option<String>,
+        /// A free-text description, shown by vzlist -o description (needs --save)
+        #[arg(long)]
+        description: Option<String>,
         /// Also write the change to the container's configuration
         #[arg(long)]
         save: bool,
@@ -288,7 +308,11 @@ pub fn run(args: Args) -> Result<i32> {
     // state, or the checkpoint it took.
     let mut changed: Option<Ctid> = None;
     let mut took: Option<crate::checkpoint::CheckpointInfo> = None;
-    let host = Host::open(args.global.layout())?;
+    // Only create (and check, which reads the host's kernel) may meet a root with no host yet.
+    let host = match &args.cmd {
+        Cmd::Create { .. } | Cmd::Check { .. } => Host::open(args.global.layout())?,
+        _ => Host::open_existing(args.global.layout())?,
+    };
     let rt = Runtime::new(host);
     let resolve = |r: &CtRef| -> Result<Ctid> { Ok(rt.host.resolve(r)?) };
     match &args.cmd {
@@ -339,9 +363,10 @@ pub fn run(args: Args) -> Result<i32> {
                 format!("Container {ctid} created; private area {}", ct.private.display()),
             );
         }
-        Cmd::Start { ctid } => {
+        Cmd::Start { ctid, force } => {
             let id = resolve(&ctid)?;
             changed = Some(id);
+            rt.refuse_disabled(id, force)?;
             say(quiet, format!("Starting container {id} ..."));
             let st = rt.start(id)?;
             say(
@@ -365,9 +390,10 @@ pub fn run(args: Args) -> Result<i32> {
                 }
             }
         }
-        Cmd::Restart { ctid, timeout } => {
+        Cmd::Restart { ctid, timeout, force } => {
             let id = resolve(&ctid)?;
             changed = Some(id);
+            rt.refuse_disabled(id, force)?;
             say(quiet, format!("Restarting container {id} ..."));
             rt.restart(id, timeout.map(Duration::from_secs))?;
             say(quiet, format!("Container {id} started"));
@@ -444,36 +470,71 @@ pub fn run(args: Args) -> Result<i32> {
             checkpoint_interval,
             checkpoint_keep,
             userns,
+            onboot,
+            bootorder,
+            disabled,
+            description,
             save,
         } => {
             let id = resolve(&ctid)?;
             changed = Some(id);
-            if let Some(u) = userns {
-                let alone = ipadd.is_empty()
-                    && ipdel.is_empty()
-                    && nameserver.is_empty()
-                    && searchdomain.is_empty()
-                    && netif_add.is_empty()
-                    && netif_del.is_empty()
-                    && [
-                        &hostname,
-                        &name,
-                        &cpuunits,
-                        &cpulimit,
-                        &cpus,
-                        &cpumask,
-                        &ram,
-                        &swap,
-                        &kmemsize,
-                        &numproc,
-                        &diskspace,
-                        &diskinodes,
-                        &checkpoint_interval,
-                        &checkpoint_keep,
-                    ]
+            // Settings only the configuration holds: written with --save or not at all.
+            let settings: Vec<(&str, String)> = [
+                ("ONBOOT", onboot),
+                ("BOOTORDER", bootorder.map(|n| n.to_string())),
+                ("DISABLED", disabled),
+                ("DESCRIPTION", description),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect();
+            let bad = |what: String| crate::runtime::RuntimeError::BadValue { ctid: id, what };
+            if !settings.is_empty() && !save {
+                let names: Vec<String> = settings
                     .iter()
-                    .all(|o| o.is_none());
-                if !alone || !save {
+                    .map(|(k, _)| format!("--{}", k.to_lowercase()))
+                    .collect();
+                return Err(bad(format!(
+                    "{} only change{} the configuration: give --save (nothing was changed)",
+                    names.join(", "),
+                    if names.len() == 1 { "s" } else { "" }
+                ))
+                .into());
+            }
+            for (k, v) in &settings {
+                crate::config::Config::new().set(k, v).map_err(|_| {
+                    bad(format!(
+                        "--{}: {v:?} has a quote, backslash or line break",
+                        k.to_lowercase()
+                    ))
+                })?;
+            }
+            let others = !(ipadd.is_empty()
+                && ipdel.is_empty()
+                && nameserver.is_empty()
+                && searchdomain.is_empty()
+                && netif_add.is_empty()
+                && netif_del.is_empty()
+                && [
+                    &hostname,
+                    &name,
+                    &cpuunits,
+                    &cpulimit,
+                    &cpus,
+                    &cpumask,
+                    &ram,
+                    &swap,
+                    &kmemsize,
+                    &numproc,
+                    &diskspace,
+                    &diskinodes,
+                    &checkpoint_interval,
+                    &checkpoint_keep,
+                ]
+                .iter()
+                .all(|o| o.is_none()));
+            if let Some(u) = userns {
+                if others || !settings.is_empty() || !save {
                     return Err(crate::runtime::RuntimeError::BadValue {
                         ctid: id,
                         what: "--userns changes the configuration of a stopped container: give it alone, with --save"
@@ -521,19 +582,25 @@ pub fn run(args: Args) -> Result<i32> {
                 checkpoint_keep,
                 save,
             };
-            let r = rt.set(id, &opts)?;
-            for n in &r.notes {
-                eprintln!("vzctl: note: {n}");
-            }
-            match (r.applied_live, r.saved) {
-                (true, true) => say(quiet, format!("Container {id}: applied and saved")),
-                (true, false) => say(
-                    quiet,
-                    format!("Container {id}: applied until the container stops (not saved; use --save to keep it)"),
-                ),
-                (false, true) => say(quiet, format!("Container {id}: saved; applies at next start")),
-                (false, false) => {
-                    eprintln!("vzctl: container {id} is not running and --save was not given: nothing was applied")
+            if !others && !settings.is_empty() {
+                rt.save_settings(id, &settings)?;
+                say(quiet, format!("Container {id}: saved"));
+            } else {
+                let r = rt.set(id, &opts)?;
+                rt.save_settings(id, &settings)?;
+                for n in &r.notes {
+                    eprintln!("vzctl: note: {n}");
+                }
+                match (r.applied_live, r.saved) {
+                    (true, true) => say(quiet, format!("Container {id}: applied and saved")),
+                    (true, false) => say(
+                        quiet,
+                        format!("Container {id}: applied until the container stops (not saved; use --save to keep it)"),
+                    ),
+                    (false, true) => say(quiet, format!("Container {id}: saved; applies at next start")),
+                    (false, false) => {
+                        eprintln!("vzctl: container {id} is not running and --save was not given: nothing was applied")
+                    }
                 }
             }
         }

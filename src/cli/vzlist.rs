@@ -16,7 +16,7 @@ use crate::runtime::Runtime;
     // -h is OpenVZ's hostname filter; help is --help alone.
     disable_help_flag = true,
     about = "List ferry containers",
-    after_help = "Fields: ctid nproc status ip hostname name ostemplate private root layout onboot, and the beancounters kmemsize numproc physpages swappages numfile diskspace diskinodes cpuusage, with the suffixes .m (maxheld) .b (barrier) .l (limit) .f (failcnt), and .s/.h (soft/hard)"
+    after_help = "Fields: ctid nproc status ip hostname name ostemplate private root layout onboot bootorder disabled description, and the beancounters kmemsize numproc physpages swappages numfile diskspace diskinodes cpuusage, with the suffixes .m (maxheld) .b (barrier) .l (limit) .f (failcnt), and .s/.h (soft/hard)"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -42,6 +42,9 @@ pub struct Args {
     /// Only containers whose hostname matches a shell pattern
     #[arg(short = 'h', long = "hostname", value_name = "PATTERN")]
     pub hostname: Option<String>,
+    /// Only containers whose description matches a shell pattern
+    #[arg(short = 'd', long = "description", value_name = "PATTERN")]
+    pub description: Option<String>,
     /// Only containers whose name matches a shell pattern
     #[arg(short = 'N', long = "name_filter", alias = "name-filter", value_name = "PATTERN")]
     pub name_filter: Option<String>,
@@ -107,7 +110,7 @@ pub fn run(args: Args) -> Result<()> {
         None => None,
     };
     let wants_ubc = fields.iter().any(|f| f.is_resource()) || sort.as_ref().is_some_and(|(f, _)| f.is_resource());
-    let host = Host::open(args.global.layout())?;
+    let host = Host::open_existing(args.global.layout())?;
     let rt = Runtime::new(host);
     let ids = if args.ctids.is_empty() {
         rt.host.ctids()?
@@ -136,7 +139,11 @@ pub fn run(args: Args) -> Result<()> {
         };
         let wanted = wanted
             && args.hostname.as_deref().is_none_or(|p| matches(p, ct.hostname()))
-            && args.name_filter.as_deref().is_none_or(|p| matches(p, ct.name()));
+            && args.name_filter.as_deref().is_none_or(|p| matches(p, ct.name()))
+            && args
+                .description
+                .as_deref()
+                .is_none_or(|p| matches(p, ct.get("DESCRIPTION")));
         if !wanted {
             continue;
         }
@@ -157,7 +164,10 @@ pub fn run(args: Args) -> Result<()> {
                 .map(|v| crate::config::expand_veid(v, id))
                 .unwrap_or_else(|| ct.root.display().to_string()),
             layout: ct.get("VE_LAYOUT").map(str::to_string),
-            onboot: ct.get("ONBOOT").map(str::to_string),
+            onboot: crate::boot::yes(ct.get("ONBOOT")),
+            disabled: crate::boot::yes(ct.get("DISABLED")),
+            bootorder: ct.get("BOOTORDER").and_then(|v| v.trim().parse().ok()),
+            description: ct.get("DESCRIPTION").map(str::to_string),
             ubc: if wants_ubc { rt.ubc(id)? } else { vec![] },
         });
     }

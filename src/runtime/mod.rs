@@ -72,6 +72,8 @@ pub enum RuntimeError {
     AddressInUse { ctid: Ctid, addr: String, other: Ctid },
     #[error("container {0} did not stop within {1:?}")]
     StopFailed(Ctid, Duration),
+    #[error("container {0} is disabled (DISABLED=\"yes\"): start it with --force, or enable it with vzctl set {0} --disabled no --save")]
+    Disabled(Ctid),
     #[error("container {ctid}: {what}")]
     Io {
         ctid: Ctid,
@@ -129,6 +131,7 @@ impl RuntimeError {
             BadValue { .. } => ExitCode::BadValue,
             AddressInUse { .. } => ExitCode::AddressInUse,
             StopFailed(..) => ExitCode::StopFailed,
+            Disabled(_) => ExitCode::StartFailed,
             Io { .. } => ExitCode::SystemError,
             Mount { .. } => ExitCode::MountFailed,
             Umount { .. } => ExitCode::UmountFailed,
@@ -650,6 +653,36 @@ impl Runtime {
         let conf_path = ct.conf_path.clone();
         let write = |c: &Config| c.save(&conf_path).map_err(|e| RuntimeError::Host(e.into()));
         self.assign_idmap(ctid, &mut ct.config, Some(&write))
+    }
+
+    /// Writes settings that only the configuration holds (ONBOOT, BOOTORDER, DISABLED,
+    /// DESCRIPTION: nothing to apply to a running container), all or none: every value is
+    /// checked before the file is written.
+    pub fn save_settings(&self, ctid: Ctid, settings: &[(&str, String)]) -> Result<()> {
+        if settings.is_empty() {
+            return Ok(());
+        }
+        let _lock = self.lock(ctid)?;
+        let mut ct = self.existing(ctid)?;
+        for (k, v) in settings {
+            ct.config.set(k, v).map_err(|_| RuntimeError::BadValue {
+                ctid,
+                what: format!(
+                    "{k}: {v:?} cannot be written to a configuration (no quotes, backslashes or line breaks)"
+                ),
+            })?;
+        }
+        ct.config.save(&ct.conf_path).map_err(HostError::from)?;
+        Ok(())
+    }
+
+    /// Refuses to start a DISABLED container unless forced ([`RuntimeError::Disabled`]).
+    pub fn refuse_disabled(&self, ctid: Ctid, force: bool) -> Result<()> {
+        let ct = self.existing(ctid)?;
+        if !force && crate::boot::yes(ct.get("DISABLED")) {
+            return Err(RuntimeError::Disabled(ctid));
+        }
+        Ok(())
     }
 
     /// The container's user namespace mapping, if it has one, checked against this host's pool

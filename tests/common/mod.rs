@@ -119,6 +119,9 @@ impl TestHost {
     pub fn vzlist(&self, args: &[&str]) -> Out {
         run(self.cmd(env!("CARGO_BIN_EXE_vzlist"), args), Duration::from_secs(60))
     }
+    pub fn vzboot(&self, args: &[&str]) -> Out {
+        run(self.cmd(env!("CARGO_BIN_EXE_vzboot"), args), Duration::from_secs(300))
+    }
     pub fn vzpkg(&self, args: &[&str], timeout: Duration) -> Out {
         run(self.cmd(env!("CARGO_BIN_EXE_vzpkg"), args), timeout)
     }

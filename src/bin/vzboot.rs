@@ -1,0 +1,3 @@
+fn main() {
+    ferry::cli::vzboot::main()
+}
