@@ -5,6 +5,7 @@
 //! from [`ExitCode`]; errors are printed once, as a chain, on stderr.
 
 pub mod docs;
+pub mod openvz;
 pub mod vzagentd;
 pub mod vzboot;
 pub mod vzctl;
@@ -66,7 +67,14 @@ pub fn parse<T: clap::Parser>() -> T {
                 clap::error::ErrorKind::ValueValidation => ExitCode::BadValue.code() as i32,
                 _ => ExitCode::BadOption.code() as i32,
             };
-            let _ = e.print();
+            // An OpenVZ option or command ferry does not build is said as such.
+            let program = T::command().get_name().to_string();
+            match openvz::explain(&program, &e) {
+                Some(m) => eprintln!("{m}"),
+                None => {
+                    let _ = e.print();
+                }
+            }
             std::process::exit(code);
         }
     }
