@@ -120,10 +120,12 @@ pub fn run(args: Args) -> Result<()> {
             .map(|r| rt.host.resolve(r).map_err(anyhow::Error::from))
             .collect::<Result<Vec<_>>>()?
     };
+    // One reading of the mount table for every row.
+    let mounts = crate::fsutil::MountPoints::read()?;
     let mut rows = Vec::new();
     for id in ids {
         let ct = rt.host.container(id)?;
-        let st = rt.status(id)?;
+        let st = rt.status_in(id, &mounts)?;
         let status = if st.running {
             "running"
         } else if st.mounted {

@@ -265,11 +265,19 @@ impl Runtime {
     }
 
     pub fn status(&self, ctid: Ctid) -> Result<Status> {
+        let mounts = crate::fsutil::MountPoints::read().map_err(io_err(ctid, "reading the mount table"))?;
+        self.status_in(ctid, &mounts)
+    }
+
+    /// [`Runtime::status`] against a mount table read once for many containers.
+    pub fn status_in(&self, ctid: Ctid, mounts: &crate::fsutil::MountPoints) -> Result<Status> {
         let exist = self.host.layout.ct_conf(ctid).exists();
         let (mounted, running, init_pid) = if exist {
             let ct = self.host.container(ctid)?;
             let st = self.run_state(ctid)?;
-            let mounted = crate::fsutil::is_mountpoint(&ct.root).map_err(io_err(ctid, "reading the mount table"))?;
+            let mounted = mounts
+                .contains(&ct.root)
+                .map_err(io_err(ctid, "reading the mount table"))?;
             (mounted, st.is_some(), st.map(|s| s.init_pid))
         } else {
             (false, false, None)

@@ -8,13 +8,16 @@
 //! against the local checkpoint/restore floor, with a memory workload and a TCP client),
 //! `sync` (ferry's file passes against rsync to an rsync daemon), `transport` (one QUIC
 //! connection between agents' endpoints against a raw TCP stream), `checkpoint` (`vzctl
-//! chkpnt`/`restore` against CRIU's command line on the same container).
+//! chkpnt`/`restore` against CRIU's command line on the same container), `userns` (a user
+//! namespace's cost), `listing` (`vzlist -a` at two container counts against the floor of
+//! reading its inputs once).
 //! The report goes to DIR/RESULTS.md and DIR/results.json (default docs/bench); a run of some
 //! families replaces their sections and keeps the others' from the last run that measured them
 //! (each section says when it was measured).
 
 mod checkpoint;
 mod filesync;
+mod listing;
 mod migration;
 mod plot;
 mod stats;
@@ -39,7 +42,7 @@ struct Args {
     /// Runs of each measurement (medians and spread over them)
     #[arg(long)]
     runs: Option<usize>,
-    /// Families to run, comma-separated: transport, migration, sync, checkpoint
+    /// Families to run, comma-separated: transport, migration, sync, checkpoint, userns, listing
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where RESULTS.md and results.json go
@@ -113,7 +116,7 @@ fn run(args: Args) -> Result<()> {
     }
     for f in &args.only {
         if !FAMILIES.iter().any(|(k, _)| k == f) {
-            bail!("unknown family {f:?}: transport, migration, sync, checkpoint, userns");
+            bail!("unknown family {f:?}: transport, migration, sync, checkpoint, userns, listing");
         }
     }
     // What an interrupted run left behind (labs, their tmpfs mounts).
@@ -206,6 +209,15 @@ fn run(args: Args) -> Result<()> {
         let n = cfg.runs;
         save(&header, &out, "userns", stamp(userns::run(&cfg)?, n))?;
     }
+    if want("listing") {
+        eprintln!("vzbench: listing");
+        let cfg = listing::Config {
+            counts: if args.smoke { vec![4, 8] } else { vec![50, 200] },
+            runs: if args.smoke { runs } else { runs.max(5) },
+        };
+        let n = cfg.runs;
+        save(&header, &out, "listing", stamp(listing::run(&cfg)?, n))?;
+    }
     if let Ok(md) = std::fs::read_to_string(out.join("RESULTS.md")) {
         print!("{md}");
     }
@@ -248,12 +260,13 @@ fn replot(out: &std::path::Path) -> Result<()> {
 }
 
 /// The families in the report's order, with their sections' headings.
-const FAMILIES: [(&str, &str); 5] = [
+const FAMILIES: [(&str, &str); 6] = [
     ("transport", "## Transport"),
     ("migration", "## Migration"),
     ("sync", "## File sync"),
     ("checkpoint", "## Checkpoint"),
     ("userns", "## User namespaces"),
+    ("listing", "## Listing"),
 ];
 
 /// Puts a line under a section's heading.
