@@ -25,6 +25,13 @@ pub struct Row {
     pub disabled: bool,
     pub bootorder: Option<u64>,
     pub description: Option<String>,
+    /// CPULIMIT, CPUUNITS, CPUS, NAMESERVER as configured.
+    pub cpulimit: Option<String>,
+    pub cpuunits: Option<String>,
+    pub cpus: Option<String>,
+    pub nameserver: Option<String>,
+    /// Seconds since it started (or was restored here); running containers, when asked for.
+    pub uptime: Option<u64>,
     /// Beancounters, filled only when a resource field is asked for.
     pub ubc: Vec<crate::resources::UbcRow>,
 }
@@ -156,6 +163,41 @@ pub const FIELDS: &[Field] = &[
         right: false,
         ubc: None,
     },
+    Field {
+        name: "cpulimit",
+        header: "CPULIM",
+        width: 6,
+        right: true,
+        ubc: None,
+    },
+    Field {
+        name: "cpuunits",
+        header: "CPUUNI",
+        width: 6,
+        right: true,
+        ubc: None,
+    },
+    Field {
+        name: "cpus",
+        header: "CPUS",
+        width: 4,
+        right: true,
+        ubc: None,
+    },
+    Field {
+        name: "nameserver",
+        header: "NAMESERVER",
+        width: 15,
+        right: false,
+        ubc: None,
+    },
+    Field {
+        name: "uptime",
+        header: "UPTIME",
+        width: 12,
+        right: true,
+        ubc: None,
+    },
 ];
 
 /// OpenVZ's default columns.
@@ -185,7 +227,21 @@ pub fn field(name: &str) -> Result<Field, UnknownField> {
     // A handful of fields per run, living as long as the program: leaking them is simpler than
     // giving every field an owned name.
     let name: &'static str = Box::leak(name.to_string().into_boxed_str());
-    let header: &'static str = Box::leak(name.to_uppercase().into_boxed_str());
+    // OpenVZ's short headers: NPROC.M, PHYSP, DSPACE.H, ...
+    let short = match res {
+        "numproc" => "NPROC",
+        "physpages" => "PHYSP",
+        "swappages" => "SWAPP",
+        "numfile" => "NFILE",
+        "diskspace" => "DSPACE",
+        "diskinodes" => "DINODES",
+        r => r,
+    };
+    let header = match name.split_once('.') {
+        Some((_, suffix)) => format!("{}.{}", short.to_uppercase(), suffix.to_uppercase()),
+        None => short.to_uppercase(),
+    };
+    let header: &'static str = Box::leak(header.into_boxed_str());
     Ok(Field {
         name,
         header,
@@ -245,7 +301,22 @@ fn text(row: &Row, f: &Field) -> String {
         "disabled" => yes_no(row.disabled),
         "bootorder" => row.bootorder.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
         "description" => opt(&row.description),
+        "cpulimit" => opt(&row.cpulimit),
+        "cpuunits" => opt(&row.cpuunits),
+        "cpus" => opt(&row.cpus),
+        "nameserver" => opt(&row.nameserver),
+        "uptime" => row.uptime.map(uptime).unwrap_or_else(|| "-".into()),
         _ => "-".into(),
+    }
+}
+
+/// Seconds as `HH:MM:SS`, with `Nd ` in front past a day.
+fn uptime(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d {h:02}:{m:02}:{s:02}")
+    } else {
+        format!("{h:02}:{m:02}:{s:02}")
     }
 }
 
@@ -269,6 +340,11 @@ fn value(row: &Row, f: &Field) -> Value {
         "disabled" => json!(row.disabled),
         "bootorder" => json!(row.bootorder),
         "description" => json!(row.description),
+        "cpulimit" => json!(row.cpulimit),
+        "cpuunits" => json!(row.cpuunits),
+        "cpus" => json!(row.cpus),
+        "nameserver" => json!(row.nameserver),
+        "uptime" => json!(row.uptime),
         _ => json!(text(row, f)),
     }
 }
@@ -280,6 +356,7 @@ pub fn sort(rows: &mut [Row], f: &Field, reverse: bool) {
             "ctid" | "veid" => a.ctid.cmp(&b.ctid),
             "nproc" => a.nproc.cmp(&b.nproc),
             "bootorder" => a.bootorder.cmp(&b.bootorder),
+            "uptime" => a.uptime.cmp(&b.uptime),
             _ if f.ubc.is_some() => ubc_value(a, f).cmp(&ubc_value(b, f)),
             _ => text(a, f).cmp(&text(b, f)),
         }
@@ -356,6 +433,11 @@ mod tests {
             disabled: false,
             bootorder: (id == 101).then_some(50),
             description: (id == 101).then(|| "the web site".to_string()),
+            cpulimit: (id == 101).then(|| "50".to_string()),
+            cpuunits: None,
+            cpus: None,
+            nameserver: (id == 101).then(|| "198.18.0.53 198.18.0.54".to_string()),
+            uptime: (id == 101).then_some(93784),
             ubc: vec![crate::resources::UbcRow {
                 resource: "numproc",
                 held: Some(id as u64 - 100),
@@ -419,7 +501,8 @@ mod tests {
             table(&rows[..1], &f, false).split_whitespace().collect::<Vec<_>>(),
             vec!["101", "1", "7", "64", "0", "-"]
         );
-        assert!(table(&rows, &f, true).lines().next().unwrap().contains("NUMPROC.M"));
+        // OpenVZ's headers.
+        assert!(table(&rows, &f, true).lines().next().unwrap().contains("NPROC.M"));
         assert_eq!(json(&rows[..1], &f)[0]["numproc.l"], json!(64));
         assert!(parse_fields("numproc.x").is_err() && parse_fields("bogus.m").is_err());
         let mut r = rows.clone();
@@ -475,5 +558,41 @@ mod tests {
         );
         sort(&mut rows, &field("bootorder").unwrap(), true);
         assert_eq!(rows[0].ctid.get(), 101);
+    }
+
+    #[test]
+    fn configured_fields_uptime_and_openvz_headers() {
+        let rows = vec![
+            row(101, Some(3), "running", Some("ct101")),
+            row(102, None, "stopped", None),
+        ];
+        let f = parse_fields("ctid,cpulimit,uptime,nameserver").unwrap();
+        let t = table(&rows, &f, true);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["CTID", "CPULIM", "UPTIME", "NAMESERVER"]
+        );
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            ["101", "50", "1d", "02:03:04", "198.18.0.53", "198.18.0.54"]
+        );
+        assert_eq!(lines[2].split_whitespace().collect::<Vec<_>>(), ["102", "-", "-", "-"]);
+        let v = json(&rows, &f);
+        assert_eq!(v[0]["uptime"], json!(93784));
+        assert_eq!(v[1]["uptime"], Value::Null);
+        assert_eq!(v[0]["cpulimit"], json!("50"));
+        assert_eq!(uptime(59), "00:00:59");
+        let h = |n: &str| field(n).unwrap().header;
+        assert_eq!(
+            [
+                h("numproc.m"),
+                h("physpages"),
+                h("diskspace.h"),
+                h("diskinodes"),
+                h("kmemsize.f")
+            ],
+            ["NPROC.M", "PHYSP", "DSPACE.H", "DINODES", "KMEMSIZE.F"]
+        );
     }
 }

@@ -4,6 +4,15 @@
 
 use std::time::Duration;
 
+/// Now, in whole seconds since the Unix epoch (0 on a clock before it): the one reading of
+/// wall-clock seconds that states, journals and listings record.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// A duration: a number with `ms`, `s`, `m`, `h` or `d`, or a bare number of seconds (as
 /// OpenVZ's intervals and timeouts are). Fractions are allowed with a unit (`1.5s`, `0.5h`);
 /// nothing negative, nothing else after the number.

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -39,16 +39,9 @@ const RECOVERY_EVERY: Duration = Duration::from_secs(30);
 /// The default number of checkpoints kept when CHECKPOINT_KEEP is not set.
 pub const DEFAULT_KEEP: usize = 10;
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// One line of the agent's log (stderr), time-stamped.
 pub(crate) fn log(msg: &str) {
-    eprintln!("vzagentd: {} {msg}", stamp(now()));
+    eprintln!("vzagentd: {} {msg}", stamp(crate::units::unix_now()));
 }
 
 /// An error and its sources on one line, each cause once.
@@ -229,7 +222,7 @@ fn scheduled(rt: &Runtime, ctid: Ctid, last_attempt: &mut HashMap<Ctid, u64>) {
         }
     };
     let newest = newest.into_iter().chain(last_attempt.get(&ctid).copied()).max();
-    let t = now();
+    let t = crate::units::unix_now();
     if !schedule::due(newest, interval, t) {
         return;
     }

@@ -19,7 +19,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
@@ -105,13 +105,6 @@ pub struct CheckpointInfo {
     pub level: u32,
     pub parent: Option<String>,
     pub keep_running: bool,
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// `YYYYMMDD-HHMMSS` (UTC) from unix seconds.
@@ -754,7 +747,7 @@ impl Runtime {
             });
         }
         let io = |what: String| move |source| CheckpointError::Io { ctid, what, source };
-        let created = now_secs();
+        let created = crate::units::unix_now();
         let dir = self.dump_dir(ctid);
         fs::create_dir_all(&dir).map_err(io(format!("mkdir {}", dir.display())))?;
         let mut id = stamp(created);
@@ -1370,7 +1363,7 @@ impl Runtime {
             init_pid: pid,
             init_start: proc::start_time(pid).unwrap_or(0),
             console_pid: None,
-            started_at: now_secs(),
+            started_at: crate::units::unix_now(),
             net,
             live_limits: live_limits.clone(),
         };

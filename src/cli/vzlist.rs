@@ -16,7 +16,7 @@ use crate::runtime::Runtime;
     // -h is OpenVZ's hostname filter; help is --help alone.
     disable_help_flag = true,
     about = "List ferry containers",
-    after_help = "Fields: ctid nproc status ip hostname name ostemplate private root layout onboot bootorder disabled description, and the beancounters kmemsize numproc physpages swappages numfile diskspace diskinodes cpuusage, with the suffixes .m (maxheld) .b (barrier) .l (limit) .f (failcnt), and .s/.h (soft/hard)"
+    after_help = "Fields: ctid nproc status ip hostname name ostemplate private root layout onboot bootorder disabled description cpulimit cpuunits cpus nameserver uptime, and the beancounters kmemsize numproc physpages swappages numfile diskspace diskinodes cpuusage, with the suffixes .m (maxheld) .b (barrier) .l (limit) .f (failcnt), and .s/.h (soft/hard)"
 )]
 pub struct Args {
     #[command(flatten)]
@@ -109,6 +109,8 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => None,
     };
+    let wants_uptime =
+        fields.iter().any(|f| f.name == "uptime") || sort.as_ref().is_some_and(|(f, _)| f.name == "uptime");
     let wants_ubc = fields.iter().any(|f| f.is_resource()) || sort.as_ref().is_some_and(|(f, _)| f.is_resource());
     let host = Host::open_existing(args.global.layout())?;
     let rt = Runtime::new(host);
@@ -170,6 +172,17 @@ pub fn run(args: Args) -> Result<()> {
             disabled: crate::boot::yes(ct.get("DISABLED")),
             bootorder: ct.get("BOOTORDER").and_then(|v| v.trim().parse().ok()),
             description: ct.get("DESCRIPTION").map(str::to_string),
+            cpulimit: ct.get("CPULIMIT").map(str::to_string),
+            cpuunits: ct.get("CPUUNITS").map(str::to_string),
+            cpus: ct.get("CPUS").map(str::to_string),
+            nameserver: ct.get("NAMESERVER").map(str::to_string),
+            // The run state is read for this column alone, and only for running containers.
+            uptime: match (wants_uptime, st.running) {
+                (true, true) => rt
+                    .run_state(id)?
+                    .map(|s| crate::units::unix_now().saturating_sub(s.started_at)),
+                _ => None,
+            },
             ubc: if wants_ubc { rt.ubc(id)? } else { vec![] },
         });
     }

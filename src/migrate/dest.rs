@@ -86,10 +86,7 @@ impl Decisions {
         if let Some(d) = map.get(&id_hex(id)) {
             return Ok(d.committed);
         }
-        let at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let at = crate::units::unix_now();
         let mut next = map.clone();
         next.insert(id_hex(id), Decision { committed, ctid, at });
         if next.len() > DECISIONS_KEPT {

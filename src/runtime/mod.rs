@@ -955,10 +955,7 @@ impl Runtime {
             init_pid: started.init_pid,
             init_start,
             console_pid: None,
-            started_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            started_at: crate::units::unix_now(),
             net,
             live_limits: Default::default(),
         };
