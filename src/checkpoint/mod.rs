@@ -1241,7 +1241,7 @@ impl Runtime {
             cgroup_tree = Some((list, map));
         }
         let (parent_sock, logger_sock) = sys::socketpair().map_err(|e| undo(io("socketpair".into())(e)))?;
-        console::spawn_logger(logger_sock, &self.host.layout.console_log(ctid))
+        console::spawn_logger(logger_sock, &self.host.layout.console_log(ctid), ctid)
             .map_err(|e| undo(io("starting the console logger".into())(e)))?;
         let _ = sys::send_fd(parent_sock.as_raw_fd(), console::TAG_MASTER, master.as_raw_fd());
         drop(master);

@@ -60,8 +60,9 @@ fn open_log(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
-/// Forks the detached logger and returns in the parent. The logger owns `sock`'s peer end.
-pub fn spawn_logger(sock: OwnedFd, log_path: &Path) -> io::Result<()> {
+/// Forks the detached logger and returns in the parent. The logger owns `sock`'s peer end and
+/// shows in `ps` as `ferry-console CTID` (not as the vzctl it was forked from).
+pub fn spawn_logger(sock: OwnedFd, log_path: &Path, ctid: crate::ctid::Ctid) -> io::Result<()> {
     let log = Log::open(log_path)?;
     let pid = sys::fork()?;
     if pid == 0 {
@@ -81,6 +82,7 @@ pub fn spawn_logger(sock: OwnedFd, log_path: &Path) -> io::Result<()> {
                 let name = sys::c("ferry-console");
                 // SAFETY: PR_SET_NAME with a valid string.
                 unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
+                sys::set_cmdline(&["ferry-console", &ctid.to_string()]);
                 run(sock, log);
                 sys::exit_child(0);
             }

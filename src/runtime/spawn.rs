@@ -77,7 +77,7 @@ pub struct Started {
 pub fn start(spec: &InitSpec<'_>, attach: &mut dyn FnMut(i32) -> Result<(), String>) -> Result<Started, SpawnError> {
     sys::ensure_single_threaded().map_err(sys_err("cannot start the container"))?;
     let (parent_sock, logger_sock) = sys::socketpair().map_err(sys_err("socketpair for the console logger"))?;
-    console::spawn_logger(logger_sock, spec.console_log).map_err(sys_err(format!(
+    console::spawn_logger(logger_sock, spec.console_log, spec.ctid).map_err(sys_err(format!(
         "starting the console logger ({})",
         spec.console_log.display()
     )))?;

@@ -468,6 +468,41 @@ pub fn exit_child(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Rewrites this process's command line as `ps` and /proc/PID/cmdline show it, within the
+/// room the original arguments took (`arg_start`..`arg_end` of /proc/self/stat; longer words
+/// are cut there). Setting the bounds themselves (PR_SET_MM) needs CAP_SYS_RESOURCE, which
+/// root lacks on some hosts, so the bytes are overwritten in place. Best effort: a
+/// /proc/self/stat that does not read leaves the command line as it was.
+pub fn set_cmdline(words: &[&str]) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the parenthesised name start at field 3; arg_start and arg_end are 48, 49.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let (Some(Ok(start)), Some(Ok(end))) = (
+        f.get(45).map(|v| v.parse::<usize>()),
+        f.get(46).map(|v| v.parse::<usize>()),
+    ) else {
+        return;
+    };
+    if end <= start || end - start > 1 << 20 {
+        return;
+    }
+    let mut text = words.join("\0").into_bytes();
+    text.truncate(end - start - 1);
+    // SAFETY: [start, end) is this process's own argument area (the kernel says so), mapped and
+    // writable for the life of the process; nothing in this single-threaded child reads the
+    // original arguments after this point.
+    unsafe {
+        let area = std::slice::from_raw_parts_mut(start as *mut u8, end - start);
+        area.fill(0);
+        area[..text.len()].copy_from_slice(&text);
+    }
+}
+
 pub fn c(s: &str) -> CString {
     CString::new(s).unwrap_or_else(|_| CString::new("?").unwrap())
 }
@@ -479,6 +514,33 @@ pub fn cstr_to_string(c: &CStr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// In a forked child (the test harness's own arguments stay as they are): the command
+    /// line reads as the words given, NUL-separated, nothing of the old one left.
+    #[test]
+    fn the_command_line_is_rewritten_in_place() {
+        use std::io::Read;
+        let (r, w) = pipe().unwrap();
+        let pid = fork().unwrap();
+        if pid == 0 {
+            set_cmdline(&["ferry-console", "101"]);
+            let cmdline = std::fs::read("/proc/self/cmdline").unwrap_or_default();
+            let mut f = std::fs::File::from(w);
+            let _ = std::io::Write::write_all(&mut f, &cmdline);
+            exit_child(0);
+        }
+        drop(w);
+        let mut got = Vec::new();
+        std::fs::File::from(r).read_to_end(&mut got).unwrap();
+        assert_eq!(wait_exit_code(pid).unwrap(), 0);
+        let words: Vec<&[u8]> = got.split(|b| *b == 0).filter(|w| !w.is_empty()).collect();
+        assert_eq!(
+            words,
+            [&b"ferry-console"[..], b"101"],
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
 
     #[test]
     fn a_path_with_a_nul_byte_is_an_error_not_another_path() {
