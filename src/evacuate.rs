@@ -60,15 +60,15 @@ pub fn plan(cands: &[Candidate], peers: &[(String, Capacity)]) -> Vec<Placement>
                 Some(format!("{name}: container {} exists there", c.ctid))
             } else if disk < need_disk {
                 Some(format!(
-                    "{name}: not enough disk ({} MiB needed, {} MiB free)",
-                    need_disk >> 20,
-                    disk >> 20
+                    "{name}: not enough disk ({} needed, {} free)",
+                    crate::units::size(need_disk),
+                    crate::units::size(disk)
                 ))
             } else if mem < need_mem {
                 Some(format!(
-                    "{name}: not enough memory ({} MiB needed, {} MiB available)",
-                    need_mem >> 20,
-                    mem >> 20
+                    "{name}: not enough memory ({} needed, {} available)",
+                    crate::units::size(need_mem),
+                    crate::units::size(mem)
                 ))
             } else {
                 None
@@ -288,7 +288,7 @@ mod tests {
         assert_eq!(p[1].peer, None);
         let why = p[1].why_not.as_deref().unwrap();
         assert!(
-            why.contains("full: not enough disk (65 MiB needed, 10 MiB free)")
+            why.contains("full: not enough disk (65M needed, 10M free)")
                 && why.contains("b: container 104 exists there"),
             "{why}"
         );
@@ -306,7 +306,7 @@ mod tests {
             .why_not
             .as_deref()
             .unwrap()
-            .contains("not enough memory (100 MiB needed, 50 MiB available)"));
+            .contains("not enough memory (100M needed, 50M available)"));
         assert_eq!(p[2].peer.as_deref(), Some("b"), "a stopped container needs no memory");
         assert!(!p[2].online);
         assert_eq!(

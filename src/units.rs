@@ -13,6 +13,26 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// A size for people, in OpenVZ's K/M/G/T (binary): `704K`, `1.5G`, `12M`; one decimal below
+/// 10 of a unit, none above; bytes below 1 KiB as `512B`. Never rounds something to `0M`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["K", "M", "G", "T"];
+    if bytes < 1024 {
+        return format!("{bytes}B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if v < 10.0 && v.fract() >= 0.05 {
+        format!("{v:.1}{}", UNITS[u])
+    } else {
+        format!("{:.0}{}", v, UNITS[u])
+    }
+}
+
 /// A duration: a number with `ms`, `s`, `m`, `h` or `d`, or a bare number of seconds (as
 /// OpenVZ's intervals and timeouts are). Fractions are allowed with a unit (`1.5s`, `0.5h`);
 /// nothing negative, nothing else after the number.
@@ -33,6 +53,18 @@ pub fn duration(s: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(size(0), "0B");
+        assert_eq!(size(512), "512B");
+        assert_eq!(size(704 << 10), "704K");
+        assert_eq!(size(1536 << 10), "1.5M");
+        assert_eq!(size(12 << 20), "12M");
+        assert_eq!(size(3 << 29), "1.5G");
+        assert_eq!(size(2 << 40), "2T");
+        assert_eq!(size(4096 << 40), "4096T");
+    }
 
     #[test]
     fn one_meaning_for_every_duration() {

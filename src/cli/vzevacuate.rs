@@ -469,10 +469,10 @@ fn print_plan(answers: &[(String, Result<Capacity, String>)], placements: &[Plac
     for (n, r) in answers {
         match r {
             Ok(c) => println!(
-                "{:<10} {:>9}M {:>9}M {:>5} {:>10}",
+                "{:<10} {:>10} {:>10} {:>5} {:>10}",
                 n,
-                c.mem_available >> 20,
-                c.disk_free >> 20,
+                crate::units::size(c.mem_available),
+                crate::units::size(c.disk_free),
                 c.cpus,
                 c.ctids.len()
             ),
@@ -486,12 +486,12 @@ fn print_plan(answers: &[(String, Result<Capacity, String>)], placements: &[Plac
     );
     for p in placements {
         println!(
-            "{:>6} {:<10} {:<8} {:>7}M {:>8}M  {}",
+            "{:>6} {:<10} {:<8} {:>8} {:>9}  {}",
             p.ctid,
             p.peer.as_deref().unwrap_or("-"),
             if p.online { "online" } else { "offline" },
-            p.ram_bytes >> 20,
-            p.private_bytes >> 20,
+            crate::units::size(p.ram_bytes),
+            crate::units::size(p.private_bytes),
             p.why_not.as_deref().unwrap_or("")
         );
     }
