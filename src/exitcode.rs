@@ -69,3 +69,50 @@ impl ExitCode {
         self as u8
     }
 }
+
+/// `vzmigrate`'s exit statuses: OpenVZ vzmigrate's numbering where it had a code for the same
+/// failure (docs/exit-codes.md). A failed migration leaves the container on the source in every
+/// case but [`MigrateExit::InDoubt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[repr(u8)]
+pub enum MigrateExit {
+    Ok = 0,
+    /// Bad usage: an unknown option, a missing argument, an unpinned peer.
+    Usage = 1,
+    /// The container is locked by another command.
+    Locked = 3,
+    /// The destination's agent could not be reached.
+    CannotConnect = 4,
+    /// The destination refused the plan, or the container cannot be migrated as asked.
+    Refused = 5,
+    /// Restoring on the destination failed.
+    RestoreFailed = 7,
+    /// Checkpointing (the final dump) on the source failed.
+    DumpFailed = 8,
+    /// A container with this CTID (or its private area) exists on the destination.
+    ExistsThere = 9,
+    /// No such container here.
+    NoContainer = 10,
+    /// One of its addresses is used by another container on the destination.
+    AddressInUse = 12,
+    /// The connection to the destination broke.
+    ConnectionBroken = 21,
+    /// The destination went silent (a deadline passed).
+    PeerSilent = 22,
+    /// Interrupted by a signal.
+    Interrupted = 25,
+    /// The two sides do not speak a common protocol, or one broke it.
+    Protocol = 26,
+    /// The destination ran out of disk space.
+    NoSpace = 31,
+    /// Any other failure or abort.
+    Failed = 110,
+    /// The commit was sent and the connection lost: where the container runs is not known yet.
+    InDoubt = 111,
+}
+
+impl MigrateExit {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}

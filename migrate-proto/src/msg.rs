@@ -268,6 +268,10 @@ pub struct PullRequest {
     pub bwlimit: u64,
 }
 
+/// The words of a `Protocol` abort for a connection that broke before the commit (the
+/// machine's `LinkLost`), which front ends tell apart from a broken protocol.
+pub const CONNECTION_LOST: &str = "connection lost";
+
 /// Why a migration stopped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AbortReason {

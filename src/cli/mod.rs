@@ -60,15 +60,17 @@ pub fn parse<T: clap::Parser>() -> T {
     match T::try_parse() {
         Ok(t) => t,
         Err(e) => {
+            let program = T::command().get_name().to_string();
             let code = match e.kind() {
                 clap::error::ErrorKind::DisplayHelp
                 | clap::error::ErrorKind::DisplayVersion
                 | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+                // vzmigrate's usage errors are 1, as OpenVZ's (crate::exitcode::MigrateExit).
+                _ if program == "vzmigrate" => crate::exitcode::MigrateExit::Usage.code() as i32,
                 clap::error::ErrorKind::ValueValidation => ExitCode::BadValue.code() as i32,
                 _ => ExitCode::BadOption.code() as i32,
             };
             // An OpenVZ option or command ferry does not build is said as such.
-            let program = T::command().get_name().to_string();
             match openvz::explain(&program, &e) {
                 Some(m) => eprintln!("{m}"),
                 None => {

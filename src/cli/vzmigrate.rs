@@ -3,9 +3,10 @@
 use anyhow::Result;
 use clap::Parser;
 
-use super::{parse, parse_duration, report, require_root, CliError, Global, Progress};
+use super::{parse, parse_duration, require_root, CliError, Global, Progress};
 use crate::agent::trust::{Identity, TrustStore};
 use crate::ctid::CtRef;
+use crate::exitcode::MigrateExit;
 use crate::host::Host;
 use crate::migrate::source::{migrate, MigrateOptions};
 use crate::migrate::wire::{parse_rate, RateSource};
@@ -75,13 +76,38 @@ pub fn main() -> ! {
     // Started by vzevacuate or an agent: nothing happens before it has recorded this process.
     if let Err(why) = crate::migrate::child::pass_gate() {
         eprintln!("vzmigrate: error: {why}");
-        std::process::exit(crate::exitcode::ExitCode::MigrateFailed.code() as i32);
+        std::process::exit(MigrateExit::Failed.code() as i32);
     }
     let code = match run(args) {
         Ok(()) => 0,
-        Err(e) => report("vzmigrate", &e),
+        Err(e) => {
+            eprintln!("vzmigrate: error: {}", super::error_text(&e));
+            exit_status(&e).code() as i32
+        }
     };
     std::process::exit(code)
+}
+
+/// vzmigrate's exit status for an error chain: the first link that has one (OpenVZ
+/// vzmigrate's numbering, [`MigrateExit`]); anything else is a failed migration.
+pub fn exit_status(err: &anyhow::Error) -> MigrateExit {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<crate::migrate::source::MigrateError>() {
+            return e.migrate_exit();
+        }
+        if let Some(crate::host::HostError::NoSuchContainer(..) | crate::host::HostError::NoSuchName(_)) =
+            cause.downcast_ref::<crate::host::HostError>()
+        {
+            return MigrateExit::NoContainer;
+        }
+        if let Some(crate::lock::LockError::Locked { .. }) = cause.downcast_ref::<crate::lock::LockError>() {
+            return MigrateExit::Locked;
+        }
+        if let Some(CliError::BadOption(_) | CliError::NotRoot(_)) = cause.downcast_ref::<CliError>() {
+            return MigrateExit::Usage;
+        }
+    }
+    MigrateExit::Failed
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -151,7 +177,7 @@ pub fn run(args: Args) -> Result<()> {
                     "error": e.to_string(),
                     "phase": e.phase(),
                     "container_on": e.container_on(),
-                    "exit_code": e.exit_code().code(),
+                    "exit_code": e.migrate_exit().code(),
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             }

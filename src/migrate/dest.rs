@@ -368,7 +368,7 @@ fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan, source: Option<&Ca
         return Err(format!("container {ctid} is already being migrated here"));
     }
     if ctx.layout.ct_conf(ctid).exists() {
-        return Err(format!("container {ctid} already exists on this host"));
+        return Err(format!("container {ctid} {}", super::REFUSED_EXISTS));
     }
     let config = crate::config::Config::parse(&plan.config, Path::new("(plan)"))
         .map_err(|e| format!("the container's configuration: {e}"))?;
@@ -385,7 +385,7 @@ fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan, source: Option<&Ca
     };
     let ct = host.container_from(ctid, config);
     if ct.private.exists() {
-        return Err(format!("{} already exists on this host", ct.private.display()));
+        return Err(format!("{} {}", ct.private.display(), super::REFUSED_EXISTS));
     }
     let rt = crate::runtime::Runtime::new(host);
     // A container with a user namespace gets a range of this host's ids at the restore; one
@@ -395,7 +395,10 @@ fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan, source: Option<&Ca
     for a in ct.ip_addresses() {
         let addr = a.split('/').next().unwrap_or("").to_string();
         if let Some(other) = rt.address_owner(&addr).map_err(|e| e.to_string())? {
-            return Err(format!("address {addr} is used by container {other} on this host"));
+            return Err(format!(
+                "address {addr} {} {other} on this host",
+                super::REFUSED_ADDRESS
+            ));
         }
     }
     let base = ct.private.parent().unwrap_or(Path::new("/")).to_path_buf();
@@ -404,7 +407,8 @@ fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan, source: Option<&Ca
     let free = super::capacity::disk_space(&base).0;
     if free < need {
         return Err(format!(
-            "not enough disk: {free} bytes free in {}, {need} needed",
+            "{}: {free} bytes free in {}, {need} needed",
+            super::REFUSED_DISK,
             base.display()
         ));
     }
@@ -419,7 +423,8 @@ fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan, source: Option<&Ca
         let free = super::capacity::disk_space(&dump).0;
         if free < need {
             return Err(format!(
-                "not enough space for the memory images: {free} bytes free in {}, {need} needed",
+                "{} for the memory images: {free} bytes free in {}, {need} needed",
+                super::REFUSED_DISK,
                 dump.display()
             ));
         }

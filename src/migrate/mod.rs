@@ -67,6 +67,34 @@ pub(crate) fn protocol_versions() -> (u32, u32) {
     }
 }
 
+/// Words of the destination's plan refusals (check_plan) that tell vzmigrate's exit codes
+/// apart: the refusal travels as text in the protocol's `PlanRefused`.
+pub const REFUSED_EXISTS: &str = "already exists on this host";
+pub const REFUSED_ADDRESS: &str = "is used by container";
+pub const REFUSED_DISK: &str = "not enough disk space";
+
+/// vzmigrate's exit status for an abort.
+pub fn abort_exit(r: &migrate_proto::msg::AbortReason) -> crate::exitcode::MigrateExit {
+    use crate::exitcode::MigrateExit as X;
+    use migrate_proto::msg::AbortReason::*;
+    match r {
+        VersionMismatch { .. } => X::Protocol,
+        PlanRefused(s) if s.contains(REFUSED_EXISTS) => X::ExistsThere,
+        PlanRefused(s) if s.contains(REFUSED_ADDRESS) => X::AddressInUse,
+        PlanRefused(s) if s.contains(REFUSED_DISK) => X::NoSpace,
+        PlanRefused(_) => X::Refused,
+        NoSpace(_) => X::NoSpace,
+        DumpFailed(_) => X::DumpFailed,
+        RestoreFailed(_) => X::RestoreFailed,
+        NotConverging(_) => X::Failed,
+        Timeout(_) => X::PeerSilent,
+        Cancelled(_) => X::Interrupted,
+        Protocol(s) if s == migrate_proto::msg::CONNECTION_LOST => X::ConnectionBroken,
+        Protocol(_) => X::Protocol,
+        Local(_) => X::Failed,
+    }
+}
+
 /// Why a destination gives up after a failed write: out of space (or quota), or anything else.
 pub(crate) fn io_abort(e: std::io::Error) -> migrate_proto::msg::AbortReason {
     use migrate_proto::msg::AbortReason;
@@ -160,4 +188,69 @@ fn in_scratch_dir<T>(f: impl FnOnce(&std::path::Path) -> T) -> std::io::Result<T
     let r = f(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(r)
+}
+
+#[cfg(test)]
+mod exit_tests {
+    use super::*;
+    use crate::exitcode::MigrateExit as X;
+    use migrate_proto::msg::AbortReason as R;
+
+    /// Each abort gets OpenVZ vzmigrate's code; the plan refusals by the words the
+    /// destination's check writes (made here as check_plan makes them).
+    #[test]
+    fn aborts_get_vzmigrate_codes() {
+        let cases = [
+            (
+                R::PlanRefused(format!("container 101 {REFUSED_EXISTS}")),
+                X::ExistsThere,
+            ),
+            (
+                R::PlanRefused(format!("/vz/private/101 {REFUSED_EXISTS}")),
+                X::ExistsThere,
+            ),
+            (
+                R::PlanRefused(format!("address 198.18.0.10 {REFUSED_ADDRESS} 102 on this host")),
+                X::AddressInUse,
+            ),
+            (
+                R::PlanRefused(format!("{REFUSED_DISK}: 10 bytes free in /vz/private, 20 needed")),
+                X::NoSpace,
+            ),
+            (
+                R::PlanRefused("container 101 is already being migrated here".into()),
+                X::Refused,
+            ),
+            (
+                R::PlanRefused("not enough memory: the container uses 9 MiB".into()),
+                X::Refused,
+            ),
+            (R::NoSpace("No space left on device".into()), X::NoSpace),
+            (R::DumpFailed("criu".into()), X::DumpFailed),
+            (R::RestoreFailed("criu".into()), X::RestoreFailed),
+            (R::Timeout("no word".into()), X::PeerSilent),
+            (R::Cancelled("interrupted by a signal".into()), X::Interrupted),
+            (
+                R::Protocol(migrate_proto::msg::CONNECTION_LOST.into()),
+                X::ConnectionBroken,
+            ),
+            (R::Protocol("unexpected Pages".into()), X::Protocol),
+            (
+                R::VersionMismatch {
+                    ours_min: 1,
+                    ours_max: 2,
+                },
+                X::Protocol,
+            ),
+            (R::NotConverging("x".into()), X::Failed),
+            (R::Local("x".into()), X::Failed),
+        ];
+        for (r, want) in cases {
+            assert_eq!(abort_exit(&r), want, "{r}");
+        }
+        assert_eq!(
+            [X::Usage, X::ExistsThere, X::NoSpace, X::Failed, X::InDoubt].map(X::code),
+            [1, 9, 31, 110, 111]
+        );
+    }
 }

@@ -168,6 +168,7 @@ pub async fn request(
             }
             Message::Done(s) => break Ok(s),
             Message::Abort(r) => {
+                let exit = super::abort_exit(&r);
                 let why = match r {
                     AbortReason::PlanRefused(s) => s,
                     other => other.to_string(),
@@ -176,6 +177,7 @@ pub async fn request(
                     ctid,
                     reason: why,
                     phase: last,
+                    exit,
                 });
             }
             other => {
@@ -183,6 +185,7 @@ pub async fn request(
                     ctid,
                     reason: format!("the peer answered with {:?}", other.kind()),
                     phase: last,
+                    exit: crate::exitcode::MigrateExit::Protocol,
                 })
             }
         }

@@ -35,7 +35,13 @@ pub enum MigrateError {
     #[error(
         "container {ctid}: the migration was aborted in phase {phase} ({reason}); the container stays on this host"
     )]
-    Aborted { ctid: Ctid, reason: String, phase: String },
+    Aborted {
+        ctid: Ctid,
+        reason: String,
+        phase: String,
+        /// vzmigrate's exit status for it ([`super::abort_exit`]).
+        exit: crate::exitcode::MigrateExit,
+    },
     /// The final dump failed (CRIU's error, said once: the abort that follows names it).
     #[error("{0}")]
     Dump(String),
@@ -62,6 +68,27 @@ impl MigrateError {
             MigrateError::Aborted { phase, .. } => Some(phase.as_str()).filter(|p| !p.is_empty()),
             MigrateError::InDoubt { .. } => Some("Commit"),
             _ => None,
+        }
+    }
+
+    /// vzmigrate's exit status for this failure (OpenVZ vzmigrate's numbering).
+    pub fn migrate_exit(&self) -> crate::exitcode::MigrateExit {
+        use crate::exitcode::MigrateExit as X;
+        match self {
+            MigrateError::Runtime(RuntimeError::Host(
+                crate::host::HostError::NoSuchContainer(..) | crate::host::HostError::NoSuchName(_),
+            )) => X::NoContainer,
+            MigrateError::Runtime(RuntimeError::Lock(crate::lock::LockError::Locked { .. })) => X::Locked,
+            // --online of a container that is not running: not migratable as asked.
+            MigrateError::Runtime(RuntimeError::NotRunning(_)) => X::Refused,
+            MigrateError::Runtime(_) => X::Failed,
+            MigrateError::Connect(_) => X::CannotConnect,
+            MigrateError::Wire(_) => X::ConnectionBroken,
+            MigrateError::Unsupported(..) => X::Refused,
+            MigrateError::Aborted { exit, .. } => *exit,
+            MigrateError::Dump(_) => X::DumpFailed,
+            MigrateError::InDoubt { .. } => X::InDoubt,
+            MigrateError::Recover { .. } => X::Failed,
         }
     }
 
@@ -238,6 +265,7 @@ impl Ctx<'_> {
             ctid: self.ctid,
             reason: "interrupted by a signal".into(),
             phase: String::new(),
+            exit: crate::exitcode::MigrateExit::Interrupted,
         }
     }
 
@@ -1383,6 +1411,7 @@ async fn run_source(
                 }
                 Outcome::Aborted(r) => Err(MigrateError::Aborted {
                     ctid,
+                    exit: super::abort_exit(&r),
                     reason: r.to_string(),
                     // The phase it failed in: the last before "Aborted".
                     phase: cx

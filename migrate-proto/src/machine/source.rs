@@ -364,7 +364,7 @@ impl Source {
             (_, Event::Journaled(_)) => vec![],
             // A local failure after Commit was sent cannot undo the commit.
             (State::CommitSent | State::Resolving, Event::Failed(_)) => vec![],
-            (_, Event::LinkLost) => self.abort(AbortReason::Protocol("connection lost".into()), false),
+            (_, Event::LinkLost) => self.abort(AbortReason::Protocol(crate::msg::CONNECTION_LOST.into()), false),
             (_, Event::Failed(r)) => self.abort(r, true),
             (State::Stopping, Event::ContainerStopped) => {
                 self.frozen_at = Some(now);
