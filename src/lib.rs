@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod criu;
 pub mod ctid;
+pub mod error;
 pub mod evacuate;
 pub mod exitcode;
 pub mod fsutil;

@@ -33,6 +33,12 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
+/// An interval in whole seconds, above zero ([`duration`]: seconds, or a number with a unit):
+/// CHECKPOINT_INTERVAL and `--checkpoint-interval`.
+pub fn interval_secs(s: &str) -> Option<u64> {
+    duration(s).map(|d| d.as_secs()).filter(|v| *v > 0)
+}
+
 /// A duration: a number with `ms`, `s`, `m`, `h` or `d`, or a bare number of seconds (as
 /// OpenVZ's intervals and timeouts are). Fractions are allowed with a unit (`1.5s`, `0.5h`);
 /// nothing negative, nothing else after the number.

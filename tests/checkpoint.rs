@@ -534,7 +534,7 @@ fn a_dump_through_the_page_server_writes_what_criu_writes_and_restores() {
         ferry::criu::page_server::dump(&criu, &by_server, opts, &mut PagesInto(by_server.clone()), &mut |_| {
             Ok(())
         })
-        .unwrap_or_else(|e| panic!("{}", ferry::agent::daemon::chain_of(&e)));
+        .unwrap_or_else(|e| panic!("{}", ferry::error::chain_of(&e)));
     assert!(served.pages > 300, "{served:?}");
     // The same pagemap and pages images, and CRIU itself wrote no pages image.
     let names = images_named(&by_criu, &["pagemap-", "pages-"]);

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::schedule;
-use crate::checkpoint::stamp;
 use crate::ctid::Ctid;
+use crate::error::chain_of;
 use crate::host::Host;
+use crate::migrate::log;
 use crate::runtime::Runtime;
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -38,26 +38,6 @@ const RECOVERY_EVERY: Duration = Duration::from_secs(30);
 
 /// The default number of checkpoints kept when CHECKPOINT_KEEP is not set.
 pub const DEFAULT_KEEP: usize = 10;
-
-/// One line of the agent's log (stderr), time-stamped.
-pub(crate) fn log(msg: &str) {
-    eprintln!("vzagentd: {} {msg}", stamp(crate::units::unix_now()));
-}
-
-/// An error and its sources on one line, each cause once.
-pub fn chain_of(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = c.source();
-    }
-    s
-}
 
 /// Serves incoming migrations on `addr` (a thread with its own tokio runtime).
 fn listen(host: &Host, addr: std::net::SocketAddr) -> Result<(), DaemonError> {
@@ -200,7 +180,7 @@ pub fn run_with(host: Host, tick: Duration, listen_on: Option<std::net::SocketAd
 /// One container's schedule: checkpoint if due, then prune.
 fn scheduled(rt: &Runtime, ctid: Ctid, last_attempt: &mut HashMap<Ctid, u64>) {
     let Ok(ct) = rt.host.container(ctid) else { return };
-    let Some(interval) = ct.get("CHECKPOINT_INTERVAL").and_then(schedule::parse_interval) else {
+    let Some(interval) = ct.get("CHECKPOINT_INTERVAL").and_then(crate::units::interval_secs) else {
         return;
     };
     let keep = ct
@@ -223,7 +203,7 @@ fn scheduled(rt: &Runtime, ctid: Ctid, last_attempt: &mut HashMap<Ctid, u64>) {
     };
     let newest = newest.into_iter().chain(last_attempt.get(&ctid).copied()).max();
     let t = crate::units::unix_now();
-    if !schedule::due(newest, interval, t) {
+    if !crate::checkpoint::retention::due(newest, interval, t) {
         return;
     }
     last_attempt.insert(ctid, t);

@@ -3,5 +3,4 @@
 
 pub mod daemon;
 pub mod quic;
-pub mod schedule;
 pub mod trust;

@@ -13,6 +13,7 @@
 
 pub mod archive;
 pub mod links;
+pub mod retention;
 
 use std::fs;
 use std::os::fd::AsRawFd;
@@ -699,7 +700,7 @@ impl Runtime {
         keep: usize,
         keep_running: bool,
     ) -> Result<(CheckpointInfo, Vec<String>)> {
-        use crate::agent::schedule::{prune, start_new_chain, Entry};
+        use crate::checkpoint::retention::{prune, start_new_chain, Entry};
         let entries = |list: Vec<CheckpointInfo>| -> Vec<Entry> {
             list.into_iter()
                 .map(|c| Entry {

@@ -351,7 +351,7 @@ fn evacuate(rt: &Runtime, args: &Args, s: &Settings, peers: &[Peer], journal: &m
                 let r = tokio::time::timeout(Duration::from_secs(20), crate::migrate::capacity::query(&id, &p)).await;
                 let r = match r {
                     Ok(Ok(c)) => Ok(c),
-                    Ok(Err(e)) => Err(crate::agent::daemon::chain_of(&e)),
+                    Ok(Err(e)) => Err(crate::error::chain_of(&e)),
                     Err(_) => Err("no answer in 20 s".to_string()),
                 };
                 (i, p.name, r)
@@ -708,7 +708,7 @@ fn pull_one(id: &Identity, job: Job, req: PullRequest, tx: mpsc::Sender<Note>) {
                 let _ = lines.send(Note::Line(ctid, l.to_string()));
             };
             rt.block_on(crate::migrate::pull::request(id, &job.peer, req, &mut progress))
-                .map_err(|e| crate::agent::daemon::chain_of(&e))
+                .map_err(|e| crate::error::chain_of(&e))
         })
         .map(|st| Report {
             frozen_ms: st.frozen_ms,

@@ -32,7 +32,7 @@ pub struct DestCtx {
     pub live: Mutex<HashMap<MigrationId, Option<String>>>,
 }
 
-use crate::agent::daemon::log;
+use crate::migrate::log;
 
 /// How many decisions [`Decisions`] keeps (the oldest go first).
 const DECISIONS_KEPT: usize = 4096;
@@ -601,7 +601,7 @@ async fn accept_bulk(conn: quinn::Connection, tx: tokio::sync::mpsc::Sender<Bulk
                     return;
                 }
                 Err(e) => {
-                    let _ = tx.send(BulkIn::Failed(crate::agent::daemon::chain_of(&e))).await;
+                    let _ = tx.send(BulkIn::Failed(crate::error::chain_of(&e))).await;
                     return;
                 }
             };
@@ -612,7 +612,7 @@ async fn accept_bulk(conn: quinn::Connection, tx: tokio::sync::mpsc::Sender<Bulk
                 let m = match frames.next().await {
                     Ok(Some(m)) => BulkIn::Frame(index as usize, m),
                     Ok(None) => return,
-                    Err(e) => BulkIn::Failed(format!("bulk stream {index}: {}", crate::agent::daemon::chain_of(&e))),
+                    Err(e) => BulkIn::Failed(format!("bulk stream {index}: {}", crate::error::chain_of(&e))),
                 };
                 let failed = matches!(m, BulkIn::Failed(_));
                 if tx.send(m).await.is_err() || failed {

@@ -67,6 +67,11 @@ pub(crate) fn protocol_versions() -> (u32, u32) {
     }
 }
 
+/// One line of the agent's log (stderr), time-stamped.
+pub fn log(msg: &str) {
+    eprintln!("vzagentd: {} {msg}", crate::checkpoint::stamp(crate::units::unix_now()));
+}
+
 /// Words of the destination's plan refusals (check_plan) that tell vzmigrate's exit codes
 /// apart: the refusal travels as text in the protocol's `PlanRefused`.
 pub const REFUSED_EXISTS: &str = "already exists on this host";

@@ -12,9 +12,9 @@ use super::child::Event;
 use super::dest::DestCtx;
 use super::source::MigrateError;
 use super::wire::Wire;
-use crate::agent::daemon::log;
 use crate::agent::trust::{Identity, Peer, TrustStore};
 use crate::layout::HostLayout;
+use crate::migrate::log;
 
 /// Where a host records which peer moved a container to it.
 pub fn arrival_path(layout: &HostLayout, ctid: u32) -> PathBuf {

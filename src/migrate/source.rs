@@ -512,7 +512,7 @@ impl Ctx<'_> {
         self.report.page_data += counts.data;
         self.report.page_zero += counts.zero;
         sent?;
-        dumped.map_err(|e| MigrateError::Dump(crate::agent::daemon::chain_of(&e)))?;
+        dumped.map_err(|e| MigrateError::Dump(crate::error::chain_of(&e)))?;
         Ok(())
     }
 
@@ -999,7 +999,7 @@ const RESOLVE_WAIT: Duration = Duration::from_secs(15);
 const IN_DOUBT_FOR: Duration = Duration::from_secs(60);
 
 fn chain(e: &dyn std::error::Error) -> String {
-    crate::agent::daemon::chain_of(e)
+    crate::error::chain_of(e)
 }
 
 /// Settles, where the vzmigrate that started them is gone, the outgoing migrations of this

@@ -1726,7 +1726,7 @@ impl Runtime {
             set(&mut config, "NAME", n.clone())?;
         }
         if let Some(i) = &opts.checkpoint_interval {
-            let secs = crate::agent::schedule::parse_interval(i).ok_or_else(|| {
+            let secs = crate::units::interval_secs(i).ok_or_else(|| {
                 bad(format!(
                     "invalid --checkpoint-interval {i:?}: seconds, or a number with s, m, h or d"
                 ))

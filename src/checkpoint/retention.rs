@@ -12,12 +12,6 @@ pub struct Entry {
     pub parent: Option<String>,
 }
 
-/// Parses an interval in whole seconds, above zero ([`crate::units::duration`]: seconds, or a
-/// number with a unit).
-pub fn parse_interval(s: &str) -> Option<u64> {
-    crate::units::duration(s).map(|d| d.as_secs()).filter(|v| *v > 0)
-}
-
 /// Is a checkpoint due, given the newest one's time?
 pub fn due(newest: Option<u64>, interval: u64, now: u64) -> bool {
     newest.is_none_or(|t| now >= t.saturating_add(interval))
@@ -79,13 +73,13 @@ mod tests {
 
     #[test]
     fn intervals() {
-        assert_eq!(parse_interval("90"), Some(90));
-        assert_eq!(parse_interval("2s"), Some(2));
-        assert_eq!(parse_interval("1h"), Some(3600));
-        assert_eq!(parse_interval("1d"), Some(86400));
-        assert_eq!(parse_interval("1.5h"), Some(5400));
+        assert_eq!(crate::units::interval_secs("90"), Some(90));
+        assert_eq!(crate::units::interval_secs("2s"), Some(2));
+        assert_eq!(crate::units::interval_secs("1h"), Some(3600));
+        assert_eq!(crate::units::interval_secs("1d"), Some(86400));
+        assert_eq!(crate::units::interval_secs("1.5h"), Some(5400));
         for bad in ["", "h", "0", "0.5s", "1x", "-1h"] {
-            assert_eq!(parse_interval(bad), None, "{bad:?}");
+            assert_eq!(crate::units::interval_secs(bad), None, "{bad:?}");
         }
         assert!(due(None, 60, 0));
         assert!(!due(Some(100), 60, 159));
