@@ -24,6 +24,12 @@ pub enum HostError {
     Config(#[from] ConfigError),
     #[error("no ferry host at {}: {} does not exist; is --root-dir (or FERRY_ROOT) right? (vzctl create makes a host)", .0.display(), .0.join("etc/vz/vz.conf").display())]
     NoHost(PathBuf),
+    #[error("the cgroup parent {parent:?} is used by the host root {} on this machine; two roots sharing it would end each other's containers of the same CTID: give this root its own CGROUP_PARENT in {}", .other.display(), .vz_conf.display())]
+    ParentClaimed {
+        parent: String,
+        other: PathBuf,
+        vz_conf: PathBuf,
+    },
     #[error("cannot prepare the host directory {path}")]
     Dir {
         path: PathBuf,
@@ -40,7 +46,7 @@ impl HostError {
             HostError::Config(ConfigError::Malformed { .. } | ConfigError::Read { .. }) => ExitCode::NoConfig,
             HostError::Config(_) => ExitCode::ConfigWrite,
             HostError::Dir { .. } => ExitCode::SystemError,
-            HostError::NoHost(_) => ExitCode::GlobalConfig,
+            HostError::NoHost(_) | HostError::ParentClaimed { .. } => ExitCode::GlobalConfig,
         }
     }
 }
@@ -128,6 +134,38 @@ impl Host {
             return Err(HostError::NoHost(layout.root().to_path_buf()));
         }
         Self::open(layout)
+    }
+
+    /// Claims this host's CGROUP_PARENT for its root, machine-wide, before it creates a
+    /// container's cgroup or ends a dead container's leftovers there: a second root on the same
+    /// machine with the same parent is refused ([`HostError::ParentClaimed`]) rather than
+    /// killing the first root's container of the same CTID. A claim whose root is gone, or no
+    /// longer uses that parent, is taken over. Claims live in `claims` (`/run/ferry/cgroup-parents`:
+    /// gone at reboot, as the cgroups are).
+    pub fn claim_cgroup_parent(&self, claims: &Path) -> Result<(), HostError> {
+        let parent = self.cgroup_parent();
+        let dir_err = |source| HostError::Dir {
+            path: claims.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(claims).map_err(dir_err)?;
+        let ours = fs::canonicalize(self.layout.root()).unwrap_or_else(|_| self.layout.root().to_path_buf());
+        let file = claims.join(parent.replace('/', "%"));
+        if let Ok(text) = fs::read_to_string(&file) {
+            let other = PathBuf::from(text.trim());
+            if other == ours {
+                return Ok(());
+            }
+            let still = Host::open_existing(HostLayout::new(&other)).is_ok_and(|h| h.cgroup_parent() == parent);
+            if still {
+                return Err(HostError::ParentClaimed {
+                    parent,
+                    other,
+                    vz_conf: self.layout.vz_conf(),
+                });
+            }
+        }
+        crate::fsutil::write_atomic(&file, ours.as_os_str().as_encoded_bytes(), 0o600).map_err(dir_err)
     }
 
     /// Creates the host's directories, `vz.conf` and the default sample if they are missing.

@@ -698,3 +698,51 @@ fn vzboot_starts_in_bootorder_and_stops_or_suspends_in_reverse() {
     assert!(status("101").contains("down"));
     h.vzboot(&["stop"]).ok();
 }
+
+/// Two host roots on one machine that share a CGROUP_PARENT: the second is refused (exit 10,
+/// naming the first) when it would make or end a cgroup there, so it never kills the first
+/// root's container of the same CTID; once the first no longer uses that parent, the claim
+/// passes to the second.
+#[test]
+fn two_roots_with_one_cgroup_parent_never_end_each_others_containers() {
+    let a = TestHost::new("cpa");
+    let b = TestHost::new("cpb");
+    let set_parent = |h: &TestHost, parent: &str| {
+        let conf = h.root().join("etc/vz/vz.conf");
+        let text: String = std::fs::read_to_string(&conf)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                if l.starts_with("CGROUP_PARENT=") {
+                    format!("CGROUP_PARENT=\"{parent}\"\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(&conf, text).unwrap();
+    };
+    set_parent(&b, &a.cgroup_parent);
+    a.vzctl(&["create", "101"]).ok();
+    a.vzctl(&["start", "101"]).ok();
+    let pid = a.init_pid("101");
+    b.vzctl(&["create", "101"]).ok();
+    let o = b.vzctl(&["start", "101"]);
+    assert_eq!(o.code, 10, "{o:?}");
+    let a_root = a.root().canonicalize().unwrap();
+    assert!(
+        o.stderr.contains(&a_root.display().to_string()) && o.stderr.contains("CGROUP_PARENT"),
+        "{o:?}"
+    );
+    assert!(b.vzctl(&["status", "101"]).stdout.contains("down"));
+    // The first root's container lives on, untouched.
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(a.exec("101", "echo alive").trim(), "alive");
+    assert_eq!(a.init_pid("101"), pid);
+    // The first root moves to a parent of its own: the second takes the claim over.
+    a.vzctl(&["stop", "101", "--fast"]).ok();
+    set_parent(&a, &format!("{}-moved", a.cgroup_parent));
+    b.vzctl(&["start", "101"]).ok();
+    assert!(b.vzctl(&["status", "101"]).stdout.contains("running"));
+    b.vzctl(&["stop", "101", "--fast"]).ok();
+}

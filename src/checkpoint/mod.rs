@@ -1181,7 +1181,8 @@ impl Runtime {
             }
             e
         };
-        // Cgroup and limits, as at start.
+        // Cgroup and limits, as at start (the parent claimed, as at start).
+        self.claim_cgroup_parent().map_err(|e| undo_mount(e.into()))?;
         let cg = self.cgroups(ctid)?;
         cg.create(ctid)
             .map_err(|e| undo_mount(RuntimeError::Cgroup(ctid, e).into()))?;

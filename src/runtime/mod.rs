@@ -142,6 +142,10 @@ impl RuntimeError {
 
 type Result<T> = std::result::Result<T, RuntimeError>;
 
+/// Where the host roots of this machine claim their CGROUP_PARENT (one file per parent naming
+/// its root; tmpfs, gone at reboot with the cgroups themselves).
+pub const CGROUP_PARENT_CLAIMS: &str = "/run/ferry/cgroup-parents";
+
 fn io_err(ctid: Ctid, what: impl Into<String>) -> impl FnOnce(io::Error) -> RuntimeError {
     let what = what.into();
     move |source| RuntimeError::Io { ctid, what, source }
@@ -230,6 +234,12 @@ impl Runtime {
         }
         let c = Cgroups::detect(&self.host.cgroup_parent()).map_err(|e| RuntimeError::Cgroup(ctid, e))?;
         Ok(self.cgroups.get_or_init(|| c))
+    }
+
+    /// [`Host::claim_cgroup_parent`] in the machine's claims directory
+    /// ([`CGROUP_PARENT_CLAIMS`]).
+    pub fn claim_cgroup_parent(&self) -> Result<()> {
+        Ok(self.host.claim_cgroup_parent(Path::new(CGROUP_PARENT_CLAIMS))?)
     }
 
     /// The host's uplink and default bridge (UPLINK, BRIDGE in vz.conf).
@@ -817,6 +827,9 @@ impl Runtime {
         if let Some(s) = &st {
             crate::net::withdraw_all(ctid.get(), &s.net);
         }
+        // The cgroup below is this root's to end (and, at a start, to make) only if no other
+        // root on the machine uses the same parent.
+        self.claim_cgroup_parent()?;
         let cg = self.cgroups(ctid)?;
         if cg.exists(ctid) {
             cg.kill_all(ctid, Duration::from_secs(10))
