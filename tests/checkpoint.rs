@@ -733,3 +733,60 @@ fn a_dump_that_meets_a_busy_file_system_is_tried_again() {
     assert_eq!(watches().trim(), "1200");
     h.vzctl(&["stop", "101", "--fast"]).ok();
 }
+
+/// Export and import: `vzctl chkpnt --dumpfile` on one host root, `vzctl restore --dumpfile` on
+/// another that does not have the container makes it there (its configuration with that root's
+/// paths and id range, its files) and resumes its processes. A damaged archive makes nothing.
+#[test]
+fn a_dumpfile_restored_on_a_host_without_the_container_makes_it_there() {
+    let a = TestHost::new("exa");
+    let b = TestHost::new("exb");
+    a.vzctl(&["create", "101", "--hostname", "exported"]).ok();
+    a.vzctl(&["start", "101"]).ok();
+    a.exec("101", "echo kept > /root/file");
+    a.exec("101", COUNTER_LOOP);
+    wait_until("the counter to start", Duration::from_secs(20), || {
+        count_in(&a.private("101")) > 0
+    });
+    let pid = a.exec(
+        "101",
+        "ps -o pid,args | grep 'while true' | grep -v grep | head -1 | awk '{print $1}'",
+    );
+    let file = a.root().join("export.ckpt");
+    a.vzctl(&["chkpnt", "101", "--dumpfile", file.to_str().unwrap()]).ok();
+    let at_dump = count_in(&a.private("101"));
+
+    // A damaged copy: refused, and nothing of the container is made.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    let bad = b.root().join("bad.ckpt");
+    std::fs::write(&bad, &bytes).unwrap();
+    let o = b.vzctl(&["restore", "101", "--dumpfile", bad.to_str().unwrap()]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(!b.conf("101").exists(), "a refused import left a configuration");
+    assert!(!b.private("101").exists(), "a refused import left a private area");
+
+    let o = b.vzctl(&["restore", "101", "--dumpfile", file.to_str().unwrap()]);
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(b.vzctl(&["status", "101"]).stdout.contains("running"));
+    let conf = std::fs::read_to_string(b.conf("101")).unwrap();
+    assert!(conf.contains("HOSTNAME=\"exported\""), "{conf}");
+    assert!(conf.contains("LOCAL_UID="), "{conf}");
+    assert_eq!(b.exec("101", "cat /root/file").trim(), "kept");
+    // The same process, counting on from where it was.
+    assert_eq!(
+        b.exec(
+            "101",
+            "ps -o pid,args | grep 'while true' | grep -v grep | head -1 | awk '{print $1}'"
+        ),
+        pid
+    );
+    wait_until("the counter to move on", Duration::from_secs(10), || {
+        count_in(&b.private("101")) > at_dump
+    });
+    // Now it exists here: the same command is a plain restore, refused while it runs.
+    let o = b.vzctl(&["restore", "101", "--dumpfile", file.to_str().unwrap()]);
+    assert_eq!(o.code, 32, "{o:?}");
+    b.vzctl(&["stop", "101", "--fast"]).ok();
+}

@@ -24,9 +24,11 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+use crate::config::Config;
 use crate::criu::{self, Criu, CriuError};
 use crate::ctid::Ctid;
 use crate::exitcode::ExitCode;
+use crate::host::HostError;
 use crate::runtime::{console, proc, state::RunState, sys, Runtime, RuntimeError};
 use archive::{ArchiveError, FsSnapshot, Manifest};
 
@@ -1036,6 +1038,111 @@ impl Runtime {
             fs::remove_file(&p).map_err(io(&format!("unlinking {}", p.display())))?;
         }
         Ok(())
+    }
+
+    /// `vzctl restore CTID --dumpfile FILE` on a host that does not have container `ctid`:
+    /// makes it from the archive (its configuration, with this host's paths and, for a user
+    /// namespace, a range of this host's ids; an empty private area of its layout), then
+    /// restores it. Everything is checked before anything is made (the archive whole, the CTID,
+    /// name and addresses free here), and a failed restore removes what was made: the host is
+    /// as before.
+    pub fn import(&self, ctid: Ctid, dumpfile: &Path, force: bool) -> Result<RunState> {
+        let arch = |e| CheckpointError::Archive(ctid, e);
+        let bad = |what: String| RuntimeError::BadValue { ctid, what };
+        let io = |what: String| move |source| CheckpointError::Io { ctid, what, source };
+        self.host.initialize().map_err(RuntimeError::from)?;
+        let made = {
+            let _lock = self.lock(ctid)?;
+            let conf_path = self.host.layout.ct_conf(ctid);
+            if conf_path.exists() {
+                return Err(RuntimeError::Exists(ctid, conf_path).into());
+            }
+            let m = archive::verify(dumpfile).map_err(arch)?;
+            if m.fs.level != 0 {
+                return Err(bad(format!(
+                    "{} is a delta of a checkpoint chain, not a standalone archive (vzctl chkpnt --dumpfile writes those)",
+                    dumpfile.display()
+                ))
+                .into());
+            }
+            let mut config = Config::parse(&m.config, dumpfile)
+                .map_err(HostError::from)
+                .map_err(RuntimeError::from)?;
+            // This host's paths, not the ones of the host that wrote it.
+            for (k, default) in [("VE_ROOT", "/vz/root/$VEID"), ("VE_PRIVATE", "/vz/private/$VEID")] {
+                config
+                    .set(k, &self.host.setting(k, default))
+                    .map_err(HostError::from)
+                    .map_err(RuntimeError::from)?;
+            }
+            let ct = self.host.container_from(ctid, config.clone());
+            if let Some(n) = ct.name() {
+                if let Some(other) = self.host.name_owner(n).map_err(RuntimeError::from)? {
+                    return Err(bad(format!("the name {n:?} is already used by container {other} here")).into());
+                }
+            }
+            for a in ct.ip_addresses() {
+                let addr = a.split('/').next().unwrap_or("").to_string();
+                if let Some(other) = self.address_owner(&addr)? {
+                    return Err(RuntimeError::AddressInUse { ctid, addr, other }.into());
+                }
+            }
+            if ct.private.exists() {
+                return Err(RuntimeError::Exists(ctid, ct.private.clone()).into());
+            }
+            let image_bytes = match ct.layout().map_err(|e| RuntimeError::Storage(ctid, e))? {
+                crate::storage::Layout::Simfs => None,
+                crate::storage::Layout::Image => {
+                    let limits = crate::resources::Limits::from_config(&ct.config).map_err(|e| bad(e.to_string()))?;
+                    match limits.diskspace {
+                        Some((_, hard)) if hard != u64::MAX / 1024 && hard > 0 => Some(hard.saturating_mul(1024)),
+                        _ => return Err(bad("an image private area needs a finite DISKSPACE".into()).into()),
+                    }
+                }
+            };
+            // A range of this host's ids, under the pool's lock until the configuration holds it.
+            config.unset("LOCAL_UID");
+            config.unset("LOCAL_GID");
+            let conf = conf_path.clone();
+            let write = |c: &Config| c.save(&conf).map_err(|e| RuntimeError::Host(e.into()));
+            let private = ct.private.clone();
+            let mut make = || -> Result<()> {
+                if let Some(parent) = private.parent() {
+                    fs::create_dir_all(parent).map_err(io(format!("mkdir {}", parent.display())))?;
+                }
+                fs::create_dir(&private).map_err(io(format!("mkdir {}", private.display())))?;
+                if let Some(bytes) = image_bytes {
+                    crate::storage::create_image(&crate::storage::image_path(&private), bytes)
+                        .map_err(|e| RuntimeError::Storage(ctid, e))?;
+                }
+                if self.assign_idmap(ctid, &mut config, Some(&write))?.is_none() {
+                    write(&config)?;
+                }
+                Ok(())
+            };
+            let r = make();
+            if r.is_err() {
+                let _ = fs::remove_dir_all(&private);
+                let _ = fs::remove_file(&conf_path);
+            }
+            r.map(|_| (private, conf_path))?
+        };
+        let restored = self.restore(
+            ctid,
+            &RestoreOptions {
+                dumpfile: Some(dumpfile.to_path_buf()),
+                checkpoint: None,
+                force,
+            },
+        );
+        if restored.is_err() {
+            // Back as it was: nothing of the container stays.
+            let _ = self.destroy(ctid);
+            let _ = fs::remove_dir_all(&made.0);
+            let _ = fs::remove_file(&made.1);
+            let _ = fs::remove_dir_all(self.dump_dir(ctid));
+        }
+        restored
     }
 
     /// Restores a stopped container from a checkpoint.

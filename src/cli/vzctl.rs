@@ -221,9 +221,11 @@ pub enum Cmd {
         #[arg(long, value_name = "N", conflicts_with_all = ["dumpfile", "full"], value_parser = clap::value_parser!(u32).range(1..))]
         keep: Option<u32>,
     },
-    /// Restore a stopped container from a checkpoint (default: its newest)
+    /// Restore a stopped container from a checkpoint (default: its newest); with --dumpfile on
+    /// a host that does not have the container, make it from the archive (export/import)
     Restore {
         ctid: CtRef,
+        /// A standalone archive (vzctl chkpnt --dumpfile), from this host or another
         #[arg(long)]
         dumpfile: Option<PathBuf>,
         /// A checkpoint id from `vzctl checkpoints`
@@ -671,9 +673,20 @@ pub fn run(args: Args) -> Result<i32> {
             let id = resolve(&ctid)?;
             changed = Some(id);
             say(quiet, format!("Restoring container {id} ..."));
-            let st = match images {
-                Some(dir) => rt.restore_from_images(id, &dir, !no_attach, force)?,
-                None => rt.restore(
+            let st = match (images, &dumpfile) {
+                (Some(dir), _) => rt.restore_from_images(id, &dir, !no_attach, force)?,
+                // An archive from another host: the container is made from it here.
+                (None, Some(file)) if !rt.host.layout.ct_conf(id).exists() => {
+                    say(
+                        quiet,
+                        format!(
+                            "Container {id} does not exist here: importing it from {}",
+                            file.display()
+                        ),
+                    );
+                    rt.import(id, file, force)?
+                }
+                (None, _) => rt.restore(
                     id,
                     &crate::checkpoint::RestoreOptions {
                         dumpfile,
