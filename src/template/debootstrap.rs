@@ -198,13 +198,56 @@ pub fn create_cache(layout: &HostLayout, name: &str, progress: &mut dyn FnMut(&s
             cmd.arg(m);
         }
         progress(&format!("debootstrap {suite} ({variant}) into {}", build.display()));
-        stream(cmd, "debootstrap", progress)?;
+        let mut steps = Steps::default();
+        stream(cmd, "debootstrap", &mut |l| {
+            if let Some(m) = steps.feed(l) {
+                progress(&m)
+            }
+        })?;
         run_script(&dir.join("post-install"), &build, progress)?;
         progress(&format!("packing {}", dest.display()));
         super::pack(&build, &dest)
     })();
     let _ = fs::remove_dir_all(&build);
     r.map(|_| dest)
+}
+
+/// debootstrap's hundreds of `I: Retrieving PKG` lines summed up as its steps with counts:
+/// a line when a step begins and every [`Steps::EVERY`] packages of it, warnings and errors as
+/// they are, everything else dropped (the last lines still go into a failure's message).
+#[derive(Debug, Default)]
+pub struct Steps {
+    step: Option<&'static str>,
+    count: usize,
+}
+
+impl Steps {
+    pub const EVERY: usize = 25;
+
+    pub fn feed(&mut self, line: &str) -> Option<String> {
+        const STEPS: [(&str, &str); 7] = [
+            ("I: Retrieving ", "retrieving packages"),
+            ("I: Validating ", "validating packages"),
+            ("I: Extracting ", "extracting packages"),
+            ("I: Unpacking ", "unpacking packages"),
+            ("I: Configuring ", "configuring packages"),
+            ("I: Resolving dependencies", "resolving dependencies"),
+            ("I: Checking Release", "checking the release signature"),
+        ];
+        if line.starts_with("W: ") || line.starts_with("E: ") {
+            return Some(format!("debootstrap: {line}"));
+        }
+        let Some((_, step)) = STEPS.iter().find(|(p, _)| line.starts_with(p)) else {
+            return None;
+        };
+        if self.step != Some(step) {
+            self.step = Some(step);
+            self.count = 1;
+            return Some(format!("debootstrap: {step}"));
+        }
+        self.count += 1;
+        (self.count % Self::EVERY == 0).then(|| format!("debootstrap: {step} ({})", self.count))
+    }
 }
 
 fn run_script(script: &Path, root: &Path, progress: &mut dyn FnMut(&str)) -> Result<(), TemplateError> {
@@ -255,6 +298,37 @@ fn stream(mut cmd: Command, what: &str, progress: &mut dyn FnMut(&str)) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debootstraps_lines_are_summed_up_as_steps() {
+        let mut st = Steps::default();
+        let mut out = Vec::new();
+        let mut lines = vec![
+            "I: Checking Release signature".to_string(),
+            "I: Valid Release signature".into(),
+        ];
+        lines.extend((0..60).map(|i| format!("I: Retrieving pkg{i} 1.0")));
+        lines.extend((0..3).map(|i| format!("I: Validating pkg{i} 1.0")));
+        lines.push("W: Failure trying to run: chroot x".into());
+        lines.extend((0..30).map(|i| format!("I: Unpacking pkg{i}...")));
+        lines.push("I: Base system installed successfully.".into());
+        for l in &lines {
+            out.extend(st.feed(l));
+        }
+        assert_eq!(
+            out,
+            [
+                "debootstrap: checking the release signature",
+                "debootstrap: retrieving packages",
+                "debootstrap: retrieving packages (25)",
+                "debootstrap: retrieving packages (50)",
+                "debootstrap: validating packages",
+                "debootstrap: W: Failure trying to run: chroot x",
+                "debootstrap: unpacking packages",
+                "debootstrap: unpacking packages (25)",
+            ]
+        );
+    }
 
     #[test]
     fn built_in_recipe_is_written_once_and_unknown_names_refused() {
