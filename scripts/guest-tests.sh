@@ -6,7 +6,9 @@
 #      it wrote and its effect inside, ubc, chkpnt/restore and suspend/resume with live limits
 #      kept, the v2 freezer (testbed/vm/suite/single.sh); then a systemd container (Debian 13
 #      with lighttpd): boot to running, limits seen inside, services, journal and timers kept
-#      through chkpnt/restore, stop/start/restart (testbed/vm/suite/systemd.sh);
+#      through chkpnt/restore, stop/start/restart (testbed/vm/suite/systemd.sh); then the Debian
+#      package: apt installs it, its vzboot starts and stops containers in BOOTORDER, apt removes
+#      it (testbed/vm/suite/package.sh);
 #   2. two guests on the two kernels: vzmigrate --online there and back with a client's TCP
 #      session open, pre-copy rounds after the first reading only soft-dirty pages, and an
 #      offline --check-only that changes nothing (testbed/vm/suite/migrate.sh, client.sh).
@@ -29,7 +31,7 @@ case "$what" in all|single|pair) ;; *) echo "usage: $0 [single|pair]" >&2; exit 
 bash "$vm/build.sh"
 work=$(mktemp -d /tmp/ferry-guest-tests.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-{ cat "$suite/lib.sh" "$suite/single.sh" "$suite/systemd.sh"; echo finish; } > "$work/single.sh"
+{ cat "$suite/lib.sh" "$suite/single.sh" "$suite/systemd.sh" "$suite/package.sh"; echo finish; } > "$work/single.sh"
 cat "$suite/lib.sh" "$suite/migrate.sh" > "$work/migrate.sh"
 keep() { [ -z "${KEEP:-}" ] || echo "--keep $KEEP/$1"; }
 rc=0

@@ -21,7 +21,6 @@ build=1
 [ "${1:-}" = "--no-build" ] && build=0
 
 CRIU_PREFIX=${FERRY_CRIU_PREFIX:-/opt/ferry/criu}
-CRIU_MIN=4.2
 export DEBIAN_FRONTEND=noninteractive
 
 # ---- Debian packages -------------------------------------------------------------------------
@@ -75,66 +74,8 @@ else
 fi
 
 # ---- CRIU >= 4.2 ------------------------------------------------------------------------------
-version_ok() { # $1 = a criu binary; true when its version is >= CRIU_MIN
-    local v
-    v=$("$1" --version 2>/dev/null | sed -n 's/^Version: *//p' | head -n1)
-    [ -n "$v" ] || return 1
-    [ "$(printf '%s\n%s\n' "$CRIU_MIN" "$v" | sort -V | head -n1)" = "$CRIU_MIN" ]
-}
-
-criu_found=""
-if [ -n "${FERRY_CRIU:-}" ] && version_ok "$FERRY_CRIU"; then
-    criu_found=$FERRY_CRIU
-elif [ -x "$CRIU_PREFIX/criu" ] && version_ok "$CRIU_PREFIX/criu"; then
-    criu_found=$CRIU_PREFIX/criu
-elif command -v criu >/dev/null 2>&1 && version_ok "$(command -v criu)"; then
-    criu_found=$(command -v criu)
-fi
-
-if [ -n "$criu_found" ]; then
-    log "CRIU present: $criu_found ($("$criu_found" --version | sed -n 's/^Version: *//p'))"
-else
-    log "installing CRIU >= $CRIU_MIN from Debian unstable into $CRIU_PREFIX (private apt state)"
-    # The archive's address is taken from the host's own apt sources, so a local mirror or
-    # proxy configured there is used here too.
-    uri=""
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -f "$f" ] || continue
-        u=$(awk '/^URIs:/{print $2; exit}' "$f")
-        case "$u" in */debian) uri=$u; break ;; esac
-    done
-    if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
-        uri=$(awk '$1=="deb" && $2 ~ /\/debian\/?$/ {print $2; exit}' /etc/apt/sources.list)
-    fi
-    [ -n "$uri" ] || die "no Debian archive found in /etc/apt sources to fetch criu from"
-    state=$(mktemp -d /tmp/ferry-criu-apt.XXXXXX)
-    trap 'rm -rf "$state"' EXIT
-    mkdir -p "$state/lists/partial" "$state/cache/archives/partial" "$state/etc"
-    : > "$state/status"
-    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri sid main" > "$state/etc/sources.list"
-    aptopts=(-o "Dir::Etc::SourceList=$state/etc/sources.list" -o Dir::Etc::SourceParts=/nonexistent
-             -o "Dir::State::Lists=$state/lists" -o "Dir::State::status=$state/status"
-             -o "Dir::Cache=$state/cache" -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
-    apt-get "${aptopts[@]}" -qq update
-    apt-get "${aptopts[@]}" -qq -y install --download-only --no-install-recommends criu >/dev/null
-    ls "$state"/cache/archives/*.deb >/dev/null 2>&1 || die "apt downloaded no packages for criu"
-    staging="$CRIU_PREFIX.new"
-    rm -rf "$staging"
-    mkdir -p "$staging/root"
-    for deb in "$state"/cache/archives/*.deb; do dpkg -x "$deb" "$staging/root"; done
-    lib="$CRIU_PREFIX/root/usr/lib/x86_64-linux-gnu:$CRIU_PREFIX/root/lib/x86_64-linux-gnu"
-    cat > "$staging/criu" <<WRAP
-#!/bin/sh
-# ferry: runs Debian unstable's CRIU through its own loader and libraries (see scripts/setup.sh).
-exec $CRIU_PREFIX/root/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 --library-path $lib $CRIU_PREFIX/root/usr/sbin/criu "\$@"
-WRAP
-    chmod 755 "$staging/criu"
-    rm -rf "$CRIU_PREFIX"
-    mkdir -p "$(dirname "$CRIU_PREFIX")"
-    mv "$staging" "$CRIU_PREFIX"
-    version_ok "$CRIU_PREFIX/criu" || die "the installed CRIU does not run: $("$CRIU_PREFIX/criu" --version 2>&1 | head -n3)"
-    log "CRIU installed: $CRIU_PREFIX/criu ($("$CRIU_PREFIX/criu" --version | sed -n 's/^Version: *//p'))"
-fi
+# scripts/install-criu.sh (also shipped in the Debian package as /usr/lib/ferry/install-criu).
+FERRY_CRIU_PREFIX=$CRIU_PREFIX bash "$here/scripts/install-criu.sh" || die "installing CRIU failed"
 
 # ---- Rust toolchain, cargo-fuzz and build -------------------------------------------------------
 command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain (rustup) first"

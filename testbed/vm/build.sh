@@ -25,8 +25,9 @@
 #   templates/                      a host root where the release vzpkg builds debian-13 (systemd,
 #                                   with lighttpd) for the guests' systemd containers
 #   layer/, images/layer.img        the cheap last layer: ferry's binaries (bin/), the CRIU prefix
-#                                   (criu/), the guest's init (init, inittab) and that template
-#                                   (templates/); rebuilt in a few seconds whenever one changes
+#                                   (criu/), the guest's init (init, inittab), that template
+#                                   (templates/) and the Debian package (pkg/, scripts/package.sh);
+#                                   rebuilt in a few seconds whenever one changes
 #
 # Booting: testbed/vm/run.sh; for developers: scripts/guests.sh.
 set -euo pipefail
@@ -42,7 +43,7 @@ CACHE=${FERRY_GUEST_CACHE:-/var/cache/ferry-guests}
 ROOT_SIZE=${FERRY_GUEST_ROOT_SIZE:-8G}
 CRIU_PREFIX=${FERRY_CRIU_PREFIX:-/opt/ferry/criu}
 SUITES=(bookworm trixie)
-BINS=(vzctl vzlist vzmigrate vzagentd vzpkg vzevacuate ferry-lab)
+BINS=(vzctl vzlist vzmigrate vzagentd vzpkg vzevacuate vzboot ferry-lab)
 # Packages of the guest's root file system besides minbase: what ferry and its tests run.
 ROOT_PKGS=busybox-static,iproute2,iptables,procps,kmod,e2fsprogs,xfsprogs,zstd,xz-utils,util-linux,tmux,jq,iputils-ping,less
 # Module trees nobody needs in a guest (keeps the root image small).
@@ -387,6 +388,23 @@ for b in "${BINS[@]}"; do
     fi
 done
 rsync -a --delete "$CRIU_PREFIX/" "$LAYER/criu/"
+# The Debian package (scripts/package.sh, which checks it), for the guests' suite/package.sh;
+# built again only when what goes into it changed.
+PKG=$LAYER/pkg
+mkdir -p "$PKG"
+deb=$(ls "$PKG"/ferry_*.deb 2>/dev/null | head -n1 || true)
+pkg_new=$([ -n "$deb" ] && echo 0 || echo 1)
+for f in "$TARGET"/release/{vzctl,vzlist,vzmigrate,vzagentd,vzpkg,vzevacuate,vzboot,ferry-docs} \
+         "$repo/scripts/package.sh" "$repo/scripts/install-criu.sh" "$repo/dist/systemd/ferry.service"; do
+    [ -z "$deb" ] || [ ! "$f" -nt "$deb" ] || pkg_new=1
+done
+if [ "$pkg_new" = 1 ]; then
+    rm -f "$PKG"/ferry_*.deb
+    FERRY_PACKAGE_TARGET=$TARGET FERRY_PACKAGE_OUT=$PKG bash "$repo/scripts/package.sh" --no-cargo >&2 \
+        || die "scripts/package.sh failed"
+else
+    log "package: cached ($deb)"
+fi
 cmp -s "$here/guest-init.sh" "$LAYER/init" || install -m 755 "$here/guest-init.sh" "$LAYER/init"
 cat > "$LAYER/inittab.new" <<'EOF'
 # ferry guest (busybox init; see testbed/vm/guest-init.sh)
