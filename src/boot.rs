@@ -33,6 +33,12 @@ pub fn yes(v: Option<&str>) -> bool {
     matches!(v.map(str::trim), Some("yes"))
 }
 
+/// BOOTORDER: a number, or none (one that is not a number reads as none, as vzctl does, so a
+/// typo never stops a boot).
+pub fn bootorder(ct: &Container) -> Option<u64> {
+    ct.get("BOOTORDER").and_then(|v| v.trim().parse().ok())
+}
+
 /// Where the last shutdown's suspend mark of a container lives (its checkpoint id): beside its
 /// configuration, which is persistent (unlike the run directory) and read by nothing else.
 pub fn suspend_mark(layout: &HostLayout, ctid: Ctid) -> PathBuf {
@@ -40,8 +46,7 @@ pub fn suspend_mark(layout: &HostLayout, ctid: Ctid) -> PathBuf {
 }
 
 impl BootEntry {
-    /// Reads a container's entry (`global_stop_mode`: VE_STOP_MODE of vz.conf). A BOOTORDER
-    /// that is not a number reads as none (as vzctl does), so a typo never stops a boot.
+    /// Reads a container's entry (`global_stop_mode`: VE_STOP_MODE of vz.conf).
     pub fn of(ct: &Container, layout: &HostLayout, global_stop_mode: &str) -> Self {
         let mark = std::fs::read_to_string(suspend_mark(layout, ct.ctid))
             .ok()
@@ -51,7 +56,7 @@ impl BootEntry {
             ctid: ct.ctid,
             onboot: yes(ct.get("ONBOOT")),
             disabled: yes(ct.get("DISABLED")),
-            bootorder: ct.get("BOOTORDER").and_then(|v| v.trim().parse().ok()),
+            bootorder: bootorder(ct),
             suspended: mark,
             suspend_at_stop: ct.get("VE_STOP_MODE").unwrap_or(global_stop_mode).trim() == "suspend",
         }

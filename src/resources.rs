@@ -125,6 +125,16 @@ fn number(config: &Config, key: &str) -> Result<Option<u64>, ResourceError> {
 }
 
 impl Limits {
+    /// The size in bytes of the image a container of the image layout gets: its DISKSPACE hard
+    /// limit, which must be finite (a migration's destination and an import make it so).
+    pub fn image_bytes(c: &Config) -> Result<u64, String> {
+        let limits = Self::from_config(c).map_err(|e| e.to_string())?;
+        match limits.diskspace {
+            Some((_, hard)) if hard != u64::MAX / 1024 && hard > 0 => Ok(hard.saturating_mul(1024)),
+            _ => Err("an image private area needs a finite DISKSPACE in the configuration".into()),
+        }
+    }
+
     pub fn from_config(c: &Config) -> Result<Self, ResourceError> {
         let pages = |key: &str| -> Result<Option<u64>, ResourceError> {
             Ok(pair(c, key, 1)?.map(|(_, l)| if l == u64::MAX { l } else { l.saturating_mul(PAGE) }))

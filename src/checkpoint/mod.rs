@@ -1043,9 +1043,9 @@ impl Runtime {
     /// `vzctl restore CTID --dumpfile FILE` on a host that does not have container `ctid`:
     /// makes it from the archive (its configuration, with this host's paths and, for a user
     /// namespace, a range of this host's ids; an empty private area of its layout), then
-    /// restores it. Everything is checked before anything is made (the archive whole, the CTID,
-    /// name and addresses free here), and a failed restore removes what was made: the host is
-    /// as before.
+    /// restores it. The archive's frame and manifest, the CTID, name and addresses (free here)
+    /// are checked before anything is made, the archive's hash as the restore reads it, and a
+    /// failed restore removes what was made: the host is as before.
     pub fn import(&self, ctid: Ctid, dumpfile: &Path, force: bool) -> Result<RunState> {
         let arch = |e| CheckpointError::Archive(ctid, e);
         let bad = |what: String| RuntimeError::BadValue { ctid, what };
@@ -1057,7 +1057,9 @@ impl Runtime {
             if conf_path.exists() {
                 return Err(RuntimeError::Exists(ctid, conf_path).into());
             }
-            let m = archive::verify(dumpfile).map_err(arch)?;
+            // Its frame and manifest now; the whole of it is hashed as the restore below
+            // unpacks it, and a mismatch there removes what this made.
+            let m = archive::inspect(dumpfile).map_err(arch)?;
             if m.fs.level != 0 {
                 return Err(bad(format!(
                     "{} is a delta of a checkpoint chain, not a standalone archive (vzctl chkpnt --dumpfile writes those)",
@@ -1092,13 +1094,7 @@ impl Runtime {
             }
             let image_bytes = match ct.layout().map_err(|e| RuntimeError::Storage(ctid, e))? {
                 crate::storage::Layout::Simfs => None,
-                crate::storage::Layout::Image => {
-                    let limits = crate::resources::Limits::from_config(&ct.config).map_err(|e| bad(e.to_string()))?;
-                    match limits.diskspace {
-                        Some((_, hard)) if hard != u64::MAX / 1024 && hard > 0 => Some(hard.saturating_mul(1024)),
-                        _ => return Err(bad("an image private area needs a finite DISKSPACE".into()).into()),
-                    }
-                }
+                crate::storage::Layout::Image => Some(crate::resources::Limits::image_bytes(&ct.config).map_err(bad)?),
             };
             // A range of this host's ids, under the pool's lock until the configuration holds it.
             config.unset("LOCAL_UID");

@@ -87,7 +87,6 @@ pub fn run(args: Args) -> Result<i32> {
             println!("{m}");
         }
     };
-    let err_text = |e: &dyn std::fmt::Display| e.to_string();
     let mut out = Vec::new();
     let failed_code;
     match args.cmd {
@@ -119,7 +118,7 @@ pub fn run(args: Args) -> Result<i32> {
                         // hold every later boot.
                         let _ = std::fs::remove_file(boot::suspend_mark(&rt.host.layout, id));
                         if let Err(err) = r {
-                            o.error = Some(format!("resuming from {cp}: {}", err_text(&err)));
+                            o.error = Some(format!("resuming from {cp}: {}", err.to_string()));
                             if e.onboot {
                                 say(format!("Container {id}: the resume failed ({err}); starting it afresh"));
                                 o.action = "start";
@@ -139,7 +138,7 @@ pub fn run(args: Args) -> Result<i32> {
                         say(format!("Starting container {id} ..."));
                         if let Err(err) = rt.start(id) {
                             o.result = "failed".into();
-                            o.error = Some(err_text(&err));
+                            o.error = Some(err.to_string());
                         }
                     }
                     if o.result == "failed" {
@@ -202,7 +201,7 @@ pub fn run(args: Args) -> Result<i32> {
                             }
                             Err(err) => {
                                 o.result = "failed".into();
-                                o.error = Some(err_text(&err));
+                                o.error = Some(err.to_string());
                                 eprintln!("vzboot: container {id}: {err}");
                             }
                         }

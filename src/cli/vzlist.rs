@@ -170,7 +170,7 @@ pub fn run(args: Args) -> Result<()> {
             layout: ct.get("VE_LAYOUT").map(str::to_string),
             onboot: crate::boot::yes(ct.get("ONBOOT")),
             disabled: crate::boot::yes(ct.get("DISABLED")),
-            bootorder: ct.get("BOOTORDER").and_then(|v| v.trim().parse().ok()),
+            bootorder: crate::boot::bootorder(&ct),
             description: ct.get("DESCRIPTION").map(str::to_string),
             cpulimit: ct.get("CPULIMIT").map(str::to_string),
             cpuunits: ct.get("CPUUNITS").map(str::to_string),

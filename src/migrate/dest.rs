@@ -375,13 +375,7 @@ fn check_plan(ctx: &DestCtx, inc: &mut Incoming, plan: &Plan, source: Option<&Ca
     // An image is made as large as the source's (its DISKSPACE hard limit).
     let image_bytes = match plan.layout {
         Layout::Simfs => None,
-        Layout::Image => {
-            let limits = crate::resources::Limits::from_config(&config).map_err(|e| e.to_string())?;
-            match limits.diskspace {
-                Some((_, hard)) if hard != u64::MAX / 1024 && hard > 0 => Some(hard.saturating_mul(1024)),
-                _ => return Err("an image private area needs a finite DISKSPACE in the configuration".into()),
-            }
-        }
+        Layout::Image => Some(crate::resources::Limits::image_bytes(&config)?),
     };
     let ct = host.container_from(ctid, config);
     if ct.private.exists() {
