@@ -503,14 +503,7 @@ pub fn run(args: Args) -> Result<i32> {
                 ))
                 .into());
             }
-            for (k, v) in &settings {
-                crate::config::Config::new().set(k, v).map_err(|_| {
-                    bad(format!(
-                        "--{}: {v:?} has a quote, backslash or line break",
-                        k.to_lowercase()
-                    ))
-                })?;
-            }
+            Runtime::check_settings(id, &settings)?;
             let others = !(ipadd.is_empty()
                 && ipdel.is_empty()
                 && nameserver.is_empty()

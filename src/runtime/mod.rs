@@ -680,17 +680,26 @@ impl Runtime {
         if settings.is_empty() {
             return Ok(());
         }
+        Self::check_settings(ctid, settings)?;
         let _lock = self.lock(ctid)?;
         let mut ct = self.existing(ctid)?;
         for (k, v) in settings {
-            ct.config.set(k, v).map_err(|_| RuntimeError::BadValue {
+            ct.config.set(k, v).map_err(HostError::from)?;
+        }
+        ct.config.save(&ct.conf_path).map_err(HostError::from)?;
+        Ok(())
+    }
+
+    /// Can these settings be written to a configuration? (Checked before anything changes.)
+    pub fn check_settings(ctid: Ctid, settings: &[(&str, String)]) -> Result<()> {
+        for (k, v) in settings {
+            Config::new().set(k, v).map_err(|_| RuntimeError::BadValue {
                 ctid,
                 what: format!(
                     "{k}: {v:?} cannot be written to a configuration (no quotes, backslashes or line breaks)"
                 ),
             })?;
         }
-        ct.config.save(&ct.conf_path).map_err(HostError::from)?;
         Ok(())
     }
 
