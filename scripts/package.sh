@@ -144,7 +144,6 @@ Depends: libc6, iproute2, iptables, tar, zstd, util-linux, e2fsprogs, xfsprogs
 Recommends: debootstrap, busybox-static
 Section: admin
 Priority: optional
-Homepage: https://github.com/ferry
 Description: system containers with checkpoint and live migration
  ferry runs OpenVZ-style system containers (vzctl, vzlist, vzmigrate) on
  namespaces, cgroups v1 and v2 and CRIU: user namespaces by default,
