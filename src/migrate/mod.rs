@@ -257,5 +257,18 @@ mod exit_tests {
             [X::Usage, X::ExistsThere, X::NoSpace, X::Failed, X::InDoubt].map(X::code),
             [1, 9, 31, 110, 111]
         );
+        // A step of the source that failed is told to the peer as what it was, and the code
+        // follows: an interruption during the final sync is 25, not a failed dump.
+        use source::{abort_reason, MigrateError as E};
+        let ct = crate::ctid::Ctid::new(101).unwrap();
+        let interrupted = E::Aborted {
+            ctid: ct,
+            reason: "interrupted by a signal".into(),
+            phase: String::new(),
+            exit: X::Interrupted,
+        };
+        assert_eq!(abort_exit(&abort_reason(interrupted)), X::Interrupted);
+        assert_eq!(abort_exit(&abort_reason(E::Dump("criu".into()))), X::DumpFailed);
+        assert_eq!(abort_exit(&abort_reason(E::Unsupported(ct, "x".into()))), X::Failed);
     }
 }

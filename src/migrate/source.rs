@@ -102,6 +102,20 @@ impl MigrateError {
     }
 }
 
+/// What the peer is told when a step of this side fails: an interruption as such, a failed
+/// dump as one, anything else as a local failure (vzmigrate's exit code follows from it).
+pub(crate) fn abort_reason(e: MigrateError) -> AbortReason {
+    match e {
+        MigrateError::Aborted {
+            exit: crate::exitcode::MigrateExit::Interrupted,
+            reason,
+            ..
+        } => AbortReason::Cancelled(reason),
+        MigrateError::Dump(s) => AbortReason::DumpFailed(s),
+        e => AbortReason::Local(e.to_string()),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct MigrateOptions {
     pub online: bool,
@@ -1315,7 +1329,7 @@ async fn run_source(
                                 Some(Event::FsPassSent { pass, bytes })
                             }
                             Err(MigrateError::Wire(_)) => cx.why_lost(m, &mut queue, t0).await,
-                            Err(e) => Some(Event::Failed(AbortReason::Local(e.to_string()))),
+                            Err(e) => Some(Event::Failed(abort_reason(e))),
                         }
                     }
                 }
@@ -1325,7 +1339,7 @@ async fn run_source(
                         Some(Event::MemRoundSent(stats))
                     }
                     Err(MigrateError::Wire(_)) => cx.why_lost(m, &mut queue, t0).await,
-                    Err(e) => Some(Event::Failed(AbortReason::Local(e.to_string()))),
+                    Err(e) => Some(Event::Failed(abort_reason(e))),
                 },
                 Action::Freeze => {
                     if let Some(t) = round_sent_at.take() {
@@ -1348,7 +1362,7 @@ async fn run_source(
                 Action::FinalSync { page_refs } => match cx.final_sync(page_refs).await {
                     Ok((images, bytes)) => Some(Event::FinalSent { images, bytes }),
                     Err(MigrateError::Wire(_)) => cx.why_lost(m, &mut queue, t0).await,
-                    Err(e) => Some(Event::Failed(AbortReason::DumpFailed(e.to_string()))),
+                    Err(e) => Some(Event::Failed(abort_reason(e))),
                 },
                 Action::DestroySource => {
                     if let Some(h) = cx.hold.take() {
