@@ -178,11 +178,11 @@ fn online_migration_there_and_back_keeps_tcp_counter_pids_and_files() {
     assert_eq!(procs(&m, "hostA"), pids, "pids changed on the way back");
     assert_eq!(session.join().unwrap(), Ok(300), "the client's session broke");
     // The tree on hostB as it was when frozen equals the tree now on hostA (but for the
-    // counter file, which the running container has rewritten since, and the growing file,
+    // counter's files, which the running container has rewritten since, and the growing file,
     // whose frozen copy must be where the file now on hostA begins).
     let strip = |v: Vec<String>| {
         v.into_iter()
-            .filter(|l| !l.starts_with("tmp/count ") && !l.starts_with("root/big "))
+            .filter(|l| !l.starts_with("tmp/count ") && !l.starts_with("tmp/count.new ") && !l.starts_with("root/big "))
             .collect::<Vec<_>>()
     };
     let big_b = std::fs::read(m.private("hostB", "101").join("root/big")).unwrap();

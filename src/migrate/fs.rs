@@ -489,13 +489,21 @@ impl Applier {
 }
 
 /// A checksum manifest of a tree (path, kind, mode, owner, size, mtime, link target, device,
-/// xattrs, content hash): two trees with equal manifests are the same for a container.
+/// xattrs, content hash): two trees with equal manifests are the same for a container. A file
+/// that vanishes while the tree is read (a running container's) is left out.
 pub fn manifest(root: &Path) -> io::Result<Vec<String>> {
     let mut out = Vec::new();
     for (rel, md) in scan(root)? {
-        let e = entry(root, &rel, &md)?;
+        let e = match entry(root, &rel, &md) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            r => r?,
+        };
         let hash = if e.kind == FileKind::Regular {
-            blake3::hash(&fs::read(root.join(&rel))?).to_hex().to_string()
+            match fs::read(root.join(&rel)) {
+                Ok(b) => blake3::hash(&b).to_hex().to_string(),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(err),
+            }
         } else {
             String::new()
         };
