@@ -118,7 +118,7 @@ pub fn run(args: Args) -> Result<i32> {
                         // hold every later boot.
                         let _ = std::fs::remove_file(boot::suspend_mark(&rt.host.layout, id));
                         if let Err(err) = r {
-                            o.error = Some(format!("resuming from {cp}: {}", err.to_string()));
+                            o.error = Some(format!("resuming from {cp}: {err}"));
                             if e.onboot {
                                 say(format!("Container {id}: the resume failed ({err}); starting it afresh"));
                                 o.action = "start";

@@ -530,11 +530,9 @@ pub fn run(args: Args) -> Result<i32> {
                 .all(|o| o.is_none()));
             if let Some(u) = userns {
                 if others || !settings.is_empty() || !save {
-                    return Err(crate::runtime::RuntimeError::BadValue {
-                        ctid: id,
-                        what: "--userns changes the configuration of a stopped container: give it alone, with --save"
-                            .into(),
-                    }
+                    return Err(bad(
+                        "--userns changes the configuration of a stopped container: give it alone, with --save".into(),
+                    )
                     .into());
                 }
                 let map = rt.set_userns(id, u == "yes")?;

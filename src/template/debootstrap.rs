@@ -237,9 +237,7 @@ impl Steps {
         if line.starts_with("W: ") || line.starts_with("E: ") {
             return Some(format!("debootstrap: {line}"));
         }
-        let Some((_, step)) = STEPS.iter().find(|(p, _)| line.starts_with(p)) else {
-            return None;
-        };
+        let (_, step) = STEPS.iter().find(|(p, _)| line.starts_with(p))?;
         if self.step != Some(step) {
             self.step = Some(step);
             self.count = 1;
