@@ -138,7 +138,14 @@ pub fn mount_tmpfs(dir: &Path, mib: u64) -> Result<()> {
 pub fn remove(lab: &Lab, vzctl: &Path, ctid: &str) {
     for h in &lab.hosts {
         let _ = on(lab, &h.name, vzctl, &["stop", "--fast", ctid]);
-        let _ = on(lab, &h.name, vzctl, &["destroy", ctid]);
+        if h.root.join(format!("etc/vz/conf/{ctid}.conf")).exists() {
+            // A container dumped or restored by CRIU by hand is left mounted (vzctl destroy
+            // refuses a mounted one); umount of an unmounted one fails harmlessly.
+            let _ = on(lab, &h.name, vzctl, &["umount", ctid]);
+            if let Err(e) = on(lab, &h.name, vzctl, &["destroy", ctid]) {
+                eprintln!("    removing {ctid} on {}: {e:#}", h.name);
+            }
+        }
         let _ = std::fs::remove_dir_all(h.root.join(format!("vz/dump/{ctid}")));
     }
 }
