@@ -790,3 +790,108 @@ fn a_dumpfile_restored_on_a_host_without_the_container_makes_it_there() {
     assert_eq!(o.code, 32, "{o:?}");
     b.vzctl(&["stop", "101", "--fast"]).ok();
 }
+
+/// A checkpoint in vz/dump is a directory CRIU restores from in place (format 2), and a
+/// format 1 file there still restores. A page flipped in the directory's pages image fails
+/// the restore before any restored process runs (their memory is checked while CRIU reads
+/// it); mended, the same checkpoint restores.
+#[test]
+fn a_damaged_page_stops_the_restore_before_anything_runs_and_format_1_still_restores() {
+    use std::os::unix::fs::{FileExt, PermissionsExt};
+    let lab = lab("f2");
+    vz_ok(&lab, &["create", "109"]);
+    vz_ok(&lab, &["start", "109"]);
+    vz_ok(&lab, &["exec", "109", COUNTER_LOOP]);
+    wait_until("the counter to start", Duration::from_secs(20), || {
+        counter(&lab, "109") > 0
+    });
+    let dump = lab.host("hostA").root.join("vz/dump/109");
+    // Format 1, the one-file form, placed where local checkpoints live: listed and restored.
+    let file = lab.base.join("v1.ckpt");
+    vz_ok(&lab, &["chkpnt", "109", "--dumpfile", file.to_str().unwrap()]);
+    let (m, _, _) = ferry::checkpoint::archive::read_manifest(&file).unwrap();
+    assert_eq!(m.format, 1);
+    std::fs::create_dir_all(&dump).unwrap();
+    std::fs::rename(&file, dump.join(format!("{}.ckpt", m.id))).unwrap();
+    let at_v1 = counter(&lab, "109");
+    vz_ok(&lab, &["restore", "109"]);
+    wait_until("the counter to move on", Duration::from_secs(10), || {
+        counter(&lab, "109") > at_v1
+    });
+
+    // Format 2: a directory only root reads, CRIU's images as written.
+    std::thread::sleep(Duration::from_millis(1100));
+    vz_ok(&lab, &["chkpnt", "109"]);
+    let at_dump = counter(&lab, "109");
+    let list: serde_json::Value = serde_json::from_str(&vz_ok(&lab, &["checkpoints", "109", "--json"])).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    let ckpt = std::path::PathBuf::from(list[1]["path"].as_str().unwrap());
+    assert!(ckpt.is_dir(), "{}", ckpt.display());
+    assert_eq!(std::fs::metadata(&ckpt).unwrap().permissions().mode() & 0o777, 0o700);
+    let pages: Vec<_> = std::fs::read_dir(ckpt.join("images"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("pages-"))
+        .collect();
+    let big = pages
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap()
+        .clone();
+    let len = std::fs::metadata(&big).unwrap().len();
+    assert!(len > 0);
+    assert!(list[1]["size"].as_u64().unwrap() >= len);
+    let flip = || {
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(&big).unwrap();
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, len / 2).unwrap();
+        b[0] ^= 0x40;
+        f.write_all_at(&b, len / 2).unwrap();
+    };
+    flip();
+    let o = vz(&lab, &["restore", "109"]);
+    assert_eq!(o.code, 17, "{o:?}");
+    assert!(
+        o.stderr.contains("checksum mismatch") && o.stderr.contains("pages-"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(
+        vz(&lab, &["status", "109"]).stdout.trim(),
+        "CTID 109 exist unmounted down"
+    );
+    // No restored process ran: the counter did not move.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(counter(&lab, "109"), at_dump);
+    flip();
+    vz_ok(&lab, &["restore", "109"]);
+    wait_until("the counter to move on", Duration::from_secs(10), || {
+        counter(&lab, "109") > at_dump
+    });
+    vz_ok(&lab, &["stop", "109", "--fast"]);
+}
+
+/// `vzctl destroy` takes the container's checkpoints with it; with `--keep-checkpoints` they
+/// stay, and a container made again with the same CTID restores one.
+#[test]
+fn destroy_removes_the_checkpoints_unless_asked_to_keep_them() {
+    let lab = lab("dk");
+    let dump = lab.host("hostA").root.join("vz/dump/110");
+    vz_ok(&lab, &["create", "110"]);
+    vz_ok(&lab, &["start", "110"]);
+    vz_ok(&lab, &["exec", "110", "echo kept > /root/file"]);
+    vz_ok(&lab, &["chkpnt", "110"]);
+    let list: serde_json::Value = serde_json::from_str(&vz_ok(&lab, &["checkpoints", "110", "--json"])).unwrap();
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    vz_ok(&lab, &["stop", "110"]);
+    vz_ok(&lab, &["destroy", "110", "--keep-checkpoints"]);
+    assert!(dump.join(format!("{id}.ckpt")).is_dir());
+    vz_ok(&lab, &["create", "110"]);
+    vz_ok(&lab, &["restore", "110", "--checkpoint", &id]);
+    assert_eq!(vz_ok(&lab, &["exec", "110", "cat /root/file"]), "kept\n");
+    vz_ok(&lab, &["stop", "110", "--fast"]);
+    vz_ok(&lab, &["destroy", "110"]);
+    assert!(!dump.exists(), "{} is still there", dump.display());
+}

@@ -19,8 +19,10 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub const MAGIC: &[u8; 8] = b"FERRYCKP";
-/// The archive format this build writes and the newest it reads.
+/// The format of a checkpoint file (the one-file form `--dumpfile` writes).
 pub const FORMAT_VERSION: u32 = 1;
+/// The newest checkpoint format this build reads (2: a directory, `directory.rs`).
+pub const NEWEST_FORMAT: u32 = super::directory::FORMAT;
 pub const MAX_MANIFEST: u32 = 1 << 20;
 /// Largest archive accepted (a sanity bound on what a file may claim).
 pub const MAX_ARCHIVE: u64 = 1 << 40;
@@ -31,7 +33,7 @@ const TRAILER: u64 = 40;
 pub enum ArchiveError {
     #[error("{0} is not a ferry checkpoint (bad magic)")]
     Foreign(PathBuf),
-    #[error("{path} uses checkpoint format version {found}; this ferry reads versions up to {FORMAT_VERSION}: restore it with a newer ferry")]
+    #[error("{path} uses checkpoint format version {found}; this ferry reads versions up to {NEWEST_FORMAT}: restore it with a newer ferry")]
     TooNew { path: PathBuf, found: u32 },
     #[error("{path} is truncated or damaged ({why})")]
     Damaged { path: PathBuf, why: String },
@@ -79,6 +81,9 @@ pub struct Manifest {
     /// checkpoint): a restore applies them over the configuration's. Absent in older archives.
     #[serde(default)]
     pub live_limits: crate::resources::Limits,
+    /// Format 2 (a checkpoint directory): every file it holds, with its size and hash.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<super::directory::SealedFile>,
 }
 
 struct Hashing<W: Write> {
@@ -200,14 +205,14 @@ pub fn read_manifest(path: &Path) -> Result<(Manifest, u64, u64), ArchiveError> 
         return Err(ArchiveError::Foreign(path.to_path_buf()));
     }
     let version = u32::from_be_bytes(head[8..12].try_into().unwrap());
-    if version > FORMAT_VERSION {
+    if version > NEWEST_FORMAT {
         return Err(ArchiveError::TooNew {
             path: path.to_path_buf(),
             found: version,
         });
     }
-    if version == 0 {
-        return Err(damaged("format version 0"));
+    if version != FORMAT_VERSION {
+        return Err(damaged(&format!("format version {version} is not a checkpoint file")));
     }
     let mlen = u32::from_be_bytes(head[12..16].try_into().unwrap());
     if mlen > MAX_MANIFEST {
@@ -274,14 +279,14 @@ fn check_frame(path: &Path) -> Result<(), ArchiveError> {
         return Err(damaged("shorter than a header"));
     }
     let version = u32::from_be_bytes(head[8..12].try_into().unwrap());
-    if version > FORMAT_VERSION {
+    if version > NEWEST_FORMAT {
         return Err(ArchiveError::TooNew {
             path: path.to_path_buf(),
             found: version,
         });
     }
     let mlen = u32::from_be_bytes(head[12..16].try_into().unwrap()) as u64;
-    if version == 0 || mlen > MAX_MANIFEST as u64 || size > MAX_ARCHIVE || size < HEADER + mlen + TRAILER {
+    if version != FORMAT_VERSION || mlen > MAX_MANIFEST as u64 || size > MAX_ARCHIVE || size < HEADER + mlen + TRAILER {
         return Err(damaged("sizes do not fit"));
     }
     f.seek(SeekFrom::Start(size - TRAILER))
@@ -395,6 +400,7 @@ mod tests {
             fs: FsSnapshot { level: 0, parent: None },
             payload_bytes: 100_016,
             live_limits: Default::default(),
+            files: Vec::new(),
         };
         let dest = dir.join("a.ckpt");
         write(&dest, &m, &work).unwrap();
@@ -433,9 +439,13 @@ mod tests {
         std::fs::write(&t, b"#!/bin/sh\necho hello\n").unwrap();
         assert!(matches!(verify(&t), Err(ArchiveError::Foreign(_))));
         let mut newer = bytes.clone();
-        newer[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_be_bytes());
+        newer[8..12].copy_from_slice(&(NEWEST_FORMAT + 1).to_be_bytes());
         std::fs::write(&t, &newer).unwrap();
-        assert!(matches!(verify(&t), Err(ArchiveError::TooNew { found: 2, .. })));
+        assert!(matches!(verify(&t), Err(ArchiveError::TooNew { found: 3, .. })));
+        // A file claiming the directory format is no checkpoint file.
+        newer[8..12].copy_from_slice(&2u32.to_be_bytes());
+        std::fs::write(&t, &newer).unwrap();
+        assert!(matches!(verify(&t), Err(ArchiveError::Damaged { .. })));
         std::fs::write(&t, b"").unwrap();
         assert!(verify(&t).is_err());
     }

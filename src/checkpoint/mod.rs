@@ -12,6 +12,7 @@
 //! are then routed and announced again.
 
 pub mod archive;
+pub mod directory;
 pub mod links;
 pub mod retention;
 
@@ -108,6 +109,18 @@ pub struct CheckpointInfo {
     pub level: u32,
     pub parent: Option<String>,
     pub keep_running: bool,
+}
+
+/// Deletes checkpoint `id` from the container's dump directory `dir` (a format 2 directory
+/// or a format 1 file) and the snapshot list it left for the next one.
+fn remove_checkpoint(dir: &Path, id: &str) {
+    let p = dir.join(format!("{id}.ckpt"));
+    if p.is_dir() {
+        let _ = fs::remove_dir_all(&p);
+    } else {
+        let _ = fs::remove_file(&p);
+    }
+    let _ = fs::remove_file(dir.join(format!("{id}.snar")));
 }
 
 /// `YYYYMMDD-HHMMSS` (UTC) from unix seconds.
@@ -609,10 +622,11 @@ impl Runtime {
         }
         let criu = self.criu().map_err(|e| CheckpointError::Criu(ctid, e))?;
         if !force && images.join("cpuinfo.img").exists() {
-            criu.cpuinfo_check(images).map_err(|e| CheckpointError::Incompatible {
-                ctid,
-                why: format!("the CPU differs ({e})"),
-            })?;
+            self.cpuinfo_check_cached(&criu, images)
+                .map_err(|e| CheckpointError::Incompatible {
+                    ctid,
+                    why: format!("the CPU differs ({e})"),
+                })?;
         }
         let console = fs::read_to_string(images.join("ferry-console"))
             .ok()
@@ -628,7 +642,17 @@ impl Runtime {
         }
         // A migration's images: the destination applies the configuration's limits.
         let none = crate::resources::Limits::default();
-        self.restore_processes(ctid, &ct, &criu, images, console.as_deref(), attach, was_mounted, &none)
+        self.restore_processes(
+            ctid,
+            &ct,
+            &criu,
+            images,
+            console.as_deref(),
+            attach,
+            was_mounted,
+            &none,
+            None,
+        )
     }
 
     /// Brings a restored container's network up: links, routes, proxies, announcements.
@@ -673,10 +697,15 @@ impl Runtime {
             for e in rd.flatten() {
                 let p = e.path();
                 if p.extension().is_some_and(|x| x == "ckpt") {
-                    if let Ok((m, _, _)) = archive::read_manifest(&p) {
+                    let read = if p.is_dir() {
+                        directory::read_manifest(&p).map(|m| (directory::size(&m), m))
+                    } else {
+                        archive::read_manifest(&p).map(|(m, _, _)| (fs::metadata(&p).map(|m| m.len()).unwrap_or(0), m))
+                    };
+                    if let Ok((size, m)) = read {
                         out.push(CheckpointInfo {
                             id: m.id.clone(),
-                            size: fs::metadata(&p).map(|m| m.len()).unwrap_or(0),
+                            size,
                             path: p,
                             created: m.created,
                             frozen_ms: m.frozen_ms,
@@ -725,8 +754,7 @@ impl Runtime {
         let dir = self.dump_dir(ctid);
         let gone = prune(&entries(self.checkpoints(ctid)?), keep);
         for id in &gone {
-            let _ = fs::remove_file(dir.join(format!("{id}.ckpt")));
-            let _ = fs::remove_file(dir.join(format!("{id}.snar")));
+            remove_checkpoint(&dir, id);
         }
         Ok((c, gone))
     }
@@ -770,7 +798,7 @@ impl Runtime {
         } else {
             None
         };
-        let snar = work.join("fs.snar");
+        let snar = dir.join(format!(".{id}.snar"));
         let level = match &parent {
             Some(p) => {
                 fs::copy(dir.join(format!("{}.snar", p.id)), &snar)
@@ -843,6 +871,9 @@ impl Runtime {
             snap = Some(r);
             said
         };
+        // A checkpoint in vz/dump is CRIU's images as written (format 2): the pages are hashed
+        // as CRIU writes them.
+        let follower = opts.dumpfile.is_none().then(|| directory::Follower::start(&images));
         if let Err(mut e) = criu.dump(&images, dump_opts, &mut at_post_dump) {
             if let CriuError::Failed { msg, log_errors, .. } = &mut e {
                 let rlimit = msg
@@ -857,7 +888,9 @@ impl Runtime {
             crate::net::unsuspend(ctid.get(), &st.net);
             let log = self.host.layout.log_dir().join(format!("{ctid}.dump.log"));
             let _ = fs::copy(images.join("dump.log"), &log);
+            drop(follower);
             let _ = fs::remove_dir_all(&work);
+            let _ = fs::remove_file(&snar);
             // The snapshot's own error, if that is what failed the dump (the container runs).
             if let Some(Err(snap_err)) = snap {
                 return Err(snap_err);
@@ -877,15 +910,17 @@ impl Runtime {
         }
         let frozen_ms = t0.elapsed().as_millis() as u64;
         if let Err(e) = snap {
+            drop(follower);
             let _ = fs::remove_dir_all(&work);
+            let _ = fs::remove_file(&snar);
             if !opts.keep_running {
                 // CRIU already ended the processes; the container is stopped with no checkpoint.
                 self.after_stopping_dump(&ct, &st);
             }
             return Err(e);
         }
-        let cpuinfo = criu.cpuinfo_dump(&images).is_ok();
-        let manifest = Manifest {
+        let cpuinfo = self.cpuinfo_dump_cached(&criu, &images);
+        let mut manifest = Manifest {
             format: archive::FORMAT_VERSION,
             id: id.clone(),
             ctid: ctid.get(),
@@ -906,16 +941,37 @@ impl Runtime {
             },
             payload_bytes: 0,
             live_limits: st.live_limits.clone(),
+            files: Vec::new(),
         };
-        let dest = opts.dumpfile.clone().unwrap_or_else(|| dir.join(format!("{id}.ckpt")));
-        let written = archive::write(&dest, &manifest, &work).map_err(|e| CheckpointError::Archive(ctid, e));
-        if written.is_ok() && opts.dumpfile.is_none() {
-            // The container's file names and metadata: the host's root alone reads them.
-            use std::os::unix::fs::PermissionsExt;
-            let _ = fs::set_permissions(&snar, fs::Permissions::from_mode(0o600));
-            let _ = fs::rename(&snar, dir.join(format!("{id}.snar")));
-        }
+        let (dest, written) = match &opts.dumpfile {
+            // One self-contained file (format 1: compressed, to be carried elsewhere).
+            Some(file) => (
+                file.clone(),
+                archive::write(file, &manifest, &work).map_err(|e| CheckpointError::Archive(ctid, e)),
+            ),
+            // A directory CRIU restores from in place (format 2), with its snapshot list beside.
+            None => {
+                let dest = dir.join(format!("{id}.ckpt"));
+                let sealed = directory::seal(&work, &mut manifest, follower)
+                    .map_err(|e| CheckpointError::Archive(ctid, e))
+                    .and_then(|size| {
+                        // The container's file names and metadata: the host's root alone reads them.
+                        use std::os::unix::fs::PermissionsExt;
+                        let _ = fs::set_permissions(&snar, fs::Permissions::from_mode(0o600));
+                        fs::set_permissions(&work, fs::Permissions::from_mode(0o700))
+                            .and_then(|_| fs::rename(&snar, dir.join(format!("{id}.snar"))))
+                            .and_then(|_| fs::rename(&work, &dest))
+                            .map_err(io(format!("naming the checkpoint {}", dest.display())))?;
+                        Ok(size)
+                    });
+                if sealed.is_err() {
+                    let _ = fs::remove_file(dir.join(format!("{id}.snar")));
+                }
+                (dest, sealed)
+            }
+        };
         let _ = fs::remove_dir_all(&work);
+        let _ = fs::remove_file(&snar);
         if !opts.keep_running {
             self.after_stopping_dump(&ct, &st);
         }
@@ -930,6 +986,68 @@ impl Runtime {
             parent: manifest.fs.parent,
             keep_running: opts.keep_running,
         })
+    }
+
+    /// Where CRIU's word on this host's CPU is kept, and the key of this boot and this CRIU
+    /// (what CRIU says of the CPU changes with neither otherwise).
+    fn cpuinfo_cache(&self, criu: &Criu) -> Option<(PathBuf, String)> {
+        let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let v = criu.version().ok()?;
+        let dir = self.host.layout.run_dir().join("criu-cpuinfo");
+        Some((dir, format!("{}-{}.{}.{}", boot.trim(), v.0, v.1, v.2)))
+    }
+
+    /// Keeps `name` (bytes `b`) in the CPU cache, and drops what an earlier boot or CRIU left.
+    fn cpuinfo_keep(dir: &Path, key: &str, name: &str, b: &[u8]) {
+        if fs::create_dir_all(dir).is_err() {
+            return;
+        }
+        if let Ok(rd) = fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if !e.file_name().to_string_lossy().contains(key) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        let _ = crate::fsutil::write_atomic(&dir.join(name), b, 0o600);
+    }
+
+    /// Writes CRIU's description of this host's CPU (`cpuinfo.img`) into a dump's `images`:
+    /// CRIU makes it once per boot and CRIU version, later dumps copy it (a CRIU run less).
+    fn cpuinfo_dump_cached(&self, criu: &Criu, images: &Path) -> bool {
+        let target = images.join("cpuinfo.img");
+        let Some((dir, key)) = self.cpuinfo_cache(criu) else {
+            return criu.cpuinfo_dump(images).is_ok();
+        };
+        let name = format!("host-{key}.img");
+        if fs::copy(dir.join(&name), &target).is_ok() {
+            return true;
+        }
+        if criu.cpuinfo_dump(images).is_err() {
+            return false;
+        }
+        if let Ok(b) = fs::read(&target) {
+            Self::cpuinfo_keep(&dir, &key, &name, &b);
+        }
+        true
+    }
+
+    /// `criu cpuinfo check` of a checkpoint's `cpuinfo.img` against this host, remembered for
+    /// the boot and CRIU version once it passed (a description already found to fit is not
+    /// checked again; one that did not is, every time).
+    fn cpuinfo_check_cached(&self, criu: &Criu, images: &Path) -> std::result::Result<(), CriuError> {
+        let mark = self.cpuinfo_cache(criu).and_then(|(dir, key)| {
+            let b = fs::read(images.join("cpuinfo.img")).ok()?;
+            Some((dir, key.clone(), format!("fits-{key}-{}", blake3::hash(&b).to_hex())))
+        });
+        if mark.as_ref().is_some_and(|(dir, _, name)| dir.join(name).exists()) {
+            return Ok(());
+        }
+        criu.cpuinfo_check(images)?;
+        if let Some((dir, key, name)) = mark {
+            Self::cpuinfo_keep(&dir, &key, &name, b"");
+        }
+        Ok(())
     }
 
     /// After a dump that ended the container's processes: the cgroup and mount go, the
@@ -976,7 +1094,16 @@ impl Runtime {
             // The archive restored is hashed as it is unpacked, before anything changes; the
             // ones before it in the chain are unpacked only after the private area begins to
             // roll back, so they are checked whole now.
-            let m = if chain.is_empty() {
+            let m = if p.is_dir() {
+                // A directory's files are checked by restore_from (the restored one's) or
+                // here (an earlier one's snapshot, the only part of it the restore reads).
+                directory::read_manifest(&p).and_then(|m| {
+                    if !chain.is_empty() {
+                        directory::verify(&p, &m, |n| n == "fs.tar")?;
+                    }
+                    Ok(m)
+                })
+            } else if chain.is_empty() {
                 archive::inspect(&p)
             } else {
                 archive::verify(&p)
@@ -1133,7 +1260,7 @@ impl Runtime {
         );
         if restored.is_err() {
             // Back as it was: nothing of the container stays.
-            let _ = self.destroy(ctid);
+            let _ = self.destroy(ctid, false);
             let _ = fs::remove_dir_all(&made.0);
             let _ = fs::remove_file(&made.1);
             let _ = fs::remove_dir_all(self.dump_dir(ctid));
@@ -1174,8 +1301,23 @@ impl Runtime {
         opts: &RestoreOptions,
     ) -> Result<RunState> {
         let arch = |e| CheckpointError::Archive(ctid, e);
-        archive::unpack(target, work).map_err(arch)?;
+        let t0 = Instant::now();
+        let step = |what: &str| tracing::debug!(ctid = %ctid, ms = t0.elapsed().as_millis() as u64, "restore: {what}");
+        // A directory (format 2): everything but the pages checked now, the pages while CRIU
+        // reads them (the restored processes run only if they match); a file (format 1):
+        // unpacked, its hash checked in the same read.
+        let mut pages = None;
+        let target_tar = if target.is_dir() {
+            directory::verify(target, manifest, |n| !directory::is_pages(n)).map_err(arch)?;
+            directory::link_images(target, manifest, &work.join("images")).map_err(arch)?;
+            pages = Some(directory::PageCheck::start(target, manifest));
+            target.join("fs.tar")
+        } else {
+            archive::unpack(target, work).map_err(arch)?;
+            work.join("fs.tar")
+        };
         let images = work.join("images");
+        step("checkpoint checked and its images in place");
         if !opts.force {
             let ours = criu.version().map_err(|e| CheckpointError::Criu(ctid, e))?;
             let theirs = criu::major_minor(&manifest.criu_version);
@@ -1200,12 +1342,14 @@ impl Runtime {
                 });
             }
             if manifest.cpuinfo {
-                criu.cpuinfo_check(&images).map_err(|e| CheckpointError::Incompatible {
-                    ctid,
-                    why: format!("the CPU differs ({e})"),
-                })?;
+                self.cpuinfo_check_cached(criu, &images)
+                    .map_err(|e| CheckpointError::Incompatible {
+                        ctid,
+                        why: format!("the CPU differs ({e})"),
+                    })?;
             }
         }
+        step("CPU, CRIU and kernel checked");
         // Roll the private area back: the full copy, then each delta (GNU tar's incremental
         // extraction also deletes what did not exist when the snapshot was taken).
         let was_mounted = crate::fsutil::is_mountpoint(&ct.root).map_err(|e| RuntimeError::Io {
@@ -1226,7 +1370,9 @@ impl Runtime {
         for (p, m) in chain {
             let part = work.join(format!("chain-{}", m.id));
             let fs_tar = if p == target {
-                work.join("fs.tar")
+                target_tar.clone()
+            } else if p.is_dir() {
+                p.join("fs.tar")
             } else {
                 archive::unpack(p, &part).map_err(arch).map_err(undo_mount)?;
                 part.join("fs.tar")
@@ -1251,6 +1397,7 @@ impl Runtime {
             }
             tar(ctid, &args, "rolling the private area back").map_err(undo_mount)?;
         }
+        step("private area rolled back");
         self.restore_processes(
             ctid,
             ct,
@@ -1260,6 +1407,7 @@ impl Runtime {
             true,
             was_mounted,
             &manifest.live_limits,
+            pages,
         )
     }
 
@@ -1276,8 +1424,11 @@ impl Runtime {
         attach: bool,
         was_mounted: bool,
         live_limits: &crate::resources::Limits,
+        pages: Option<directory::PageCheck>,
     ) -> Result<RunState> {
         let io = |what: String| move |source| CheckpointError::Io { ctid, what, source };
+        let t0 = Instant::now();
+        let step = |what: &str| tracing::debug!(ctid = %ctid, ms = t0.elapsed().as_millis() as u64, "restore: {what}");
         let undo_mount = |e: CheckpointError| {
             if !was_mounted {
                 let _ = self.umount_root(ct);
@@ -1345,6 +1496,7 @@ impl Runtime {
                 .map_err(|e| undo(RuntimeError::Cgroup(ctid, e).into()))?;
             cgroup_tree = Some((list, map));
         }
+        step("cgroup and limits");
         let (parent_sock, logger_sock) = sys::socketpair().map_err(|e| undo(io("socketpair".into())(e)))?;
         console::spawn_logger(logger_sock, &self.host.layout.console_log(ctid), ctid)
             .map_err(|e| undo(io("starting the console logger".into())(e)))?;
@@ -1420,26 +1572,59 @@ impl Runtime {
             }
             made
         };
+        step("console logger and links");
         let ropts = self.restore_opts(ct, console, slave.as_raw_fd(), !attach);
         // The controllers a systemd container had enabled in its cgroups come back once CRIU
         // has made its cgroup namespace (Cgroups::restore_v2_controllers).
+        // The pages' hashes are awaited once CRIU has restored the memory, before the
+        // processes run: a mismatch fails the restore, and CRIU kills what it made.
+        let mut pages = pages;
+        let mut damage = None;
         let mut notify = |script: &str| match (&cgroup_tree, script) {
             (Some((list, map)), "post-setup-namespaces") => cg
                 .restore_v2_controllers(ctid, list, map.uid, map.gid, Duration::from_secs(60))
                 .map_err(|e| e.to_string()),
+            (_, "post-restore") => match pages.take().map(directory::PageCheck::wait) {
+                Some(Err(e)) => {
+                    let said = e.to_string();
+                    damage = Some(e);
+                    Err(said)
+                }
+                _ => Ok(()),
+            },
             _ => Ok(()),
         };
-        let pid = match criu.restore(images, ropts, &[slave.as_raw_fd()], &mut notify) {
+        let restored = criu.restore(images, ropts, &[slave.as_raw_fd()], &mut notify);
+        // No post-restore notification came: the pages are checked now, and the restored
+        // tree killed if they do not match.
+        let restored = match (restored, pages.take().map(directory::PageCheck::wait)) {
+            (Ok(_), Some(Err(e))) => {
+                let _ = cg.kill_all(ctid, Duration::from_secs(10));
+                damage = Some(e);
+                Err(CriuError::failed(
+                    "restore",
+                    None,
+                    Some("the pages images are damaged".into()),
+                    Vec::new(),
+                ))
+            }
+            (r, _) => r,
+        };
+        let pid = match restored {
             Ok(pid) => pid,
             Err(e) => {
                 for m in &precreated {
                     let _ = crate::net::ip::host(&["link", "del", m.as_str()]);
+                }
+                if let Some(d) = damage {
+                    return Err(undo(CheckpointError::Archive(ctid, d)));
                 }
                 let log = self.host.layout.log_dir().join(format!("{ctid}.restore.log"));
                 let _ = fs::copy(images.join("restore.log"), &log);
                 return Err(undo(CheckpointError::Restore(ctid, log, e)));
             }
         };
+        step("CRIU restored the processes");
         drop(slave);
         if let Ok(pidfd) = sys::pidfd_open(pid) {
             let _ = sys::send_fd(parent_sock.as_raw_fd(), console::TAG_PIDFD, pidfd.as_raw_fd());
@@ -1464,6 +1649,7 @@ impl Runtime {
                 }
             }
         };
+        step("network");
         let st = RunState {
             init_pid: pid,
             init_start: proc::start_time(pid).unwrap_or(0),
