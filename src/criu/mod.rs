@@ -147,6 +147,8 @@ pub struct Criu {
     /// How long one request may take before CRIU is killed and the request fails (a dump
     /// that hangs must not hold a frozen container for ever).
     pub deadline: Duration,
+    /// The version `locate` found (so asking again costs no CRIU run).
+    found: Option<(i32, i32, i32)>,
 }
 
 /// [`Criu::deadline`] unless `CRIU_TIMEOUT` (seconds) in vz.conf says otherwise: generous,
@@ -174,9 +176,10 @@ impl Criu {
             let criu = Criu {
                 bin: c.clone(),
                 deadline: DEFAULT_DEADLINE,
+                found: None,
             };
             match criu.version() {
-                Ok(v) if (v.0, v.1) >= MIN_VERSION => return Ok(criu),
+                Ok(v) if (v.0, v.1) >= MIN_VERSION => return Ok(Criu { found: Some(v), ..criu }),
                 Ok(v) => {
                     return Err(CriuError::TooOld {
                         path: c,
@@ -351,6 +354,9 @@ impl Criu {
 
     /// (major, minor, sublevel).
     pub fn version(&self) -> Result<(i32, i32, i32), CriuError> {
+        if let Some(v) = self.found {
+            return Ok(v);
+        }
         let r = self.simple(rpc::req_type::VERSION, None, None, &[])?;
         let v = r.version.ok_or(CriuError::Failed {
             op: "version",
