@@ -262,9 +262,15 @@ pub enum Cmd {
     },
     /// Show a container's beancounters: held, maxheld, barrier, limit, failcnt per resource
     Ubc { ctid: CtRef },
-    /// Remove a stopped container's private area and configuration
+    /// Remove a stopped container's private area, configuration and checkpoints
     #[command(alias = "delete")]
-    Destroy { ctid: CtRef },
+    Destroy {
+        ctid: CtRef,
+        /// Keep its checkpoints in vz/dump (a container made later with the same CTID can
+        /// restore them with --checkpoint)
+        #[arg(long)]
+        keep_checkpoints: bool,
+    },
 }
 
 /// A CTID as `create` takes it: a number (names come with `--name`).
@@ -845,7 +851,7 @@ pub fn run(args: Args) -> Result<i32> {
                 print!("{}", crate::resources::ubc_text(id, &rows));
             }
         }
-        Cmd::Destroy { ctid } => {
+        Cmd::Destroy { ctid, keep_checkpoints } => {
             let id = resolve(&ctid)?;
             changed = Some(id);
             // As OpenVZ: a mounted container is unmounted first, by its administrator.
@@ -854,7 +860,7 @@ pub fn run(args: Args) -> Result<i32> {
                 return Err(crate::runtime::RuntimeError::Mounted(id).into());
             }
             say(quiet, format!("Destroying container {id} ..."));
-            rt.destroy(id)?;
+            rt.destroy(id, keep_checkpoints)?;
             say(quiet, format!("Container {id} was destroyed"));
         }
     }

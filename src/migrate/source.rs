@@ -835,7 +835,7 @@ fn remove_left_copy(rt: &Runtime, ctid: Ctid, remove_area: bool) {
     }
     let _ = rt.stop(ctid, true, Some(Duration::from_secs(10)));
     if remove_area {
-        let _ = rt.destroy(ctid);
+        let _ = rt.destroy(ctid, false);
     } else {
         // Kept, as a stopped container is: unmounted (an image the migration mounted).
         let _ = rt.umount(ctid);

@@ -526,7 +526,9 @@ impl Runtime {
         Ok(None)
     }
 
-    pub fn destroy(&self, ctid: Ctid) -> Result<()> {
+    /// Removes a stopped container: its private area, its configuration (kept as
+    /// `CTID.conf.destroyed`) and, unless `keep_checkpoints`, its checkpoints in vz/dump.
+    pub fn destroy(&self, ctid: Ctid, keep_checkpoints: bool) -> Result<()> {
         let _lock = self.lock(ctid)?;
         let ct = self.host.container(ctid)?;
         if self.run_state(ctid)?.is_some() {
@@ -576,6 +578,14 @@ impl Runtime {
         }
         let _ = fs::remove_dir(&ct.root);
         let _ = fs::remove_file(self.host.layout.state_file(ctid));
+        let dumps = self.host.layout.dump_dir().join(ctid.to_string());
+        if !keep_checkpoints && dumps.exists() {
+            fs::remove_dir_all(&dumps).map_err(|source| RuntimeError::Destroy {
+                ctid,
+                path: dumps.clone(),
+                source,
+            })?;
+        }
         Ok(())
     }
 
