@@ -54,6 +54,10 @@ pub struct FsSnapshot {
     /// 0: a full copy; n > 0: a delta against checkpoint `parent` (GNU tar incremental).
     pub level: u32,
     pub parent: Option<String>,
+    /// The private area's stamp (`stamp.rs`) as the snapshot saw it, for a stopping
+    /// checkpoint: a restore that finds the same leaves the files alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -397,7 +401,11 @@ mod tests {
             keep_running: true,
             frozen_ms: 12,
             console: Some("tty[8800:2b]".into()),
-            fs: FsSnapshot { level: 0, parent: None },
+            fs: FsSnapshot {
+                level: 0,
+                parent: None,
+                stamp: None,
+            },
             payload_bytes: 100_016,
             live_limits: Default::default(),
             files: Vec::new(),

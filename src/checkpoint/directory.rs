@@ -504,7 +504,11 @@ mod tests {
             keep_running: true,
             frozen_ms: 12,
             console: None,
-            fs: FsSnapshot { level: 0, parent: None },
+            fs: FsSnapshot {
+                level: 0,
+                parent: None,
+                stamp: None,
+            },
             payload_bytes: 0,
             live_limits: Default::default(),
             files: Vec::new(),

@@ -15,6 +15,7 @@ pub mod archive;
 pub mod directory;
 pub mod links;
 pub mod retention;
+pub mod stamp;
 
 use std::fs;
 use std::os::fd::AsRawFd;
@@ -862,14 +863,28 @@ impl Runtime {
         }
         args.push(".");
         let mut snap = None;
+        // A stopping checkpoint in vz/dump also stamps the private area as the snapshot saw
+        // it (stamp.rs): restored onto the same files, it leaves them alone.
+        let stamping = opts.dumpfile.is_none() && !opts.keep_running;
+        let mut fs_stamp = None;
+        let tree = ct.tree().to_path_buf();
+        let mut snapshot = |snap: &mut Option<Result<()>>| {
+            let r = tar(ctid, &args, "snapshotting the private area");
+            if r.is_ok() && stamping {
+                fs_stamp = stamp::of(&tree).ok();
+            }
+            *snap = Some(r);
+        };
         let mut at_post_dump = |script: &str| {
             if script != "post-dump" || snap.is_some() {
                 return Ok(());
             }
-            let r = tar(ctid, &args, "snapshotting the private area");
-            let said = r.as_ref().map_err(|e| e.to_string()).map(|_| ());
-            snap = Some(r);
-            said
+            snapshot(&mut snap);
+            snap.as_ref()
+                .expect("just taken")
+                .as_ref()
+                .map_err(|e| e.to_string())
+                .map(|_| ())
         };
         // A checkpoint in vz/dump is CRIU's images as written (format 2): the pages are hashed
         // as CRIU writes them.
@@ -898,7 +913,10 @@ impl Runtime {
             return Err(CheckpointError::Dump(ctid, log, e));
         }
         // CRIU sends post-dump on every successful dump; without it, the snapshot now.
-        let snap = snap.unwrap_or_else(|| tar(ctid, &args, "snapshotting the private area"));
+        if snap.is_none() {
+            snapshot(&mut snap);
+        }
+        let snap = snap.expect("just taken");
         let snap = snap.and_then(|s| {
             record_cgroup_tree(cg, &ct, systemd, &images)
                 .map(|_| s)
@@ -938,6 +956,7 @@ impl Runtime {
             fs: FsSnapshot {
                 level,
                 parent: parent.as_ref().map(|p| p.id.clone()),
+                stamp: fs_stamp,
             },
             payload_bytes: 0,
             live_limits: st.live_limits.clone(),
@@ -1360,6 +1379,16 @@ impl Runtime {
         if !was_mounted {
             self.mount_root(ct)?;
         }
+        step("root mounted");
+        // Exactly the files the checkpoint recorded (its stamp): nothing to roll back, and
+        // nothing is touched.
+        let unchanged = opts.dumpfile.is_none()
+            && manifest
+                .fs
+                .stamp
+                .as_ref()
+                .is_some_and(|want| stamp::of(ct.tree()).is_ok_and(|now| &now == want));
+        let chain = if unchanged { &[][..] } else { chain };
         let root = ct.tree().display().to_string();
         let undo_mount = |e: CheckpointError| {
             if !was_mounted {
