@@ -26,7 +26,8 @@ export DEBIAN_FRONTEND=noninteractive
 # ---- Debian packages -------------------------------------------------------------------------
 pkgs=(iptables iproute2 busybox-static e2fsprogs xfsprogs zstd rsync debootstrap tmux tar xz-utils gzip fonts-dejavu-core
       util-linux procps kmod jq gcc libc6-dev postgresql-client redis-tools binutils debian-archive-keyring
-      make libaio-dev libcap-dev)  # these three build CRIU's zdtm test programs (scripts/zdtm.sh)
+      make libaio-dev libcap-dev   # these three build CRIU's zdtm test programs (scripts/zdtm.sh)
+      podman runc)                 # the checkpoint benchmark's baseline (runc: Debian's crun has no CRIU)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

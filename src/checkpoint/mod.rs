@@ -1388,6 +1388,7 @@ impl Runtime {
                 .stamp
                 .as_ref()
                 .is_some_and(|want| stamp::of(ct.tree()).is_ok_and(|now| &now == want));
+        tracing::debug!(ctid = %ctid, unchanged, "restore: the private area's stamp");
         let chain = if unchanged { &[][..] } else { chain };
         let root = ct.tree().display().to_string();
         let undo_mount = |e: CheckpointError| {
