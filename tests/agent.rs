@@ -97,6 +97,22 @@ fn scheduled_checkpoints_chain_prune_and_restore() {
             );
         }
     }
+    // Pruning left nothing behind: the checkpoints listed (directories) and their snapshot
+    // lists are all that vz/dump holds.
+    let mut on_disk: Vec<String> = std::fs::read_dir(h.root().join("vz/dump/501"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let mut want: Vec<String> = list
+        .iter()
+        .flat_map(|c| {
+            let id = c["id"].as_str().unwrap();
+            [format!("{id}.ckpt"), format!("{id}.snar")]
+        })
+        .collect();
+    want.sort();
+    assert_eq!(on_disk, want);
     for id in [
         list.first().unwrap()["id"].as_str().unwrap(),
         list.last().unwrap()["id"].as_str().unwrap(),

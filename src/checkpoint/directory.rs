@@ -6,6 +6,7 @@
 //!   manifest          magic "FERRYCKP" | version 2 u32 BE | length u32 BE | JSON | BLAKE3 (32)
 //!   images/           CRIU's images as CRIU wrote them (pages uncompressed)
 //!   fs.tar            the private area's snapshot (full or a delta)
+//!   fs.entries        the private area's entries as the snapshot saw them (stamp.rs)
 //! ```
 //! The manifest lists every file with its size and BLAKE3 hash. Nothing is compressed or
 //! copied: a checkpoint is what CRIU wrote, hashed as it was written ([`Follower`]); a restore
@@ -65,7 +66,7 @@ pub fn is_pages(name: &str) -> bool {
 
 /// A name a checkpoint may list: `fs.tar`, or `images/` and one plain file name.
 fn valid_name(name: &str) -> bool {
-    if name == "fs.tar" {
+    if name == "fs.tar" || name == "fs.entries" {
         return true;
     }
     name.strip_prefix("images/").is_some_and(|f| {
@@ -225,6 +226,9 @@ fn follow(dir: &Path, done: &AtomicBool) -> Seen {
 pub fn seal(work: &Path, manifest: &mut Manifest, follower: Option<Follower>) -> Result<u64, ArchiveError> {
     let followed = follower.map(Follower::finish).unwrap_or_default();
     let mut names = vec!["fs.tar".to_string()];
+    if work.join("fs.entries").exists() {
+        names.push("fs.entries".into());
+    }
     let images = work.join("images");
     for e in fs::read_dir(&images).map_err(io_err("reading", &images))? {
         let e = e.map_err(io_err("reading", &images))?;
@@ -275,7 +279,7 @@ pub fn seal(work: &Path, manifest: &mut Manifest, follower: Option<Follower>) ->
         let p = work.join(name);
         File::open(&p)
             .and_then(|f| {
-                if name == "fs.tar" {
+                if !name.starts_with("images/") {
                     f.set_permissions(fs::Permissions::from_mode(0o600))?;
                 }
                 f.sync_all()

@@ -15,6 +15,7 @@ pub mod archive;
 pub mod directory;
 pub mod links;
 pub mod retention;
+pub mod rollback;
 pub mod stamp;
 
 use std::fs;
@@ -863,15 +864,28 @@ impl Runtime {
         }
         args.push(".");
         let mut snap = None;
-        // A stopping checkpoint in vz/dump also stamps the private area as the snapshot saw
-        // it (stamp.rs): restored onto the same files, it leaves them alone.
-        let stamping = opts.dumpfile.is_none() && !opts.keep_running;
+        // A checkpoint in vz/dump also records the private area's entries as the snapshot saw
+        // them (fs.entries, stamp.rs), and their stamp: a restore onto the same files leaves
+        // them alone, one onto changed files rolls back only what differs (rollback.rs).
+        let stamping = opts.dumpfile.is_none();
         let mut fs_stamp = None;
         let tree = ct.tree().to_path_buf();
+        let entries_file = work.join("fs.entries");
         let mut snapshot = |snap: &mut Option<Result<()>>| {
-            let r = tar(ctid, &args, "snapshotting the private area");
+            let mut r = tar(ctid, &args, "snapshotting the private area");
             if r.is_ok() && stamping {
-                fs_stamp = stamp::of(&tree).ok();
+                r = stamp::walk(&tree)
+                    .map(|e| stamp::encode(&e))
+                    .and_then(|enc| {
+                        fs::write(&entries_file, &enc)?;
+                        Ok(enc)
+                    })
+                    .map(|enc| fs_stamp = Some(stamp::of_encoded(&enc)))
+                    .map_err(|source| CheckpointError::Io {
+                        ctid,
+                        what: "recording the private area's entries".into(),
+                        source,
+                    });
             }
             *snap = Some(r);
         };
@@ -1159,6 +1173,60 @@ impl Runtime {
         Ok(chain)
     }
 
+    /// Rolls the private area back from the entries the checkpoint recorded (`fs.entries`),
+    /// changing only what differs (`rollback`), or nothing where its stamp matches. False
+    /// where that cannot be done (a `--dumpfile`, a format 1 checkpoint in the chain, no
+    /// entries) or its result does not match the entries: the caller extracts the whole
+    /// chain instead.
+    #[allow(clippy::too_many_arguments)]
+    fn roll_back_in_place(
+        &self,
+        ctid: Ctid,
+        ct: &crate::host::Container,
+        chain: &[(PathBuf, Manifest)],
+        target: &Path,
+        manifest: &Manifest,
+        work: &Path,
+        opts: &RestoreOptions,
+    ) -> bool {
+        let has_entries = manifest.files.iter().any(|f| f.name == "fs.entries");
+        if opts.dumpfile.is_some() || !has_entries || chain.iter().any(|(p, _)| !p.is_dir()) {
+            return false;
+        }
+        // Checked with the rest of the checkpoint before anything changed.
+        let Ok(recorded) = fs::read(target.join("fs.entries")) else {
+            return false;
+        };
+        let Ok(live) = stamp::walk(ct.tree()) else {
+            return false;
+        };
+        let live_enc = stamp::encode(&live);
+        if manifest.fs.stamp.as_deref() == Some(stamp::of_encoded(&live_enc).as_str()) {
+            tracing::debug!(ctid = %ctid, "restore: the private area is the checkpoint's; left alone");
+            return true;
+        }
+        let Ok(recorded) = stamp::decode(&recorded) else {
+            return false;
+        };
+        let plan = rollback::plan(&recorded, &live);
+        let archives: Vec<PathBuf> = chain.iter().map(|(p, _)| p.join("fs.tar")).collect();
+        match rollback::apply(ct.tree(), &plan, &recorded, &archives, work) {
+            Ok(()) => {
+                tracing::debug!(
+                    ctid = %ctid,
+                    removed = plan.remove.len(),
+                    restored = plan.extract.len(),
+                    "restore: the private area rolled back where it differed"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(ctid = %ctid, "rolling back only what differs failed ({e}); extracting the whole snapshot");
+                false
+            }
+        }
+    }
+
     /// Before an archive of the chain is extracted in place (`--overwrite`): the names on
     /// disk sharing an inode otherwise than the archive links them are unlinked, for tar to
     /// make them anew (`links`). The archive is listed only when some file has several names.
@@ -1289,6 +1357,7 @@ impl Runtime {
 
     /// Restores a stopped container from a checkpoint.
     pub fn restore(&self, ctid: Ctid, opts: &RestoreOptions) -> Result<RunState> {
+        tracing::debug!(ctid = %ctid, "restore: begins");
         let _lock = self.lock(ctid)?;
         let ct = self.existing(ctid)?;
         if self.run_state(ctid)?.is_some() {
@@ -1297,7 +1366,9 @@ impl Runtime {
         // Everything is checked before anything changes.
         let chain = self.chain(ctid, opts)?;
         let (target_path, manifest) = chain.last().cloned().unwrap();
+        tracing::debug!(ctid = %ctid, "restore: the chain read");
         let criu = self.criu().map_err(|e| CheckpointError::Criu(ctid, e))?;
+        tracing::debug!(ctid = %ctid, "restore: CRIU found");
         let io = |what: String| move |source| CheckpointError::Io { ctid, what, source };
         let work = self.dump_dir(ctid).join(format!(".restore-{}", std::process::id()));
         let _ = fs::remove_dir_all(&work);
@@ -1380,16 +1451,11 @@ impl Runtime {
             self.mount_root(ct)?;
         }
         step("root mounted");
-        // Exactly the files the checkpoint recorded (its stamp): nothing to roll back, and
-        // nothing is touched.
-        let unchanged = opts.dumpfile.is_none()
-            && manifest
-                .fs
-                .stamp
-                .as_ref()
-                .is_some_and(|want| stamp::of(ct.tree()).is_ok_and(|now| &now == want));
-        tracing::debug!(ctid = %ctid, unchanged, "restore: the private area's stamp");
-        let chain = if unchanged { &[][..] } else { chain };
+        let chain = if self.roll_back_in_place(ctid, ct, chain, target, manifest, work, opts) {
+            &[][..]
+        } else {
+            chain
+        };
         let root = ct.tree().display().to_string();
         let undo_mount = |e: CheckpointError| {
             if !was_mounted {
