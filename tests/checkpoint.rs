@@ -197,10 +197,13 @@ fn bad_archives_are_refused_before_criu_runs() {
             "CTID 103 exist unmounted down"
         );
     }
-    // A well-formed archive from another kernel: refused without --force, restored with it.
+    // A well-formed archive from another kernel (format 1, made from the format 2 file's
+    // contents): refused without --force, restored with it.
     let work = dir.join("foreign-kernel.d");
-    let mut manifest = ferry::checkpoint::archive::unpack(&good, &work).unwrap();
+    let mut manifest = ferry::checkpoint::directory::unbundle(&good, &work).unwrap();
     manifest.kernel = "2.6.32-042stab145.3".into();
+    manifest.format = 1;
+    manifest.files.clear();
     let other = dir.join("other-kernel.ckpt");
     ferry::checkpoint::archive::write(&other, &manifest, &work).unwrap();
     let o = vz(&lab, &["restore", "103", "--dumpfile", other.to_str().unwrap()]);
@@ -806,13 +809,19 @@ fn a_damaged_page_stops_the_restore_before_anything_runs_and_format_1_still_rest
         counter(&lab, "109") > 0
     });
     let dump = lab.host("hostA").root.join("vz/dump/109");
-    // Format 1, the one-file form, placed where local checkpoints live: listed and restored.
-    let file = lab.base.join("v1.ckpt");
+    // Format 1, the older one-file form, placed where local checkpoints live: listed and
+    // restored. Made from a format 2 file's contents.
+    let file = lab.base.join("v2.ckpt");
     vz_ok(&lab, &["chkpnt", "109", "--dumpfile", file.to_str().unwrap()]);
-    let (m, _, _) = ferry::checkpoint::archive::read_manifest(&file).unwrap();
-    assert_eq!(m.format, 1);
+    let unpacked = lab.base.join("v2.d");
+    let mut m = ferry::checkpoint::directory::unbundle(&file, &unpacked).unwrap();
+    assert_eq!(m.format, 2);
+    m.format = 1;
+    m.files.clear();
     std::fs::create_dir_all(&dump).unwrap();
-    std::fs::rename(&file, dump.join(format!("{}.ckpt", m.id))).unwrap();
+    let v1 = dump.join(format!("{}.ckpt", m.id));
+    ferry::checkpoint::archive::write(&v1, &m, &unpacked).unwrap();
+    assert_eq!(ferry::checkpoint::archive::read_manifest(&v1).unwrap().0.format, 1);
     let at_v1 = counter(&lab, "109");
     vz_ok(&lab, &["restore", "109"]);
     wait_until("the counter to move on", Duration::from_secs(10), || {

@@ -390,6 +390,135 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, ArchiveError> {
     Ok(m)
 }
 
+/// A format 2 checkpoint as one file (`--dumpfile`): the directory's sealed manifest, then
+/// every file it lists, in its order, as they are (nothing compressed):
+///
+/// ```text
+/// manifest (as in the directory: magic, version 2, length, JSON, BLAKE3) | file 1 | file 2 | ...
+/// ```
+/// Every byte is covered by a hash: the manifest's own, or the listed file's.
+pub fn write_bundle(dir: &Path, dest: &Path) -> Result<u64, ArchiveError> {
+    let m = read_manifest(dir)?;
+    let tmp = dest.with_extension("ckpt.tmp");
+    let r = (|| {
+        let mut out = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io_err("creating", &tmp))?
+        };
+        let head = fs::read(dir.join(MANIFEST)).map_err(io_err("reading", dir))?;
+        out.write_all(&head).map_err(io_err("writing", &tmp))?;
+        for f in &m.files {
+            let p = dir.join(&f.name);
+            let mut src = File::open(&p).map_err(io_err("reading", &p))?;
+            // A kernel copy (copy_file_range) where the file systems allow.
+            let n = io::copy(&mut src, &mut out).map_err(io_err("writing", &tmp))?;
+            if n != f.size {
+                return Err(damaged(&p, "changed while it was bundled"));
+            }
+        }
+        out.sync_all().map_err(io_err("syncing", &tmp))?;
+        fs::rename(&tmp, dest).map_err(io_err("renaming into place", dest))?;
+        Ok(head.len() as u64 + size(&m))
+    })();
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    r
+}
+
+/// The version a checkpoint file claims (bytes 8..12), if it has the magic.
+pub fn file_version(path: &Path) -> Option<u32> {
+    let mut head = [0u8; 12];
+    File::open(path).ok()?.read_exact(&mut head).ok()?;
+    (&head[..8] == MAGIC).then(|| u32::from_be_bytes(head[8..12].try_into().unwrap()))
+}
+
+/// The manifest of a bundle (`write_bundle`), its frame, hash, names and total size checked;
+/// returns it with the manifest's length in bytes (where the first file starts).
+pub fn read_bundle_manifest(path: &Path) -> Result<(Manifest, u64), ArchiveError> {
+    let mut f = File::open(path).map_err(io_err("opening", path))?;
+    let size = f.metadata().map_err(io_err("reading", path))?.len();
+    let mut head = [0u8; 16];
+    if size < 16 {
+        return Err(damaged(path, "shorter than a header"));
+    }
+    f.read_exact(&mut head).map_err(io_err("reading", path))?;
+    if &head[..8] != MAGIC {
+        return Err(ArchiveError::Foreign(path.to_path_buf()));
+    }
+    let version = u32::from_be_bytes(head[8..12].try_into().unwrap());
+    if version > FORMAT {
+        return Err(ArchiveError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+        });
+    }
+    let len = u32::from_be_bytes(head[12..16].try_into().unwrap()) as u64;
+    if version != FORMAT || len > MAX_MANIFEST as u64 || size < 16 + len + 32 {
+        return Err(damaged(path, "shorter than its manifest says"));
+    }
+    let mut bytes = head.to_vec();
+    bytes.resize((16 + len + 32) as usize, 0);
+    f.read_exact(&mut bytes[16..]).map_err(io_err("reading", path))?;
+    let body = (16 + len) as usize;
+    if blake3::hash(&bytes[..body]).as_bytes() != &bytes[body..] {
+        return Err(damaged(path, "checksum mismatch"));
+    }
+    let m: Manifest = serde_json::from_slice(&bytes[16..body]).map_err(|e| damaged(path, format!("manifest: {e}")))?;
+    let mut listed = BTreeSet::new();
+    for sf in &m.files {
+        if !valid_name(&sf.name) || !listed.insert(sf.name.as_str()) || blake3::Hash::from_hex(&sf.blake3).is_err() {
+            return Err(damaged(path, format!("lists {:?}", sf.name)));
+        }
+    }
+    if m.format != FORMAT || m.files.len() > MAX_FILES || !listed.contains("fs.tar") {
+        return Err(damaged(path, "not a format 2 manifest"));
+    }
+    let want = m
+        .files
+        .iter()
+        .try_fold(bytes.len() as u64, |acc, f| acc.checked_add(f.size))
+        .ok_or_else(|| damaged(path, "sizes do not fit"))?;
+    if want != size {
+        return Err(damaged(
+            path,
+            format!("{size} bytes where its manifest says {want}: truncated or damaged"),
+        ));
+    }
+    Ok((m, bytes.len() as u64))
+}
+
+/// Unpacks a bundle into `into` (made here), a checkpoint directory then: its manifest and
+/// files as written. Nothing is hashed here but the manifest: the directory is checked as any
+/// other before it is used (`read_manifest`, `verify`, `PageCheck`).
+pub fn unbundle(path: &Path, into: &Path) -> Result<Manifest, ArchiveError> {
+    let (m, start) = read_bundle_manifest(path)?;
+    fs::create_dir_all(into.join("images")).map_err(io_err("creating", into))?;
+    let mut src = File::open(path).map_err(io_err("opening", path))?;
+    let mut head = vec![0u8; start as usize];
+    src.read_exact(&mut head).map_err(io_err("reading", path))?;
+    fs::write(into.join(MANIFEST), &head).map_err(io_err("writing", into))?;
+    for f in &m.files {
+        let p = into.join(&f.name);
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+            .map_err(io_err("creating", &p))?;
+        let n = io::copy(&mut (&mut src).take(f.size), &mut out).map_err(io_err("writing", &p))?;
+        if n != f.size {
+            return Err(damaged(path, "truncated"));
+        }
+    }
+    Ok(m)
+}
+
 /// Checks the hashes of the listed files `which` selects (on every core).
 pub fn verify(dir: &Path, m: &Manifest, which: impl Fn(&str) -> bool) -> Result<(), ArchiveError> {
     verify_cancellable(dir, m, which, &AtomicBool::new(false))
@@ -668,6 +797,52 @@ mod tests {
             (fs::metadata(&p).unwrap().ino(), 16 << 16, blake3::hash(&whole))
         );
         assert_eq!(seen.len(), 1);
+    }
+
+    #[test]
+    fn a_bundle_unpacks_to_the_same_directory_and_damage_is_found() {
+        let d = tempfile::tempdir().unwrap();
+        let m = dump(&d.path().join("dir"));
+        let file = d.path().join("x.ckpt");
+        let size = write_bundle(&d.path().join("dir"), &file).unwrap();
+        assert_eq!(size, fs::metadata(&file).unwrap().len());
+        assert_eq!(file_version(&file), Some(FORMAT));
+        assert_eq!(read_bundle_manifest(&file).unwrap().0, m);
+        let out = d.path().join("out");
+        assert_eq!(unbundle(&file, &out).unwrap(), m);
+        assert_eq!(read_manifest(&out).unwrap(), m);
+        verify(&out, &m, |_| true).unwrap();
+        PageCheck::start(&out, &m).wait().unwrap();
+        let bytes = fs::read(&file).unwrap();
+        // Truncated, or a byte more: the sizes do not fit. A flipped manifest byte: its hash.
+        // A flipped file byte: that file's hash, once unpacked.
+        for (name, b) in [
+            ("cut", bytes[..bytes.len() - 1].to_vec()),
+            ("long", [bytes.clone(), vec![0]].concat()),
+            ("manifest", {
+                let mut b = bytes.clone();
+                b[40] ^= 1;
+                b
+            }),
+        ] {
+            let f = d.path().join(name);
+            fs::write(&f, &b).unwrap();
+            assert!(
+                matches!(read_bundle_manifest(&f), Err(ArchiveError::Damaged { .. })),
+                "{name}"
+            );
+            assert!(unbundle(&f, &d.path().join(format!("{name}.d"))).is_err(), "{name}");
+        }
+        let mut b = bytes.clone();
+        let last = b.len() - 10;
+        b[last] ^= 1;
+        let f = d.path().join("flipped");
+        fs::write(&f, &b).unwrap();
+        let out = d.path().join("flipped.d");
+        let m2 = unbundle(&f, &out).unwrap();
+        assert!(verify(&out, &m2, |n| !is_pages(n)).is_err() || PageCheck::start(&out, &m2).wait().is_err());
+        fs::write(&f, b"FERRYCKP\0\0\0\x07").unwrap();
+        assert!(read_bundle_manifest(&f).is_err());
     }
 
     #[test]

@@ -902,7 +902,7 @@ impl Runtime {
         };
         // A checkpoint in vz/dump is CRIU's images as written (format 2): the pages are hashed
         // as CRIU writes them.
-        let follower = opts.dumpfile.is_none().then(|| directory::Follower::start(&images));
+        let follower = Some(directory::Follower::start(&images));
         if let Err(mut e) = criu.dump(&images, dump_opts, &mut at_post_dump) {
             if let CriuError::Failed { msg, log_errors, .. } = &mut e {
                 let rlimit = msg
@@ -977,10 +977,13 @@ impl Runtime {
             files: Vec::new(),
         };
         let (dest, written) = match &opts.dumpfile {
-            // One self-contained file (format 1: compressed, to be carried elsewhere).
+            // One self-contained file: the sealed directory bundled (format 2, nothing
+            // compressed: the pages are CRIU's, hashed as it wrote them).
             Some(file) => (
                 file.clone(),
-                archive::write(file, &manifest, &work).map_err(|e| CheckpointError::Archive(ctid, e)),
+                directory::seal(&work, &mut manifest, follower)
+                    .and_then(|_| directory::write_bundle(&work, file))
+                    .map_err(|e| CheckpointError::Archive(ctid, e)),
             ),
             // A directory CRIU restores from in place (format 2), with its snapshot list beside.
             None => {
@@ -1273,7 +1276,12 @@ impl Runtime {
             }
             // Its frame and manifest now; the whole of it is hashed as the restore below
             // unpacks it, and a mismatch there removes what this made.
-            let m = archive::inspect(dumpfile).map_err(arch)?;
+            let m = if directory::file_version(dumpfile) == Some(directory::FORMAT) {
+                directory::read_bundle_manifest(dumpfile).map(|(m, _)| m)
+            } else {
+                archive::inspect(dumpfile)
+            }
+            .map_err(arch)?;
             if m.fs.level != 0 {
                 return Err(bad(format!(
                     "{} is a delta of a checkpoint chain, not a standalone archive (vzctl chkpnt --dumpfile writes those)",
@@ -1363,19 +1371,42 @@ impl Runtime {
         if self.run_state(ctid)?.is_some() {
             return Err(RuntimeError::Running(ctid).into());
         }
+        let work = self.dump_dir(ctid).join(format!(".restore-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&work);
+        let r = self.restore_in(ctid, &ct, opts, &work);
+        let _ = fs::remove_dir_all(&work);
+        r
+    }
+
+    fn restore_in(
+        &self,
+        ctid: Ctid,
+        ct: &crate::host::Container,
+        opts: &RestoreOptions,
+        work: &Path,
+    ) -> Result<RunState> {
+        // A format 2 file (`--dumpfile`) becomes a checkpoint directory in the work directory
+        // first, checked from there as any other.
+        let unbundled;
+        let opts = match &opts.dumpfile {
+            Some(f) if !f.is_dir() && directory::file_version(f) == Some(directory::FORMAT) => {
+                let dir = work.join("bundle");
+                directory::unbundle(f, &dir).map_err(|e| CheckpointError::Archive(ctid, e))?;
+                unbundled = RestoreOptions {
+                    dumpfile: Some(dir),
+                    ..opts.clone()
+                };
+                &unbundled
+            }
+            _ => opts,
+        };
         // Everything is checked before anything changes.
         let chain = self.chain(ctid, opts)?;
         let (target_path, manifest) = chain.last().cloned().unwrap();
         tracing::debug!(ctid = %ctid, "restore: the chain read");
         let criu = self.criu().map_err(|e| CheckpointError::Criu(ctid, e))?;
         tracing::debug!(ctid = %ctid, "restore: CRIU found");
-        let io = |what: String| move |source| CheckpointError::Io { ctid, what, source };
-        let work = self.dump_dir(ctid).join(format!(".restore-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&work);
-        let r = self.restore_from(ctid, &ct, &criu, &chain, &target_path, &manifest, &work, opts);
-        let _ = fs::remove_dir_all(&work);
-        let _ = io;
-        r
+        self.restore_from(ctid, ct, &criu, &chain, &target_path, &manifest, work, opts)
     }
 
     #[allow(clippy::too_many_arguments)]
