@@ -1051,5 +1051,16 @@ fn a_restore_onto_changed_files_rolls_back_only_what_differs() {
         tar(2),
         tar(0)
     );
+
+    // A --dumpfile restored onto the same container, one file changed since: only that file.
+    let file = lab.base.join("112.ckpt");
+    vz_ok(&lab, &["chkpnt", "112", "--dumpfile", file.to_str().unwrap()]);
+    let before = inodes(&private);
+    let c1 = ino("srv/c");
+    std::fs::write(p("srv/c"), "v4\n").unwrap();
+    let o = vz(&lab, &["restore", "112", "--dumpfile", file.to_str().unwrap()]);
+    assert!(o.code == 0 && !o.stderr.contains("WARN"), "{o:?}");
+    assert_eq!((read("srv/c"), ino("srv/c")), ("v2\n".into(), c1));
+    moved(&before, &inodes(&private));
     vz_ok(&lab, &["stop", "112", "--fast"]);
 }

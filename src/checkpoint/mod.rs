@@ -864,16 +864,15 @@ impl Runtime {
         }
         args.push(".");
         let mut snap = None;
-        // A checkpoint in vz/dump also records the private area's entries as the snapshot saw
-        // them (fs.entries, stamp.rs), and their stamp: a restore onto the same files leaves
-        // them alone, one onto changed files rolls back only what differs (rollback.rs).
-        let stamping = opts.dumpfile.is_none();
+        // A checkpoint also records the private area's entries as the snapshot saw them
+        // (fs.entries, stamp.rs), and their stamp: a restore onto the same files leaves them
+        // alone, one onto changed files rolls back only what differs (rollback.rs).
         let mut fs_stamp = None;
         let tree = ct.tree().to_path_buf();
         let entries_file = work.join("fs.entries");
         let mut snapshot = |snap: &mut Option<Result<()>>| {
             let mut r = tar(ctid, &args, "snapshotting the private area");
-            if r.is_ok() && stamping {
+            if r.is_ok() {
                 r = stamp::walk(&tree)
                     .map(|e| stamp::encode(&e))
                     .and_then(|enc| {
@@ -1178,9 +1177,10 @@ impl Runtime {
 
     /// Rolls the private area back from the entries the checkpoint recorded (`fs.entries`),
     /// changing only what differs (`rollback`), or nothing where its stamp matches. False
-    /// where that cannot be done (a `--dumpfile`, a format 1 checkpoint in the chain, no
-    /// entries) or its result does not match the entries: the caller extracts the whole
-    /// chain instead.
+    /// where that cannot be done (a format 1 checkpoint in the chain, no entries) or its
+    /// result does not match the entries: the caller extracts the whole chain instead. A
+    /// `--dumpfile` restored onto another tree (another host's) differs in every inode: each
+    /// name is made anew from it, and what the tree held beside is removed.
     #[allow(clippy::too_many_arguments)]
     fn roll_back_in_place(
         &self,
@@ -1190,10 +1190,9 @@ impl Runtime {
         target: &Path,
         manifest: &Manifest,
         work: &Path,
-        opts: &RestoreOptions,
     ) -> bool {
         let has_entries = manifest.files.iter().any(|f| f.name == "fs.entries");
-        if opts.dumpfile.is_some() || !has_entries || chain.iter().any(|(p, _)| !p.is_dir()) {
+        if !has_entries || chain.iter().any(|(p, _)| !p.is_dir()) {
             return false;
         }
         // Checked with the rest of the checkpoint before anything changed.
@@ -1482,7 +1481,7 @@ impl Runtime {
             self.mount_root(ct)?;
         }
         step("root mounted");
-        let chain = if self.roll_back_in_place(ctid, ct, chain, target, manifest, work, opts) {
+        let chain = if self.roll_back_in_place(ctid, ct, chain, target, manifest, work) {
             &[][..]
         } else {
             chain
