@@ -1344,6 +1344,7 @@ impl Runtime {
             }
             r.map(|_| (private, conf_path))?
         };
+        tracing::debug!(ctid = %ctid, "import: the container made");
         let restored = self.restore(
             ctid,
             &RestoreOptions {
@@ -1391,6 +1392,7 @@ impl Runtime {
             Some(f) if !f.is_dir() && directory::file_version(f) == Some(directory::FORMAT) => {
                 let dir = work.join("bundle");
                 directory::unbundle(f, &dir).map_err(|e| CheckpointError::Archive(ctid, e))?;
+                tracing::debug!(ctid = %ctid, "restore: the file unpacked into a checkpoint directory");
                 unbundled = RestoreOptions {
                     dumpfile: Some(dir),
                     ..opts.clone()
