@@ -322,6 +322,50 @@ fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), ArchiveError> {
     f.sync_all().map_err(io_err("syncing", &path))
 }
 
+/// Parses a sealed manifest at the start of `bytes` (magic, version, length, JSON, BLAKE3):
+/// its frame, hash and every name it lists (`fs.tar` among them, none twice, each hash well
+/// formed). Returns it with the bytes it took.
+fn parse_sealed(path: &Path, bytes: &[u8]) -> Result<(Manifest, usize), ArchiveError> {
+    if bytes.len() < 8 || &bytes[..8] != MAGIC {
+        return Err(ArchiveError::Foreign(path.to_path_buf()));
+    }
+    if bytes.len() < 16 + 32 {
+        return Err(damaged(path, "shorter than a header"));
+    }
+    let version = u32::from_be_bytes(bytes[8..12].try_into().unwrap());
+    if version > FORMAT {
+        return Err(ArchiveError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+        });
+    }
+    let len = u32::from_be_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    if version != FORMAT || len > MAX_MANIFEST as usize || bytes.len() < 16 + len + 32 {
+        return Err(damaged(path, "shorter than its manifest says"));
+    }
+    if blake3::hash(&bytes[..16 + len]).as_bytes() != &bytes[16 + len..16 + len + 32] {
+        return Err(damaged(path, "checksum mismatch"));
+    }
+    let m: Manifest =
+        serde_json::from_slice(&bytes[16..16 + len]).map_err(|e| damaged(path, format!("manifest: {e}")))?;
+    if m.format != FORMAT || m.files.len() > MAX_FILES {
+        return Err(damaged(path, "not a format 2 manifest"));
+    }
+    let mut listed = BTreeSet::new();
+    for f in &m.files {
+        if !valid_name(&f.name) || !listed.insert(f.name.as_str()) {
+            return Err(damaged(path, format!("lists {:?}", f.name)));
+        }
+        if f.blake3.len() != 64 || blake3::Hash::from_hex(&f.blake3).is_err() {
+            return Err(damaged(path, format!("the hash of {}", f.name)));
+        }
+    }
+    if !listed.contains("fs.tar") {
+        return Err(damaged(path, "lists no fs.tar"));
+    }
+    Ok((m, 16 + len + 32))
+}
+
 /// Reads and checks a checkpoint directory's manifest: its frame and hash, every name it
 /// lists, and that each listed file is there, a plain file of the listed size, with nothing
 /// else beside them. The files' contents are checked by [`verify`] and [`PageCheck`].
@@ -332,36 +376,11 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, ArchiveError> {
         return Err(damaged(&path, "not a checkpoint manifest"));
     }
     let bytes = fs::read(&path).map_err(io_err("reading", &path))?;
-    if bytes.len() < 8 || &bytes[..8] != MAGIC {
-        return Err(ArchiveError::Foreign(path));
-    }
-    if bytes.len() < 16 + 32 {
-        return Err(damaged(&path, "shorter than a header"));
-    }
-    let version = u32::from_be_bytes(bytes[8..12].try_into().unwrap());
-    if version > FORMAT {
-        return Err(ArchiveError::TooNew { path, found: version });
-    }
-    let len = u32::from_be_bytes(bytes[12..16].try_into().unwrap()) as usize;
-    if version != FORMAT || 16 + len + 32 != bytes.len() {
+    let (m, used) = parse_sealed(&path, &bytes)?;
+    if used != bytes.len() {
         return Err(damaged(&path, "sizes do not fit"));
     }
-    if blake3::hash(&bytes[..16 + len]).as_bytes() != &bytes[16 + len..] {
-        return Err(damaged(&path, "checksum mismatch"));
-    }
-    let m: Manifest =
-        serde_json::from_slice(&bytes[16..16 + len]).map_err(|e| damaged(&path, format!("manifest: {e}")))?;
-    if m.format != FORMAT || m.files.len() > MAX_FILES {
-        return Err(damaged(&path, "not a format 2 manifest"));
-    }
-    let mut listed = BTreeSet::new();
     for f in &m.files {
-        if !valid_name(&f.name) || !listed.insert(f.name.as_str()) {
-            return Err(damaged(&path, format!("lists {:?}", f.name)));
-        }
-        if f.blake3.len() != 64 || blake3::Hash::from_hex(&f.blake3).is_err() {
-            return Err(damaged(&path, format!("the hash of {}", f.name)));
-        }
         let p = dir.join(&f.name);
         match fs::symlink_metadata(&p) {
             Ok(md) if md.is_file() && md.len() == f.size => {}
@@ -376,9 +395,7 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, ArchiveError> {
             Err(e) => return Err(io_err("reading", &p)(e)),
         }
     }
-    if !listed.contains("fs.tar") {
-        return Err(damaged(&path, "lists no fs.tar"));
-    }
+    let listed: BTreeSet<&str> = m.files.iter().map(|f| f.name.as_str()).collect();
     let images = dir.join("images");
     for e in fs::read_dir(&images).map_err(io_err("reading", &images))? {
         let e = e.map_err(io_err("reading", &images))?;
@@ -444,46 +461,20 @@ pub fn file_version(path: &Path) -> Option<u32> {
 pub fn read_bundle_manifest(path: &Path) -> Result<(Manifest, u64), ArchiveError> {
     let mut f = File::open(path).map_err(io_err("opening", path))?;
     let size = f.metadata().map_err(io_err("reading", path))?.len();
-    let mut head = [0u8; 16];
-    if size < 16 {
-        return Err(damaged(path, "shorter than a header"));
+    // The head says how long the manifest is: read that much (bounded), then parse it all.
+    let mut bytes = vec![0u8; size.min(16) as usize];
+    f.read_exact(&mut bytes).map_err(io_err("reading", path))?;
+    if bytes.len() == 16 && &bytes[..8] == MAGIC {
+        let len = u32::from_be_bytes(bytes[12..16].try_into().unwrap()).min(MAX_MANIFEST) as u64;
+        let want = (16 + len + 32).min(size) as usize;
+        bytes.resize(want, 0);
+        f.read_exact(&mut bytes[16..]).map_err(io_err("reading", path))?;
     }
-    f.read_exact(&mut head).map_err(io_err("reading", path))?;
-    if &head[..8] != MAGIC {
-        return Err(ArchiveError::Foreign(path.to_path_buf()));
-    }
-    let version = u32::from_be_bytes(head[8..12].try_into().unwrap());
-    if version > FORMAT {
-        return Err(ArchiveError::TooNew {
-            path: path.to_path_buf(),
-            found: version,
-        });
-    }
-    let len = u32::from_be_bytes(head[12..16].try_into().unwrap()) as u64;
-    if version != FORMAT || len > MAX_MANIFEST as u64 || size < 16 + len + 32 {
-        return Err(damaged(path, "shorter than its manifest says"));
-    }
-    let mut bytes = head.to_vec();
-    bytes.resize((16 + len + 32) as usize, 0);
-    f.read_exact(&mut bytes[16..]).map_err(io_err("reading", path))?;
-    let body = (16 + len) as usize;
-    if blake3::hash(&bytes[..body]).as_bytes() != &bytes[body..] {
-        return Err(damaged(path, "checksum mismatch"));
-    }
-    let m: Manifest = serde_json::from_slice(&bytes[16..body]).map_err(|e| damaged(path, format!("manifest: {e}")))?;
-    let mut listed = BTreeSet::new();
-    for sf in &m.files {
-        if !valid_name(&sf.name) || !listed.insert(sf.name.as_str()) || blake3::Hash::from_hex(&sf.blake3).is_err() {
-            return Err(damaged(path, format!("lists {:?}", sf.name)));
-        }
-    }
-    if m.format != FORMAT || m.files.len() > MAX_FILES || !listed.contains("fs.tar") {
-        return Err(damaged(path, "not a format 2 manifest"));
-    }
+    let (m, used) = parse_sealed(path, &bytes)?;
     let want = m
         .files
         .iter()
-        .try_fold(bytes.len() as u64, |acc, f| acc.checked_add(f.size))
+        .try_fold(used as u64, |acc, f| acc.checked_add(f.size))
         .ok_or_else(|| damaged(path, "sizes do not fit"))?;
     if want != size {
         return Err(damaged(
@@ -491,7 +482,7 @@ pub fn read_bundle_manifest(path: &Path) -> Result<(Manifest, u64), ArchiveError
             format!("{size} bytes where its manifest says {want}: truncated or damaged"),
         ));
     }
-    Ok((m, bytes.len() as u64))
+    Ok((m, used as u64))
 }
 
 /// Unpacks a bundle into `into` (made here), a checkpoint directory then: its manifest and

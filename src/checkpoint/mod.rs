@@ -899,8 +899,8 @@ impl Runtime {
                 .map_err(|e| e.to_string())
                 .map(|_| ())
         };
-        // A checkpoint in vz/dump is CRIU's images as written (format 2): the pages are hashed
-        // as CRIU writes them.
+        // A checkpoint is CRIU's images as written (format 2): the pages are hashed as CRIU
+        // writes them.
         let follower = Some(directory::Follower::start(&images));
         if let Err(mut e) = criu.dump(&images, dump_opts, &mut at_post_dump) {
             if let CriuError::Failed { msg, log_errors, .. } = &mut e {
@@ -1507,19 +1507,8 @@ impl Runtime {
             };
             let f = fs_tar.display().to_string();
             self.unlink_stale_links(ctid, ct.tree(), &f).map_err(undo_mount)?;
-            let mut args = vec![
-                "--overwrite",
-                "--numeric-owner",
-                "--same-owner",
-                "--same-permissions",
-                "--xattrs",
-                "--xattrs-include=*",
-                "--acls",
-                "-C",
-                &root,
-                "-xf",
-                &f,
-            ];
+            let mut args = rollback::EXTRACT_IN_PLACE.to_vec();
+            args.extend(["-C", &root, "-xf", &f]);
             if m.fs.level > 0 || chain.len() > 1 || opts.dumpfile.is_none() {
                 args.push("--listed-incremental=/dev/null");
             }

@@ -14,6 +14,18 @@ use std::process::{Command, Stdio};
 
 use super::stamp::{self, Entry};
 
+/// How a snapshot is extracted over a private area: in place (an existing file rewritten
+/// through its own inode), with its numeric owners, modes, extended attributes and ACLs.
+pub const EXTRACT_IN_PLACE: [&str; 7] = [
+    "--overwrite",
+    "--numeric-owner",
+    "--same-owner",
+    "--same-permissions",
+    "--xattrs",
+    "--xattrs-include=*",
+    "--acls",
+];
+
 /// What a rollback does.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {
@@ -121,19 +133,8 @@ fn extract(tree: &Path, a: &Path, list: &Path) -> Result<(), String> {
         .current_dir(tree)
         .arg("-C")
         .arg(tree)
-        .args([
-            "--overwrite",
-            "--numeric-owner",
-            "--same-owner",
-            "--same-permissions",
-            "--xattrs",
-            "--xattrs-include=*",
-            "--acls",
-            "--no-recursion",
-            "--null",
-            "--verbatim-files-from",
-            "-T",
-        ])
+        .args(EXTRACT_IN_PLACE)
+        .args(["--no-recursion", "--null", "--verbatim-files-from", "-T"])
         .arg(list)
         .arg("-xf")
         .arg(a)
