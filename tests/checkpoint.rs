@@ -1064,3 +1064,42 @@ fn a_restore_onto_changed_files_rolls_back_only_what_differs() {
     moved(&before, &inodes(&private));
     vz_ok(&lab, &["stop", "112", "--fast"]);
 }
+
+/// What an interrupted checkpoint or restore left in the container's dump directory (a work
+/// directory with its memory, a snapshot list not yet named) is removed by the next one; a
+/// migration's work directory there is not touched, and the checkpoints stay.
+#[test]
+fn leftovers_of_an_interrupted_checkpoint_are_removed_by_the_next() {
+    let lab = lab("lo");
+    vz_ok(&lab, &["create", "113"]);
+    vz_ok(&lab, &["start", "113"]);
+    vz_ok(&lab, &["chkpnt", "113", "--keep-running"]);
+    let dump = lab.host("hostA").root.join("vz/dump/113");
+    let planted = [
+        dump.join(".work-20000101-000000/images"),
+        dump.join(".restore-999999/images"),
+    ];
+    for d in &planted {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("pages-1.img"), vec![7u8; 4096]).unwrap();
+    }
+    std::fs::write(dump.join(".20000101-000000.snar"), b"x").unwrap();
+    std::fs::create_dir_all(dump.join(".incoming-4242")).unwrap();
+    vz_ok(&lab, &["chkpnt", "113", "--keep-running"]);
+    for d in &planted {
+        assert!(!d.parent().unwrap().exists(), "{} is still there", d.display());
+    }
+    assert!(!dump.join(".20000101-000000.snar").exists());
+    assert!(
+        dump.join(".incoming-4242").exists(),
+        "a migration's work directory was removed"
+    );
+    let list: serde_json::Value = serde_json::from_str(&vz_ok(&lab, &["checkpoints", "113", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    // And by a restore.
+    std::fs::create_dir_all(&planted[1]).unwrap();
+    vz_ok(&lab, &["stop", "113", "--fast"]);
+    vz_ok(&lab, &["restore", "113"]);
+    assert!(!planted[1].parent().unwrap().exists());
+    vz_ok(&lab, &["stop", "113", "--fast"]);
+}

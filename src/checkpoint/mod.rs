@@ -764,6 +764,7 @@ impl Runtime {
     /// Checkpoints a running container.
     pub fn chkpnt(&self, ctid: Ctid, opts: &ChkpntOptions) -> Result<CheckpointInfo> {
         let _lock = self.lock(ctid)?;
+        self.clear_leftovers(ctid);
         let ct = self.existing(ctid)?;
         let st = self.run_state(ctid)?.ok_or(RuntimeError::NotRunning(ctid))?;
         let criu = self.criu().map_err(|e| CheckpointError::Criu(ctid, e))?;
@@ -1021,6 +1022,31 @@ impl Runtime {
             parent: manifest.fs.parent,
             keep_running: opts.keep_running,
         })
+    }
+
+    /// Removes what an interrupted checkpoint or restore of the container left in its dump
+    /// directory (a work directory holding its memory, a snapshot list not yet named). Called
+    /// with the container's lock held, so none of it is in use.
+    fn clear_leftovers(&self, ctid: Ctid) {
+        let Ok(rd) = fs::read_dir(self.dump_dir(ctid)) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let r = if name.starts_with(".work-") || name.starts_with(".restore-") {
+                fs::remove_dir_all(e.path())
+            } else if name.starts_with('.') && name.ends_with(".snar") {
+                fs::remove_file(e.path())
+            } else {
+                continue;
+            };
+            match r {
+                Ok(()) => tracing::info!(ctid = %ctid, "removed {name}, left by an interrupted checkpoint or restore"),
+                Err(err) => {
+                    tracing::warn!(ctid = %ctid, "removing {name}, left by an interrupted checkpoint or restore: {err}")
+                }
+            }
+        }
     }
 
     /// Where CRIU's word on this host's CPU is kept, and the key of this boot and this CRIU
@@ -1367,6 +1393,7 @@ impl Runtime {
     pub fn restore(&self, ctid: Ctid, opts: &RestoreOptions) -> Result<RunState> {
         tracing::debug!(ctid = %ctid, "restore: begins");
         let _lock = self.lock(ctid)?;
+        self.clear_leftovers(ctid);
         let ct = self.existing(ctid)?;
         if self.run_state(ctid)?.is_some() {
             return Err(RuntimeError::Running(ctid).into());
