@@ -184,6 +184,22 @@ pub fn write(dest: &Path, manifest: &Manifest, work: &Path) -> Result<u64, Archi
     r
 }
 
+/// The format version a checkpoint's head (at least its first 12 bytes) claims, for either
+/// form: another magic is not a checkpoint, a version newer than this ferry reads is refused.
+pub(super) fn claimed_version(path: &Path, head: &[u8]) -> Result<u32, ArchiveError> {
+    if head.len() < 12 || &head[..8] != MAGIC {
+        return Err(ArchiveError::Foreign(path.to_path_buf()));
+    }
+    let version = u32::from_be_bytes(head[8..12].try_into().unwrap());
+    if version > NEWEST_FORMAT {
+        return Err(ArchiveError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+        });
+    }
+    Ok(version)
+}
+
 /// Reads the header and manifest without checking the hash (for listings).
 pub fn read_manifest(path: &Path) -> Result<(Manifest, u64, u64), ArchiveError> {
     let mut f = File::open(path).map_err(io_err("opening", path))?;
@@ -208,13 +224,7 @@ pub fn read_manifest(path: &Path) -> Result<(Manifest, u64, u64), ArchiveError> 
     if &head[..8] != MAGIC {
         return Err(ArchiveError::Foreign(path.to_path_buf()));
     }
-    let version = u32::from_be_bytes(head[8..12].try_into().unwrap());
-    if version > NEWEST_FORMAT {
-        return Err(ArchiveError::TooNew {
-            path: path.to_path_buf(),
-            found: version,
-        });
-    }
+    let version = claimed_version(path, &head)?;
     if version != FORMAT_VERSION {
         return Err(damaged(&format!("format version {version} is not a checkpoint file")));
     }
@@ -282,13 +292,7 @@ fn check_frame(path: &Path) -> Result<(), ArchiveError> {
     if size < HEADER {
         return Err(damaged("shorter than a header"));
     }
-    let version = u32::from_be_bytes(head[8..12].try_into().unwrap());
-    if version > NEWEST_FORMAT {
-        return Err(ArchiveError::TooNew {
-            path: path.to_path_buf(),
-            found: version,
-        });
-    }
+    let version = claimed_version(path, &head)?;
     let mlen = u32::from_be_bytes(head[12..16].try_into().unwrap()) as u64;
     if version != FORMAT_VERSION || mlen > MAX_MANIFEST as u64 || size > MAX_ARCHIVE || size < HEADER + mlen + TRAILER {
         return Err(damaged("sizes do not fit"));

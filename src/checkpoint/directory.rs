@@ -332,13 +332,7 @@ fn parse_sealed(path: &Path, bytes: &[u8]) -> Result<(Manifest, usize), ArchiveE
     if bytes.len() < 16 + 32 {
         return Err(damaged(path, "shorter than a header"));
     }
-    let version = u32::from_be_bytes(bytes[8..12].try_into().unwrap());
-    if version > FORMAT {
-        return Err(ArchiveError::TooNew {
-            path: path.to_path_buf(),
-            found: version,
-        });
-    }
+    let version = super::archive::claimed_version(path, bytes)?;
     let len = u32::from_be_bytes(bytes[12..16].try_into().unwrap()) as usize;
     if version != FORMAT || len > MAX_MANIFEST as usize || bytes.len() < 16 + len + 32 {
         return Err(damaged(path, "shorter than its manifest says"));
