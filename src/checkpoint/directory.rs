@@ -93,12 +93,15 @@ fn hash_file(path: &Path, cancel: &AtomicBool) -> io::Result<(u64, blake3::Hash)
     }
 }
 
-/// Hashes `paths` on every core (one file per worker at a time); results in the same order.
-fn hash_all(paths: &[PathBuf], cancel: &AtomicBool) -> Vec<io::Result<(u64, blake3::Hash)>> {
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(paths.len().max(1));
+/// Every core: what hashing that nothing waits beside may use.
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Hashes `paths` on `workers` threads (one file per worker at a time); results in the same
+/// order.
+fn hash_all(paths: &[PathBuf], cancel: &AtomicBool, workers: usize) -> Vec<io::Result<(u64, blake3::Hash)>> {
+    let workers = workers.clamp(1, paths.len().max(1));
     let next = AtomicUsize::new(0);
     let mut out: Vec<Option<io::Result<(u64, blake3::Hash)>>> = (0..paths.len()).map(|_| None).collect();
     let results = std::sync::Mutex::new(&mut out);
@@ -259,7 +262,7 @@ pub fn seal(work: &Path, manifest: &mut Manifest, follower: Option<Follower>) ->
     }
     let paths: Vec<PathBuf> = todo.iter().map(|(_, p)| p.clone()).collect();
     let cancel = AtomicBool::new(false);
-    for ((i, p), r) in todo.iter().zip(hash_all(&paths, &cancel)) {
+    for ((i, p), r) in todo.iter().zip(hash_all(&paths, &cancel, cores())) {
         let (size, hash) = r.map_err(io_err("hashing", p))?;
         sealed[*i] = Some(SealedFile {
             name: names[*i].clone(),
@@ -506,7 +509,7 @@ pub fn unbundle(path: &Path, into: &Path) -> Result<Manifest, ArchiveError> {
 
 /// Checks the hashes of the listed files `which` selects (on every core).
 pub fn verify(dir: &Path, m: &Manifest, which: impl Fn(&str) -> bool) -> Result<(), ArchiveError> {
-    verify_cancellable(dir, m, which, &AtomicBool::new(false))
+    verify_cancellable(dir, m, which, &AtomicBool::new(false), cores())
 }
 
 fn verify_cancellable(
@@ -514,10 +517,11 @@ fn verify_cancellable(
     m: &Manifest,
     which: impl Fn(&str) -> bool,
     cancel: &AtomicBool,
+    workers: usize,
 ) -> Result<(), ArchiveError> {
     let files: Vec<&SealedFile> = m.files.iter().filter(|f| which(&f.name)).collect();
     let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(&f.name)).collect();
-    for ((f, p), r) in files.iter().zip(&paths).zip(hash_all(&paths, cancel)) {
+    for ((f, p), r) in files.iter().zip(&paths).zip(hash_all(&paths, cancel, workers)) {
         let (size, hash) = r.map_err(io_err("reading", p))?;
         if size != f.size || hash.to_hex().as_str() != f.blake3 {
             return Err(damaged(p, "checksum mismatch"));
@@ -551,7 +555,8 @@ pub fn link_images(dir: &Path, m: &Manifest, into: &Path) -> Result<(), ArchiveE
 
 /// The pages images' hashes, checked in the background while CRIU reads them: a restore
 /// waits for [`PageCheck::wait`] before the restored processes may run, and kills them if it
-/// fails.
+/// fails. One thread: CRIU restores the processes on the other cores meanwhile (on two
+/// cores, a second hashing thread made the restore slower, not the check sooner).
 pub struct PageCheck {
     cancel: Arc<AtomicBool>,
     outcome: Option<Outcome>,
@@ -568,7 +573,7 @@ impl PageCheck {
         let (c, d, mm) = (cancel.clone(), dir.to_path_buf(), m.clone());
         let outcome = match std::thread::Builder::new()
             .name("ckpt-verify".into())
-            .spawn(move || verify_cancellable(&d, &mm, is_pages, &c))
+            .spawn(move || verify_cancellable(&d, &mm, is_pages, &c, 1))
         {
             Ok(h) => Outcome::Pending(h),
             // No thread to spare: checked now, before CRIU reads anything.

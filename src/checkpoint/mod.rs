@@ -449,7 +449,7 @@ pub fn dump_blockers(
 impl Runtime {
     /// CRIU, with the deadline of one request from `CRIU_TIMEOUT` (seconds) in vz.conf.
     pub fn criu(&self) -> std::result::Result<Criu, CriuError> {
-        let mut c = Criu::locate()?;
+        let mut c = Criu::locate_cached(&self.host.layout.run_dir().join("criu-version"))?;
         let secs = self.host.setting("CRIU_TIMEOUT", "").trim().parse::<u64>().ok();
         if let Some(secs) = secs.filter(|s| *s > 0) {
             c.deadline = Duration::from_secs(secs);
@@ -663,7 +663,8 @@ impl Runtime {
         let mut st = self.run_state(ctid)?.ok_or(RuntimeError::NotRunning(ctid))?;
         let ips = crate::net::parse_ip_list(ct.get("IP_ADDRESS").unwrap_or("")).unwrap_or_default();
         let netifs = crate::net::netif::parse_netif(ct.get("NETIF").unwrap_or("")).unwrap_or_default();
-        st.net = crate::net::attach_restored(ctid.get(), &ips, &netifs, &self.host_net())
+        // A migration's destination: every address moved here, and is announced.
+        st.net = crate::net::attach_restored(ctid.get(), &ips, &netifs, &self.host_net(), |_| false)
             .map_err(|e| RuntimeError::Net(ctid, e))?;
         // What the restored kernel tried to send while its links were down (TCP's window
         // probes at the end of the repair) left its neighbour entries unresolved, retried
@@ -1402,6 +1403,7 @@ impl Runtime {
         let _ = fs::remove_dir_all(&work);
         let r = self.restore_in(ctid, &ct, opts, &work);
         let _ = fs::remove_dir_all(&work);
+        tracing::debug!(ctid = %ctid, "restore: work directory removed");
         r
     }
 
@@ -1648,10 +1650,26 @@ impl Runtime {
         drop(master);
         let ips = crate::net::parse_ip_list(ct.get("IP_ADDRESS").unwrap_or("")).unwrap_or_default();
         let netifs = crate::net::netif::parse_netif(ct.get("NETIF").unwrap_or("")).unwrap_or_default();
-        // The addresses were blackholed at checkpoint time; CRIU recreates the links.
+        // The addresses were blackholed at checkpoint time; CRIU recreates the links. Those
+        // the network attach below routes again, through the same uplink, keep their
+        // blackhole until then (their `replace` takes over): what reaches them meanwhile is
+        // dropped rather than answered with "unreachable".
+        let hn = self.host_net();
+        let mut stayed: Vec<std::net::IpAddr> = Vec::new();
         if let Ok(b) = fs::read(self.suspended_file(ctid)) {
             if let Ok(old) = serde_json::from_slice::<crate::net::NetState>(&b) {
-                crate::net::withdraw_all(ctid.get(), &old);
+                if attach && old.uplink.is_some() && old.uplink == hn.uplink {
+                    stayed = old
+                        .ips
+                        .iter()
+                        .filter_map(|s| crate::net::parse_ip(s).ok())
+                        .map(|a| a.addr)
+                        .filter(|a| ips.iter().any(|n| n.addr == *a))
+                        .collect();
+                }
+                crate::net::withdraw_all_but(ctid.get(), &old, |s| {
+                    crate::net::parse_ip(s).is_ok_and(|a| stayed.contains(&a.addr))
+                });
             }
         }
         // Not attached yet (a migration before its commit): the tasks stay stopped until
@@ -1774,7 +1792,6 @@ impl Runtime {
             let _ = sys::send_fd(parent_sock.as_raw_fd(), console::TAG_PIDFD, pidfd.as_raw_fd());
         }
         drop(parent_sock);
-        let hn = self.host_net();
         let pending = || crate::net::NetState {
             ips: ips.iter().map(|a| a.to_string()).collect(),
             uplink: hn.uplink.clone(),
@@ -1785,7 +1802,7 @@ impl Runtime {
             // nothing from it leaves, until `attach_network`.
             pending()
         } else {
-            match crate::net::attach_restored(ctid.get(), &ips, &netifs, &hn) {
+            match crate::net::attach_restored(ctid.get(), &ips, &netifs, &hn, |a| stayed.contains(a)) {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::warn!(ctid = %ctid, "the restored container's network: {e}");

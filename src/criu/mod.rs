@@ -159,6 +159,17 @@ impl Criu {
     /// `$FERRY_CRIU`, scripts/setup.sh's prefix, then `criu` on PATH; the first that answers
     /// with a version >= 4.2.
     pub fn locate() -> Result<Self, CriuError> {
+        Self::locate_in(None)
+    }
+
+    /// [`Criu::locate`], the version found kept in the file `cache` under the identity of the
+    /// binary (for a wrapper script, also of the files it names) and of the boot: a restore
+    /// then runs no CRIU only to ask its version. A changed binary is asked again.
+    pub fn locate_cached(cache: &Path) -> Result<Self, CriuError> {
+        Self::locate_in(Some(cache))
+    }
+
+    fn locate_in(cache: Option<&Path>) -> Result<Self, CriuError> {
         let mut tried = Vec::new();
         let mut candidates: Vec<PathBuf> = Vec::new();
         if let Some(p) = std::env::var_os("FERRY_CRIU").filter(|p| !p.is_empty()) {
@@ -178,8 +189,15 @@ impl Criu {
                 deadline: DEFAULT_DEADLINE,
                 found: None,
             };
-            match criu.version() {
-                Ok(v) if (v.0, v.1) >= MIN_VERSION => return Ok(Criu { found: Some(v), ..criu }),
+            let key = cache.and_then(|_| binary_identity(&c));
+            let cached = cache.zip(key.as_deref()).and_then(|(f, k)| cached_version(f, k));
+            match cached.map(Ok).unwrap_or_else(|| criu.version()) {
+                Ok(v) if (v.0, v.1) >= MIN_VERSION => {
+                    if let (Some(f), Some(k), None) = (cache, &key, cached) {
+                        keep_version(f, k, v);
+                    }
+                    return Ok(Criu { found: Some(v), ..criu });
+                }
                 Ok(v) => {
                     return Err(CriuError::TooOld {
                         path: c,
@@ -248,6 +266,7 @@ impl Criu {
                 Ok(())
             });
         }
+        let started = std::time::Instant::now();
         let mut child = cmd.spawn().map_err(io("starting criu swrk"))?;
         drop(theirs);
         let send = |r: &rpc::Req| -> Result<(), CriuError> {
@@ -314,6 +333,7 @@ impl Criu {
             let resp = rpc::Resp::decode(&buf[..n as usize]).map_err(CriuError::Decode)?;
             if resp.r#type == rpc::req_type::NOTIFY {
                 let script = resp.notify.as_ref().and_then(|n| n.script.clone()).unwrap_or_default();
+                tracing::debug!(script, ms = started.elapsed().as_millis() as u64, "CRIU notification");
                 let ok = notify(&script);
                 if let Err(e) = &ok {
                     tracing::warn!(script, "notification handler failed: {e}");
@@ -328,6 +348,7 @@ impl Criu {
             }
             break resp;
         };
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "CRIU answered");
         drop(ours);
         let _ = child.wait();
         Ok(resp)
@@ -523,6 +544,63 @@ impl Criu {
     }
 }
 
+/// What identifies a CRIU binary and this boot, as a hash: the file's device, inode, size and
+/// times; for a wrapper script (`#!`), also those of every absolute path it names that is a
+/// file (the loader and binary it runs). None if the file cannot be read.
+fn binary_identity(bin: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut h = blake3::Hasher::new();
+    h.update(boot_id().as_bytes());
+    let mut add = |p: &Path| -> Option<()> {
+        let m = std::fs::metadata(p).ok()?;
+        let id = [
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime() as u64,
+            m.mtime_nsec() as u64,
+            m.ctime() as u64,
+            m.ctime_nsec() as u64,
+        ];
+        h.update(p.as_os_str().as_encoded_bytes());
+        for n in id {
+            h.update(&n.to_le_bytes());
+        }
+        Some(())
+    };
+    add(bin)?;
+    let mut magic = [0u8; 2];
+    let script = std::fs::File::open(bin).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic));
+    if script.is_ok() && &magic == b"#!" {
+        let text = crate::fsutil::read_bounded(bin, 64 << 10).ok()?;
+        for word in text.split(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == ':') {
+            let p = Path::new(word);
+            if p.is_absolute() && p.is_file() {
+                add(p)?;
+            }
+        }
+    }
+    Some(h.finalize().to_hex().to_string())
+}
+
+/// The version kept for `key` in `cache`, if any.
+fn cached_version(cache: &Path, key: &str) -> Option<(i32, i32, i32)> {
+    let v: serde_json::Value = serde_json::from_str(&crate::fsutil::read_bounded(cache, 4096).ok()?).ok()?;
+    if v["key"].as_str()? != key {
+        return None;
+    }
+    let n = |i: usize| v["version"][i].as_i64().and_then(|x| i32::try_from(x).ok());
+    Some((n(0)?, n(1)?, n(2)?))
+}
+
+fn keep_version(cache: &Path, key: &str, v: (i32, i32, i32)) {
+    let body = serde_json::json!({ "key": key, "version": [v.0, v.1, v.2] });
+    if let Some(dir) = cache.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = crate::fsutil::write_atomic(cache, body.to_string().as_bytes(), 0o644);
+}
+
 /// What this host's kernel and CRIU can do, as the engine's decisions need it. Cached per boot.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HostCheck {
@@ -640,6 +718,31 @@ pub fn kernel() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cached_version_holds_only_for_the_same_binary_and_the_files_its_wrapper_names() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("criu.real");
+        std::fs::write(&real, b"\x7fELF one").unwrap();
+        let wrapper = d.path().join("criu");
+        std::fs::write(&wrapper, format!("#!/bin/sh\nexec {} \"$@\"\n", real.display())).unwrap();
+        let cache = d.path().join("run/criu-version");
+        let key = binary_identity(&wrapper).unwrap();
+        assert_eq!(cached_version(&cache, &key), None);
+        keep_version(&cache, &key, (4, 2, 1));
+        assert_eq!(cached_version(&cache, &key), Some((4, 2, 1)));
+        assert_eq!(binary_identity(&wrapper).unwrap(), key);
+        // The binary the wrapper runs changed: another key, so CRIU is asked again.
+        std::fs::remove_file(&real).unwrap();
+        std::fs::write(&real, b"\x7fELF two, longer").unwrap();
+        let key2 = binary_identity(&wrapper).unwrap();
+        assert_ne!(key2, key);
+        assert_eq!(cached_version(&cache, &key2), None);
+        // A cache file that is not ours reads as nothing.
+        std::fs::write(&cache, b"{\"key\": 7}").unwrap();
+        assert_eq!(cached_version(&cache, &key2), None);
+        assert_eq!(binary_identity(&d.path().join("missing")), None);
+    }
 
     #[test]
     fn the_harmless_rlimit_error_never_leads() {

@@ -31,6 +31,66 @@ pub fn host(args: &[&str]) -> Result<String, NetError> {
     run(c, format!("ip {}", args.join(" ")))
 }
 
+/// `ip -batch -` in this process's network namespace: several commands in one run of `ip`,
+/// each given as the words that would follow `ip` (no options: the family follows from the
+/// addresses). Stops at the first that fails, unless `force`: then every command runs and the
+/// batch fails if any did. A word with a space, quote, backslash or `#` is refused (nothing
+/// runs), since `ip` would split or cut the line there.
+pub fn batch(cmds: &[Vec<String>], force: bool) -> Result<(), NetError> {
+    use std::io::Write;
+    if cmds.is_empty() {
+        return Ok(());
+    }
+    let what = format!(
+        "ip -batch ({})",
+        cmds.iter().map(|c| c.join(" ")).collect::<Vec<_>>().join("; ")
+    );
+    let bad = |w: &String| w.is_empty() || w.chars().any(|c| c.is_whitespace() || "\"'\\#".contains(c));
+    if let Some(w) = cmds.iter().flatten().find(|w| bad(w)) {
+        return Err(NetError::Command {
+            what,
+            stderr: format!("{w:?} cannot be given to ip -batch"),
+        });
+    }
+    let mut text = String::new();
+    for c in cmds {
+        text.push_str(&c.join(" "));
+        text.push('\n');
+    }
+    let mut c = Command::new("ip");
+    if force {
+        c.arg("-force");
+    }
+    c.args(["-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let spawn = |source| NetError::Spawn {
+        what: what.clone(),
+        source,
+    };
+    let mut child = c.spawn().map_err(spawn)?;
+    // A few lines: they fit in the pipe, so writing them all before reading cannot block.
+    let wrote = child.stdin.take().map(|mut i| i.write_all(text.as_bytes()));
+    let out = child.wait_with_output().map_err(spawn)?;
+    if let Some(Err(e)) = wrote {
+        return Err(spawn(e));
+    }
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetError::Command {
+            what,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// The words of one [`batch`] command.
+pub fn words(w: &[&str]) -> Vec<String> {
+    w.iter().map(|s| s.to_string()).collect()
+}
+
 /// `bridge ARGS` in vzctl's own network namespace (iproute2's bridge tool: `ip link set ...
 /// type bridge_slave state N` is accepted and ignored by some versions).
 pub fn bridge(args: &[&str]) -> Result<String, NetError> {
@@ -82,18 +142,47 @@ pub const ANTISPOOF: &[&str] = &[
     "DROP",
 ];
 
-/// Installs the source-address rule in this network namespace if it is not there yet.
+/// Installs the source-address rule in this network namespace if it is not there yet. Both
+/// families are checked at once (two runs side by side).
 pub fn antispoof() -> Result<(), NetError> {
-    for bin in ["iptables", "ip6tables"] {
-        let with = |op: &str| {
-            let mut c = Command::new(bin);
-            c.args(["-w", "-t", "raw", op]).args(ANTISPOOF);
-            c
-        };
-        if with("-C").output().is_ok_and(|o| o.status.success()) {
+    let with = |bin: &str, op: &str| {
+        let mut c = Command::new(bin);
+        c.args(["-w", "-t", "raw", op]).args(ANTISPOOF);
+        c
+    };
+    let bins = ["iptables", "ip6tables"];
+    let checks: Vec<_> = bins
+        .iter()
+        .map(|b| {
+            with(b, "-C")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+        })
+        .collect();
+    for (bin, check) in bins.iter().zip(checks) {
+        if check.and_then(|mut c| c.wait()).is_ok_and(|s| s.success()) {
             continue;
         }
-        run(with("-I"), format!("{bin} -t raw -I {}", ANTISPOOF.join(" ")))?;
+        run(with(bin, "-I"), format!("{bin} -t raw -I {}", ANTISPOOF.join(" ")))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_refuses_words_ip_would_split_and_runs_nothing() {
+        for bad in ["a b", "a\nlink del x", "", "x#y", "q\"", "q'", "back\\slash"] {
+            let cmds = vec![words(&["link", "set", "lo", "up"]), words(&["link", "del", bad])];
+            match batch(&cmds, false) {
+                Err(NetError::Command { stderr, .. }) => assert!(stderr.contains("cannot be given"), "{stderr}"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        assert!(batch(&[], false).is_ok());
+    }
 }

@@ -293,24 +293,31 @@ pub fn del_netif(n_host_ifname: &str, state: &mut NetState) -> Result<(), NetErr
 /// Withdraws everything a container had on this host (its routes and proxy entries; its links
 /// go with its network namespace, or are deleted here if it still exists).
 pub fn withdraw_all(ctid: u32, state: &NetState) {
-    for s in &state.ips {
+    withdraw_all_but(ctid, state, |_| false)
+}
+
+/// [`withdraw_all`] but for the addresses `kept` names (its argument: the address as
+/// `state.ips` has it), whose route and proxy entry stay for a `replace` to take over. One run
+/// of `ip`, errors ignored (what is gone already is fine).
+pub fn withdraw_all_but(ctid: u32, state: &NetState, kept: impl Fn(&str) -> bool) {
+    let mut cmds = Vec::new();
+    for s in state.ips.iter().filter(|s| !kept(s)) {
         if let Ok(a) = parse_ip(s) {
-            withdraw_one(
-                &a.addr.to_string(),
-                if a.addr.is_ipv4() { 32 } else { 128 },
-                state.uplink.as_deref(),
-            );
-        }
-    }
-    for h in &state.netifs {
-        if ip::link_exists(h) {
-            let _ = ip::host(&["link", "del", h]);
+            let addr = a.addr.to_string();
+            let (_, route) = host_route(&a.addr);
+            cmds.push(ip::words(&["route", "del", &route]));
+            if let Some(u) = state.uplink.as_deref() {
+                cmds.push(ip::words(&["neigh", "del", "proxy", &addr, "dev", u]));
+            }
         }
     }
     let v = venet_host_ifname(ctid);
-    if ip::link_exists(&v) {
-        let _ = ip::host(&["link", "del", &v]);
+    for h in state.netifs.iter().chain([&v]) {
+        if ip::link_exists(h) {
+            cmds.push(ip::words(&["link", "del", h]));
+        }
     }
+    let _ = ip::batch(&cmds, true);
 }
 
 /// Parses IP_ADDRESS (space-separated).
@@ -567,12 +574,14 @@ pub fn unsuspend(ctid: u32, state: &NetState) {
 
 /// After CRIU restored a container (with its links, whose host sides CRIU created in this
 /// namespace): brings the host sides up, routes and proxies the addresses, joins bridges,
-/// announces.
+/// announces the addresses but those `stayed` names (claimed by this host through the same
+/// uplink all along: a checkpoint restored where it was taken).
 pub fn attach_restored(
     ctid: u32,
     addrs: &[IpWithPrefix],
     netifs: &[Netif],
     hn: &HostNet,
+    stayed: impl Fn(&IpAddr) -> bool,
 ) -> Result<NetState, NetError> {
     let mut state = NetState::default();
     if !addrs.is_empty() {
@@ -582,20 +591,30 @@ pub fn attach_restored(
         ip::sysctl(&format!("net/ipv4/conf/{host_if}/proxy_arp"), "1")?;
         ip::sysctl(&format!("net/ipv4/neigh/{host_if}/proxy_delay"), "0")?;
         ip::sysctl(&format!("net/ipv6/conf/{host_if}/accept_dad"), "0")?;
-        ip::host(&["link", "set", &host_if, "up"])?;
-        let _ = ip::host(&["-6", "addr", "add", "fe80::1/64", "dev", &host_if, "nodad"]);
         ip::sysctl("net/ipv4/ip_forward", "1")?;
         ip::sysctl("net/ipv6/conf/all/forwarding", "1")?;
         proxy_on(&uplink)?;
+        // One run of `ip` for the link, its IPv6 link-local address (where the link has IPv6)
+        // and each address's route and proxy entry (`replace`: over the blackhole route a
+        // checkpoint left).
+        let mut cmds = vec![ip::words(&["link", "set", &host_if, "up"])];
+        let v6 = std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{host_if}/disable_ipv6"));
+        if v6.is_ok_and(|v| v.trim() == "0") {
+            cmds.push(ip::words(&["addr", "replace", "fe80::1/64", "dev", &host_if, "nodad"]));
+        }
         for a in addrs {
             let addr = a.addr.to_string();
-            let (fam, route) = host_route(&a.addr);
-            ip::host(&[fam, "route", "replace", &route, "dev", &host_if])?;
-            ip::host(&[fam, "neigh", "replace", "proxy", &addr, "dev", &uplink])?;
+            let (_, route) = host_route(&a.addr);
+            cmds.push(ip::words(&["route", "replace", &route, "dev", &host_if]));
+            cmds.push(ip::words(&["neigh", "replace", "proxy", &addr, "dev", &uplink]));
             state.ips.push(a.to_string());
         }
+        ip::batch(&cmds, false)?;
         state.uplink = Some(uplink.clone());
-        announce(&uplink, addrs)?;
+        // Neighbours learn the new place of the others. (Each announcement costs a packet
+        // socket, whose closing waits for an RCU grace period: about 10 ms.)
+        let moved: Vec<IpWithPrefix> = addrs.iter().filter(|a| !stayed(&a.addr)).cloned().collect();
+        announce(&uplink, &moved)?;
     }
     for n in netifs {
         let bridge = if n.bridge.is_empty() {
