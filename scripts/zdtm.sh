@@ -285,11 +285,26 @@ declare -A MODE_NA=(
 
 # Known failures, each with its issue: the test runs, and a failure of that way is shown as
 # KNOWN (with what this run said) and does not fail the run; a pass is shown as PASS.
-TCPBUF_KNOWN="stalls after a live migration in some runs (socket-tcpbuf 2 of 8 runs here this session, socket-tcpbuf-local 1 of 8, socket-tcpbuf 3 of 4 before; chkpnt always passes); cause not found yet (issue #23)"
-declare -A KNOWN=(
-    [socket-tcpbuf:migrate]=$TCPBUF_KNOWN [socket-tcpbuf6:migrate]=$TCPBUF_KNOWN
-    [socket-tcpbuf-local:migrate]=$TCPBUF_KNOWN [socket-tcpbuf6-local:migrate]=$TCPBUF_KNOWN
-)
+declare -A KNOWN=()
+# The tcpbuf tests restore connections whose buffers are full and whose receive windows are
+# closed. From Linux 6.17 on, the kernel drops a segment beyond the receiver's window before it
+# reads the ACK in it. After ferry's restore on such a kernel one side's restored receive queue
+# is over its buffer, it refuses what the peer sends, and each side then drops all the other
+# sends (nstat: TcpExtBeyondWindow), so the test hangs: through chkpnt as through a migration
+# (chkpnt 3 of 4 runs when the test has run 1 s before the dump). On Debian 13's 6.12 the same
+# passes every time, as does CRIU alone on this kernel (its own netns kept); CRIU's CI skips
+# these tests on runners with such a kernel (checkpoint-restore/criu pull request 3042).
+# Issue #23.
+kernel_at_least() { # MAJOR MINOR
+    local v; v=$(uname -r); v=${v%%-*}
+    [ "${v%%.*}" -gt "$1" ] || { [ "${v%%.*}" -eq "$1" ] && [ "$(echo "$v" | cut -d. -f2)" -ge "$2" ]; }
+}
+if kernel_at_least 6 17; then
+    TCPBUF_KNOWN="on Linux $(uname -r) (6.17 and later) each side of the restored full connection drops what the other sends as beyond its window (TcpExtBeyondWindow) and the test hangs, through chkpnt and migration alike; passes on 6.12 (issue #23)"
+    for t in socket-tcpbuf socket-tcpbuf6 socket-tcpbuf-local socket-tcpbuf6-local; do
+        KNOWN[$t:chkpnt]=$TCPBUF_KNOWN; KNOWN[$t:migrate]=$TCPBUF_KNOWN
+    done
+fi
 
 # ---- The programs: CRIU's source, built once ------------------------------------------------------
 need_pkgs() {
