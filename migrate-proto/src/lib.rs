@@ -8,6 +8,7 @@
 //! describes the protocol.
 
 pub mod cgroups;
+pub mod criu_images;
 pub mod frame;
 pub mod limits;
 pub mod machine;

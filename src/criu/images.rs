@@ -5,79 +5,11 @@
 use std::io;
 use std::path::Path;
 
-use prost::Message;
-
-const IMG_COMMON_MAGIC: u32 = 0x5456_4319;
-const USERNS_MAGIC: u32 = 0x5547_4906;
 /// A user namespace image holds one entry of a few extents: a few dozen bytes.
 const MAX_USERNS_IMAGE: u64 = 64 << 10;
 
-/// images/userns.proto
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct UidGidExtent {
-    #[prost(uint32, required, tag = "1")]
-    pub first: u32,
-    #[prost(uint32, required, tag = "2")]
-    pub lower_first: u32,
-    #[prost(uint32, required, tag = "3")]
-    pub count: u32,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct UsernsEntry {
-    #[prost(message, repeated, tag = "1")]
-    pub uid_map: Vec<UidGidExtent>,
-    #[prost(message, repeated, tag = "2")]
-    pub gid_map: Vec<UidGidExtent>,
-}
-
-fn bad(what: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, what.into())
-}
-
-/// The size-prefixed entries of an image whose second magic is `magic` (`what` names it in
-/// errors): everything after the two magics must be whole entries.
-fn entries<'a>(bytes: &'a [u8], magic: u32, what: &str) -> io::Result<Vec<&'a [u8]>> {
-    let word = |at: usize| -> io::Result<u32> {
-        bytes
-            .get(at..at + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-            .ok_or_else(|| bad(format!("the {what} image is truncated")))
-    };
-    if word(0)? != IMG_COMMON_MAGIC || word(4)? != magic {
-        return Err(bad(format!("not a CRIU {what} image (magic)")));
-    }
-    let mut out = Vec::new();
-    let mut at = 8;
-    while at < bytes.len() {
-        let len = word(at)? as usize;
-        let body = bytes
-            .get(at + 4..at + 4 + len)
-            .ok_or_else(|| bad(format!("the {what} image is truncated")))?;
-        out.push(body);
-        at += 4 + len;
-    }
-    Ok(out)
-}
-
-/// Decodes a user namespace image: the two magics, then one size-prefixed entry.
-pub fn decode_userns(bytes: &[u8]) -> io::Result<UsernsEntry> {
-    match entries(bytes, USERNS_MAGIC, "user namespace")?.as_slice() {
-        [body] => UsernsEntry::decode(*body).map_err(|e| bad(format!("the user namespace image: {e}"))),
-        [] => Err(bad("the user namespace image is truncated")),
-        _ => Err(bad("the user namespace image has more than one entry")),
-    }
-}
-
-pub fn encode_userns(e: &UsernsEntry) -> Vec<u8> {
-    let body = e.encode_to_vec();
-    let mut out = Vec::with_capacity(12 + body.len());
-    out.extend_from_slice(&IMG_COMMON_MAGIC.to_le_bytes());
-    out.extend_from_slice(&USERNS_MAGIC.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&body);
-    out
-}
+use migrate_proto::criu_images::{bad, link_remaps_in};
+pub use migrate_proto::criu_images::{decode_userns, encode_userns, UidGidExtent, UsernsEntry};
 
 /// Points a dumped user namespace at this host's ids: the one extent of each map, container
 /// ids 0..`count`, now starts at host id `uid` (`gid`). A container's user namespace is made by
@@ -117,23 +49,8 @@ pub fn remap_userns(images: &Path, uid: u32, gid: u32, count: u32) -> io::Result
     Ok(true)
 }
 
-const FILES_MAGIC: u32 = 0x5630_3138;
 /// A files image of a large container holds a few hundred bytes per open file.
 const MAX_FILES_IMAGE: u64 = 256 << 20;
-
-/// images/fdinfo.proto `file_entry`, only what is read here.
-#[derive(Clone, PartialEq, prost::Message)]
-struct FileEntryName {
-    #[prost(message, optional, tag = "3")]
-    reg: Option<RegFileName>,
-}
-
-/// images/regfile.proto `reg_file_entry`, only its name.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RegFileName {
-    #[prost(string, optional, tag = "6")]
-    name: Option<String>,
-}
 
 /// The link remaps a dump made (`--link-remap`): the names, in the container's file system, of
 /// the `link_remap.N` hard links CRIU made beside deleted files its processes hold, read from
@@ -152,20 +69,6 @@ pub fn link_remaps(images: &Path) -> io::Result<Vec<String>> {
         Err(e) => return Err(e),
     };
     link_remaps_in(&bytes)
-}
-
-fn link_remaps_in(bytes: &[u8]) -> io::Result<Vec<String>> {
-    let mut out = Vec::new();
-    for body in entries(bytes, FILES_MAGIC, "files")? {
-        let e = FileEntryName::decode(body).map_err(|e| bad(format!("the files image: {e}")))?;
-        if let Some(name) = e.reg.and_then(|r| r.name) {
-            let base = name.rsplit('/').next().unwrap_or_default();
-            if base.starts_with("link_remap.") {
-                out.push(name);
-            }
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -259,37 +162,5 @@ mod tests {
         std::fs::write(&p, encode_userns(&entry(1, 1))).unwrap();
         std::fs::write(d.path().join("userns-2.img"), encode_userns(&entry(1, 1))).unwrap();
         assert!(remap_userns(d.path(), 5, 5, 65536).is_err());
-    }
-
-    #[test]
-    fn link_remaps_are_read_from_the_files_image() {
-        let entry = |name: &str| {
-            FileEntryName {
-                reg: Some(RegFileName {
-                    name: Some(name.into()),
-                }),
-            }
-            .encode_to_vec()
-        };
-        let mut img = Vec::new();
-        img.extend_from_slice(&IMG_COMMON_MAGIC.to_le_bytes());
-        img.extend_from_slice(&FILES_MAGIC.to_le_bytes());
-        for e in [
-            entry("/tmp/data"),
-            entry("/tmp/link_remap.7"),
-            FileEntryName { reg: None }.encode_to_vec(),
-            entry("/var/link_remap.12"),
-        ] {
-            img.extend_from_slice(&(e.len() as u32).to_le_bytes());
-            img.extend_from_slice(&e);
-        }
-        assert_eq!(
-            link_remaps_in(&img).unwrap(),
-            ["/tmp/link_remap.7", "/var/link_remap.12"]
-        );
-        // Truncated, or not a files image: refused.
-        assert!(link_remaps_in(&img[..img.len() - 3]).is_err());
-        assert!(link_remaps_in(&img[4..]).is_err());
-        assert!(link_remaps_in(&[]).is_err());
     }
 }
