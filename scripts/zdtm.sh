@@ -288,10 +288,12 @@ declare -A MODE_NA=(
 declare -A KNOWN=()
 # The tcpbuf tests restore connections whose buffers are full and whose receive windows are
 # closed. From Linux 6.17 on, the kernel drops a segment beyond the receiver's window before it
-# reads the ACK in it. After ferry's restore on such a kernel one side's restored receive queue
-# is over its buffer, it refuses what the peer sends, and each side then drops all the other
-# sends (nstat: TcpExtBeyondWindow), so the test hangs: through chkpnt as through a migration
-# (chkpnt 3 of 4 runs when the test has run 1 s before the dump). On Debian 13's 6.12 the same
+# reads the ACK in it. The sockets ferry's restore makes send 524-byte segments at first (their
+# MSS is set at CRIU's repair-mode connect, before the MSS clamp is restored; sockets CRIU
+# restored here into a network namespace it kept came back at 65483), whose memory overhead
+# soon puts a receive queue over its buffer; it refuses what the peer sends, and each side
+# then drops all the other sends (nstat: TcpExtBeyondWindow), so the test hangs: through chkpnt
+# as through a migration (chkpnt 3 of 4 runs when the test has run 1 s before the dump). On Debian 13's 6.12 the same
 # passes every time, as does CRIU alone on this kernel (its own netns kept); CRIU's CI skips
 # these tests on runners with such a kernel (checkpoint-restore/criu pull request 3042).
 # Issue #23.
