@@ -127,6 +127,37 @@ fn routed_addresses_serve_clients_change_live_and_move_between_hosts() {
     assert_eq!(get(&lab, "198.18.0.11"), None);
     vz_ok(&lab, "hostA", &["set", "101", "--ipadd", "198.18.0.11"]);
 
+    // A set the kernel refuses halfway is taken back: root in the container has put
+    // 198.18.0.12 on its link itself, so adding it fails after 198.18.0.11 was deleted. The
+    // deleted address is back and serves, the run state lists what the container has (the
+    // next --ipdel of it works), and root's own address inside is left alone.
+    vz_ok(&lab, "hostA", &["exec", "101", "ip addr add 198.18.0.12/32 dev venet0"]);
+    let o = vz(
+        &lab,
+        "hostA",
+        &["set", "101", "--ipdel", "198.18.0.11", "--ipadd", "198.18.0.12"],
+    );
+    assert_eq!(o.code, 34, "{o:?}");
+    assert_eq!(
+        get(&lab, "198.18.0.11").as_deref(),
+        Some("hello-101"),
+        "the address the failed set deleted is not back"
+    );
+    let state = std::fs::read_to_string(lab.host("hostA").root.join("vz/run/101.json")).unwrap();
+    assert!(
+        state.contains("198.18.0.11") && !state.contains("198.18.0.12"),
+        "the run state after a failed set:\n{state}"
+    );
+    let inside = vz_ok(&lab, "hostA", &["exec", "101", "ip -4 -o addr show dev venet0"]);
+    assert!(
+        inside.contains("198.18.0.12") && inside.contains("198.18.0.11"),
+        "{inside}"
+    );
+    vz_ok(&lab, "hostA", &["exec", "101", "ip addr del 198.18.0.12/32 dev venet0"]);
+    vz_ok(&lab, "hostA", &["set", "101", "--ipdel", "198.18.0.11"]);
+    assert_eq!(get(&lab, "198.18.0.11"), None, "a deleted live address still answers");
+    vz_ok(&lab, "hostA", &["set", "101", "--ipadd", "198.18.0.11"]);
+
     // Two containers cannot share an address, live or configured.
     let o = vz(&lab, "hostA", &["create", "102", "--ipadd", "198.18.0.11"]);
     assert_eq!(o.code, 78, "{o:?}");

@@ -204,6 +204,11 @@ pub fn del_ips(pid: i32, addrs: &[IpWithPrefix], state: &mut NetState) -> Result
     Ok(())
 }
 
+/// The host's side of one address (its route, its proxy entry on `uplink`), taken away.
+pub fn withdraw_host(addr: &IpAddr, uplink: Option<&str>) {
+    withdraw_one(&addr.to_string(), if addr.is_ipv4() { 32 } else { 128 }, uplink)
+}
+
 fn withdraw_one(addr: &str, host_len: u32, uplink: Option<&str>) {
     let fam = if host_len == 32 { "-4" } else { "-6" };
     let _ = ip::host(&[fam, "route", "del", &format!("{addr}/{host_len}")]);

@@ -1801,13 +1801,32 @@ impl Runtime {
         if let Some(mut st) = running {
             let pid = st.init_pid;
             let hn = self.host_net();
-            crate::net::del_ips(pid, &to_del, &mut st.net).map_err(net)?;
-            crate::net::add_ips(ctid.get(), pid, &to_add, &hn, &mut st.net).map_err(net)?;
-            for n in &netif_removed {
-                crate::net::del_netif(&n.host_ifname, &mut st.net).map_err(net)?;
-            }
-            for n in &netif_added {
-                crate::net::add_netif(pid, n, &hn, &mut st.net).map_err(net)?;
+            let before = st.net.clone();
+            let changed = (|| {
+                crate::net::del_ips(pid, &to_del, &mut st.net)?;
+                crate::net::add_ips(ctid.get(), pid, &to_add, &hn, &mut st.net)?;
+                for n in &netif_removed {
+                    crate::net::del_netif(&n.host_ifname, &mut st.net)?;
+                }
+                for n in &netif_added {
+                    crate::net::add_netif(pid, n, &hn, &mut st.net)?;
+                }
+                Ok(())
+            })();
+            if let Err(e) = changed {
+                // What the kernel refused (the values were checked above): what this set did
+                // is undone, and the run state says what the container has, as before.
+                self.undo_net_changes(
+                    ctid,
+                    pid,
+                    &before,
+                    &mut st,
+                    (&to_del, &to_add),
+                    (&netif_removed, &netif_added),
+                );
+                st.save(&self.host.layout.state_file(ctid))
+                    .map_err(io_err(ctid, "writing the runtime state"))?;
+                return Err(net(e));
             }
             if new_limits != crate::resources::Limits::default() {
                 st.live_limits.merge(&crate::resources::Limits {
@@ -1869,6 +1888,55 @@ impl Runtime {
             saved: opts.save,
             notes,
         })
+    }
+}
+
+impl Runtime {
+    /// Takes back a `set`'s network changes after one of them failed, in reverse order, as far
+    /// as the kernel allows (each step's own errors are ignored): the interfaces it added go,
+    /// the ones it removed come back, the addresses it added go (a half-added one included),
+    /// the ones it removed come back. `st.net` then says what the container has.
+    fn undo_net_changes(
+        &self,
+        ctid: Ctid,
+        pid: i32,
+        before: &crate::net::NetState,
+        st: &mut RunState,
+        (deleted, added): (&[crate::net::IpWithPrefix], &[crate::net::IpWithPrefix]),
+        (netif_removed, netif_added): (&[crate::net::Netif], &[crate::net::Netif]),
+    ) {
+        let hn = self.host_net();
+        for n in netif_added.iter().rev() {
+            let _ = crate::net::del_netif(&n.host_ifname, &mut st.net);
+        }
+        for n in netif_removed {
+            if before.netifs.contains(&n.host_ifname) && !st.net.netifs.contains(&n.host_ifname) {
+                let _ = crate::net::add_netif(pid, n, &hn, &mut st.net);
+            }
+        }
+        let had = |a: &crate::net::IpWithPrefix, ips: &[String]| {
+            ips.iter()
+                .any(|s| crate::net::parse_ip(s).is_ok_and(|b| b.addr == a.addr))
+        };
+        // Added whole by this set (recorded): taken away whole.
+        let fresh: Vec<crate::net::IpWithPrefix> = added
+            .iter()
+            .filter(|a| !had(a, &before.ips) && had(a, &st.net.ips))
+            .copied()
+            .collect();
+        let _ = crate::net::del_ips(pid, &fresh, &mut st.net);
+        // The one whose adding failed: only its host side is withdrawn. Inside, the step that
+        // failed may have been its own (an address root in the container had put there).
+        if let Some(a) = added
+            .iter()
+            .find(|a| !had(a, &before.ips) && !fresh.iter().any(|f| f.addr == a.addr))
+        {
+            crate::net::withdraw_host(&a.addr, st.net.uplink.as_deref().or(hn.uplink.as_deref()));
+        }
+        let back: Vec<crate::net::IpWithPrefix> = deleted.iter().filter(|a| !had(a, &st.net.ips)).copied().collect();
+        if let Err(e) = crate::net::add_ips(ctid.get(), pid, &back, &hn, &mut st.net) {
+            tracing::warn!(ctid = %ctid, "putting back the addresses this set removed: {e}");
+        }
     }
 }
 
