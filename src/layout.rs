@@ -90,6 +90,10 @@ impl HostLayout {
     pub fn console_log(&self, ctid: Ctid) -> PathBuf {
         self.log_dir().join(format!("{ctid}.console.log"))
     }
+    /// Where the console logger listens for `vzctl console` (root only).
+    pub fn console_socket(&self, ctid: Ctid) -> PathBuf {
+        self.run_dir().join(format!("{ctid}.console"))
+    }
     pub fn state_file(&self, ctid: Ctid) -> PathBuf {
         self.run_dir().join(format!("{ctid}.json"))
     }

@@ -278,6 +278,65 @@ fn enter_gives_an_interactive_shell() {
 }
 
 #[test]
+fn the_console_is_shown_typed_into_logged_and_held_by_one_client_at_a_time() {
+    let h = TestHost::new("console");
+    h.vzctl(&["create", "121"]).ok();
+    let o = h.vzctl(&["console", "121"]);
+    assert_eq!(o.code, 31, "a stopped container's console: {o:?}");
+    h.vzctl(&["start", "121"]).ok();
+    let socket = h.root().join("vz/run/121.console");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the console socket is for the host's root alone");
+    // Something inside reads the console, as a getty would.
+    h.vzctl(&["exec", "121", "cat /dev/console > /tmp/typed 2>&1 </dev/null &"])
+        .ok();
+    let cmd = format!(
+        "{} --root-dir {} console 121; echo CONSOLE-EXIT=$?; sleep 60",
+        env!("CARGO_BIN_EXE_vzctl"),
+        h.root().display()
+    );
+    let t = Tmux::start("ferry-console", &cmd);
+    t.wait_for("Attached to the console of container 121", Duration::from_secs(10));
+    h.vzctl(&["exec", "121", "echo shown-line > /dev/console"]).ok();
+    t.wait_for("shown-line", Duration::from_secs(10));
+    t.send("typed-line");
+    let typed = h.private("121").join("tmp/typed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&typed)
+        .unwrap_or_default()
+        .contains("typed-line")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "what was typed did not reach the console"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // One client at a time: a second is refused while the first stays attached.
+    let o = h.vzctl(&["console", "121"]);
+    assert_ne!(o.code, 0, "{o:?}");
+    assert!(o.stderr.contains("attached elsewhere"), "{o:?}");
+    h.vzctl(&["exec", "121", "echo still-here > /dev/console"]).ok();
+    t.wait_for("still-here", Duration::from_secs(10));
+    // Esc then . detaches; the container runs on, and the log has it all.
+    t.keys(&["Escape", "."]);
+    t.wait_for("CONSOLE-EXIT=0", Duration::from_secs(10));
+    let log = std::fs::read_to_string(h.root().join("vz/log/121.console.log")).unwrap();
+    for line in ["shown-line", "typed-line", "still-here"] {
+        assert!(log.contains(line), "{line} is not in the console log:\n{log}");
+    }
+    assert_eq!(
+        h.vzctl(&["status", "121"]).stdout.trim(),
+        "CTID 121 exist mounted running"
+    );
+    // Detached, the console takes a client again; stopped, it has no socket.
+    let o = h.vzctl(&["console", "121", "--quiet"]);
+    assert_eq!(o.code, 0, "{o:?}");
+    h.vzctl(&["stop", "121", "--fast"]).ok();
+    assert!(!socket.exists(), "the console socket outlived the container");
+}
+
+#[test]
 fn a_fresh_container_is_dumped_and_restored_by_criu() {
     let h = TestHost::new("criu");
     let criu = criu();

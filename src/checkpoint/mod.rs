@@ -1644,8 +1644,13 @@ impl Runtime {
         }
         step("cgroup and limits");
         let (parent_sock, logger_sock) = sys::socketpair().map_err(|e| undo(io("socketpair".into())(e)))?;
-        console::spawn_logger(logger_sock, &self.host.layout.console_log(ctid), ctid)
-            .map_err(|e| undo(io("starting the console logger".into())(e)))?;
+        console::spawn_logger(
+            logger_sock,
+            &self.host.layout.console_log(ctid),
+            &self.host.layout.console_socket(ctid),
+            ctid,
+        )
+        .map_err(|e| undo(io("starting the console logger".into())(e)))?;
         let _ = sys::send_fd(parent_sock.as_raw_fd(), console::TAG_MASTER, master.as_raw_fd());
         drop(master);
         let ips = crate::net::parse_ip_list(ct.get("IP_ADDRESS").unwrap_or("")).unwrap_or_default();

@@ -19,11 +19,6 @@ pub const NOT_BUILT: &[(&str, &str, &str)] = &[
     ("vzctl", "snapshot-mount", ""),
     ("vzctl", "snapshot-umount", ""),
     ("vzctl", "snapshot-list", "vzctl checkpoints CTID"),
-    (
-        "vzctl",
-        "console",
-        "vzctl enter CTID for a shell; the console's output is in vz/log/CTID.console.log",
-    ),
     ("vzctl", "runscript", "vzctl exec CTID - < script"),
     ("vzctl", "convert", ""),
     ("vzctl", "compact", ""),

@@ -121,6 +121,9 @@ pub enum Cmd {
         #[arg(long)]
         exec: Option<String>,
     },
+    /// Attach to a running container's console (what it writes there, and your typing); Esc
+    /// then . detaches
+    Console { ctid: CtRef },
     /// Change a container's settings: applied at once to a running container; with --save
     /// also written to its configuration (a stopped container needs --save)
     Set {
@@ -454,6 +457,12 @@ pub fn run(args: Args) -> Result<i32> {
             let code = rt.exec(id, &argv, true)?;
             say(quiet, format!("exited from container {id}"));
             return Ok(code);
+        }
+        Cmd::Console { ctid } => {
+            let id = resolve(&ctid)?;
+            let hello = format!("Attached to the console of container {id} (Esc then . detaches)");
+            rt.console(id, (!quiet).then_some(hello.as_str()))?;
+            say(quiet, format!("Detached from the console of container {id}"));
         }
         Cmd::Set {
             ctid,

@@ -6,6 +6,11 @@
 //! It receives two descriptors over a socket, each tagged with one byte: the pty master
 //! (`M`) from the container's setup process, and a pidfd of the container's init (`P`) from
 //! the starting command. It exits when init exits, or if either never arrives.
+//!
+//! It also listens on `vz/run/CTID.console` (a Unix socket, root only) for `vzctl console`:
+//! one client at a time gets what the container writes to its console from then on (the log
+//! gets it too), and what the client sends is typed into the console. A second client is told
+//! the console is taken and turned away.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -62,8 +67,9 @@ fn open_log(path: &Path) -> io::Result<File> {
 
 /// Forks the detached logger and returns in the parent. The logger owns `sock`'s peer end and
 /// shows in `ps` as `ferry-console CTID` (not as the vzctl it was forked from).
-pub fn spawn_logger(sock: OwnedFd, log_path: &Path, ctid: crate::ctid::Ctid) -> io::Result<()> {
+pub fn spawn_logger(sock: OwnedFd, log_path: &Path, attach: &Path, ctid: crate::ctid::Ctid) -> io::Result<()> {
     let log = Log::open(log_path)?;
+    let listener = listen(attach)?;
     let pid = sys::fork()?;
     if pid == 0 {
         // Intermediate child: fork the logger and exit, so nobody has to reap it.
@@ -78,22 +84,122 @@ pub fn spawn_logger(sock: OwnedFd, log_path: &Path, ctid: crate::ctid::Ctid) -> 
                         unsafe { libc::dup2(null.as_raw_fd(), fd) };
                     }
                 }
-                sys::close_all_except(3, &[sock.as_raw_fd(), log.file.as_raw_fd()]);
+                sys::close_all_except(3, &[sock.as_raw_fd(), log.file.as_raw_fd(), listener.as_raw_fd()]);
                 let name = sys::c("ferry-console");
                 // SAFETY: PR_SET_NAME with a valid string.
                 unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
                 sys::set_cmdline(&["ferry-console", &ctid.to_string()]);
-                run(sock, log);
+                run(sock, log, Attach::new(listener, attach));
                 sys::exit_child(0);
             }
             _ => sys::exit_child(0),
         }
     }
+    drop(listener);
     sys::wait_exit_code(pid)?;
     Ok(())
 }
 
-fn run(sock: OwnedFd, mut log: Log) {
+/// The listening socket for `vzctl console` at `path` (one a dead logger left is replaced),
+/// root only, non-blocking.
+fn listen(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let l = std::os::unix::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+/// The console's one attached client, if any.
+struct Attach {
+    listener: std::os::unix::net::UnixListener,
+    path: PathBuf,
+    client: Option<std::os::unix::net::UnixStream>,
+}
+
+impl Attach {
+    fn new(listener: std::os::unix::net::UnixListener, path: &Path) -> Self {
+        Self {
+            listener,
+            path: path.to_path_buf(),
+            client: None,
+        }
+    }
+
+    /// A client knocking: taken if none is attached, else told and turned away.
+    fn accept(&mut self) {
+        while let Ok((mut c, _)) = self.listener.accept() {
+            // The first byte answers: `+` attached, `-` refused (the reason follows).
+            if self.client.is_some() {
+                let _ = c.write_all(b"-the console is attached elsewhere");
+                continue;
+            }
+            if c.write_all(b"+").is_ok() && c.set_nonblocking(true).is_ok() {
+                self.client = Some(c);
+            }
+        }
+    }
+
+    /// What the client typed, into the console; the client dropped when it leaves.
+    fn typed(&mut self, master: &OwnedFd) {
+        let Some(c) = self.client.as_mut() else { return };
+        let mut buf = [0u8; 4096];
+        match io::Read::read(c, &mut buf) {
+            Ok(0) => self.client = None,
+            Ok(n) => {
+                let mut left = &buf[..n];
+                while !left.is_empty() {
+                    // Only what the pty takes now: a console nobody inside reads must not
+                    // stop the logger (what does not fit is dropped).
+                    let mut p = [libc::pollfd {
+                        fd: master.as_raw_fd(),
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    }];
+                    // SAFETY: poll on one descriptor with no wait.
+                    if unsafe { libc::poll(p.as_mut_ptr(), 1, 0) } <= 0 || p[0].revents & libc::POLLOUT == 0 {
+                        break;
+                    }
+                    // SAFETY: writing from a valid buffer to the pty master.
+                    let w =
+                        unsafe { libc::write(master.as_raw_fd(), left.as_ptr() as *const libc::c_void, left.len()) };
+                    if w <= 0 {
+                        break;
+                    }
+                    left = &left[w as usize..];
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => self.client = None,
+        }
+    }
+
+    /// What the container wrote, to the client (a client that cannot keep up misses what does
+    /// not fit; the log has all of it).
+    fn show(&mut self, data: &[u8]) {
+        if let Some(c) = self.client.as_mut() {
+            match c.write(data) {
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => self.client = None,
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Drop for Attach {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn run(sock: OwnedFd, mut log: Log, mut attach: Attach) {
     let mut master = None;
     let mut pidfd = None;
     while master.is_none() || pidfd.is_none() {
@@ -108,6 +214,7 @@ fn run(sock: OwnedFd, mut log: Log) {
     let (master, pidfd) = (master.unwrap(), pidfd.unwrap());
     let mut buf = [0u8; 8192];
     loop {
+        let client = attach.client.as_ref().map(|c| c.as_raw_fd()).unwrap_or(-1);
         let mut fds = [
             libc::pollfd {
                 fd: master.as_raw_fd(),
@@ -119,15 +226,32 @@ fn run(sock: OwnedFd, mut log: Log) {
                 events: libc::POLLIN,
                 revents: 0,
             },
+            libc::pollfd {
+                fd: attach.listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            // A negative descriptor is skipped by poll.
+            libc::pollfd {
+                fd: client,
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
-        // SAFETY: fds is a valid array of two pollfds.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, 1000) };
+        // SAFETY: fds is a valid array of four pollfds.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 4, 1000) };
         if r < 0 {
             continue;
         }
+        if fds[2].revents != 0 {
+            attach.accept();
+        }
+        if client >= 0 && fds[3].revents != 0 {
+            attach.typed(&master);
+        }
         let init_gone = fds[1].revents != 0;
         if fds[0].revents & libc::POLLIN != 0 || init_gone {
-            drain(&master, &mut buf, &mut log, init_gone);
+            drain(&master, &mut buf, &mut log, &mut attach, init_gone);
         } else if fds[0].revents & (libc::POLLHUP | libc::POLLERR) != 0 {
             // No process holds the console right now; look again shortly.
             // SAFETY: poll on the pidfd alone, as a sleep that ends early when init exits.
@@ -144,7 +268,7 @@ fn run(sock: OwnedFd, mut log: Log) {
     }
 }
 
-fn drain(master: &OwnedFd, buf: &mut [u8], log: &mut Log, until_empty: bool) {
+fn drain(master: &OwnedFd, buf: &mut [u8], log: &mut Log, attach: &mut Attach, until_empty: bool) {
     loop {
         let mut p = [libc::pollfd {
             fd: master.as_raw_fd(),
@@ -161,6 +285,7 @@ fn drain(master: &OwnedFd, buf: &mut [u8], log: &mut Log, until_empty: bool) {
             return;
         }
         log.write(&buf[..n as usize]);
+        attach.show(&buf[..n as usize]);
         if !until_empty {
             return;
         }

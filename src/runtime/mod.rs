@@ -951,6 +951,7 @@ impl Runtime {
             env,
             cgroups: cg,
             console_log: &console_log,
+            console_socket: &self.host.layout.console_socket(ctid),
             resolv,
             idmap,
             seccomp: seccomp_profile(&ct, systemd),
@@ -1120,6 +1121,28 @@ impl Runtime {
     // ---- exec / enter -----------------------------------------------------------------------
 
     /// Runs a command inside the running container and returns its exit code.
+    /// Attaches the caller's terminal to a running container's console (`vzctl console`),
+    /// through its console logger, until Esc then `.` (or the end of stdin, or of the
+    /// container). One attachment at a time.
+    /// `hello` is printed once attached.
+    pub fn console(&self, ctid: Ctid, hello: Option<&str>) -> Result<()> {
+        self.existing(ctid)?;
+        if self.run_state(ctid)?.is_none() {
+            return Err(RuntimeError::NotRunning(ctid));
+        }
+        let socket = self.host.layout.console_socket(ctid);
+        if !socket.exists() {
+            return Err(RuntimeError::BadValue {
+                ctid,
+                what: format!(
+                    "its console logger has no attach socket ({}): it was started by an older ferry; restart the container",
+                    socket.display()
+                ),
+            });
+        }
+        pty::attach_console(&socket, hello).map_err(io_err(ctid, "attaching to the console"))
+    }
+
     pub fn exec(&self, ctid: Ctid, argv: &[String], tty: bool) -> Result<i32> {
         let ct = self.host.container(ctid)?;
         let st = self.run_state(ctid)?.ok_or(RuntimeError::NotRunning(ctid))?;

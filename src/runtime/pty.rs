@@ -100,3 +100,84 @@ pub fn relay(sock: OwnedFd) -> io::Result<()> {
         }
     }
 }
+
+/// `vzctl console`: joins the console logger at `socket` and relays the caller's terminal to
+/// the container's console (raw, where stdin is a terminal) until the user types Esc then `.`,
+/// stdin ends, or the console goes (the container stopped).
+pub fn attach_console(socket: &std::path::Path, hello: Option<&str>) -> io::Result<()> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    // The logger's answer: `+` attached, or `-` and why not.
+    let mut answer = [0u8; 1];
+    s.read_exact(&mut answer)?;
+    if answer[0] != b'+' {
+        let mut why = String::new();
+        let _ = s.take(256).read_to_string(&mut why);
+        return Err(io::Error::new(io::ErrorKind::ResourceBusy, why));
+    }
+    if let Some(h) = hello {
+        println!("{h}");
+    }
+    let _raw = RawMode::enable(0);
+    // An Esc held back until the next byte says whether it starts the detach sequence.
+    let mut esc = false;
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: 0,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: fds is a valid array of two pollfds.
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if fds[1].revents != 0 {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            let mut out = io::stdout().lock();
+            out.write_all(&buf[..n])?;
+            out.flush()?;
+        }
+        if fds[0].revents != 0 {
+            // SAFETY: reading into a valid buffer from stdin.
+            let n = unsafe { libc::read(0, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+            if n <= 0 {
+                // Nothing more to type: what the container still writes is not waited for.
+                return Ok(());
+            }
+            let mut send = Vec::with_capacity(n as usize + 1);
+            for &b in &buf[..n as usize] {
+                match (esc, b) {
+                    (true, b'.') => {
+                        s.write_all(&send)?;
+                        return Ok(());
+                    }
+                    (true, _) => {
+                        send.push(0x1b);
+                        esc = b == 0x1b;
+                        if !esc {
+                            send.push(b);
+                        }
+                    }
+                    (false, 0x1b) => esc = true,
+                    (false, _) => send.push(b),
+                }
+            }
+            s.write_all(&send)?;
+        }
+    }
+}

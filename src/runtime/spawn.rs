@@ -51,6 +51,8 @@ pub struct InitSpec<'a> {
     pub env: Vec<CString>,
     pub cgroups: &'a Cgroups,
     pub console_log: &'a Path,
+    /// Where the console logger listens for `vzctl console`.
+    pub console_socket: &'a Path,
     /// /etc/resolv.conf to write inside the container, if the config sets a resolver.
     pub resolv: Option<String>,
     /// The container's user namespace mapping; `None`: a privileged container (no userns).
@@ -77,7 +79,7 @@ pub struct Started {
 pub fn start(spec: &InitSpec<'_>, attach: &mut dyn FnMut(i32) -> Result<(), String>) -> Result<Started, SpawnError> {
     sys::ensure_single_threaded().map_err(sys_err("cannot start the container"))?;
     let (parent_sock, logger_sock) = sys::socketpair().map_err(sys_err("socketpair for the console logger"))?;
-    console::spawn_logger(logger_sock, spec.console_log, spec.ctid).map_err(sys_err(format!(
+    console::spawn_logger(logger_sock, spec.console_log, spec.console_socket, spec.ctid).map_err(sys_err(format!(
         "starting the console logger ({})",
         spec.console_log.display()
     )))?;

@@ -233,6 +233,13 @@ impl Tmux {
         run(c, Duration::from_secs(10)).ok();
     }
 
+    /// Keys as tmux names them (`Escape`, `.`), with no Enter after.
+    pub fn keys(&self, keys: &[&str]) {
+        let mut c = Command::new("tmux");
+        c.args(["send-keys", "-t", &self.name]).args(keys);
+        run(c, Duration::from_secs(10)).ok();
+    }
+
     pub fn screen(&self) -> String {
         let mut c = Command::new("tmux");
         c.args(["capture-pane", "-p", "-t", &self.name]);
