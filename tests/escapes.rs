@@ -167,6 +167,49 @@ fn mounts_devices_and_its_own_limits_are_out_of_reach() {
             assert_ne!(o.code, 0, "container {ct}'s root could {what}: {o:?}");
         }
     }
+    // A device node that appears in its file system (a template's, an admin's) reaches only
+    // the devices every container has: the host's /dev/kmsg, planted world-writable in each,
+    // cannot be written from either container, while the allowed devices work. The control:
+    // container 105, its devices cgroup opened by hand, writes it.
+    let marker = format!("ferry-escape-kmsg-{}", lab.name);
+    for ct in ["103", "104", "105"] {
+        let node = lab.host("hostA").root.join(format!("vz/private/{ct}/tmp/kmsg"));
+        let made = std::process::Command::new("mknod")
+            .args(["-m", "0666"])
+            .arg(&node)
+            .args(["c", "1", "11"])
+            .status()
+            .unwrap();
+        assert!(made.success(), "mknod {}", node.display());
+    }
+    for ct in ["103", "104"] {
+        let o = vz(&lab, &["exec", ct, &format!("echo {marker}-{ct} > /tmp/kmsg 2>&1")]);
+        assert_ne!(o.code, 0, "container {ct} wrote to the host's kernel log: {o:?}");
+        vz_ok(
+            &lab,
+            &["exec", ct, "echo x > /dev/null && head -c 1 /dev/urandom > /dev/null"],
+        );
+        assert_eq!(
+            cg(ct, "devices", "devices.list")
+                .lines()
+                .filter(|l| l.contains("rwm"))
+                .count(),
+            ferry::cgroup::ALLOWED_DEVICES
+                .iter()
+                .filter(|r| r.ends_with("rwm"))
+                .count()
+        );
+    }
+    std::fs::write(format!("/sys/fs/cgroup/devices/{parent}/105/devices.allow"), "a").unwrap();
+    vz_ok(&lab, &["exec", "105", &format!("echo {marker}-105 > /tmp/kmsg")]);
+    let dmesg = std::process::Command::new("dmesg").output().unwrap();
+    let log = String::from_utf8_lossy(&dmesg.stdout);
+    assert!(
+        log.contains(&format!("{marker}-105")),
+        "the control's write is not in the kernel log"
+    );
+    assert!(!log.contains(&format!("{marker}-103")) && !log.contains(&format!("{marker}-104")));
+
     // Every process it can see has its root, not the host's.
     let leaks = vz_ok(
         &lab,

@@ -207,6 +207,9 @@ impl Cgroups {
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(io_err(d)(e)),
                 }
+                if d == &dir && h.controllers.iter().any(|c| c == "devices") {
+                    restrict_devices(d)?;
+                }
                 if h.controllers.iter().any(|c| c == "cpuset") {
                     // A v1 cpuset cgroup takes no process until it has cpus and mems.
                     for f in ["cpuset.cpus", "cpuset.mems"] {
@@ -541,6 +544,36 @@ fn init_v2_cgroup(proc_cgroup: &str) -> Option<PathBuf> {
     p.components()
         .all(|c| matches!(c, std::path::Component::Normal(_)))
         .then(|| p.to_path_buf())
+}
+
+/// The devices a container may use (v1 devices controller; OpenVZ's and LXC's default set):
+/// null, zero, full, random, urandom, tty, console, ptmx and every pty, read, write and mknod;
+/// and mknod of any other node, which it then cannot open. Nothing else is reachable, even
+/// through a node that appears in its file system (a template's, a bind mount's).
+pub const ALLOWED_DEVICES: &[&str] = &[
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
+
+/// Denies every device to a container's v1 devices cgroup `dir`, then allows
+/// [`ALLOWED_DEVICES`] (idempotent: a restore or a second start writes the same).
+fn restrict_devices(dir: &Path) -> Result<(), CgroupError> {
+    let deny = dir.join("devices.deny");
+    fs::write(&deny, "a").map_err(io_err(&deny))?;
+    let allow = dir.join("devices.allow");
+    for rule in ALLOWED_DEVICES {
+        fs::write(&allow, rule).map_err(io_err(&allow))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
