@@ -14,6 +14,7 @@ use thiserror::Error;
 
 use crate::ctid::Ctid;
 
+pub mod devfilter;
 pub mod limits;
 pub use limits::{Counters, Freezer};
 
@@ -209,6 +210,9 @@ impl Cgroups {
                 }
                 if d == &dir && h.controllers.iter().any(|c| c == "devices") {
                     restrict_devices(d)?;
+                }
+                if d == &dir && h.v2 && self.version == Version::V2 && is_cgroup2(d) {
+                    devfilter::attach(d, &device_rules()).map_err(io_err(d))?;
                 }
                 if h.controllers.iter().any(|c| c == "cpuset") {
                     // A v1 cpuset cgroup takes no process until it has cpus and mems.
@@ -546,7 +550,8 @@ fn init_v2_cgroup(proc_cgroup: &str) -> Option<PathBuf> {
         .then(|| p.to_path_buf())
 }
 
-/// The devices a container may use (v1 devices controller; OpenVZ's and LXC's default set):
+/// The devices a container may use (v1: its devices cgroup; v2: its device filter,
+/// [`devfilter`]; OpenVZ's and LXC's default set):
 /// null, zero, full, random, urandom, tty, console, ptmx and every pty, read, write and mknod;
 /// and mknod of any other node, which it then cannot open. Nothing else is reachable, even
 /// through a node that appears in its file system (a template's, a bind mount's).
@@ -563,6 +568,19 @@ pub const ALLOWED_DEVICES: &[&str] = &[
     "c 5:2 rwm",
     "c 136:* rwm",
 ];
+
+/// [`ALLOWED_DEVICES`] as rules for the v2 device filter.
+pub fn device_rules() -> Vec<devfilter::Rule> {
+    ALLOWED_DEVICES
+        .iter()
+        .filter_map(|s| devfilter::parse_rule(s))
+        .collect()
+}
+
+/// Is `dir` on a cgroup v2 file system (not a test's fixture)?
+fn is_cgroup2(dir: &Path) -> bool {
+    nix::sys::statfs::statfs(dir).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+}
 
 /// Denies every device to a container's v1 devices cgroup `dir`, then allows
 /// [`ALLOWED_DEVICES`] (idempotent: a restore or a second start writes the same).

@@ -22,6 +22,15 @@ holds "its id range is in its configuration" 'grep -q "^LOCAL_UID=" $R/etc/vz/co
 holds "its cgroup is a v2 leaf under ferry/" '[ -f /sys/fs/cgroup/ferry/101/cgroup.procs ]'
 holds "its processes are in it" '[ -n "$(cgv2 101 cgroup.procs)" ]'
 
+# Devices (the eBPF device filter on its cgroup): a world-writable node of the host's
+# /dev/kmsg planted in its files cannot be written from inside; the host can write it (the
+# node works), and the devices every container has still do.
+mknod -m 0666 "$R/vz/private/101/tmp/kmsg" c 1 11
+holds "the planted node works from the host" 'echo ferry-guest-kmsg-host > "$R/vz/private/101/tmp/kmsg"'
+holds "the container cannot write the host's kernel log through it" '! vz exec 101 "echo ferry-guest-kmsg-101 > /tmp/kmsg" 2>/dev/null'
+holds "nothing from the container reached the kernel log" '! dmesg | grep -q ferry-guest-kmsg-101'
+holds "/dev/null and /dev/urandom work inside" 'vz exec 101 "echo x > /dev/null && head -c 1 /dev/urandom > /dev/null"'
+
 # Processes: live, enforced (a fork past the limit fails and is counted).
 check "set --numproc 40 (live)" vz set 101 --numproc 40
 same "pids.max" 40 "$(cgv2 101 pids.max)"
@@ -78,6 +87,7 @@ same "the process came back" sleep "$(vz exec 101 "cat /proc/$sleeper/comm")"
 same "memory.max after restore (live limit kept)" 67108864 "$(cgv2 101 memory.max)"
 same "pids.max after restore (live limit kept)" 40 "$(cgv2 101 pids.max)"
 same "cpu.max after restore (live limit kept)" "20000 100000" "$(cgv2 101 cpu.max)"
+holds "after restore the planted node is still refused" '! vz exec 101 "echo ferry-guest-kmsg-101 > /tmp/kmsg" 2>/dev/null'
 same "the v2 freezer let it go (cgroup.freeze)" 0 "$(cgv2 101 cgroup.freeze)"
 check "suspend" vz suspend 101
 check "resume" vz resume 101
