@@ -198,7 +198,7 @@ pub fn del_ips(pid: i32, addrs: &[IpWithPrefix], state: &mut NetState) -> Result
             .map(|(_, p)| p.to_string())
             .unwrap_or_else(|| host_len.to_string());
         let _ = ip::inside(pid, &["addr", "del", &format!("{addr}/{inside_len}"), "dev", "venet0"]);
-        withdraw_one(&addr, host_len, state.uplink.as_deref());
+        withdraw_host(&a.addr, state.uplink.as_deref());
         state.ips.retain(|s| s.split('/').next() != Some(addr.as_str()));
     }
     Ok(())
@@ -206,15 +206,17 @@ pub fn del_ips(pid: i32, addrs: &[IpWithPrefix], state: &mut NetState) -> Result
 
 /// The host's side of one address (its route, its proxy entry on `uplink`), taken away.
 pub fn withdraw_host(addr: &IpAddr, uplink: Option<&str>) {
-    withdraw_one(&addr.to_string(), if addr.is_ipv4() { 32 } else { 128 }, uplink)
+    let _ = ip::batch(&withdraw_cmds(addr, uplink), true);
 }
 
-fn withdraw_one(addr: &str, host_len: u32, uplink: Option<&str>) {
-    let fam = if host_len == 32 { "-4" } else { "-6" };
-    let _ = ip::host(&[fam, "route", "del", &format!("{addr}/{host_len}")]);
+/// The `ip` commands that take an address's host side away: its route, its proxy entry.
+fn withdraw_cmds(a: &IpAddr, uplink: Option<&str>) -> Vec<Vec<String>> {
+    let (_, route) = host_route(a);
+    let mut cmds = vec![ip::words(&["route", "del", &route])];
     if let Some(u) = uplink {
-        let _ = ip::host(&[fam, "neigh", "del", "proxy", addr, "dev", u]);
+        cmds.push(ip::words(&["neigh", "del", "proxy", &a.to_string(), "dev", u]));
     }
+    cmds
 }
 
 /// Tells the neighbours these addresses are reached through this host now.
@@ -308,12 +310,7 @@ pub fn withdraw_all_but(ctid: u32, state: &NetState, kept: impl Fn(&str) -> bool
     let mut cmds = Vec::new();
     for s in state.ips.iter().filter(|s| !kept(s)) {
         if let Ok(a) = parse_ip(s) {
-            let addr = a.addr.to_string();
-            let (_, route) = host_route(&a.addr);
-            cmds.push(ip::words(&["route", "del", &route]));
-            if let Some(u) = state.uplink.as_deref() {
-                cmds.push(ip::words(&["neigh", "del", "proxy", &addr, "dev", u]));
-            }
+            cmds.extend(withdraw_cmds(&a.addr, state.uplink.as_deref()));
         }
     }
     let v = venet_host_ifname(ctid);
