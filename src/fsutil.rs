@@ -15,6 +15,20 @@ pub fn sibling_binary(name: &str) -> std::path::PathBuf {
         .unwrap_or_else(|| name.into())
 }
 
+/// GNU tar options that keep what a container's files carry when an archive is made of them:
+/// numeric owners, extended attributes of every namespace, ACLs.
+pub const TAR_KEEP: [&str; 4] = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"];
+
+/// [`TAR_KEEP`] for extracting: also the archived owners and modes, as they were.
+pub const TAR_EXTRACT_KEEP: [&str; 6] = [
+    "--numeric-owner",
+    "--same-owner",
+    "--same-permissions",
+    "--xattrs",
+    "--xattrs-include=*",
+    "--acls",
+];
+
 /// Writes a file atomically: a temporary file beside it, fsync, rename, fsync of the directory.
 /// A crash leaves either the old or the new content, never a mix.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {

@@ -851,16 +851,8 @@ impl Runtime {
         let root = ct.tree().display().to_string();
         let fs_tar = work.join("fs.tar").display().to_string();
         let snar_s = snar.display().to_string();
-        let mut args = vec![
-            "--numeric-owner",
-            "--xattrs",
-            "--xattrs-include=*",
-            "--acls",
-            "-C",
-            &root,
-            "-cf",
-            &fs_tar,
-        ];
+        let mut args = crate::fsutil::TAR_KEEP.to_vec();
+        args.extend(["-C", &root, "-cf", &fs_tar]);
         if opts.dumpfile.is_none() {
             args.extend(["--listed-incremental", &snar_s]);
         }
@@ -1536,7 +1528,7 @@ impl Runtime {
             };
             let f = fs_tar.display().to_string();
             self.unlink_stale_links(ctid, ct.tree(), &f).map_err(undo_mount)?;
-            let mut args = rollback::EXTRACT_IN_PLACE.to_vec();
+            let mut args = rollback::extract_in_place();
             args.extend(["-C", &root, "-xf", &f]);
             if m.fs.level > 0 || chain.len() > 1 || opts.dumpfile.is_none() {
                 args.push("--listed-incremental=/dev/null");

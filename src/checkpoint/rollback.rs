@@ -16,15 +16,11 @@ use super::stamp::{self, Entry};
 
 /// How a snapshot is extracted over a private area: in place (an existing file rewritten
 /// through its own inode), with its numeric owners, modes, extended attributes and ACLs.
-pub const EXTRACT_IN_PLACE: [&str; 7] = [
-    "--overwrite",
-    "--numeric-owner",
-    "--same-owner",
-    "--same-permissions",
-    "--xattrs",
-    "--xattrs-include=*",
-    "--acls",
-];
+pub fn extract_in_place() -> Vec<&'static str> {
+    let mut args = vec!["--overwrite"];
+    args.extend(crate::fsutil::TAR_EXTRACT_KEEP);
+    args
+}
 
 /// What a rollback does.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -133,7 +129,7 @@ fn extract(tree: &Path, a: &Path, list: &Path) -> Result<(), String> {
         .current_dir(tree)
         .arg("-C")
         .arg(tree)
-        .args(EXTRACT_IN_PLACE)
+        .args(extract_in_place())
         .args(["--no-recursion", "--null", "--verbatim-files-from", "-T"])
         .arg(list)
         .arg("-xf")

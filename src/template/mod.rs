@@ -138,19 +138,11 @@ fn run_tool(mut cmd: Command, what: &str) -> Result<(), TemplateError> {
 /// Unpacks a cache into `dest` (which must exist and be empty).
 pub fn unpack(cache: &Path, comp: Compression, dest: &Path) -> Result<(), TemplateError> {
     let mut cmd = Command::new("tar");
-    cmd.args([
-        "--numeric-owner",
-        "--same-owner",
-        "--same-permissions",
-        "--xattrs",
-        "--xattrs-include=*",
-        "--acls",
-        comp.tar_flag(),
-        "-xf",
-    ])
-    .arg(cache)
-    .arg("-C")
-    .arg(dest);
+    cmd.args(crate::fsutil::TAR_EXTRACT_KEEP)
+        .args([comp.tar_flag(), "-xf"])
+        .arg(cache)
+        .arg("-C")
+        .arg(dest);
     run_tool(cmd, &format!("unpacking {}", cache.display()))
 }
 
@@ -162,18 +154,12 @@ pub fn pack(src: &Path, dest: &Path) -> Result<(), TemplateError> {
         std::process::id()
     ));
     let mut cmd = Command::new("tar");
-    cmd.args([
-        "--numeric-owner",
-        "--xattrs",
-        "--xattrs-include=*",
-        "--acls",
-        "--zstd",
-        "-cf",
-    ])
-    .arg(&tmp)
-    .arg("-C")
-    .arg(src)
-    .arg(".");
+    cmd.args(crate::fsutil::TAR_KEEP)
+        .args(["--zstd", "-cf"])
+        .arg(&tmp)
+        .arg("-C")
+        .arg(src)
+        .arg(".");
     let r = run_tool(cmd, &format!("packing {}", src.display()))
         .and_then(|_| std::fs::rename(&tmp, dest).map_err(io_err(format!("renaming {}", tmp.display()))));
     if r.is_err() {
